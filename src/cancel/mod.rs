@@ -1,0 +1,212 @@
+//! Cancel scopes, checkpoints, and the waiting helper every blocking operation uses.
+//!
+//! [`CancelScope`] is the object users hold; the tree behind it lives in [`node`]. The
+//! [`CancelWaiter`] is the one place where a blocked operation learns about cancellation: every
+//! sleep, lock, channel and socket wait goes through it, so "a cancelled operation wakes and
+//! fails" is implemented once.
+
+pub(crate) mod node;
+mod scope;
+
+pub use scope::{fail_after, fail_at, move_on_after, move_on_at, CancelScope, FailAt, Scoped};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use crate::error::Cancelled;
+use crate::runtime::context;
+use node::TreeNode;
+
+/// Registration of a blocked operation with the cancel tree: while registered, cancelling any
+/// enclosing scope (not hidden by a shield) wakes the operation's waker.
+#[derive(Default)]
+pub(crate) struct CancelWaiter {
+    registration: Option<(Arc<dyn TreeNode>, usize)>,
+}
+
+impl CancelWaiter {
+    pub(crate) const fn new() -> Self {
+        CancelWaiter { registration: None }
+    }
+
+    /// `Ready(cancelled)` if the code being polled is cancelled; otherwise `Pending`, having made
+    /// sure a later cancellation wakes `cx`. `function` names the caller for the message given
+    /// when it is used outside a runtime (R2).
+    pub(crate) fn poll_cancelled(
+        &mut self,
+        function: &str,
+        cx: &mut Context<'_>,
+    ) -> Poll<Cancelled> {
+        let here = context::current_node_addr();
+        if here.is_null() {
+            outside_runtime(function);
+        }
+        if let Some((node, key)) = &self.registration {
+            if Arc::as_ptr(node) as *const () == here {
+                if node.node().update_waiter(*key, cx.waker()) {
+                    return Poll::Pending;
+                }
+                let err = node::cancelled_error(node.node());
+                self.clear();
+                return Poll::Ready(err);
+            }
+            self.clear();
+        }
+        let node = context::current_node_arc().expect("checked non-null above");
+        match node.node().add_waiter(cx.waker()) {
+            Some(key) => {
+                self.registration = Some((node, key));
+                Poll::Pending
+            }
+            None => Poll::Ready(node::cancelled_error(node.node())),
+        }
+    }
+
+    /// Deregisters (the operation completed). Also done on drop.
+    pub(crate) fn clear(&mut self) {
+        if let Some((node, key)) = self.registration.take() {
+            node.node().remove_waiter(key);
+        }
+    }
+}
+
+impl Drop for CancelWaiter {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+#[cold]
+#[track_caller]
+pub(crate) fn outside_runtime(function: &str) -> ! {
+    panic!(
+        "trellis::{function} must be called from inside a trellis runtime \
+         (inside trellis::run or Runtime::block_on)"
+    )
+}
+
+/// Is the code being polled right now inside a cancelled scope? If so, the error to return.
+pub(crate) fn current_cancellation(function: &str) -> Option<Cancelled> {
+    context::with_node(|node| match node {
+        Some(n) if n.node().is_cancelled() => Some(node::cancelled_error(n.node())),
+        Some(_) => None,
+        None => outside_runtime(function),
+    })
+}
+
+/// A schedule point: on the first poll, wake ourselves and return `Pending`, so the scheduler
+/// runs everything already queued before we continue (principle 3).
+#[derive(Default)]
+pub(crate) struct YieldOnce {
+    yielded: bool,
+}
+
+impl YieldOnce {
+    pub(crate) fn poll_yield(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            Poll::Ready(())
+        } else {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    /// Marks the schedule point done because the operation blocked (blocking is one).
+    pub(crate) fn blocked(&mut self) {
+        self.yielded = true;
+    }
+}
+
+/// Yields to the scheduler, then fails if the enclosing scope is cancelled: the basic checkpoint
+/// (principle 3, C7).
+///
+/// ```
+/// trellis::run(async {
+///     for _ in 0..3 {
+///         trellis::checkpoint().await?; // lets other tasks run; stops here once cancelled
+///     }
+///     Ok::<_, trellis::Cancelled>(())
+/// })
+/// .unwrap();
+/// ```
+pub fn checkpoint() -> Checkpoint {
+    Checkpoint {
+        yield_once: YieldOnce::default(),
+        check: true,
+    }
+}
+
+/// Yields to the scheduler without looking at cancellation (trio's
+/// `cancel_shielded_checkpoint`).
+pub fn cancel_shielded_checkpoint() -> Checkpoint {
+    Checkpoint {
+        yield_once: YieldOnce::default(),
+        check: false,
+    }
+}
+
+/// Future of [`checkpoint`] and [`cancel_shielded_checkpoint`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Checkpoint {
+    yield_once: YieldOnce,
+    check: bool,
+}
+
+impl Future for Checkpoint {
+    type Output = Result<(), Cancelled>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.yield_once.yielded {
+            if context::current_node_addr().is_null() {
+                outside_runtime("checkpoint");
+            }
+            return self.yield_once.poll_yield(cx).map(Ok);
+        }
+        if !self.check {
+            return Poll::Ready(Ok(()));
+        }
+        // C7: a deadline that passed while this task ran is seen at this checkpoint, even if
+        // no worker has looked at the timers since.
+        if let Some(rt) = context::try_current() {
+            rt.driver.fire_due_timers();
+        }
+        match current_cancellation("checkpoint") {
+            Some(c) => Poll::Ready(Err(c)),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Fails at once, without yielding, if the enclosing scope is cancelled (trio's
+/// `checkpoint_if_cancelled`).
+pub async fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
+    if let Some(rt) = context::try_current() {
+        rt.driver.fire_due_timers();
+    }
+    match current_cancellation("checkpoint_if_cancelled") {
+        Some(c) => Err(c),
+        None => Ok(()),
+    }
+}
+
+/// The earliest deadline that applies to the code calling it: the minimum over the enclosing
+/// scopes up to the first shield (C5). `None` when no deadline applies. If the code is already
+/// cancelled, a time no later than [`now`](crate::now) is returned.
+pub fn current_effective_deadline() -> Option<Instant> {
+    context::with_node(|node| {
+        let node = match node {
+            Some(n) => n.node(),
+            None => outside_runtime("current_effective_deadline"),
+        };
+        let deadline = node::effective_deadline(node);
+        if node.is_cancelled() {
+            let now = crate::time::now();
+            return Some(deadline.map_or(now, |d| d.min(now)));
+        }
+        deadline
+    })
+}

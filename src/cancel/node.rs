@@ -1,0 +1,499 @@
+//! The cancel tree: the internal structure behind cancel scopes, nurseries and tasks.
+//!
+//! ```text
+//!   root (runtime)
+//!    └─ task "main"                      every task is a node; its nested scopes hang below it
+//!        └─ scope (move_on_after)
+//!            └─ nursery                  a nursery is a scope; its tasks are its children
+//!                ├─ task 7
+//!                │   └─ scope (shield) ─ cancellation from above stops here
+//!                └─ task 8
+//! ```
+//!
+//! Each node keeps its children, the wakers of operations blocked directly inside it, and its own
+//! cancel state (called, reason, shield, deadline). `eff_cancelled` caches "a checkpoint here
+//! fails": the node's own cancel was called, or its parent is effectively cancelled and the node
+//! is not shielded. Checkpoints read only that atomic.
+//!
+//! Who touches what:
+//! - `eff_cancelled` is written only while holding the process-wide `TREE_LOCK` *and* the node's
+//!   own lock. Cancelling, changing a shield and re-parenting a task take `TREE_LOCK`, so two
+//!   propagations never interleave. They walk the subtree top-down, one node lock at a time,
+//!   setting flags before snapshotting children and waking waiters after unlocking.
+//! - Linking a new child reads the parent's `eff_cancelled` under the parent's lock, so it either
+//!   sees a propagation's flag or is in the snapshot the propagation walks next.
+//! - A blocked operation registers its waker in the node it is blocked in, under that node's
+//!   lock, and re-reads `eff_cancelled` after registering: it cannot miss a cancellation.
+//! - No code holds two node locks at once.
+//!
+//! Invariant behind "no child outlives its parent": a task node is unlinked from its nursery
+//! only after its future has been dropped, and a nursery completes only when it has no task
+//! children left.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Waker;
+use std::time::Instant;
+
+use slab::Slab;
+
+use crate::error::{CancelReason, Cancelled};
+use crate::runtime::Shared;
+use crate::time::timers::{TimerKey, TimerTarget};
+
+/// Serialises every change that propagates through the tree. Such changes are rare (a cancel, a
+/// shield flip, a deadline firing), so one lock for the process costs nothing measurable.
+static TREE_LOCK: Mutex<()> = Mutex::new(());
+
+fn tree_lock() -> MutexGuard<'static, ()> {
+    TREE_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Something that sits in the tree: a plain node (scope, nursery, root) or a task cell that
+/// embeds its node and can be torn down.
+pub(crate) trait TreeNode: Send + Sync + 'static {
+    fn node(&self) -> &Node;
+
+    /// Drops the task's future now, waiting for a poll in progress on another thread to end.
+    /// Only task cells do anything.
+    fn teardown(&self) {}
+}
+
+/// What a node stands for.
+#[derive(Debug)]
+pub(crate) enum NodeKind {
+    Root,
+    Task(TaskInfo),
+    Scope,
+    Nursery,
+}
+
+/// Identity of a task, for introspection.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskInfo {
+    pub(crate) id: u64,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) service: bool,
+}
+
+pub(crate) struct Node {
+    kind: NodeKind,
+    /// Cached "a checkpoint inside this node fails". See the module comment for who writes it.
+    eff_cancelled: AtomicBool,
+    state: Mutex<NodeState>,
+}
+
+pub(crate) struct NodeState {
+    parent: Option<Arc<dyn TreeNode>>,
+    /// Our key in the parent's `children`, while linked.
+    slot: Option<usize>,
+    children: Slab<Arc<dyn TreeNode>>,
+    waiters: Slab<Waker>,
+    pub(crate) cancel_called: bool,
+    pub(crate) reason: Option<CancelReason>,
+    pub(crate) shield: bool,
+    pub(crate) deadline: Option<Instant>,
+    timer: Option<TimerKey>,
+    /// The runtime, kept once the node is linked and has had a deadline (for timer upkeep).
+    rt: Option<Weak<Shared>>,
+    /// Number of task children, and how many of them are services (N12).
+    pub(crate) tasks: usize,
+    pub(crate) services: usize,
+    /// `start` calls in flight that will add a task (N9: keeps a nursery open).
+    pub(crate) pending_starts: usize,
+    /// No new task children (a finished nursery, N5).
+    pub(crate) closed: bool,
+    /// Woken when the number of non-service task children drops (the nursery owner waits).
+    pub(crate) exit_waker: Option<Waker>,
+    pub(crate) cancelled_caught: bool,
+    pub(crate) entered: bool,
+}
+
+impl Node {
+    pub(crate) fn new(kind: NodeKind) -> Node {
+        Node {
+            kind,
+            eff_cancelled: AtomicBool::new(false),
+            state: Mutex::new(NodeState {
+                parent: None,
+                slot: None,
+                children: Slab::new(),
+                waiters: Slab::new(),
+                cancel_called: false,
+                reason: None,
+                shield: false,
+                deadline: None,
+                timer: None,
+                rt: None,
+                tasks: 0,
+                services: 0,
+                pending_starts: 0,
+                closed: false,
+                exit_waker: None,
+                cancelled_caught: false,
+                entered: false,
+            }),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> &NodeKind {
+        &self.kind
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Does a checkpoint inside this node fail?
+    #[inline]
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.eff_cancelled.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn parent(&self) -> Option<Arc<dyn TreeNode>> {
+        self.lock().parent.clone()
+    }
+
+    pub(crate) fn task_info(&self) -> Option<&TaskInfo> {
+        match &self.kind {
+            NodeKind::Task(info) => Some(info),
+            _ => None,
+        }
+    }
+
+    /// The children, snapshotted.
+    pub(crate) fn children(&self) -> Vec<Arc<dyn TreeNode>> {
+        self.lock()
+            .children
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// Registers the waker of an operation blocked in this node. Returns the key, or `None` if
+    /// the node is already cancelled (the operation must fail instead of blocking).
+    pub(crate) fn add_waiter(&self, waker: &Waker) -> Option<usize> {
+        let mut state = self.lock();
+        if self.is_cancelled() {
+            return None;
+        }
+        Some(state.waiters.insert(waker.clone()))
+    }
+
+    /// Refreshes the waker under `key` (the operation was polled again). Returns false if the node
+    /// got cancelled meanwhile.
+    pub(crate) fn update_waiter(&self, key: usize, waker: &Waker) -> bool {
+        let mut state = self.lock();
+        if let Some(w) = state.waiters.get_mut(key) {
+            if !w.will_wake(waker) {
+                w.clone_from(waker);
+            }
+        }
+        !self.is_cancelled()
+    }
+
+    pub(crate) fn remove_waiter(&self, key: usize) {
+        let mut state = self.lock();
+        if state.waiters.contains(key) {
+            state.waiters.remove(key);
+        }
+    }
+}
+
+impl TreeNode for Node {
+    fn node(&self) -> &Node {
+        self
+    }
+}
+
+/// Links `child` under `parent`. Sets its cached cancellation from the parent. Returns false
+/// (and links nothing) if `child` is a task and `parent` is closed.
+pub(crate) fn link(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>) -> bool {
+    let p = parent.node();
+    let c = child.node();
+    let mut cs = c.lock();
+    let is_task = matches!(c.kind, NodeKind::Task(_));
+    let service = matches!(&c.kind, NodeKind::Task(info) if info.service);
+    {
+        let mut ps = p.lock();
+        if is_task && ps.closed {
+            return false;
+        }
+        let slot = ps.children.insert(child.clone());
+        if is_task {
+            ps.tasks += 1;
+            if service {
+                ps.services += 1;
+            }
+        }
+        let eff = cs.cancel_called || (!cs.shield && p.is_cancelled());
+        c.eff_cancelled.store(eff, Ordering::Release);
+        cs.slot = Some(slot);
+    }
+    cs.parent = Some(parent.clone());
+    cs.entered = true;
+    true
+}
+
+/// Unlinks `child` from its parent (idempotent). Wakes the parent's owner if this was a task and
+/// only services (or nothing) remain. Also drops the node's pending deadline timer.
+pub(crate) fn unlink(child: &dyn TreeNode) {
+    let c = child.node();
+    let (parent, slot, timer, rt) = {
+        let mut cs = c.lock();
+        (
+            cs.parent.clone(),
+            cs.slot.take(),
+            cs.timer.take(),
+            cs.rt.take(),
+        )
+    };
+    if let (Some(key), Some(rt)) = (timer, rt.and_then(|rt| rt.upgrade())) {
+        rt.driver.timers.remove(key);
+    }
+    let (Some(parent), Some(slot)) = (parent, slot) else {
+        return;
+    };
+    let p = parent.node();
+    let waker = {
+        let mut ps = p.lock();
+        if ps.children.contains(slot) {
+            ps.children.remove(slot);
+        }
+        if let NodeKind::Task(info) = &c.kind {
+            ps.tasks -= 1;
+            if info.service {
+                ps.services -= 1;
+            }
+            if ps.tasks - ps.services == 0 || ps.tasks == 0 {
+                ps.exit_waker.take()
+            } else {
+                None
+            }
+        } else {
+            None
+        }
+    };
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+/// Cancels `target` with `reason` (the first reason wins) and propagates to the subtree.
+pub(crate) fn cancel(target: &dyn TreeNode, reason: CancelReason) {
+    let _tree = tree_lock();
+    {
+        let mut s = target.node().lock();
+        if s.cancel_called {
+            return;
+        }
+        s.cancel_called = true;
+        s.reason = Some(reason);
+    }
+    propagate(target);
+}
+
+/// Recomputes `eff_cancelled` from `start` downwards, waking what became cancelled. Caller holds
+/// `TREE_LOCK`. Iterative so 5 000 nested scopes do not overflow the stack (C9).
+fn propagate(start: &dyn TreeNode) {
+    let mut wake = Vec::new();
+    let mut stack: Vec<(Arc<dyn TreeNode>, bool)> = Vec::new();
+    let parent_eff = start
+        .node()
+        .parent()
+        .is_some_and(|p| p.node().is_cancelled());
+    visit(start.node(), parent_eff, &mut stack, &mut wake);
+    while let Some((n, parent_eff)) = stack.pop() {
+        visit(n.node(), parent_eff, &mut stack, &mut wake);
+    }
+    wake.into_iter().for_each(Waker::wake);
+}
+
+/// Sets one node's cached flag from its parent's; if it changed, queues its children with the
+/// new value as their parent's.
+fn visit(
+    node: &Node,
+    parent_eff: bool,
+    stack: &mut Vec<(Arc<dyn TreeNode>, bool)>,
+    wake: &mut Vec<Waker>,
+) {
+    let s = node.lock();
+    let eff = s.cancel_called || (!s.shield && parent_eff);
+    let was = node.eff_cancelled.swap(eff, Ordering::AcqRel);
+    if eff == was {
+        return;
+    }
+    if eff {
+        wake.extend(s.waiters.iter().map(|(_, w)| w.clone()));
+    }
+    // Un-cancelling (a shield was raised) wakes nothing: blocked operations keep waiting.
+    stack.extend(s.children.iter().map(|(_, c)| (c.clone(), eff)));
+}
+
+/// Raises or lowers a node's shield with immediate effect (C4).
+pub(crate) fn set_shield(target: &dyn TreeNode, shield: bool) {
+    let _tree = tree_lock();
+    {
+        let mut s = target.node().lock();
+        if s.shield == shield {
+            return;
+        }
+        s.shield = shield;
+        if !s.entered {
+            return;
+        }
+    }
+    propagate(target);
+}
+
+/// Moves a task node under a new parent (a started task joins its nursery, N9).
+pub(crate) fn reparent(child: &Arc<dyn TreeNode>, new_parent: &Arc<dyn TreeNode>) -> bool {
+    let _tree = tree_lock();
+    unlink_for_move(child.node());
+    if !link(new_parent, child) {
+        return false;
+    }
+    propagate(child.as_ref());
+    true
+}
+
+/// Unlinks without waking anything or touching timers (the node is re-linked at once).
+fn unlink_for_move(c: &Node) {
+    let (parent, slot) = {
+        let mut cs = c.lock();
+        (cs.parent.take(), cs.slot.take())
+    };
+    if let (Some(parent), Some(slot)) = (parent, slot) {
+        let mut ps = parent.node().lock();
+        if ps.children.contains(slot) {
+            ps.children.remove(slot);
+        }
+        if let NodeKind::Task(info) = &c.kind {
+            ps.tasks -= 1;
+            if info.service {
+                ps.services -= 1;
+            }
+        }
+    }
+}
+
+/// Called by the timer store when a scope's deadline arrives.
+pub(crate) fn deadline_fired(node: &Arc<dyn TreeNode>) {
+    {
+        let mut s = node.node().lock();
+        s.timer = None;
+    }
+    cancel(node.as_ref(), CancelReason::Deadline);
+}
+
+/// Sets (or clears) a node's deadline. If the node is linked, its timer is replaced; a deadline
+/// already past cancels at once (C5).
+pub(crate) fn set_deadline(target: &Arc<dyn TreeNode>, deadline: Option<Instant>) {
+    let node = target.node();
+    let (old_timer, rt) = {
+        let mut s = node.lock();
+        s.deadline = deadline;
+        if !s.entered || s.slot.is_none() {
+            return;
+        }
+        (s.timer.take(), s.rt.as_ref().and_then(Weak::upgrade))
+    };
+    let rt = match rt.or_else(crate::runtime::context::try_current) {
+        Some(rt) => rt,
+        None => return,
+    };
+    if let Some(key) = old_timer {
+        rt.driver.timers.remove(key);
+    }
+    arm_deadline(target, &rt);
+}
+
+/// Arms the timer for a linked node's deadline, or cancels at once if it is already past.
+pub(crate) fn arm_deadline(target: &Arc<dyn TreeNode>, rt: &Arc<Shared>) {
+    let node = target.node();
+    let deadline = {
+        let s = node.lock();
+        if s.cancel_called {
+            return;
+        }
+        match s.deadline {
+            Some(d) => d,
+            None => return,
+        }
+    };
+    if deadline <= rt.driver.now() {
+        cancel(target.as_ref(), CancelReason::Deadline);
+        return;
+    }
+    let key = rt.insert_timer(deadline, TimerTarget::Scope(Arc::downgrade(target)));
+    let stale = {
+        let mut s = node.lock();
+        if s.slot.is_none() || s.deadline != Some(deadline) {
+            Some(key)
+        } else {
+            s.timer = Some(key);
+            s.rt = Some(Arc::downgrade(rt));
+            None
+        }
+    };
+    if let Some(key) = stale {
+        rt.driver.timers.remove(key);
+    }
+}
+
+/// Is cancellation from outside this node visible inside it? (the parent is effectively
+/// cancelled and this node is not shielded).
+pub(crate) fn parent_cancel_visible(node: &Node) -> bool {
+    let (shield, parent) = {
+        let s = node.lock();
+        (s.shield, s.parent.clone())
+    };
+    !shield && parent.is_some_and(|p| p.node().is_cancelled())
+}
+
+/// Visits `node` and then its ancestors, one lock at a time, while `f` returns true.
+fn walk_up(node: &Node, mut f: impl FnMut(&Node, &NodeState) -> bool) {
+    let mut next = {
+        let s = node.lock();
+        if !f(node, &s) {
+            return;
+        }
+        s.parent.clone()
+    };
+    while let Some(p) = next {
+        let s = p.node().lock();
+        if !f(p.node(), &s) {
+            return;
+        }
+        next = s.parent.clone();
+    }
+}
+
+/// Builds the `Cancelled` error raised at a checkpoint in `node`: the reason is that of the
+/// outermost cancelled scope visible from here (the one that will absorb it, C3).
+pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
+    let mut reason = None;
+    walk_up(node, |n, s| {
+        if !n.is_cancelled() {
+            return false;
+        }
+        if s.cancel_called {
+            reason = s.reason.clone();
+        }
+        !s.shield
+    });
+    Cancelled::new(reason.unwrap_or(CancelReason::Explicit(None)))
+}
+
+/// The earliest deadline visible from `node`: the minimum over it and its ancestors up to and
+/// including the first shielded one (C5).
+pub(crate) fn effective_deadline(node: &Node) -> Option<Instant> {
+    let mut best: Option<Instant> = None;
+    walk_up(node, |_, s| {
+        if let Some(d) = s.deadline {
+            best = Some(best.map_or(d, |b| b.min(d)));
+        }
+        !s.shield
+    });
+    best
+}

@@ -1,0 +1,339 @@
+//! `CancelScope`: the user's handle on one node of the cancel tree.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use super::node::{self, Node, NodeKind, TreeNode};
+use super::outside_runtime;
+use crate::error::{CancelReason, Outcome, TimedOut};
+use crate::runtime::context;
+
+/// A region of code that can be cancelled as a unit, with an optional deadline and shield.
+///
+/// Create it, keep a clone to cancel it from elsewhere (any task or thread, before or after it is
+/// entered, C2), and run a future inside it with [`run`](CancelScope::run). Once cancelled, every
+/// checkpoint inside fails with [`Cancelled`](crate::Cancelled) until the code leaves the scope
+/// (C1); the scope then absorbs that cancellation and `run` gives `None`.
+///
+/// ```
+/// use std::time::Duration;
+/// use trellis::CancelScope;
+///
+/// trellis::run(async {
+///     let scope = CancelScope::new();
+///     let handle = scope.clone();
+///     let out = scope
+///         .run(async move {
+///             handle.cancel();
+///             trellis::sleep(Duration::from_secs(3600)).await?; // fails at once
+///             Ok::<_, trellis::Cancelled>("not reached")
+///         })
+///         .await;
+///     assert_eq!(out, None);
+///     assert!(scope.cancelled_caught());
+/// });
+/// ```
+#[derive(Clone)]
+pub struct CancelScope {
+    node: Arc<Node>,
+}
+
+impl fmt::Debug for CancelScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.node.lock();
+        f.debug_struct("CancelScope")
+            .field("cancel_called", &s.cancel_called)
+            .field("deadline", &s.deadline)
+            .field("shield", &s.shield)
+            .finish()
+    }
+}
+
+impl Default for CancelScope {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CancelScope {
+    /// A scope with no deadline and no shield.
+    pub fn new() -> Self {
+        CancelScope {
+            node: Arc::new(Node::new(NodeKind::Scope)),
+        }
+    }
+
+    /// A handle on an existing node (a nursery's scope). Such a scope is already entered.
+    pub(crate) fn from_node(node: Arc<Node>) -> Self {
+        CancelScope { node }
+    }
+
+    /// A scope that cancels itself at `deadline`.
+    pub fn with_deadline(deadline: Instant) -> Self {
+        let scope = Self::new();
+        scope.node.lock().deadline = Some(deadline);
+        scope
+    }
+
+    /// A scope that cancels itself `timeout` after now (read from the runtime's clock).
+    ///
+    /// # Panics
+    /// Outside a runtime: "now" is the runtime clock's.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Self::with_deadline(deadline_after("CancelScope::with_timeout", timeout))
+    }
+
+    /// Sets the shield (builder style). See [`set_shield`](CancelScope::set_shield).
+    pub fn shielded(self, shield: bool) -> Self {
+        self.set_shield(shield);
+        self
+    }
+
+    /// Runs `future` inside this scope. The output is `None` if this scope's cancellation ended
+    /// the future (it returned a cancellation this scope absorbs, C3), else `Some(output)`.
+    ///
+    /// # Panics
+    /// When polled, if this scope (or a clone of it) was already entered: a scope is entered
+    /// once. Create a new one instead.
+    pub fn run<F>(&self, future: F) -> Scoped<F>
+    where
+        F: Future,
+        F::Output: Outcome,
+    {
+        Scoped {
+            node: self.node.clone(),
+            future,
+            state: ScopedState::New,
+        }
+    }
+
+    /// Cancels the scope (idempotent; from anywhere).
+    pub fn cancel(&self) {
+        node::cancel(self.node.as_ref(), CancelReason::Explicit(None));
+    }
+
+    /// Cancels the scope and records why; the first reason given wins (C8).
+    pub fn cancel_with_reason(&self, reason: impl Into<Arc<str>>) {
+        node::cancel(
+            self.node.as_ref(),
+            CancelReason::Explicit(Some(reason.into())),
+        );
+    }
+
+    /// Whether `cancel` was called or the deadline passed (C2).
+    pub fn cancel_called(&self) -> bool {
+        let (called, deadline) = {
+            let s = self.node.lock();
+            (s.cancel_called, s.deadline)
+        };
+        called
+            || deadline
+                .is_some_and(|d| context::try_current().is_some_and(|rt| rt.driver.now() >= d))
+    }
+
+    /// Whether a cancellation of this scope actually ended the code run in it (C2).
+    pub fn cancelled_caught(&self) -> bool {
+        self.node.lock().cancelled_caught
+    }
+
+    /// The reason this scope was cancelled with, if it was.
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        self.node.lock().reason.clone()
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.node.lock().deadline
+    }
+
+    /// Moves the deadline, earlier or later, or removes it; takes effect at once, and a deadline
+    /// already past cancels the scope if it has been entered (C5).
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        let target: Arc<dyn TreeNode> = self.node.clone();
+        node::set_deadline(&target, deadline);
+    }
+
+    /// Whether the scope is shielded.
+    pub fn shield(&self) -> bool {
+        self.node.lock().shield
+    }
+
+    /// Raises or lowers the shield; takes effect at once (C4). A shielded scope hides
+    /// cancellation from enclosing scopes; its own cancel and deadline still apply.
+    pub fn set_shield(&self, shield: bool) {
+        node::set_shield(self.node.as_ref(), shield);
+    }
+}
+
+pub(crate) fn deadline_after(function: &str, timeout: Duration) -> Instant {
+    match context::try_current() {
+        Some(rt) => rt.driver.now() + timeout,
+        None => outside_runtime(function),
+    }
+}
+
+enum ScopedState {
+    New,
+    Entered,
+    Done,
+}
+
+pin_project_lite::pin_project! {
+    /// Future of [`CancelScope::run`] and [`move_on_after`]/[`move_on_at`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Scoped<F> {
+        node: Arc<Node>,
+        #[pin]
+        future: F,
+        state: ScopedState,
+    }
+
+    impl<F> PinnedDrop for Scoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let ScopedState::Entered = this.state {
+                node::unlink(this.node.as_ref());
+            }
+        }
+    }
+}
+
+impl<F> Future for Scoped<F>
+where
+    F: Future,
+    F::Output: Outcome,
+{
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.state {
+            ScopedState::New => {
+                enter(this.node);
+                *this.state = ScopedState::Entered;
+            }
+            ScopedState::Entered => {}
+            ScopedState::Done => panic!("Scoped future polled after completion"),
+        }
+        let output = {
+            let _guard = context::set_node(this.node.as_ref());
+            match this.future.poll(cx) {
+                Poll::Ready(out) => out,
+                Poll::Pending => return Poll::Pending,
+            }
+        };
+        *this.state = ScopedState::Done;
+        let absorbed = output.cancellation().is_some()
+            && this.node.lock().cancel_called
+            && !node::parent_cancel_visible(this.node);
+        node::unlink(this.node.as_ref());
+        if absorbed {
+            this.node.lock().cancelled_caught = true;
+            Poll::Ready(None)
+        } else {
+            Poll::Ready(Some(output))
+        }
+    }
+}
+
+fn enter(node: &Arc<Node>) {
+    if node.lock().entered {
+        panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
+    }
+    let Some(parent) = context::current_node_arc() else {
+        outside_runtime("CancelScope::run");
+    };
+    let child: Arc<dyn TreeNode> = node.clone();
+    node::link(&parent, &child);
+    if node.lock().deadline.is_some() {
+        let rt = context::try_current().expect("a node is set, so a runtime is entered");
+        node::arm_deadline(&child, &rt);
+    }
+}
+
+/// Runs `future` with a deadline `timeout` from now; `None` if the deadline (or a cancel of
+/// this scope) ended it (C6).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// trellis::run(async {
+///     let out = trellis::move_on_after(Duration::from_millis(5), async {
+///         trellis::sleep_forever().await?;
+///         Ok::<(), trellis::Cancelled>(())
+///     })
+///     .await;
+///     assert!(out.is_none());
+/// });
+/// ```
+pub fn move_on_after<F>(timeout: Duration, future: F) -> Scoped<F>
+where
+    F: Future,
+    F::Output: Outcome,
+{
+    move_on_at(deadline_after("move_on_after", timeout), future)
+}
+
+/// Runs `future` with a deadline; `None` if the deadline ended it (C6).
+pub fn move_on_at<F>(deadline: Instant, future: F) -> Scoped<F>
+where
+    F: Future,
+    F::Output: Outcome,
+{
+    CancelScope::with_deadline(deadline).run(future)
+}
+
+/// Runs `future` with a deadline `timeout` from now; `Err(TimedOut)` if the deadline ended it
+/// (C6). Other outcomes, errors included, pass through in `Ok`.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// trellis::run(async {
+///     let out = trellis::fail_after(Duration::from_millis(5), trellis::sleep_forever()).await;
+///     assert_eq!(out, Err(trellis::TimedOut));
+/// });
+/// ```
+pub fn fail_after<F>(timeout: Duration, future: F) -> FailAt<F>
+where
+    F: Future,
+    F::Output: Outcome,
+{
+    fail_at(deadline_after("fail_after", timeout), future)
+}
+
+/// Runs `future` with a deadline; `Err(TimedOut)` if the deadline ended it (C6).
+pub fn fail_at<F>(deadline: Instant, future: F) -> FailAt<F>
+where
+    F: Future,
+    F::Output: Outcome,
+{
+    FailAt {
+        inner: move_on_at(deadline, future),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Future of [`fail_after`] and [`fail_at`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct FailAt<F> {
+        #[pin]
+        inner: Scoped<F>,
+    }
+}
+
+impl<F> Future for FailAt<F>
+where
+    F: Future,
+    F::Output: Outcome,
+{
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map(|out| out.ok_or(TimedOut))
+    }
+}

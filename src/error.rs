@@ -1,0 +1,338 @@
+//! Errors of the runtime, and how a cancellation is recognised inside them.
+//!
+//! A cancellation is an ordinary error value ([`Cancelled`]) that travels outwards with `?` until
+//! the cancel scope that caused it absorbs it (contract C3). Because people use many error types,
+//! the scope does not look for one type: it asks the [`AsCancelled`] trait whether an error is,
+//! or carries, a cancellation. The trait is implemented for [`Error`], [`std::io::Error`],
+//! boxed errors, [`NurseryError`], `anyhow::Error` (feature `anyhow`) and [`Cancelled`] itself;
+//! implement it for your own error type to let scopes see through it.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+/// Why a scope was cancelled (contract C8). The first reason given to a scope wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// [`CancelScope::cancel`](crate::CancelScope::cancel) or a nursery's `cancel` was called,
+    /// with the reason given to [`CancelScope::cancel_with_reason`](crate::CancelScope::cancel_with_reason), if any.
+    Explicit(Option<Arc<str>>),
+    /// The scope's deadline passed.
+    Deadline,
+    /// A task in the nursery failed or panicked, so the nursery cancelled its other tasks (N2).
+    Nursery,
+    /// A service task was cancelled because the nursery's other work was done (N12).
+    ServiceDone,
+    /// The runtime is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CancelReason::Explicit(Some(why)) => write!(f, "cancelled explicitly: {why}"),
+            CancelReason::Explicit(None) => f.write_str("cancelled explicitly"),
+            CancelReason::Deadline => f.write_str("deadline expired"),
+            CancelReason::Nursery => f.write_str("a sibling task failed"),
+            CancelReason::ServiceDone => f.write_str("the nursery's other tasks finished"),
+            CancelReason::Shutdown => f.write_str("the runtime is shutting down"),
+        }
+    }
+}
+
+/// The error every checkpoint returns while its enclosing cancel scope is cancelled.
+///
+/// Let it travel outwards with `?`: the scope that was cancelled recognises it and turns it into
+/// its own outcome (`None` for [`move_on_after`](crate::move_on_after), [`TimedOut`] for
+/// [`fail_after`](crate::fail_after)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("operation cancelled ({reason})")]
+pub struct Cancelled {
+    reason: CancelReason,
+}
+
+impl Cancelled {
+    pub(crate) fn new(reason: CancelReason) -> Self {
+        Cancelled { reason }
+    }
+
+    /// Why the scope that raised this was cancelled.
+    pub fn reason(&self) -> &CancelReason {
+        &self.reason
+    }
+}
+
+/// A [`fail_after`](crate::fail_after) / [`fail_at`](crate::fail_at) deadline passed before the
+/// work finished (contract C6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("deadline expired before the operation finished")]
+pub struct TimedOut;
+
+/// The crate's general error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The enclosing cancel scope was cancelled.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+    /// A `fail_after`/`fail_at` deadline passed.
+    #[error(transparent)]
+    TimedOut(#[from] TimedOut),
+    /// The nursery no longer accepts tasks: its body and all its tasks have finished (N5).
+    #[error("the nursery is closed: its body and all its tasks have finished")]
+    NurseryClosed,
+    /// The task behind a [`TaskHandle`](crate::TaskHandle) failed or panicked; its error went to
+    /// its nursery.
+    #[error("the task failed; its error was reported to its nursery")]
+    TaskFailed,
+    /// The task behind a [`TaskHandle`](crate::TaskHandle) was cancelled before it produced a
+    /// value.
+    #[error("the task was cancelled before it produced a value")]
+    TaskCancelled,
+    /// A task given to [`Nursery::start`](crate::Nursery::start) finished without calling
+    /// [`TaskStatus::started`](crate::TaskStatus::started).
+    #[error("the task finished without calling TaskStatus::started")]
+    StartedNotCalled,
+    /// `spawn_local` was used on a runtime that runs tasks on several threads.
+    #[error("spawn_local needs a current-thread runtime (Flavor::CurrentThread)")]
+    NotCurrentThread,
+    /// The operation was used on something this handle (or one of its clones) has closed.
+    #[error("the resource was closed")]
+    Closed,
+    /// The other side of the resource is gone (all receivers dropped, for example).
+    #[error("the resource is broken: the other side is gone")]
+    BrokenResource,
+    /// The channel is closed and drained.
+    #[error("end of channel")]
+    EndOfChannel,
+    /// A non-blocking operation could not complete now.
+    #[error("the operation would block")]
+    WouldBlock,
+    /// Another task is already using the resource in a way that cannot be shared.
+    #[error("another task is already using this resource")]
+    BusyResource,
+    /// An argument was out of its allowed range (a negative duration, a zero capacity...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// Building the runtime or an operating-system operation failed.
+    #[error("I/O error: {0}")]
+    Io(Arc<io::Error>),
+}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Self {
+        match err.cancelled() {
+            Some(c) => Error::Cancelled(c),
+            None => Error::Io(Arc::new(err)),
+        }
+    }
+}
+
+impl From<Cancelled> for io::Error {
+    /// Carries the cancellation inside an `io::Error` (kind `Other`) so that I/O code can use `?`;
+    /// scopes still recognise it ([`AsCancelled`]).
+    fn from(c: Cancelled) -> Self {
+        io::Error::other(c)
+    }
+}
+
+impl From<TimedOut> for io::Error {
+    fn from(t: TimedOut) -> Self {
+        io::Error::new(io::ErrorKind::TimedOut, t)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Cancelled(c) => c.into(),
+            Error::TimedOut(t) => t.into(),
+            Error::Io(e) => match Arc::try_unwrap(e) {
+                Ok(e) => e,
+                Err(e) => io::Error::new(e.kind(), e.to_string()),
+            },
+            Error::WouldBlock => io::ErrorKind::WouldBlock.into(),
+            other => io::Error::other(other),
+        }
+    }
+}
+
+/// Tells whether an error is, or carries, a [`Cancelled`].
+///
+/// Cancel scopes and nurseries use it to recognise their own cancellation in whatever error type
+/// a future returns (contract C3). Implement it for your error type when it wraps trellis errors:
+///
+/// ```
+/// use trellis::{AsCancelled, Cancelled};
+///
+/// enum AppError { Runtime(trellis::Error), Parse(String) }
+///
+/// impl AsCancelled for AppError {
+///     fn cancelled(&self) -> Option<Cancelled> {
+///         match self {
+///             AppError::Runtime(e) => e.cancelled(),
+///             AppError::Parse(_) => None,
+///         }
+///     }
+/// }
+/// ```
+pub trait AsCancelled {
+    /// The cancellation this error is or carries, if any.
+    fn cancelled(&self) -> Option<Cancelled>;
+}
+
+impl AsCancelled for Cancelled {
+    fn cancelled(&self) -> Option<Cancelled> {
+        Some(self.clone())
+    }
+}
+
+impl AsCancelled for Error {
+    fn cancelled(&self) -> Option<Cancelled> {
+        match self {
+            Error::Cancelled(c) => Some(c.clone()),
+            Error::Io(e) => e.cancelled(),
+            _ => None,
+        }
+    }
+}
+
+impl AsCancelled for io::Error {
+    fn cancelled(&self) -> Option<Cancelled> {
+        self.get_ref().and_then(|inner| dyn_cancelled(inner))
+    }
+}
+
+/// Looks through a type-erased error (and the errors it wraps) for a cancellation.
+fn dyn_cancelled(err: &(dyn StdError + 'static)) -> Option<Cancelled> {
+    let mut next: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = next {
+        if let Some(c) = e.downcast_ref::<Cancelled>() {
+            return Some(c.clone());
+        }
+        if let Some(e) = e.downcast_ref::<Error>() {
+            return e.cancelled();
+        }
+        if let Some(e) = e.downcast_ref::<io::Error>() {
+            return e.cancelled();
+        }
+        next = e.source();
+    }
+    None
+}
+
+impl AsCancelled for Box<dyn StdError + Send + Sync> {
+    fn cancelled(&self) -> Option<Cancelled> {
+        dyn_cancelled(self.as_ref())
+    }
+}
+
+impl AsCancelled for Box<dyn StdError> {
+    fn cancelled(&self) -> Option<Cancelled> {
+        dyn_cancelled(self.as_ref())
+    }
+}
+
+#[cfg(feature = "anyhow")]
+impl AsCancelled for anyhow::Error {
+    fn cancelled(&self) -> Option<Cancelled> {
+        self.chain().find_map(dyn_cancelled)
+    }
+}
+
+/// What a nursery returns when it did not produce its body's value (contract N3).
+#[derive(Debug)]
+pub enum NurseryError<E> {
+    /// The body or a task failed; every failure is here, in the order they happened. Cancellations
+    /// caused by the nursery's own cancellation are not errors and are left out.
+    Failed(Vec<E>),
+    /// The body was cancelled and no task failed. An enclosing scope that was cancelled absorbs
+    /// this like any other cancellation.
+    Cancelled(Cancelled),
+}
+
+impl<E> NurseryError<E> {
+    /// The errors of the body and tasks (empty for a cancellation).
+    pub fn errors(&self) -> &[E] {
+        match self {
+            NurseryError::Failed(errors) => errors,
+            NurseryError::Cancelled(_) => &[],
+        }
+    }
+
+    /// Takes the errors out (empty for a cancellation).
+    pub fn into_errors(self) -> Vec<E> {
+        match self {
+            NurseryError::Failed(errors) => errors,
+            NurseryError::Cancelled(_) => Vec::new(),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for NurseryError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NurseryError::Cancelled(c) => write!(f, "nursery cancelled: {c}"),
+            NurseryError::Failed(errors) => {
+                write!(f, "{} task(s) failed in the nursery", errors.len())?;
+                for e in errors {
+                    write!(f, "; {e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> StdError for NurseryError<E> {}
+
+impl<E> AsCancelled for NurseryError<E> {
+    fn cancelled(&self) -> Option<Cancelled> {
+        match self {
+            NurseryError::Cancelled(c) => Some(c.clone()),
+            NurseryError::Failed(_) => None,
+        }
+    }
+}
+
+impl<E> From<NurseryError<E>> for Error
+where
+    E: Into<Error>,
+{
+    /// Keeps a cancellation a cancellation; otherwise the first failure.
+    fn from(err: NurseryError<E>) -> Self {
+        match err {
+            NurseryError::Cancelled(c) => Error::Cancelled(c),
+            NurseryError::Failed(errors) => errors
+                .into_iter()
+                .next()
+                .map(Into::into)
+                .unwrap_or(Error::TaskFailed),
+        }
+    }
+}
+
+/// The outcome of a future run inside a cancel scope: lets the scope see a cancellation in it.
+///
+/// Implemented for `Result<T, E>` where `E: AsCancelled`, and for `()`.
+pub trait Outcome {
+    /// The cancellation this outcome carries, if any.
+    fn cancellation(&self) -> Option<Cancelled>;
+}
+
+impl<T, E: AsCancelled> Outcome for Result<T, E> {
+    fn cancellation(&self) -> Option<Cancelled> {
+        match self {
+            Ok(_) => None,
+            Err(e) => e.cancelled(),
+        }
+    }
+}
+
+impl Outcome for () {
+    fn cancellation(&self) -> Option<Cancelled> {
+        None
+    }
+}

@@ -1,0 +1,219 @@
+//! I/O readiness on the runtime's reactor.
+//!
+//! [`AsyncFd`] wraps a non-blocking file descriptor and waits for it to become readable or
+//! writable. Every wait is a checkpoint (cancellation-aware: a cancelled wait fails with a
+//! `Cancelled` carried in the `io::Error`, and the operation it guarded did not happen). The
+//! socket types are built on it.
+
+pub(crate) mod reactor;
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::cancel::{outside_runtime, CancelWaiter};
+use crate::runtime::{context, Shared};
+use reactor::{Direction, Source};
+
+/// A file descriptor registered with the runtime's reactor.
+///
+/// The descriptor is switched to non-blocking mode and deregistered (before it is closed) when
+/// the `AsyncFd` is dropped or [`into_inner`](AsyncFd::into_inner) is called.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::os::unix::net::UnixStream;
+/// use trellis::io::AsyncFd;
+///
+/// trellis::run(async {
+///     let (a, mut b) = UnixStream::pair()?;
+///     let a = AsyncFd::new(a)?;
+///     b.write_all(b"ping")?;
+///     let mut buf = [0u8; 4];
+///     let n = a.read_with(|s| (&*s).read(&mut buf)).await?;
+///     assert_eq!(&buf[..n], b"ping");
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
+pub struct AsyncFd<T: AsRawFd> {
+    source: Arc<Source>,
+    rt: Arc<Shared>,
+    io: Option<T>,
+}
+
+impl<T: AsRawFd> std::fmt::Debug for AsyncFd<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncFd")
+            .field("fd", &self.source.fd())
+            .finish()
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain fcntl calls on a descriptor the caller owns; no memory is passed.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if flags & libc::O_NONBLOCK == 0
+            && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl<T: AsRawFd> AsyncFd<T> {
+    /// Registers `io` with the current runtime's reactor.
+    ///
+    /// # Errors
+    /// If the descriptor cannot be made non-blocking or registered.
+    ///
+    /// # Panics
+    /// Outside a runtime.
+    pub fn new(io: T) -> io::Result<Self> {
+        let Some(rt) = context::try_current() else {
+            outside_runtime("io::AsyncFd::new");
+        };
+        let fd = io.as_raw_fd();
+        set_nonblocking(fd)?;
+        let source = rt.driver.reactor.register(fd)?;
+        Ok(AsyncFd {
+            source,
+            rt,
+            io: Some(io),
+        })
+    }
+
+    /// The wrapped I/O object.
+    pub fn get_ref(&self) -> &T {
+        self.io.as_ref().expect("present until into_inner")
+    }
+
+    /// The wrapped I/O object, mutably.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.io.as_mut().expect("present until into_inner")
+    }
+
+    /// Deregisters and returns the I/O object (still non-blocking).
+    pub fn into_inner(mut self) -> io::Result<T> {
+        let result = self.rt.driver.reactor.deregister(&self.source);
+        let io = self.io.take().expect("present until into_inner");
+        result.map(|()| io)
+    }
+
+    /// Waits until the descriptor is readable. A checkpoint.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.ready(Direction::Read, |_| Ok(())).await
+    }
+
+    /// Waits until the descriptor is writable. A checkpoint.
+    pub async fn writable(&self) -> io::Result<()> {
+        self.ready(Direction::Write, |_| Ok(())).await
+    }
+
+    /// Runs `op` (a non-blocking read) until it does not return `WouldBlock`, waiting for
+    /// readability in between. A checkpoint; if cancelled, `op` is not called again, so a
+    /// cancelled read consumes nothing.
+    pub async fn read_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.ready(Direction::Read, op).await
+    }
+
+    /// Runs `op` (a non-blocking write) until it does not return `WouldBlock`, waiting for
+    /// writability in between. A checkpoint; if cancelled, `op` is not called again.
+    pub async fn write_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.ready(Direction::Write, op).await
+    }
+
+    fn ready<R, F: FnMut(&T) -> io::Result<R>>(&self, dir: Direction, op: F) -> IoOp<'_, T, F, R> {
+        IoOp {
+            fd: self,
+            dir,
+            op,
+            cancel: CancelWaiter::new(),
+            blocked: false,
+            done: None,
+        }
+    }
+
+    /// One non-blocking attempt of `op` once readiness in `dir` is known; `Pending` (waker
+    /// stored) while not ready. Not a checkpoint: the building block of `poll_read`-style
+    /// trait implementations.
+    pub(crate) fn poll_op<R>(
+        &self,
+        dir: Direction,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            let event = match self.source.poll_ready(&self.rt.driver.reactor, dir, cx) {
+                Poll::Ready(Ok(event)) => event,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            match op(self.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.source.clear_ready(event),
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+impl<T: AsRawFd> Drop for AsyncFd<T> {
+    fn drop(&mut self) {
+        if self.io.is_some() {
+            // Deregister before `io` (dropped after this) closes the descriptor.
+            let _ = self.rt.driver.reactor.deregister(&self.source);
+        }
+    }
+}
+
+/// A readiness wait plus operation; see [`AsyncFd::read_with`]. Checkpoint order as in trio:
+/// cancellation is checked before the operation; an operation that completes without blocking
+/// then yields once (blocking already was a schedule point), and its result is kept across that
+/// yield, so completed I/O is never lost to a cancellation.
+struct IoOp<'a, T: AsRawFd, F, R> {
+    fd: &'a AsyncFd<T>,
+    dir: Direction,
+    op: F,
+    cancel: CancelWaiter,
+    blocked: bool,
+    done: Option<io::Result<R>>,
+}
+
+impl<T: AsRawFd, R, F: FnMut(&T) -> io::Result<R>> Future for IoOp<'_, T, F, R> {
+    type Output = io::Result<R>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: no field is structurally pinned (the future holds only references, the closure
+        // and a plain result), and nothing is moved out of `self` except the finished result.
+        let this = unsafe { self.get_unchecked_mut() };
+        if let Some(result) = this.done.take() {
+            return Poll::Ready(result);
+        }
+        if let Poll::Ready(c) = this.cancel.poll_cancelled("io::AsyncFd", cx) {
+            return Poll::Ready(Err(c.into()));
+        }
+        match this.fd.poll_op(this.dir, cx, &mut this.op) {
+            Poll::Pending => {
+                this.blocked = true;
+                Poll::Pending
+            }
+            Poll::Ready(result) => {
+                this.cancel.clear();
+                if this.blocked {
+                    return Poll::Ready(result);
+                }
+                this.done = Some(result);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+}

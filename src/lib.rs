@@ -1,0 +1,64 @@
+//! # trellis
+//!
+//! A structured-concurrency async runtime in the style of Python's trio.
+//!
+//! - Every task lives in a [`nursery`]; a nursery does not complete until all its tasks have, so
+//!   no task outlives the code that started it. Errors and panics of tasks propagate to the
+//!   nursery's owner.
+//! - [`CancelScope`]s cancel a region of code, by call or by deadline; cancellation is
+//!   level-triggered and cooperative: every runtime operation is a *checkpoint* that fails with
+//!   [`Cancelled`] while its scope is cancelled, and a scope absorbs its own cancellation.
+//! - Its own scheduler (on `async-task` and `concurrent-queue`) and I/O reactor (on `polling`),
+//!   with a mock clock for deterministic tests.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! trellis::run(async {
+//!     let result = trellis::nursery(|n| async move {
+//!         n.spawn(async {
+//!             // Cancelled after 10 ms: sleep returns Err(Cancelled), the scope absorbs it.
+//!             let out = trellis::move_on_after(Duration::from_millis(10), async {
+//!                 trellis::sleep(Duration::from_secs(60)).await
+//!             })
+//!             .await;
+//!             assert!(out.is_none());
+//!             Ok(())
+//!         })?;
+//!         Ok::<_, trellis::Error>("done")
+//!     })
+//!     .await;
+//!     assert_eq!(result.unwrap(), "done");
+//! });
+//! ```
+//!
+//! The contract these types implement is numbered (R*, N*, C*) in `docs/design.md`; tests cite
+//! the rules they check.
+
+#![warn(missing_docs)]
+
+mod cancel;
+mod error;
+pub mod io;
+pub mod lowlevel;
+mod nursery;
+mod runtime;
+pub(crate) mod task;
+pub mod testing;
+mod time;
+
+pub use cancel::{
+    cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, current_effective_deadline,
+    fail_after, fail_at, move_on_after, move_on_at, CancelScope, Checkpoint, FailAt, Scoped,
+};
+pub use error::{AsCancelled, CancelReason, Cancelled, Error, NurseryError, Outcome, TimedOut};
+pub use nursery::{nursery, Nursery, NurseryFuture, TaskStatus};
+pub use runtime::{run, Builder, Flavor, Runtime};
+pub use task::TaskHandle;
+pub use time::clock::{Clock, SystemClock};
+pub use time::{now, sleep, sleep_forever, sleep_until, Sleep};
+
+/// The README's example, compiled and run as a doc test so it cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

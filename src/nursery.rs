@@ -1,0 +1,683 @@
+//! Nurseries: the only way to start a task, and the guarantee that it ends before its parent.
+//!
+//! A nursery is a node of the cancel tree (a scope) whose task children are its tasks. Its
+//! future runs the body inside that node, then waits — without being a cancel point (N4) —
+//! until no task is left and no `start` is in flight; then it closes, so a late `spawn` fails
+//! with `NurseryClosed` (N5). A failing task or body records its error and cancels the node
+//! (N2), which reaches every descendant (N7); tasks obey the scopes around the nursery, not
+//! those around the `spawn` call (N8), because they hang below the nursery's node.
+//!
+//! If the nursery future is dropped before it completes (forced teardown, N11), its `Drop`
+//! closes it, drops the body, and tears down every task — dropping each task's future, waiting
+//! for a poll running on another thread — before returning.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
+
+use crate::cancel::node::{self, Node, NodeKind, TreeNode};
+use crate::cancel::{outside_runtime, CancelScope};
+use crate::error::{AsCancelled, CancelReason, Cancelled, Error, NurseryError};
+use crate::runtime::{context, Flavor, Shared};
+use crate::task::{spawn_child, Report, SpawnSpec, TaskHandle};
+
+/// Opens a nursery, runs `body` in it, and waits for every task spawned into it.
+///
+/// `body` gets a [`Nursery`] handle to spawn tasks with. The nursery completes when the body and
+/// every task are done (N1). If the body or a task fails, the others are cancelled and all
+/// failures are returned together (N2, N3); if one panics, the others are cancelled and awaited,
+/// then the panic resumes here (N10).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// trellis::run(async {
+///     let result = trellis::nursery(|n| async move {
+///         n.spawn(async {
+///             trellis::sleep(Duration::from_millis(1)).await?;
+///             Ok(())
+///         })?;
+///         n.spawn(async { Err::<(), _>(trellis::Error::InvalidArgument("boom")) })?;
+///         Ok::<_, trellis::Error>(())
+///     })
+///     .await;
+///     let errors = result.unwrap_err().into_errors();
+///     assert_eq!(errors.len(), 1); // the sleeper was cancelled, which is not an error
+/// });
+/// ```
+pub fn nursery<E, T, F, Fut>(body: F) -> NurseryFuture<E, T, F, Fut>
+where
+    F: FnOnce(Nursery<E>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: AsCancelled + Send + 'static,
+{
+    NurseryFuture {
+        stage: Stage::Init(Some(body)),
+    }
+}
+
+/// A handle on an open nursery: spawn tasks into it, cancel it. Cheap to clone; may be passed to
+/// tasks so they can spawn siblings.
+pub struct Nursery<E = Error> {
+    inner: Arc<NurseryInner<E>>,
+}
+
+impl<E> Clone for Nursery<E> {
+    fn clone(&self) -> Self {
+        Nursery {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<E> fmt::Debug for Nursery<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.inner.node.lock();
+        f.debug_struct("Nursery")
+            .field("tasks", &s.tasks)
+            .field("closed", &s.closed)
+            .finish()
+    }
+}
+
+struct NurseryInner<E> {
+    node: Arc<Node>,
+    rt: Arc<Shared>,
+    failures: Mutex<Failures<E>>,
+}
+
+struct Failures<E> {
+    errors: Vec<E>,
+    panics: Vec<Box<dyn Any + Send>>,
+    /// The first cancellation a task ended with. If it came from outside the nursery, it
+    /// propagates out of the nursery like the body's would.
+    cancelled: Option<Cancelled>,
+}
+
+impl<E> NurseryInner<E> {
+    fn failures(&self) -> MutexGuard<'_, Failures<E>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn as_tree(&self) -> Arc<dyn TreeNode> {
+        self.node.clone()
+    }
+}
+
+impl<E: AsCancelled + Send + 'static> Report<E> for NurseryInner<E> {
+    fn failed(&self, error: E) {
+        self.failures().errors.push(error);
+        node::cancel(self.node.as_ref(), CancelReason::Nursery);
+    }
+
+    fn panicked(&self, payload: Box<dyn Any + Send>) {
+        self.failures().panics.push(payload);
+        node::cancel(self.node.as_ref(), CancelReason::Nursery);
+    }
+
+    fn cancelled(&self, error: E) {
+        let mut failures = self.failures();
+        if failures.cancelled.is_none() {
+            failures.cancelled = error.cancelled();
+        }
+    }
+}
+
+/// Options for one spawn.
+struct TaskOptions {
+    name: Option<Arc<str>>,
+    service: bool,
+}
+
+impl<E: AsCancelled + Send + 'static> Nursery<E> {
+    /// Spawns `future` as a task of this nursery and returns a handle to await its value.
+    ///
+    /// The task runs inside the nursery's scope (N8). If it returns `Err`, the error is recorded
+    /// and the nursery is cancelled (N2). A task spawned into a cancelled nursery still starts and
+    /// fails at its first checkpoint (N6).
+    ///
+    /// # Errors
+    /// [`Error::NurseryClosed`] once the nursery has finished (N5).
+    pub fn spawn<F, T>(&self, future: F) -> Result<TaskHandle<T>, Error>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_with(
+            future,
+            TaskOptions {
+                name: None,
+                service: false,
+            },
+        )
+    }
+
+    /// Like [`spawn`](Nursery::spawn), with a name shown by [`task_tree`](crate::lowlevel::task_tree).
+    pub fn spawn_named<F, T>(
+        &self,
+        name: impl Into<Arc<str>>,
+        future: F,
+    ) -> Result<TaskHandle<T>, Error>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_with(
+            future,
+            TaskOptions {
+                name: Some(name.into()),
+                service: false,
+            },
+        )
+    }
+
+    /// Spawns a service task: it is cancelled automatically once the body and every ordinary task
+    /// are done (N12), so a background helper does not keep the nursery open.
+    pub fn spawn_service<F, T>(&self, future: F) -> Result<TaskHandle<T>, Error>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_with(
+            future,
+            TaskOptions {
+                name: None,
+                service: true,
+            },
+        )
+    }
+
+    fn spawn_with<F, T>(&self, future: F, options: TaskOptions) -> Result<TaskHandle<T>, Error>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let spec = SpawnSpec {
+            rt: &self.inner.rt,
+            parent: self.inner.as_tree(),
+            name: options.name,
+            service: options.service,
+            reporter: self.inner.clone(),
+        };
+        // SAFETY: `F` and `T` are `Send`.
+        unsafe { spawn_child(spec, future) }.map(|(handle, _)| handle)
+    }
+
+    /// Spawns a task that need not be `Send`. Only on a current-thread runtime, from its thread.
+    ///
+    /// # Errors
+    /// [`Error::NotCurrentThread`] on a multi-threaded runtime or from another thread;
+    /// [`Error::NurseryClosed`] once the nursery has finished.
+    pub fn spawn_local<F, T>(&self, future: F) -> Result<TaskHandle<T>, Error>
+    where
+        F: Future<Output = Result<T, E>> + 'static,
+        T: 'static,
+    {
+        let on_runtime_thread =
+            context::try_current().is_some_and(|rt| Arc::ptr_eq(&rt, &self.inner.rt));
+        if self.inner.rt.flavor() != Flavor::CurrentThread || !on_runtime_thread {
+            return Err(Error::NotCurrentThread);
+        }
+        let spec = SpawnSpec {
+            rt: &self.inner.rt,
+            parent: self.inner.as_tree(),
+            name: None,
+            service: false,
+            reporter: self.inner.clone(),
+        };
+        // SAFETY: checked above: current-thread runtime, called on its thread.
+        unsafe { spawn_child(spec, future) }.map(|(handle, _)| handle)
+    }
+
+    /// Starts a task and waits until it calls [`TaskStatus::started`]; returns the value it passed
+    /// (N9). Until then the task runs under the caller's scopes and its failure is returned here
+    /// (without cancelling this nursery); afterwards it belongs to this nursery. A task that
+    /// finishes without calling `started` makes this return [`Error::StartedNotCalled`].
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     trellis::nursery(|n| async move {
+    ///         let port = n
+    ///             .start(|status| async move {
+    ///                 status.started(8080u16); // e.g. after binding a listener
+    ///                 Ok::<_, trellis::Error>(())
+    ///             })
+    ///             .await?;
+    ///         assert_eq!(port, 8080);
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
+    pub async fn start<V, T, F, Fut>(&self, f: F) -> Result<V, E>
+    where
+        V: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(TaskStatus<V, E>) -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: From<Error>,
+    {
+        let Some(caller) = context::current_node_arc() else {
+            outside_runtime("Nursery::start");
+        };
+        {
+            let mut s = self.inner.node.lock();
+            if s.closed {
+                return Err(Error::NurseryClosed.into());
+            }
+            s.pending_starts += 1;
+        }
+        let mut pending = PendingStart {
+            nursery: self.inner.node.clone(),
+            child: None,
+        };
+        let shared = Arc::new(StartShared {
+            state: Mutex::new(StartState::Waiting(None)),
+            child: OnceLock::new(),
+            forward: Mutex::new(None),
+        });
+        let status = TaskStatus {
+            shared: shared.clone(),
+            nursery: self.inner.clone(),
+        };
+        let spec = SpawnSpec {
+            rt: &self.inner.rt,
+            parent: caller,
+            name: None,
+            service: false,
+            reporter: shared.clone(),
+        };
+        // SAFETY: `Fut` and `T` are `Send`.
+        let (_handle, child) = unsafe { spawn_child(spec, f(status)) }.map_err(E::from)?;
+        let _ = shared.child.set(child.clone());
+        pending.child = Some(child);
+        let outcome = StartWait { shared: &shared }.await;
+        drop(pending);
+        match outcome {
+            StartState::Started(v) => Ok(v),
+            StartState::Failed(e) => Err(e),
+            StartState::Panicked(p) => panic::resume_unwind(p),
+            StartState::Finished => Err(Error::StartedNotCalled.into()),
+            StartState::Waiting(_) => unreachable!("StartWait returns a final state"),
+        }
+    }
+
+    /// Cancels the nursery's scope: the body and every task get `Cancelled` at their next
+    /// checkpoint (N7).
+    pub fn cancel(&self) {
+        node::cancel(self.inner.node.as_ref(), CancelReason::Explicit(None));
+    }
+
+    /// The nursery's own cancel scope (to set a deadline or shield, or to cancel it).
+    pub fn cancel_scope(&self) -> CancelScope {
+        CancelScope::from_node(self.inner.node.clone())
+    }
+
+    /// Whether the nursery has finished and refuses new tasks.
+    pub fn is_closed(&self) -> bool {
+        self.inner.node.lock().closed
+    }
+}
+
+/// Passed to a task started with [`Nursery::start`]; call [`started`](TaskStatus::started) once
+/// the task is ready (listening, connected...).
+pub struct TaskStatus<V, E = Error> {
+    shared: Arc<StartShared<V, E>>,
+    nursery: Arc<NurseryInner<E>>,
+}
+
+impl<V, E> fmt::Debug for TaskStatus<V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TaskStatus")
+    }
+}
+
+impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
+    /// Reports the task ready: `start` returns `value`, and the task moves under the target
+    /// nursery. If that nursery has meanwhile closed, the task is cancelled instead.
+    pub fn started(self, value: V) {
+        let Some(child) = self.shared.child.get() else {
+            return;
+        };
+        {
+            let state = self.shared.lock();
+            if !matches!(*state, StartState::Waiting(_)) {
+                return;
+            }
+        }
+        // From now on failures go to the nursery.
+        *self
+            .shared
+            .forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(self.nursery.clone());
+        let target: Arc<dyn TreeNode> = self.nursery.node.clone();
+        if !node::reparent(child, &target) {
+            node::cancel(child.as_ref(), CancelReason::Explicit(None));
+        }
+        self.shared.resolve(StartState::Started(value));
+    }
+}
+
+struct StartShared<V, E> {
+    state: Mutex<StartState<V, E>>,
+    child: OnceLock<Arc<dyn TreeNode>>,
+    /// Set by `started`: the nursery that now receives the task's failures.
+    forward: Mutex<Option<Arc<dyn Report<E>>>>,
+}
+
+enum StartState<V, E> {
+    Waiting(Option<Waker>),
+    Started(V),
+    Failed(E),
+    Panicked(Box<dyn Any + Send>),
+    Finished,
+}
+
+impl<V, E> StartShared<V, E> {
+    fn lock(&self) -> MutexGuard<'_, StartState<V, E>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forward(&self) -> Option<Arc<dyn Report<E>>> {
+        self.forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Moves from `Waiting` to `state` (first resolution wins).
+    fn resolve(&self, state: StartState<V, E>) {
+        let mut s = self.lock();
+        if let StartState::Waiting(waker) = &mut *s {
+            let waker = waker.take();
+            *s = state;
+            drop(s);
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// Before `started`, the task's outcome resolves the `start` call; afterwards it goes to the
+/// nursery like any task's.
+impl<V: Send, E: Send> Report<E> for StartShared<V, E> {
+    fn failed(&self, error: E) {
+        match self.forward() {
+            Some(nursery) => nursery.failed(error),
+            None => self.resolve(StartState::Failed(error)),
+        }
+    }
+    fn panicked(&self, payload: Box<dyn Any + Send>) {
+        match self.forward() {
+            Some(nursery) => nursery.panicked(payload),
+            None => self.resolve(StartState::Panicked(payload)),
+        }
+    }
+    fn cancelled(&self, error: E) {
+        match self.forward() {
+            Some(nursery) => nursery.cancelled(error),
+            None => self.resolve(StartState::Failed(error)),
+        }
+    }
+    fn finished(&self) {
+        self.resolve(StartState::Finished);
+    }
+}
+
+/// Waits for a started task to resolve. Not a cancel point: if the caller is cancelled, so is
+/// the task (it runs under the caller's scopes), and its outcome is reported here.
+struct StartWait<'a, V, E> {
+    shared: &'a StartShared<V, E>,
+}
+
+impl<V, E> Future for StartWait<'_, V, E> {
+    type Output = StartState<V, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = self.shared.lock();
+        match &mut *s {
+            StartState::Waiting(waker) => {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(std::mem::replace(&mut *s, StartState::Waiting(None))),
+        }
+    }
+}
+
+/// Keeps the target nursery open while a `start` is in flight; on drop, releases it, and tears
+/// the task down if the `start` future was dropped before the task started.
+struct PendingStart {
+    nursery: Arc<Node>,
+    child: Option<Arc<dyn TreeNode>>,
+}
+
+impl Drop for PendingStart {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            let moved = child
+                .node()
+                .parent()
+                .is_some_and(|p| std::ptr::addr_eq(Arc::as_ptr(&p), Arc::as_ptr(&self.nursery)));
+            if !moved {
+                // `start` was dropped (or finished) before the task moved to the nursery: a task
+                // still under the caller must not outlive the call.
+                child.teardown();
+            }
+        }
+        let waker = {
+            let mut s = self.nursery.lock();
+            s.pending_starts -= 1;
+            if s.pending_starts == 0 && s.tasks == s.services {
+                s.exit_waker.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// Future of [`nursery`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct NurseryFuture<E, T, F, Fut> {
+    stage: Stage<E, T, F, Fut>,
+}
+
+enum Stage<E, T, F, Fut> {
+    Init(Option<F>),
+    Running(Running<E, T, Fut>),
+    Done,
+}
+
+struct Running<E, T, Fut> {
+    inner: Arc<NurseryInner<E>>,
+    body: Option<Pin<Box<Fut>>>,
+    value: Option<T>,
+    body_cancelled: Option<Cancelled>,
+}
+
+impl<E, T, F, Fut> Unpin for NurseryFuture<E, T, F, Fut> {}
+
+impl<E, T, F, Fut> Future for NurseryFuture<E, T, F, Fut>
+where
+    F: FnOnce(Nursery<E>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: AsCancelled + Send + 'static,
+{
+    type Output = Result<T, NurseryError<E>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Stage::Init(body) = &mut self.stage {
+            let body = body.take().expect("nursery body present until started");
+            self.stage = Stage::Running(open(body));
+        }
+        let Stage::Running(running) = &mut self.stage else {
+            panic!("nursery future polled after completion");
+        };
+        if running.poll_body(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if running.poll_children(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let Stage::Running(running) = std::mem::replace(&mut self.stage, Stage::Done) else {
+            unreachable!()
+        };
+        Poll::Ready(running.finish())
+    }
+}
+
+fn open<E, T, F, Fut>(body: F) -> Running<E, T, Fut>
+where
+    F: FnOnce(Nursery<E>) -> Fut,
+    E: AsCancelled + Send + 'static,
+{
+    let Some(parent) = context::current_node_arc() else {
+        outside_runtime("nursery");
+    };
+    let rt = context::try_current().expect("a node is set, so a runtime is entered");
+    let node = Arc::new(Node::new(NodeKind::Nursery));
+    let tree: Arc<dyn TreeNode> = node.clone();
+    node::link(&parent, &tree);
+    let inner = Arc::new(NurseryInner {
+        node,
+        rt,
+        failures: Mutex::new(Failures {
+            errors: Vec::new(),
+            panics: Vec::new(),
+            cancelled: None,
+        }),
+    });
+    let body = {
+        let _guard = context::set_node(inner.node.as_ref());
+        body(Nursery {
+            inner: inner.clone(),
+        })
+    };
+    Running {
+        inner,
+        body: Some(Box::pin(body)),
+        value: None,
+        body_cancelled: None,
+    }
+}
+
+impl<E, T, Fut> Running<E, T, Fut>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: AsCancelled + Send + 'static,
+{
+    /// Polls the body (inside the nursery's node) until it is done.
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(());
+        };
+        let polled = {
+            let _guard = context::set_node(self.inner.node.as_ref());
+            panic::catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx)))
+        };
+        match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(Ok(value))) => self.value = Some(value),
+            Ok(Poll::Ready(Err(e))) => match e.cancelled() {
+                Some(c) if self.inner.node.is_cancelled() => self.body_cancelled = Some(c),
+                _ => self.inner.failed(e),
+            },
+            Err(payload) => self.inner.panicked(payload),
+        }
+        let _guard = context::set_node(self.inner.node.as_ref());
+        self.body = None;
+        Poll::Ready(())
+    }
+
+    /// Waits (not a cancel point, N4) until no ordinary task and no `start` is left; cancels the
+    /// services then (N12), and closes the nursery once they are gone too.
+    fn poll_children(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let services = {
+            let mut s = self.inner.node.lock();
+            if s.tasks > s.services || s.pending_starts > 0 {
+                s.exit_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            if s.tasks == 0 {
+                s.closed = true;
+                return Poll::Ready(());
+            }
+            s.exit_waker = Some(cx.waker().clone());
+            drop(s);
+            self.inner.node.children()
+        };
+        for child in services {
+            if child.node().task_info().is_some_and(|info| info.service) {
+                node::cancel(child.as_ref(), CancelReason::ServiceDone);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// The nursery's outcome (N3): panics first (N10), then failures; then a cancellation that
+    /// came from outside the nursery propagates (an enclosing scope absorbs it, C3), even if the
+    /// body produced a value; a cancellation of the nursery's own scope is absorbed here.
+    fn finish(self) -> Result<T, NurseryError<E>> {
+        let node = &self.inner.node;
+        let absorbed_here = node.lock().cancel_called && !node::parent_cancel_visible(node);
+        node::unlink(node.as_ref());
+        let mut failures = self.inner.failures();
+        if !failures.panics.is_empty() {
+            let payload = failures.panics.remove(0);
+            drop(failures);
+            panic::resume_unwind(payload);
+        }
+        if !failures.errors.is_empty() {
+            return Err(NurseryError::Failed(std::mem::take(&mut failures.errors)));
+        }
+        let cancelled = self.body_cancelled.or(failures.cancelled.take());
+        drop(failures);
+        match (self.value, cancelled) {
+            (_, Some(c)) if !absorbed_here => Err(NurseryError::Cancelled(c)),
+            (Some(value), _) => Ok(value),
+            (None, Some(c)) => Err(NurseryError::Cancelled(c)),
+            (None, None) => unreachable!("the body produced a value, an error or a panic"),
+        }
+    }
+}
+
+impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
+    fn drop(&mut self) {
+        let Stage::Running(running) = &mut self.stage else {
+            return;
+        };
+        // Forced teardown (N11): close, drop the body, drop every task's future, then leave.
+        let node = running.inner.node.clone();
+        node.lock().closed = true;
+        node::cancel(node.as_ref(), CancelReason::Explicit(None));
+        {
+            let _guard = context::set_node(node.as_ref());
+            running.body = None;
+        }
+        loop {
+            let tasks: Vec<_> = node
+                .children()
+                .into_iter()
+                .filter(|c| c.node().task_info().is_some())
+                .collect();
+            if tasks.is_empty() {
+                break;
+            }
+            for task in tasks {
+                task.teardown();
+            }
+        }
+        node::unlink(node.as_ref());
+    }
+}

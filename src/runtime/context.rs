@@ -1,0 +1,92 @@
+//! Thread-local context: which runtime this thread serves, and which cancel-tree node the code
+//! being polled right now sits in.
+//!
+//! The node pointer is set by whoever polls a task or enters a cancel scope, for the duration of
+//! that poll only, and restored afterwards (a guard restores it even on panic). Runtime functions
+//! read it to find the enclosing scope without any argument being passed around.
+
+use std::cell::{Cell, RefCell};
+use std::ptr;
+use std::sync::Arc;
+
+use crate::cancel::node::TreeNode;
+use crate::runtime::Shared;
+
+thread_local! {
+    static RUNTIME: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+    static NODE: Cell<Option<*const dyn TreeNode>> = const { Cell::new(None) };
+}
+
+/// The runtime this thread serves, if any.
+pub(crate) fn try_current() -> Option<Arc<Shared>> {
+    RUNTIME.with(|rt| rt.borrow().clone())
+}
+
+/// Is this thread inside a runtime?
+pub(crate) fn in_runtime() -> bool {
+    RUNTIME.with(|rt| rt.borrow().is_some())
+}
+
+/// Makes this thread serve `rt` until the guard is dropped.
+pub(crate) fn enter_runtime(rt: Arc<Shared>) -> RuntimeGuard {
+    let previous = RUNTIME.with(|cell| cell.borrow_mut().replace(rt));
+    RuntimeGuard { previous }
+}
+
+pub(crate) struct RuntimeGuard {
+    previous: Option<Arc<Shared>>,
+}
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        RUNTIME.with(|cell| *cell.borrow_mut() = previous);
+    }
+}
+
+/// Sets the current node for the duration of a poll.
+pub(crate) fn set_node(node: &dyn TreeNode) -> NodeGuard {
+    let ptr: *const dyn TreeNode = node;
+    // SAFETY (of later reads): the caller keeps `node` alive, and does not move it, for as long
+    // as the guard lives; the guard restores the previous value when dropped.
+    let previous = NODE.with(|cell| cell.replace(Some(ptr)));
+    NodeGuard { previous }
+}
+
+pub(crate) struct NodeGuard {
+    previous: Option<*const dyn TreeNode>,
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        NODE.with(|cell| cell.set(self.previous));
+    }
+}
+
+/// Runs `f` with the node the current code sits in; `None` outside any task.
+pub(crate) fn with_node<R>(f: impl FnOnce(Option<&dyn TreeNode>) -> R) -> R {
+    let ptr = NODE.with(Cell::get);
+    match ptr {
+        // SAFETY: a pointer is only stored by `set_node`, whose guard keeps the node alive and in
+        // place until it restores the previous value; we are inside that window.
+        Some(p) => f(Some(unsafe { &*p })),
+        None => f(None),
+    }
+}
+
+/// A counted reference to the current node (for registrations that outlive this poll).
+pub(crate) fn current_node_arc() -> Option<Arc<dyn TreeNode>> {
+    let ptr = NODE.with(Cell::get)?;
+    // SAFETY: every pointer stored by `set_node` comes from `Arc::as_ptr` of a live
+    // `Arc<dyn TreeNode>` (tasks and scopes hold theirs while polling), so bumping the strong
+    // count and rebuilding an `Arc` from it is sound.
+    unsafe {
+        Arc::increment_strong_count(ptr);
+        Some(Arc::from_raw(ptr))
+    }
+}
+
+/// Address identity of the current node, for cheap "same node as before?" checks.
+pub(crate) fn current_node_addr() -> *const () {
+    NODE.with(Cell::get).map_or(ptr::null(), |p| p as *const ())
+}

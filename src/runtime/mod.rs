@@ -1,0 +1,428 @@
+//! The runtime: building it, entering it with `block_on`/`run`, and shutting it down.
+//!
+//! A runtime is a [`Scheduler`](scheduler) (worker threads and run queues), a
+//! [`Driver`](driver) (reactor, timer store, clock) and the root of the cancel tree. `block_on`
+//! polls the given future on the calling thread, inside a task node named `main`; on the
+//! current-thread flavour that thread is also the only worker.
+//!
+//! Shutdown, when the main future completes: (1) the root is cancelled with reason `Shutdown`,
+//! which reaches anything still running on the runtime's behalf; (2) workers are woken and
+//! joined; (3) timers, I/O registrations and queued tasks are dropped, repeatedly until nothing
+//! is rescheduled, so every task future is gone before `block_on` returns; (4) the thread-local
+//! context is restored, so another runtime can start on the same thread.
+
+pub(crate) mod context;
+pub(crate) mod driver;
+pub(crate) mod park;
+pub(crate) mod scheduler;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cancel::node::{self, Node, NodeKind, TaskInfo, TreeNode};
+use crate::error::CancelReason;
+use crate::time::clock::{Clock, SystemClock};
+use crate::time::timers::{TimerKey, TimerTarget};
+use driver::Driver;
+use scheduler::Scheduler;
+
+/// How a runtime runs its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// Worker threads (one per core by default) with work stealing. Tasks must be `Send`.
+    #[default]
+    MultiThread,
+    /// Everything on the thread that calls `block_on`. Accepts `!Send` tasks
+    /// ([`Nursery::spawn_local`](crate::Nursery::spawn_local)) and runs tasks in wake order,
+    /// which makes runs deterministic.
+    CurrentThread,
+}
+
+/// Configures and builds a [`Runtime`].
+///
+/// ```
+/// use trellis::{Flavor, Runtime};
+///
+/// let rt = Runtime::builder()
+///     .flavor(Flavor::MultiThread)
+///     .worker_threads(2)
+///     .thread_name("app-worker")
+///     .build()
+///     .unwrap();
+/// assert_eq!(rt.block_on(async { 6 * 7 }), 42);
+/// ```
+#[derive(Debug)]
+pub struct Builder {
+    flavor: Flavor,
+    workers: Option<usize>,
+    clock: Arc<dyn Clock>,
+    thread_name: String,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            flavor: Flavor::MultiThread,
+            workers: None,
+            clock: Arc::new(SystemClock),
+            thread_name: "trellis-worker".into(),
+        }
+    }
+}
+
+impl Builder {
+    /// Multi-threaded (default) or current-thread.
+    pub fn flavor(mut self, flavor: Flavor) -> Self {
+        self.flavor = flavor;
+        self
+    }
+
+    /// Number of worker threads of the multi-threaded flavour (default: one per core). Zero is
+    /// rejected by [`build`](Builder::build).
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// The clock the runtime reads; e.g. a [`MockClock`](crate::testing::MockClock) in tests.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Prefix of worker thread names (`{name}-{index}`).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// Builds the runtime. Fails if the poller cannot be created or `worker_threads(0)` was asked.
+    pub fn build(self) -> Result<Runtime, crate::Error> {
+        let workers = match self.flavor {
+            Flavor::CurrentThread => 1,
+            Flavor::MultiThread => match self.workers {
+                Some(0) => return Err(crate::Error::InvalidArgument("worker_threads must be > 0")),
+                Some(n) => n,
+                None => thread::available_parallelism().map_or(1, |n| n.get()),
+            },
+        };
+        Ok(Runtime {
+            flavor: self.flavor,
+            workers,
+            clock: self.clock,
+            thread_name: self.thread_name,
+        })
+    }
+}
+
+/// A trellis runtime. Each [`block_on`](Runtime::block_on) starts the worker threads, runs the
+/// future, and shuts everything down again before returning.
+#[derive(Debug)]
+pub struct Runtime {
+    flavor: Flavor,
+    workers: usize,
+    clock: Arc<dyn Clock>,
+    thread_name: String,
+}
+
+/// State shared by everything running on one runtime.
+pub(crate) struct Shared {
+    pub(crate) scheduler: Scheduler,
+    pub(crate) driver: Driver,
+    pub(crate) root: Arc<Node>,
+    flavor: Flavor,
+    next_task_id: AtomicU64,
+    /// Task futures alive (spawned and not yet dropped).
+    pub(crate) live_tasks: AtomicUsize,
+    idle_waiters: Mutex<IdleWaiters>,
+}
+
+#[derive(Default)]
+struct IdleWaiters {
+    waiters: BTreeMap<(Duration, u64), Waker>,
+    seq: u64,
+}
+
+/// What the driver will do if the runtime stays quiescent for `timeout`.
+pub(crate) struct IdlePlan {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) action: Option<IdleAction>,
+}
+
+pub(crate) enum IdleAction {
+    /// Wake the `wait_all_tasks_blocked` waiters with this cushion.
+    WakeWaiters(Duration),
+    /// Jump the mock clock to the next timer.
+    Autojump,
+}
+
+impl Shared {
+    pub(crate) fn is_current_thread(&self) -> bool {
+        self.flavor == Flavor::CurrentThread
+    }
+
+    pub(crate) fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    pub(crate) fn next_task_id(&self) -> u64 {
+        self.next_task_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a timer, waking the driver if it is now the earliest (the driver may be blocked with
+    /// a longer timeout).
+    pub(crate) fn insert_timer(&self, deadline: Instant, target: TimerTarget) -> TimerKey {
+        let (key, first) = self.driver.timers.insert(deadline, target);
+        if first {
+            self.scheduler.kick_driver(self);
+        }
+        key
+    }
+
+    fn idle_waiters(&self) -> MutexGuard<'_, IdleWaiters> {
+        self.idle_waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn has_idle_watchers(&self) -> bool {
+        self.driver.clock.autojump_threshold().is_some() || !self.idle_waiters().waiters.is_empty()
+    }
+
+    /// Registers a `wait_all_tasks_blocked` waiter; returns its key.
+    pub(crate) fn add_idle_waiter(&self, cushion: Duration, waker: &Waker) -> (Duration, u64) {
+        let key = {
+            let mut w = self.idle_waiters();
+            w.seq += 1;
+            let key = (cushion, w.seq);
+            w.waiters.insert(key, waker.clone());
+            key
+        };
+        // The driver may be blocked with no idle timeout; make it re-plan.
+        self.scheduler.kick_driver(self);
+        key
+    }
+
+    /// Refreshes a waiter's waker; false if it was already woken (removed).
+    pub(crate) fn update_idle_waiter(&self, key: (Duration, u64), waker: &Waker) -> bool {
+        match self.idle_waiters().waiters.get_mut(&key) {
+            Some(w) => {
+                w.clone_from(waker);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn remove_idle_waiter(&self, key: (Duration, u64)) {
+        self.idle_waiters().waiters.remove(&key);
+    }
+
+    /// Decides how long the driver may block, and what to do if the runtime is still quiescent
+    /// afterwards (trio's rules: the smallest of the timer timeout, the smallest waiter cushion
+    /// and the autojump threshold wins; waiters win ties with autojump).
+    pub(crate) fn idle_plan(&self, quiescent: bool) -> IdlePlan {
+        let mut timeout = self.driver.timer_timeout();
+        let mut action = None;
+        if quiescent {
+            let shorter = |t: Duration, current: Option<Duration>| current.is_none_or(|c| t < c);
+            if let Some(&(cushion, _)) = self.idle_waiters().waiters.keys().next() {
+                if shorter(cushion, timeout) {
+                    timeout = Some(cushion);
+                    action = Some(IdleAction::WakeWaiters(cushion));
+                }
+            }
+            if let Some(threshold) = self.driver.clock.autojump_threshold() {
+                if self.driver.timers.next_deadline().is_some() && shorter(threshold, timeout) {
+                    timeout = Some(threshold);
+                    action = Some(IdleAction::Autojump);
+                }
+            }
+        }
+        IdlePlan { timeout, action }
+    }
+
+    pub(crate) fn run_idle_action(&self, plan: IdlePlan) {
+        match plan.action {
+            Some(IdleAction::WakeWaiters(cushion)) => {
+                let mut woken = Vec::new();
+                {
+                    let mut w = self.idle_waiters();
+                    while let Some(entry) = w.waiters.first_entry() {
+                        if entry.key().0 != cushion {
+                            break;
+                        }
+                        woken.push(entry.remove());
+                    }
+                }
+                woken.into_iter().for_each(Waker::wake);
+            }
+            Some(IdleAction::Autojump) => {
+                if let Some(next) = self.driver.timers.next_deadline() {
+                    self.driver.clock.autojump_to(next);
+                    self.driver.fire_due_timers();
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// Wakes the main future.
+struct MainWaker {
+    shared: Arc<Shared>,
+}
+
+impl Wake for MainWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shared.scheduler.wake_main(&self.shared);
+    }
+}
+
+impl Runtime {
+    /// A builder with the defaults: multi-threaded, one worker per core, system clock.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A multi-threaded runtime with the defaults.
+    pub fn new() -> Result<Runtime, crate::Error> {
+        Builder::default().build()
+    }
+
+    /// Runs `future` to completion on this runtime and returns its output (R1). A panic in it
+    /// propagates out of `block_on` unchanged, after the runtime has shut down.
+    ///
+    /// # Panics
+    /// If called from inside a trellis runtime (R2): blocking a worker on a nested runtime would
+    /// deadlock. Use `.await` instead.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        if context::in_runtime() {
+            panic!(
+                "trellis::Runtime::block_on (or trellis::run) was called from inside a trellis \
+                 runtime; await the future instead of starting a nested runtime"
+            );
+        }
+        let driver = match Driver::new(self.clock.clone()) {
+            Ok(d) => d,
+            Err(e) => panic!("trellis: could not create the I/O poller: {e}"),
+        };
+        let shared = Arc::new(Shared {
+            scheduler: Scheduler::new(self.workers, self.flavor == Flavor::MultiThread),
+            driver,
+            root: Arc::new(Node::new(NodeKind::Root)),
+            flavor: self.flavor,
+            next_task_id: AtomicU64::new(1),
+            live_tasks: AtomicUsize::new(0),
+            idle_waiters: Mutex::new(IdleWaiters::default()),
+        });
+        let _rt_guard = context::enter_runtime(shared.clone());
+        let main_node: Arc<dyn TreeNode> = Arc::new(Node::new(NodeKind::Task(TaskInfo {
+            id: 0,
+            name: Some("main".into()),
+            service: false,
+        })));
+        let root: Arc<dyn TreeNode> = shared.root.clone();
+        node::link(&root, &main_node);
+
+        let mut threads = Vec::new();
+        if self.flavor == Flavor::MultiThread {
+            for index in 0..self.workers {
+                let shared = shared.clone();
+                let spawned = thread::Builder::new()
+                    .name(format!("{}-{index}", self.thread_name))
+                    .spawn(move || {
+                        let _guard = context::enter_runtime(shared.clone());
+                        shared.scheduler.run_worker(&shared, index, None);
+                    });
+                match spawned {
+                    Ok(handle) => threads.push(handle),
+                    Err(e) => panic!("trellis: could not start a worker thread: {e}"),
+                }
+            }
+        }
+
+        let waker = Waker::from(Arc::new(MainWaker {
+            shared: shared.clone(),
+        }));
+        let mut future = pin!(future);
+        let mut output = None;
+        let outcome = {
+            let mut poll_main = || {
+                let _node = context::set_node(main_node.as_ref());
+                let mut cx = Context::from_waker(&waker);
+                match future.as_mut().poll(&mut cx) {
+                    Poll::Ready(v) => {
+                        output = Some(v);
+                        true
+                    }
+                    Poll::Pending => false,
+                }
+            };
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                shared.scheduler.main.woken.store(true, Ordering::SeqCst);
+                match self.flavor {
+                    Flavor::CurrentThread => {
+                        shared
+                            .scheduler
+                            .run_worker(&shared, 0, Some(&mut poll_main));
+                    }
+                    Flavor::MultiThread => loop {
+                        if shared.scheduler.main.woken.swap(false, Ordering::SeqCst) {
+                            if poll_main() {
+                                break;
+                            }
+                            continue;
+                        }
+                        if shared.scheduler.is_quiescent() && shared.has_idle_watchers() {
+                            shared.scheduler.kick_driver(&shared);
+                        }
+                        shared.scheduler.main.parker.park();
+                    },
+                }
+            }))
+        };
+
+        // Shutdown, steps 1-4 of the module comment.
+        node::cancel(shared.root.as_ref(), CancelReason::Shutdown);
+        shared.scheduler.begin_shutdown(&shared);
+        for t in threads {
+            let _ = t.join();
+        }
+        node::unlink(main_node.as_ref());
+        shared.driver.timers.clear();
+        shared.scheduler.drain();
+        drop(waker);
+        match outcome {
+            Ok(()) => output.expect("main future completed"),
+            Err(panic) => panic::resume_unwind(panic),
+        }
+    }
+}
+
+/// Runs `future` on a new multi-threaded runtime (one worker per core) and returns its output.
+///
+/// ```
+/// let answer = trellis::run(async {
+///     trellis::sleep(std::time::Duration::from_millis(1)).await.unwrap();
+///     42
+/// });
+/// assert_eq!(answer, 42);
+/// ```
+///
+/// # Panics
+/// Inside a running trellis runtime (R2), or if the operating system refuses a poller or threads.
+pub fn run<F: Future>(future: F) -> F::Output {
+    match Runtime::new() {
+        Ok(rt) => rt.block_on(future),
+        Err(e) => panic!("trellis::run could not build the runtime: {e}"),
+    }
+}

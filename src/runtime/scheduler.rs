@@ -1,0 +1,500 @@
+//! The scheduler: worker threads, their run queues, and how idle workers park and wake.
+//!
+//! Queues:
+//! - each worker has a bounded local queue (others steal half of it when they run dry) and, on
+//!   the multi-threaded flavour, a LIFO slot: a task woken by the running task runs next on the
+//!   same thread, which keeps message ping-pong on one warm core with no thread wake-up. At most
+//!   `MAX_LIFO_STREAK` LIFO tasks run in a row so two tasks waking each other cannot starve the
+//!   queue. The current-thread flavour has no LIFO slot: it runs tasks strictly in wake order,
+//!   which keeps single-threaded programs (and tests of exact orders) deterministic.
+//! - one global injector takes tasks scheduled from outside the workers and local overflow.
+//!
+//! Parking (no lost wake-ups): a worker that finds no task announces itself idle
+//! (`num_idle += 1`, SeqCst), then looks at every queue once more, then sleeps. A producer pushes,
+//! issues a SeqCst fence, then reads `num_idle`. One of the two sees the other. The first idle
+//! worker becomes the *driver*: it blocks in the reactor (`Poller::wait`) with a timeout set by
+//! the next timer; the others sleep on their `Parker`. `notify_one` wakes a sleeper, or the driver
+//! through `Poller::notify`. Wake-ups are sparing, as in tokio: while one woken worker is still
+//! searching for work, no other is woken; when it finds work it passes the baton on.
+//!
+//! Quiescence: when every worker is idle, no queue holds a task and the main future is not
+//! runnable, every task is blocked. The driver then serves `wait_all_tasks_blocked` waiters or
+//! jumps a mock clock forward (autojump), as trio does.
+//!
+//! Shutdown: `shutdown` is set, every worker is woken and joined, then the queues are drained
+//! (dropping a `Runnable` drops its future) until nothing is rescheduled.
+
+use std::cell::Cell;
+use std::ptr;
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_task::{Runnable, ScheduleInfo};
+use concurrent_queue::ConcurrentQueue;
+
+use crate::runtime::park::Parker;
+use crate::runtime::Shared;
+
+/// Capacity of a worker's local queue; overflow goes to the injector. 256 as in tokio: large
+/// enough that a burst of spawns rarely touches the shared injector.
+const LOCAL_QUEUE_CAPACITY: usize = 256;
+/// LIFO tasks run in a row before the local queue gets a turn (tokio uses 3 for the same reason).
+const MAX_LIFO_STREAK: u32 = 3;
+/// Every this many tasks a worker checks the injector first and polls the reactor without
+/// blocking, so neither remote wake-ups nor I/O starve under a busy local queue. Prime, as in
+/// tokio, so it does not beat in step with task loops.
+const MAINTENANCE_INTERVAL: u32 = 61;
+/// At most this many tasks move from the injector to a local queue in one go.
+const INJECTOR_BATCH: usize = 32;
+
+pub(crate) struct Scheduler {
+    injector: ConcurrentQueue<Runnable>,
+    workers: Box<[WorkerSlot]>,
+    idle: Mutex<Idle>,
+    num_idle: AtomicUsize,
+    num_searching: AtomicUsize,
+    shutdown: AtomicBool,
+    /// Multi-threaded flavour: workers keep a LIFO slot.
+    use_lifo: bool,
+    pub(crate) main: MainState,
+}
+
+struct WorkerSlot {
+    queue: ConcurrentQueue<Runnable>,
+    parker: Parker,
+}
+
+#[derive(Default)]
+struct Idle {
+    /// Workers asleep on their parker.
+    sleepers: Vec<usize>,
+    /// Some worker holds the driver role.
+    driver_taken: bool,
+    /// The driver is blocked in the reactor and counted in `num_idle`.
+    driver_waiting: bool,
+    /// The driver was woken by `notify_one` (and counted as searching).
+    driver_notified: bool,
+}
+
+/// The future given to `block_on`.
+#[derive(Default)]
+pub(crate) struct MainState {
+    /// Its waker fired since it was last polled.
+    pub(crate) woken: AtomicBool,
+    /// Multi-threaded flavour: the `block_on` thread parks here.
+    pub(crate) parker: Parker,
+}
+
+/// Per-worker state only its own thread touches.
+struct Local {
+    shared: *const Shared,
+    index: usize,
+    lifo: Cell<Option<Runnable>>,
+    lifo_streak: Cell<u32>,
+    searching: Cell<bool>,
+    tick: Cell<u32>,
+}
+
+thread_local! {
+    static LOCAL: Cell<*const Local> = const { Cell::new(ptr::null()) };
+}
+
+/// Runs `f` with this thread's worker state if it is a worker of `shared`.
+fn with_local<R>(shared: &Shared, f: impl FnOnce(Option<&Local>) -> R) -> R {
+    let local = LOCAL.with(Cell::get);
+    // SAFETY: `LOCAL` points at the `Local` on the stack of `run_worker`, which resets it before
+    // returning; so a non-null pointer read on this thread is live.
+    let local = unsafe { local.as_ref() };
+    f(local.filter(|l| ptr::eq(l.shared, shared)))
+}
+
+impl Scheduler {
+    pub(crate) fn new(workers: usize, use_lifo: bool) -> Self {
+        Scheduler {
+            injector: ConcurrentQueue::unbounded(),
+            workers: (0..workers)
+                .map(|_| WorkerSlot {
+                    queue: ConcurrentQueue::bounded(LOCAL_QUEUE_CAPACITY),
+                    parker: Parker::default(),
+                })
+                .collect(),
+            idle: Mutex::new(Idle::default()),
+            num_idle: AtomicUsize::new(0),
+            num_searching: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            use_lifo,
+            main: MainState::default(),
+        }
+    }
+
+    pub(crate) fn num_workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The schedule function of every task.
+    pub(crate) fn schedule(&self, shared: &Shared, runnable: Runnable, info: ScheduleInfo) {
+        with_local(shared, |local| match local {
+            Some(local) => {
+                if self.use_lifo && !info.woken_while_running {
+                    match local.lifo.replace(Some(runnable)) {
+                        Some(previous) => self.push_local(local, previous),
+                        None => return,
+                    }
+                } else {
+                    self.push_local(local, runnable);
+                }
+                self.notify_if_idle(shared);
+            }
+            None => {
+                self.push_remote(runnable);
+                self.notify_one(shared);
+            }
+        })
+    }
+
+    /// Queues a newly spawned task at the back of the queue (never the LIFO slot: spawn order
+    /// stays run order).
+    pub(crate) fn schedule_new(&self, shared: &Shared, runnable: Runnable) {
+        with_local(shared, |local| match local {
+            Some(local) => {
+                self.push_local(local, runnable);
+                self.notify_if_idle(shared);
+            }
+            None => {
+                self.push_remote(runnable);
+                self.notify_one(shared);
+            }
+        })
+    }
+
+    fn push_local(&self, local: &Local, runnable: Runnable) {
+        if let Err(e) = self.workers[local.index].queue.push(runnable) {
+            self.push_remote(e.into_inner());
+        }
+    }
+
+    fn push_remote(&self, runnable: Runnable) {
+        // The injector is unbounded and closed only after the final drain, when no task can be
+        // scheduled any more; if that ever happened the task would be dropped here, which is
+        // what shutdown does to queued tasks anyway.
+        let _ = self.injector.push(runnable);
+    }
+
+    /// A worker queued work for itself: wake a helper if some worker sleeps and none is already
+    /// searching.
+    fn notify_if_idle(&self, shared: &Shared) {
+        if self.workers.len() > 1 {
+            self.notify_one(shared);
+        }
+    }
+
+    /// Wakes one idle worker (a sleeper, else the driver) unless one is already searching.
+    pub(crate) fn notify_one(&self, shared: &Shared) {
+        fence(Ordering::SeqCst);
+        if self.num_idle.load(Ordering::SeqCst) == 0
+            || self.num_searching.load(Ordering::SeqCst) > 0
+        {
+            return;
+        }
+        let mut idle = self.idle();
+        if let Some(index) = idle.sleepers.pop() {
+            self.num_idle.fetch_sub(1, Ordering::SeqCst);
+            self.num_searching.fetch_add(1, Ordering::SeqCst);
+            drop(idle);
+            self.workers[index].parker.unpark();
+        } else if idle.driver_waiting {
+            idle.driver_waiting = false;
+            idle.driver_notified = true;
+            self.num_idle.fetch_sub(1, Ordering::SeqCst);
+            self.num_searching.fetch_add(1, Ordering::SeqCst);
+            drop(idle);
+            shared.driver.notify();
+        }
+    }
+
+    /// Wakes the driver (if blocked in the reactor) so it re-evaluates, without counting it as
+    /// woken for work.
+    pub(crate) fn kick_driver(&self, shared: &Shared) {
+        if self.idle().driver_waiting {
+            shared.driver.notify();
+        }
+    }
+
+    /// The main future was woken: on the current-thread flavour the lone worker runs it, so wake
+    /// that worker; on the multi-threaded flavour unpark the `block_on` thread.
+    pub(crate) fn wake_main(&self, shared: &Shared) {
+        self.main.woken.store(true, Ordering::SeqCst);
+        if shared.is_current_thread() {
+            if with_local(shared, |l| l.is_some()) {
+                return;
+            }
+            let mut idle = self.idle();
+            if idle.driver_waiting {
+                drop(idle);
+                shared.driver.notify();
+            } else if let Some(index) = idle.sleepers.pop() {
+                self.num_idle.fetch_sub(1, Ordering::SeqCst);
+                self.num_searching.fetch_add(1, Ordering::SeqCst);
+                drop(idle);
+                self.workers[index].parker.unpark();
+            }
+        } else {
+            self.main.parker.unpark();
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.injector.is_empty() || self.workers.iter().any(|w| !w.queue.is_empty())
+    }
+
+    /// Every task is blocked: all workers idle, nothing queued, the main future not runnable.
+    pub(crate) fn is_quiescent(&self) -> bool {
+        self.num_idle.load(Ordering::SeqCst) == self.workers.len()
+            && !self.has_work()
+            && !self.main.woken.load(Ordering::SeqCst)
+    }
+
+    fn find_task(&self, local: &Local) -> Option<Runnable> {
+        let tick = local.tick.get().wrapping_add(1);
+        local.tick.set(tick);
+        if tick % MAINTENANCE_INTERVAL == 0 {
+            if let Ok(r) = self.injector.pop() {
+                return Some(r);
+            }
+        }
+        if let Some(r) = local.lifo.take() {
+            let streak = local.lifo_streak.get();
+            if streak < MAX_LIFO_STREAK {
+                local.lifo_streak.set(streak + 1);
+                return Some(r);
+            }
+            self.push_local(local, r);
+        }
+        local.lifo_streak.set(0);
+        let own = &self.workers[local.index].queue;
+        if let Ok(r) = own.pop() {
+            return Some(r);
+        }
+        if let Ok(r) = self.injector.pop() {
+            for _ in 0..INJECTOR_BATCH.min(self.injector.len()) {
+                match self.injector.pop() {
+                    Ok(extra) => {
+                        if let Err(e) = own.push(extra) {
+                            self.push_remote(e.into_inner());
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            return Some(r);
+        }
+        self.steal(local)
+    }
+
+    fn steal(&self, local: &Local) -> Option<Runnable> {
+        let n = self.workers.len();
+        if n == 1 {
+            return None;
+        }
+        let start = local.tick.get() as usize % n;
+        let own = &self.workers[local.index].queue;
+        for i in 0..n {
+            let victim = (start + i) % n;
+            if victim == local.index {
+                continue;
+            }
+            let queue = &self.workers[victim].queue;
+            let Ok(first) = queue.pop() else { continue };
+            let half = queue.len() / 2;
+            for _ in 0..half {
+                match queue.pop() {
+                    Ok(r) => {
+                        if let Err(e) = own.push(r) {
+                            self.push_remote(e.into_inner());
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            return Some(first);
+        }
+        None
+    }
+
+    fn stop_searching(&self, shared: &Shared, local: &Local) {
+        if local.searching.replace(false) && self.num_searching.fetch_sub(1, Ordering::SeqCst) == 1
+        {
+            // The last searcher found work; there may be more, so pass the baton.
+            self.notify_one(shared);
+        }
+    }
+
+    /// Runs queued tasks until none is left or `budget` ran. Returns how many ran.
+    fn run_tasks(&self, shared: &Shared, local: &Local, budget: usize) -> usize {
+        let mut ran = 0;
+        while ran < budget {
+            if self.shutdown.load(Ordering::Relaxed) {
+                break;
+            }
+            if local.tick.get() % MAINTENANCE_INTERVAL == 0 {
+                self.maintenance(shared);
+            }
+            let Some(runnable) = self.find_task(local) else {
+                break;
+            };
+            self.stop_searching(shared, local);
+            runnable.run();
+            ran += 1;
+        }
+        ran
+    }
+
+    /// Periodic upkeep of a busy worker: fire due timers, and poll the reactor without blocking
+    /// if no one else is driving it.
+    fn maintenance(&self, shared: &Shared) {
+        shared.driver.fire_due_timers();
+        let mut idle = self.idle();
+        if idle.driver_taken {
+            return;
+        }
+        idle.driver_taken = true;
+        drop(idle);
+        shared.driver.turn(Some(Duration::ZERO));
+        self.idle().driver_taken = false;
+    }
+
+    /// Parks an idle worker: as the driver if the role is free, else on its parker.
+    fn park(&self, shared: &Shared, local: &Local) {
+        let mut idle = self.idle();
+        if local.searching.replace(false) {
+            self.num_searching.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.num_idle.fetch_add(1, Ordering::SeqCst);
+        if self.has_work()
+            || self.shutdown.load(Ordering::SeqCst)
+            || (shared.is_current_thread() && self.main.woken.load(Ordering::SeqCst))
+        {
+            self.num_idle.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        if !idle.driver_taken {
+            idle.driver_taken = true;
+            idle.driver_waiting = true;
+            drop(idle);
+            let plan = shared.idle_plan(self.is_quiescent());
+            let progressed = shared.driver.turn(plan.timeout);
+            let mut idle = self.idle();
+            idle.driver_taken = false;
+            if idle.driver_waiting {
+                idle.driver_waiting = false;
+                self.num_idle.fetch_sub(1, Ordering::SeqCst);
+            }
+            if std::mem::take(&mut idle.driver_notified) {
+                local.searching.set(true);
+            }
+            drop(idle);
+            if !progressed && plan.action.is_some() && self.is_quiescent_but_me() {
+                shared.run_idle_action(plan);
+            }
+        } else {
+            idle.sleepers.push(local.index);
+            let all_idle = self.num_idle.load(Ordering::SeqCst) == self.workers.len();
+            drop(idle);
+            if all_idle && shared.has_idle_watchers() {
+                self.kick_driver(shared);
+            }
+            self.workers[local.index].parker.park();
+            local.searching.set(true);
+        }
+    }
+
+    /// Quiescent, counting the calling worker (which is awake) as idle.
+    fn is_quiescent_but_me(&self) -> bool {
+        self.num_idle.load(Ordering::SeqCst) + 1 >= self.workers.len()
+            && !self.has_work()
+            && !self.main.woken.load(Ordering::SeqCst)
+    }
+
+    /// The loop of a worker thread (and of the `block_on` thread on the current-thread flavour,
+    /// which also polls the main future through `poll_main`). Returns when shutdown is set or
+    /// `poll_main` reports the main future done.
+    pub(crate) fn run_worker(
+        &self,
+        shared: &Shared,
+        index: usize,
+        mut poll_main: Option<&mut dyn FnMut() -> bool>,
+    ) {
+        let local = Local {
+            shared,
+            index,
+            lifo: Cell::new(None),
+            lifo_streak: Cell::new(0),
+            searching: Cell::new(false),
+            tick: Cell::new(0),
+        };
+        LOCAL.with(|l| l.set(&local));
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                LOCAL.with(|l| l.set(ptr::null()));
+            }
+        }
+        let _reset = Reset;
+        loop {
+            if let Some(poll_main) = poll_main.as_mut() {
+                if self.main.woken.swap(false, Ordering::SeqCst) && poll_main() {
+                    break;
+                }
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+            // Between two polls of the main future, run a bounded batch so it is not starved.
+            if self.run_tasks(shared, &local, 256) == 0 {
+                self.park(shared, &local);
+            }
+        }
+        // A task left in the LIFO slot goes where the final drain finds it.
+        if let Some(r) = local.lifo.take() {
+            self.push_remote(r);
+        }
+    }
+
+    /// Stops the workers; they exit their loops.
+    pub(crate) fn begin_shutdown(&self, shared: &Shared) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let sleepers = std::mem::take(&mut self.idle().sleepers);
+        for index in sleepers {
+            self.workers[index].parker.unpark();
+        }
+        shared.driver.notify();
+    }
+
+    /// Drops every queued task (after workers stopped). Dropping a task may reschedule others
+    /// (their last waker went away), so repeat until the queues stay empty.
+    pub(crate) fn drain(&self) {
+        loop {
+            let mut dropped = false;
+            while let Ok(r) = self.injector.pop() {
+                drop(r);
+                dropped = true;
+            }
+            for w in self.workers.iter() {
+                while let Ok(r) = w.queue.pop() {
+                    drop(r);
+                    dropped = true;
+                }
+            }
+            if !dropped {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! `TaskHandle`: awaits a child's value, or cancels just that child.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use crate::cancel::node::TreeNode;
+use crate::cancel::{CancelWaiter, YieldOnce};
+use crate::error::{AsCancelled, Error};
+
+/// Where a child's result waits for its handle.
+pub(crate) enum JoinState<T> {
+    /// Still running; the waker of a task awaiting the handle.
+    Pending(Option<Waker>),
+    /// Returned `Ok(value)`.
+    Ready(T),
+    /// Returned an error or panicked; that went to the nursery.
+    Failed,
+    /// Ended by cancellation (its nursery's, its handle's, or a forced teardown).
+    Cancelled,
+    /// The value was taken by the handle.
+    Taken,
+}
+
+/// Stores the final state and wakes the handle (first completion wins).
+pub(crate) fn complete<T>(join: &Mutex<JoinState<T>>, state: JoinState<T>) {
+    let mut slot = join.lock().unwrap_or_else(|e| e.into_inner());
+    if let JoinState::Pending(waker) = &mut *slot {
+        let waker = waker.take();
+        *slot = state;
+        drop(slot);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The parts of a child cell a handle needs, with the future's type erased.
+pub(crate) trait JoinCell<T>: TreeNode {
+    fn join_state(&self) -> &Mutex<JoinState<T>>;
+}
+
+impl<F, T, E> JoinCell<T> for super::ChildCell<F, T, E>
+where
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: AsCancelled + 'static,
+{
+    fn join_state(&self) -> &Mutex<JoinState<T>> {
+        &self.join
+    }
+}
+
+/// A handle on a task spawned in a nursery. Awaiting it gives the task's value.
+///
+/// Dropping the handle does not cancel or detach anything: the nursery owns the task either way.
+/// Awaiting is a checkpoint.
+///
+/// ```
+/// trellis::run(async {
+///     let total = trellis::nursery(|n| async move {
+///         let a = n.spawn(async { Ok::<_, trellis::Error>(40) })?;
+///         let b = n.spawn(async { Ok::<_, trellis::Error>(2) })?;
+///         Ok::<_, trellis::Error>(a.await? + b.await?)
+///     })
+///     .await
+///     .unwrap();
+///     assert_eq!(total, 42);
+/// });
+/// ```
+pub struct TaskHandle<T: 'static> {
+    cell: Arc<dyn JoinCell<T>>,
+    cancel: CancelWaiter,
+    yield_once: YieldOnce,
+}
+
+impl<T: 'static> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id())
+            .finish()
+    }
+}
+
+impl<T: 'static> TaskHandle<T> {
+    pub(crate) fn new(cell: Arc<dyn JoinCell<T>>) -> Self {
+        TaskHandle {
+            cell,
+            cancel: CancelWaiter::new(),
+            yield_once: YieldOnce::default(),
+        }
+    }
+}
+
+impl<T: 'static> TaskHandle<T> {
+    /// The task's id (unique within its runtime).
+    pub fn id(&self) -> u64 {
+        self.cell.node().task_info().map_or(0, |info| info.id)
+    }
+
+    /// Cancels this task alone (its own scope); its nursery and siblings go on.
+    pub fn cancel(&self) {
+        super::cancel_task(self.cell.as_ref());
+    }
+
+    /// Whether the task has finished (its future is gone).
+    pub fn is_finished(&self) -> bool {
+        !matches!(
+            *self
+                .cell
+                .join_state()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            JoinState::Pending(_)
+        )
+    }
+}
+
+impl<T: 'static> Future for TaskHandle<T> {
+    /// The task's value; [`Error::TaskFailed`] if it failed or panicked (its error went to the
+    /// nursery); [`Error::TaskCancelled`] if it was cancelled; [`Error::Cancelled`] if the
+    /// *awaiting* code was cancelled.
+    type Output = Result<T, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Poll::Ready(c) = this.cancel.poll_cancelled("TaskHandle::await", cx) {
+            return Poll::Ready(Err(Error::Cancelled(c)));
+        }
+        let mut state = this
+            .cell
+            .join_state()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match &mut *state {
+            JoinState::Pending(waker) => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                this.yield_once.blocked();
+                return Poll::Pending;
+            }
+            _ => {
+                drop(state);
+                if this.yield_once.poll_yield(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
+        this.cancel.clear();
+        let mut state = this
+            .cell
+            .join_state()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Poll::Ready(match std::mem::replace(&mut *state, JoinState::Taken) {
+            JoinState::Ready(value) => Ok(value),
+            JoinState::Failed => Err(Error::TaskFailed),
+            JoinState::Cancelled => Err(Error::TaskCancelled),
+            JoinState::Taken => panic!("TaskHandle polled after it returned the value"),
+            JoinState::Pending(_) => unreachable!("checked above"),
+        })
+    }
+}

@@ -1,0 +1,268 @@
+//! Tasks: the cell that owns a child's future, the runner the scheduler polls, and the handle
+//! that awaits the child's value.
+//!
+//! A task is two allocations: the `async-task` header (state, waker vtable, schedule function)
+//! whose future is a small [`ChildRunner`], and an `Arc<ChildCell>` holding the task's node in
+//! the cancel tree and the user's future. The cell, not `async-task`, owns the user's future so
+//! that a nursery torn down by `drop` can drop every child's future *synchronously* (N11):
+//! `poll_state` is a tiny lock — the runner takes it for each poll, teardown takes it to drop the
+//! future, and waits (yielding the thread) while a poll on another thread finishes.
+//!
+//! Life of a child: linked under its nursery's node → polled by the runner → its output goes to
+//! the handle (`Ok`), the nursery's error list (`Err`, and the nursery is cancelled, N2) or the
+//! panic list (N10) → future dropped → node unlinked (which may wake the nursery's owner).
+
+mod handle;
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use std::task::{Context, Poll};
+
+use async_task::{Builder, WithInfo};
+
+use crate::cancel::node::{self, Node, NodeKind, TaskInfo, TreeNode};
+use crate::error::{AsCancelled, CancelReason};
+use crate::runtime::{context, Shared};
+pub(crate) use handle::JoinState;
+pub use handle::TaskHandle;
+
+const IDLE: u8 = 0;
+const POLLING: u8 = 1;
+const DONE: u8 = 2;
+
+/// Where a child's failure goes: its nursery, or, before `TaskStatus::started`, the `start` call.
+pub(crate) trait Report<E>: Send + Sync {
+    /// The child returned an error that is not its own cancellation.
+    fn failed(&self, error: E);
+    /// The child panicked.
+    fn panicked(&self, payload: Box<dyn Any + Send>);
+    /// The child ended with its own cancellation (not an error for a nursery, N3).
+    fn cancelled(&self, error: E) {
+        drop(error);
+    }
+    /// The child finished, whatever the outcome (after `failed`/`panicked`/`cancelled`). `start`
+    /// uses this to report "finished without calling started".
+    fn finished(&self) {}
+}
+
+pub(crate) struct ChildCell<F, T, E> {
+    node: Node,
+    /// IDLE, POLLING (the future is being polled or dropped) or DONE (the future is gone).
+    poll_state: AtomicU8,
+    future: UnsafeCell<ManuallyDrop<F>>,
+    pub(crate) join: Mutex<JoinState<T>>,
+    reporter: Arc<dyn Report<E>>,
+}
+
+// SAFETY: the future is only touched by whoever moved `poll_state` from IDLE to POLLING, so it is
+// never accessed from two threads at once. The spawn functions require `F: Send` and `T: Send`
+// except for `spawn_local`, which is only allowed on the current-thread runtime, where every
+// poll and drop happens on the runtime's one thread. `E` is required `Send` by `Nursery`.
+unsafe impl<F, T, E> Send for ChildCell<F, T, E> {}
+// SAFETY: as above; shared access goes through `poll_state`, mutexes and atomics.
+unsafe impl<F, T, E> Sync for ChildCell<F, T, E> {}
+
+impl<F, T, E> ChildCell<F, T, E>
+where
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: AsCancelled + 'static,
+{
+    /// Drops the future; the caller holds POLLING. Returns a panic from the destructor.
+    fn drop_future(&self) -> Option<Box<dyn Any + Send>> {
+        let _guard = context::set_node(self);
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: we hold POLLING, and the state becomes DONE right after, so the future is
+            // dropped exactly once and never touched again.
+            unsafe { ManuallyDrop::drop(&mut *self.future.get()) }
+        }));
+        self.poll_state.store(DONE, Ordering::Release);
+        result.err()
+    }
+
+    /// Delivers the outcome, then unlinks the node from its parent.
+    fn finish(&self, outcome: Result<Result<T, E>, Box<dyn Any + Send>>) {
+        let reporter = &self.reporter;
+        let state = match outcome {
+            Ok(Ok(value)) => JoinState::Ready(value),
+            Ok(Err(e)) if e.cancelled().is_some() && self.node.is_cancelled() => {
+                // Its own cancellation, caused from above: not an error (N3).
+                reporter.cancelled(e);
+                JoinState::Cancelled
+            }
+            Ok(Err(e)) => {
+                reporter.failed(e);
+                JoinState::Failed
+            }
+            Err(payload) => {
+                reporter.panicked(payload);
+                JoinState::Failed
+            }
+        };
+        reporter.finished();
+        handle::complete(&self.join, state);
+        node::unlink(self);
+    }
+}
+
+impl<F, T, E> TreeNode for ChildCell<F, T, E>
+where
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: AsCancelled + 'static,
+{
+    fn node(&self) -> &Node {
+        &self.node
+    }
+
+    fn teardown(&self) {
+        loop {
+            match self.poll_state.compare_exchange(
+                IDLE,
+                POLLING,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(DONE) => return,
+                // Being polled on another thread: polls are short, wait for this one to end.
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        if let Some(payload) = self.drop_future() {
+            self.reporter.panicked(payload);
+        }
+        handle::complete(&self.join, JoinState::Cancelled);
+        node::unlink(self);
+    }
+}
+
+/// The future `async-task` polls: runs one poll of the child inside its node.
+struct ChildRunner<F, T, E> {
+    cell: Arc<ChildCell<F, T, E>>,
+}
+
+impl<F, T, E> Future for ChildRunner<F, T, E>
+where
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: AsCancelled + 'static,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let cell = &*self.cell;
+        if cell
+            .poll_state
+            .compare_exchange(IDLE, POLLING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // Torn down by its nursery: nothing left to run.
+            return Poll::Ready(());
+        }
+        let polled = {
+            let _guard = context::set_node(cell);
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: we hold POLLING (exclusive access), and the future lives inside an `Arc`
+                // allocation that never moves, so pinning it is sound.
+                let future = unsafe { Pin::new_unchecked(&mut **cell.future.get()) };
+                future.poll(cx)
+            }))
+        };
+        let outcome = match polled {
+            Ok(Poll::Pending) => {
+                cell.poll_state.store(IDLE, Ordering::Release);
+                return Poll::Pending;
+            }
+            Ok(Poll::Ready(out)) => Ok(out),
+            Err(payload) => Err(payload),
+        };
+        let drop_panic = cell.drop_future();
+        let outcome = match (outcome, drop_panic) {
+            (Ok(_), Some(payload)) => Err(payload),
+            (outcome, _) => outcome,
+        };
+        cell.finish(outcome);
+        Poll::Ready(())
+    }
+}
+
+impl<F, T, E> Drop for ChildRunner<F, T, E> {
+    fn drop(&mut self) {
+        if let Some(rt) = context::try_current() {
+            rt.live_tasks.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What to spawn, and under which node.
+pub(crate) struct SpawnSpec<'a, E> {
+    pub(crate) rt: &'a Arc<Shared>,
+    pub(crate) parent: Arc<dyn TreeNode>,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) service: bool,
+    pub(crate) reporter: Arc<dyn Report<E>>,
+}
+
+/// Spawns a child. `local` futures need not be `Send`; the caller checked the flavour.
+///
+/// # Safety
+/// If `F` or `T` is not `Send`, the runtime must be current-thread and the caller on its thread.
+pub(crate) unsafe fn spawn_child<F, T, E>(
+    spec: SpawnSpec<'_, E>,
+    future: F,
+) -> Result<(TaskHandle<T>, Arc<dyn TreeNode>), crate::Error>
+where
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: AsCancelled + 'static,
+{
+    let rt = spec.rt;
+    let cell = Arc::new(ChildCell {
+        node: Node::new(NodeKind::Task(TaskInfo {
+            id: rt.next_task_id(),
+            name: spec.name,
+            service: spec.service,
+        })),
+        poll_state: AtomicU8::new(IDLE),
+        future: UnsafeCell::new(ManuallyDrop::new(future)),
+        join: Mutex::new(JoinState::Pending(None)),
+        reporter: spec.reporter,
+    });
+    let tree: Arc<dyn TreeNode> = cell.clone();
+    if !node::link(&spec.parent, &tree) {
+        // Never polled: drop the future through the normal path so the state is consistent.
+        cell.poll_state.store(POLLING, Ordering::Relaxed);
+        let _ = cell.drop_future();
+        return Err(crate::Error::NurseryClosed);
+    }
+    rt.live_tasks.fetch_add(1, Ordering::Relaxed);
+    let schedule_rt = rt.clone();
+    let schedule =
+        move |runnable, info| schedule_rt.scheduler.schedule(&schedule_rt, runnable, info);
+    let runner = ChildRunner { cell: cell.clone() };
+    // SAFETY: `ChildRunner` is `Send` when `F` and `T` are (the caller guarantees the
+    // current-thread condition otherwise); it is `'static`; the schedule function is
+    // `Send + Sync + 'static`.
+    let (runnable, task) = unsafe {
+        Builder::new()
+            .propagate_panic(false)
+            .spawn_unchecked(move |()| runner, WithInfo(schedule))
+    };
+    task.detach();
+    rt.scheduler.schedule_new(rt, runnable);
+    let handle = TaskHandle::new(cell.clone());
+    Ok((handle, tree))
+}
+
+/// Cancels a task's node with an explicit reason (used by `TaskHandle::cancel`).
+pub(crate) fn cancel_task(node: &dyn TreeNode) {
+    node::cancel(node, CancelReason::Explicit(None));
+}

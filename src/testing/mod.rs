@@ -1,0 +1,103 @@
+//! Tools for testing code that runs on trellis: a mock clock and a way to wait until every task
+//! is blocked.
+
+mod mock_clock;
+
+pub use mock_clock::MockClock;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::cancel::{outside_runtime, CancelWaiter};
+use crate::error::Cancelled;
+use crate::runtime::context;
+
+/// Waits until every other task is blocked (trio's `wait_all_tasks_blocked`): all workers idle,
+/// nothing queued. Use it to let a test reach a steady state before asserting.
+///
+/// ```
+/// use trellis::testing::wait_all_tasks_blocked;
+///
+/// trellis::run(async {
+///     trellis::nursery(|n| async move {
+///         let event = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+///         let flag = event.clone();
+///         n.spawn(async move {
+///             flag.store(true, std::sync::atomic::Ordering::SeqCst);
+///             Ok(())
+///         })?;
+///         wait_all_tasks_blocked().await?;
+///         assert!(event.load(std::sync::atomic::Ordering::SeqCst));
+///         Ok::<_, trellis::Error>(())
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// ```
+pub fn wait_all_tasks_blocked() -> WaitAllTasksBlocked {
+    wait_all_tasks_blocked_for(Duration::ZERO)
+}
+
+/// Like [`wait_all_tasks_blocked`], but the tasks must have stayed blocked for `cushion` of real
+/// time. When several tasks wait, those with the smallest cushion wake first, in the order they
+/// started waiting; a cushion at or below a mock clock's autojump threshold wins over the jump.
+pub fn wait_all_tasks_blocked_for(cushion: Duration) -> WaitAllTasksBlocked {
+    WaitAllTasksBlocked {
+        cushion,
+        key: None,
+        cancel: CancelWaiter::new(),
+    }
+}
+
+/// Future of [`wait_all_tasks_blocked`]. A checkpoint: fails if the scope is cancelled.
+#[must_use = "futures do nothing unless awaited"]
+pub struct WaitAllTasksBlocked {
+    cushion: Duration,
+    key: Option<(Duration, u64)>,
+    cancel: CancelWaiter,
+}
+
+impl Future for WaitAllTasksBlocked {
+    type Output = Result<(), Cancelled>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(rt) = context::try_current() else {
+            outside_runtime("testing::wait_all_tasks_blocked");
+        };
+        if let Poll::Ready(c) = this
+            .cancel
+            .poll_cancelled("testing::wait_all_tasks_blocked", cx)
+        {
+            if let Some(key) = this.key.take() {
+                rt.remove_idle_waiter(key);
+            }
+            return Poll::Ready(Err(c));
+        }
+        match this.key {
+            None => {
+                this.key = Some(rt.add_idle_waiter(this.cushion, cx.waker()));
+                Poll::Pending
+            }
+            Some(key) => {
+                if rt.update_idle_waiter(key, cx.waker()) {
+                    Poll::Pending
+                } else {
+                    this.key = None;
+                    this.cancel.clear();
+                    Poll::Ready(Ok(()))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for WaitAllTasksBlocked {
+    fn drop(&mut self) {
+        if let (Some(key), Some(rt)) = (self.key.take(), context::try_current()) {
+            rt.remove_idle_waiter(key);
+        }
+    }
+}

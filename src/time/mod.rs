@@ -1,0 +1,149 @@
+//! Time: the runtime's clock, and sleeping.
+//!
+//! Every sleep is a timer-store entry that is removed when the sleep ends or is dropped, so a
+//! cancelled sleep leaves nothing behind. Sleeping is a checkpoint: it fails with `Cancelled` as
+//! soon as the enclosing scope is cancelled, and `sleep(Duration::ZERO)` still yields.
+
+pub(crate) mod clock;
+pub(crate) mod timers;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::cancel::{outside_runtime, CancelWaiter, YieldOnce};
+use crate::error::Cancelled;
+use crate::runtime::context;
+use timers::{TimerKey, TimerTarget};
+
+/// The current time on the runtime's clock (the mock clock's in tests).
+///
+/// # Panics
+/// Outside a runtime (R2).
+pub fn now() -> Instant {
+    match context::try_current() {
+        Some(rt) => rt.driver.now(),
+        None => outside_runtime("now"),
+    }
+}
+
+/// Sleeps for `duration` on the runtime's clock. A checkpoint: fails with `Cancelled` when the
+/// enclosing scope is cancelled, and yields even for a zero duration.
+///
+/// ```
+/// use std::time::Duration;
+/// trellis::run(async {
+///     let start = trellis::now();
+///     trellis::sleep(Duration::from_millis(2)).await.unwrap();
+///     assert!(trellis::now() - start >= Duration::from_millis(2));
+/// });
+/// ```
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep::new(SleepUntil::After(duration))
+}
+
+/// Sleeps until the runtime's clock reads `deadline` (a deadline in the past still yields).
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep::new(SleepUntil::At(deadline))
+}
+
+/// Sleeps until cancelled. Its output can only be `Err(Cancelled)`.
+pub async fn sleep_forever() -> Result<Infallible, Cancelled> {
+    match Sleep::new(SleepUntil::Never).await {
+        Err(c) => Err(c),
+        Ok(()) => unreachable!("a sleep with no deadline ends only by cancellation"),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum SleepUntil {
+    After(Duration),
+    At(Instant),
+    Never,
+}
+
+/// Future of [`sleep`] and [`sleep_until`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    until: SleepUntil,
+    deadline: Option<Instant>,
+    timer: Option<TimerKey>,
+    cancel: CancelWaiter,
+    yield_once: YieldOnce,
+}
+
+impl Sleep {
+    fn new(until: SleepUntil) -> Self {
+        Sleep {
+            until,
+            deadline: None,
+            timer: None,
+            cancel: CancelWaiter::new(),
+            yield_once: YieldOnce::default(),
+        }
+    }
+
+    fn remove_timer(&mut self) {
+        if let Some(key) = self.timer.take() {
+            if let Some(rt) = context::try_current() {
+                rt.driver.timers.remove(key);
+            }
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = Result<(), Cancelled>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Poll::Ready(c) = this.cancel.poll_cancelled("sleep", cx) {
+            this.remove_timer();
+            return Poll::Ready(Err(c));
+        }
+        let rt = context::try_current().expect("poll_cancelled checked the runtime");
+        let now = rt.driver.now();
+        let deadline = match (this.deadline, this.until) {
+            (Some(d), _) => Some(d),
+            (None, SleepUntil::After(d)) => Some(now + d),
+            (None, SleepUntil::At(t)) => Some(t),
+            (None, SleepUntil::Never) => None,
+        };
+        this.deadline = deadline;
+        match deadline {
+            Some(d) if d <= now => {
+                if let Some(key) = this.timer.take() {
+                    rt.driver.timers.remove(key);
+                }
+                if this.yield_once.poll_yield(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.cancel.clear();
+                Poll::Ready(Ok(()))
+            }
+            Some(d) => {
+                this.yield_once.blocked();
+                let registered = match this.timer {
+                    Some(key) => rt.driver.timers.update_waker(key, cx.waker()),
+                    None => false,
+                };
+                if !registered {
+                    this.timer = Some(rt.insert_timer(d, TimerTarget::Wake(cx.waker().clone())));
+                }
+                Poll::Pending
+            }
+            None => {
+                this.yield_once.blocked();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.remove_timer();
+    }
+}
