@@ -41,10 +41,12 @@ mod cancel;
 mod error;
 pub mod io;
 pub mod lowlevel;
+pub mod net;
 mod nursery;
 mod runtime;
 pub(crate) mod task;
 pub mod testing;
+pub mod thread;
 mod time;
 
 pub use cancel::{

@@ -338,6 +338,12 @@ impl<V, E> fmt::Debug for TaskStatus<V, E> {
 }
 
 impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
+    /// Where failures go once the task has started: the target nursery. Lets a started task
+    /// that collects several errors of its own (a server's handlers) report each one there.
+    pub(crate) fn target_reporter(&self) -> Arc<dyn Report<E>> {
+        self.nursery.clone()
+    }
+
     /// Reports the task ready: `start` returns `value`, and the task moves under the target
     /// nursery. If that nursery has meanwhile closed, the task is cancelled instead.
     pub fn started(self, value: V) {

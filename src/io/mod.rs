@@ -5,7 +5,13 @@
 //! `Cancelled` carried in the `io::Error`, and the operation it guarded did not happen). The
 //! socket types are built on it.
 
+mod fd_stream;
 pub(crate) mod reactor;
+mod stream;
+
+pub(crate) use fd_stream::{fd_stream_impls, FdReader, FdWriter};
+
+pub use stream::{PartialWrite, ReadStream, SplitStream, WriteStream};
 
 use std::future::Future;
 use std::io;
@@ -14,9 +20,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::cancel::{outside_runtime, CancelWaiter};
+use crate::cancel::{current_cancellation, outside_runtime, CancelWaiter};
 use crate::runtime::{context, Shared};
-use reactor::{Direction, Source};
+pub(crate) use reactor::Direction;
+use reactor::Source;
 
 /// A file descriptor registered with the runtime's reactor.
 ///
@@ -161,6 +168,39 @@ impl<T: AsRawFd> AsyncFd<T> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.source.clear_ready(event),
                 result => return Poll::Ready(result),
             }
+        }
+    }
+}
+
+impl<T: AsRawFd> AsyncFd<T> {
+    /// [`poll_op`](AsyncFd::poll_op) made cancellation-aware, for `poll_read`-style trait
+    /// implementations (`futures_io::AsyncRead` and friends): fails with `Cancelled` (inside the
+    /// `io::Error`) when the enclosing scope is cancelled, before attempting `op`, so a cancelled
+    /// poll consumes nothing; while blocked, `waiter` makes a cancellation wake `cx`.
+    ///
+    /// Unlike the async methods it is a cancel point but not a schedule point: a trait poll
+    /// that could complete at once does so, because the poll traits give no way to resume a
+    /// finished operation after a yield (the caller may change the buffer between polls).
+    pub(crate) fn poll_io<R>(
+        &self,
+        dir: Direction,
+        waiter: &mut CancelWaiter,
+        cx: &mut Context<'_>,
+        op: impl FnMut(&T) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        if let Some(c) = current_cancellation("io::AsyncFd::poll_io") {
+            waiter.clear();
+            return Poll::Ready(Err(c.into()));
+        }
+        match self.poll_op(dir, cx, op) {
+            Poll::Ready(result) => {
+                waiter.clear();
+                Poll::Ready(result)
+            }
+            Poll::Pending => match waiter.poll_cancelled("io::AsyncFd::poll_io", cx) {
+                Poll::Ready(c) => Poll::Ready(Err(c.into())),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }

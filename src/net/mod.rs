@@ -1,0 +1,126 @@
+//! Networking: TCP, UDP and Unix-domain sockets on the runtime's reactor, happy-eyeballs
+//! connection, and a server loop.
+//!
+//! Every operation that can wait is a checkpoint, and a cancelled operation leaves no trace
+//! (principle 4): a cancelled `read` or `recv_from` consumed nothing, a cancelled `accept` lost
+//! no connection (the connection stays queued for the next `accept`), a cancelled `write` wrote
+//! nothing; a cancelled `write_all` says how much it wrote (see [`PartialWrite`]); a cancelled
+//! `connect` closed its socket.
+//!
+//! Host names are resolved off the runtime threads (on the [`thread`](crate::thread) pool), so a
+//! slow DNS server never stalls other tasks. Addresses given as IP literals are never looked up.
+//!
+//! ```
+//! use trellis::net::{TcpListener, TcpStream};
+//!
+//! trellis::run(async {
+//!     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+//!     let addr = listener.local_addr()?;
+//!     trellis::nursery(|n| async move {
+//!         n.spawn(async move {
+//!             let (mut conn, _) = listener.accept().await?;
+//!             let mut buf = [0u8; 5];
+//!             let got = conn.read(&mut buf).await?;
+//!             conn.write_all(&buf[..got]).await?;
+//!             Ok(())
+//!         })?;
+//!         let mut client = TcpStream::connect(addr).await?;
+//!         client.write_all(b"hello").await?;
+//!         let mut echo = [0u8; 5];
+//!         let got = client.read(&mut echo).await?;
+//!         assert_eq!(&echo[..got], b"hello");
+//!         Ok::<_, std::io::Error>(())
+//!     })
+//!     .await
+//!     .map_err(|e| e.into_errors().remove(0))
+//! })
+//! .unwrap();
+//! ```
+//!
+//! [`PartialWrite`]: crate::io::PartialWrite
+
+mod addr;
+pub mod happy_eyeballs;
+mod serve;
+mod tcp;
+mod udp;
+mod unix;
+
+pub use addr::{lookup_host, ToSocketAddrs};
+pub use happy_eyeballs::{connect_tcp, ConnectError};
+pub use serve::{serve_listeners, serve_tcp, serve_tcp_on, Listener, ACCEPT_RETRY_DELAY};
+pub use tcp::{Incoming, TcpListener, TcpReadHalf, TcpStream, TcpWriteHalf};
+pub use udp::UdpSocket;
+pub use unix::{UnixDatagram, UnixListener, UnixReadHalf, UnixStream, UnixWriteHalf};
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::AsCancelled;
+
+/// An I/O error with the operation and address it concerned ("could not bind 127.0.0.1:80"),
+/// keeping the original error's kind and the original error as its source. Cancellations pass
+/// through unwrapped.
+pub(crate) fn with_context(err: io::Error, what: impl FnOnce() -> String) -> io::Error {
+    if err.cancelled().is_some() {
+        return err;
+    }
+    io::Error::new(
+        err.kind(),
+        Context {
+            what: what(),
+            source: err,
+        },
+    )
+}
+
+#[derive(Debug)]
+struct Context {
+    what: String,
+    source: io::Error,
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl StdError for Context {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Marks one direction of a shared socket busy, so that two tasks waiting in the same direction
+/// get an error instead of one of them never being woken (the reactor keeps one waker per
+/// direction). trio raises `BusyResourceError` in the same case.
+pub(crate) struct Busy(AtomicBool);
+
+pub(crate) struct BusyGuard<'a>(&'a AtomicBool);
+
+impl Busy {
+    pub(crate) const fn new() -> Self {
+        Busy(AtomicBool::new(false))
+    }
+
+    /// Marks the direction busy until the guard drops; an error carrying
+    /// [`Error::BusyResource`](crate::Error::BusyResource) if another task holds it.
+    pub(crate) fn enter(&self) -> io::Result<BusyGuard<'_>> {
+        if self.0.swap(true, Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                crate::Error::BusyResource,
+            ));
+        }
+        Ok(BusyGuard(&self.0))
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,265 @@
+//! Server loops: accept connections forever, one handler task per connection.
+//!
+//! As trio's `serve_listeners` / `serve_tcp`:
+//! - each listener gets its own accept loop; each connection gets its own handler task, in a
+//!   nursery owned by the server, so cancelling the server ends every handler and closes every
+//!   connection;
+//! - accept errors that mean "out of resources" (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) are
+//!   retried after [`ACCEPT_RETRY_DELAY`], because the condition passes once some connection
+//!   closes; errors that concern only one dying connection (`ECONNABORTED`, `EPROTO`, ...) are
+//!   skipped; any other accept error, and any handler error, stops the server and is reported;
+//! - [`serve_tcp`] is made for [`Nursery::start`](crate::Nursery::start): it binds, reports the
+//!   bound addresses through `started`, then serves.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::addr::{resolve, ToSocketAddrs};
+use super::{TcpListener, TcpStream, UnixListener, UnixStream};
+use crate::error::{AsCancelled, Error, NurseryError};
+use crate::nursery::{Nursery, TaskStatus};
+
+/// How long an accept loop waits before retrying after running out of descriptors or memory
+/// (trio waits the same 100 ms).
+pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Something that accepts connections: [`TcpListener`], [`UnixListener`], or your own (a test
+/// double, a TLS wrapper).
+pub trait Listener: Send + 'static {
+    /// The connection type.
+    type Stream: Send + 'static;
+
+    /// Waits for the next connection. A checkpoint that loses no connection when cancelled.
+    fn accept(&mut self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+
+    async fn accept(&mut self) -> io::Result<TcpStream> {
+        TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+
+    async fn accept(&mut self) -> io::Result<UnixStream> {
+        UnixListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+/// Accept errors that mean the system is out of a resource that frees up as connections close.
+fn is_capacity_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Accept errors that concern only the connection being accepted (it died in the queue): skip
+/// it and accept the next. The same list as trio's.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}
+
+/// Serves every listener until cancelled: one accept loop per listener, one task per
+/// connection running `handler(stream)`, all in a nursery of the server's own.
+///
+/// # Errors
+/// Every handler error and fatal accept error, together (the first one stops the server); or
+/// the cancellation that stopped it. It never returns `Ok`.
+pub async fn serve_listeners<L, H, Fut, E>(
+    listeners: Vec<L>,
+    handler: H,
+) -> Result<Infallible, NurseryError<E>>
+where
+    L: Listener,
+    H: Fn(L::Stream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: AsCancelled + From<io::Error> + From<Error> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    crate::nursery(|n| async move {
+        for listener in listeners {
+            n.spawn(accept_loop(listener, handler.clone(), n.clone()))?;
+        }
+        Ok(())
+    })
+    .await?;
+    // No listener: nothing to serve; wait for cancellation like a server with idle listeners.
+    match crate::sleep_forever().await {
+        Ok(never) => match never {},
+        Err(c) => Err(NurseryError::Cancelled(c)),
+    }
+}
+
+async fn accept_loop<L, H, Fut, E>(
+    mut listener: L,
+    handler: Arc<H>,
+    handlers: Nursery<E>,
+) -> Result<(), E>
+where
+    L: Listener,
+    H: Fn(L::Stream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: AsCancelled + From<io::Error> + From<Error> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                handlers.spawn(handler(stream))?;
+            }
+            Err(e) if e.cancelled().is_some() => return Err(e.into()),
+            Err(e) if is_capacity_error(&e) => {
+                crate::sleep(ACCEPT_RETRY_DELAY)
+                    .await
+                    .map_err(Error::from)?;
+            }
+            Err(e) if is_connection_error(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Binds TCP listeners on every interface at `port` (IPv6 and IPv4, as available; port 0
+/// picks free ports, one per family), reports their addresses with `status.started`, then
+/// serves them with [`serve_listeners`]. Made for [`Nursery::start`](crate::Nursery::start):
+///
+/// ```no_run
+/// use trellis::net::{serve_tcp, TcpStream};
+///
+/// async fn echo(mut stream: TcpStream) -> Result<(), trellis::Error> {
+///     let mut buf = [0u8; 1024];
+///     loop {
+///         let n = stream.read(&mut buf).await?;
+///         if n == 0 {
+///             return Ok(());
+///         }
+///         stream.write_all(&buf[..n]).await?;
+///     }
+/// }
+///
+/// trellis::run(async {
+///     trellis::nursery(|n| async move {
+///         let addrs = n.start(|status| serve_tcp(echo, 8080, status)).await?;
+///         println!("listening on {addrs:?}");
+///         Ok::<_, trellis::Error>(())
+///     })
+///     .await
+/// })
+/// .unwrap();
+/// ```
+///
+/// # Errors
+/// A bind error (before `started`, so `start` returns it); afterwards as [`serve_listeners`]:
+/// each handler error is reported to the nursery the server was started in.
+pub async fn serve_tcp<H, Fut, E>(
+    handler: H,
+    port: u16,
+    status: TaskStatus<Vec<SocketAddr>, E>,
+) -> Result<Infallible, E>
+where
+    H: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: AsCancelled + From<io::Error> + From<Error> + Send + 'static,
+{
+    let mut listeners = Vec::new();
+    let mut unsupported = None;
+    for ip in [
+        std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+        std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED),
+    ] {
+        match TcpListener::bind((ip, port)).await {
+            Ok(listener) => listeners.push(listener),
+            // A family this host does not have (no IPv6, say) is skipped, as trio does.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
+                ) || e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+            {
+                unsupported = Some(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if listeners.is_empty() {
+        return Err(unsupported
+            .unwrap_or_else(|| io::Error::other("no address family available"))
+            .into());
+    }
+    serve_bound(listeners, handler, status).await
+}
+
+/// Like [`serve_tcp`], binding every address `addr` resolves to instead of every interface
+/// (e.g. `"127.0.0.1:0"` for a server reachable only from this machine).
+///
+/// # Errors
+/// As [`serve_tcp`].
+pub async fn serve_tcp_on<H, Fut, E>(
+    handler: H,
+    addr: impl ToSocketAddrs,
+    status: TaskStatus<Vec<SocketAddr>, E>,
+) -> Result<Infallible, E>
+where
+    H: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: AsCancelled + From<io::Error> + From<Error> + Send + 'static,
+{
+    let mut listeners = Vec::new();
+    for addr in resolve(&addr).await? {
+        listeners.push(TcpListener::bind(addr).await?);
+    }
+    serve_bound(listeners, handler, status).await
+}
+
+async fn serve_bound<H, Fut, E>(
+    listeners: Vec<TcpListener>,
+    handler: H,
+    status: TaskStatus<Vec<SocketAddr>, E>,
+) -> Result<Infallible, E>
+where
+    H: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: AsCancelled + From<io::Error> + From<Error> + Send + 'static,
+{
+    let addrs = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<io::Result<Vec<_>>>()?;
+    let target = status.target_reporter();
+    status.started(addrs);
+    match serve_listeners(listeners, handler).await {
+        Ok(never) => match never {},
+        Err(NurseryError::Cancelled(c)) => Err(Error::Cancelled(c).into()),
+        Err(NurseryError::Failed(mut errors)) => {
+            // Principle 4: every error reaches the nursery, not just the one returned.
+            let last = errors
+                .pop()
+                .expect("a failed nursery has at least one error");
+            for e in errors {
+                target.failed(e);
+            }
+            Err(last)
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! TCP: listeners and streams.
+
+use std::fmt;
+use std::io;
+use std::net::{self, Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::addr::{resolve, ToSocketAddrs};
+use super::with_context;
+use crate::cancel::CancelWaiter;
+use crate::io::{fd_stream_impls, AsyncFd, Direction, FdReader, FdWriter, SplitStream};
+
+/// A TCP socket listening for connections.
+///
+/// ```
+/// use trellis::net::{TcpListener, TcpStream};
+///
+/// trellis::run(async {
+///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+///     let client = TcpStream::connect(listener.local_addr()?).await?;
+///     let (server_side, peer) = listener.accept().await?;
+///     assert_eq!(peer, client.local_addr()?);
+///     assert_eq!(server_side.peer_addr()?, client.local_addr()?);
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
+pub struct TcpListener {
+    fd: AsyncFd<net::TcpListener>,
+    waiter: CancelWaiter,
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("local_addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl TcpListener {
+    /// Binds to `addr` (the first of its addresses that can be bound) with `SO_REUSEADDR`, and
+    /// listens. Port 0 picks a free port; [`local_addr`](TcpListener::local_addr) tells which.
+    /// A checkpoint.
+    ///
+    /// # Errors
+    /// If no address can be bound; the error names the address ("could not bind
+    /// 127.0.0.1:80: Address already in use"), with the system's error kind.
+    pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        let addrs = resolve(&addr).await?;
+        crate::checkpoint().await?;
+        let mut last = None;
+        for addr in addrs {
+            match bind_listener(addr) {
+                Ok(listener) => return TcpListener::from_std(listener),
+                Err(e) => last = Some(with_context(e, || format!("could not bind {addr}"))),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to")
+        }))
+    }
+
+    /// Wraps a bound, listening std listener.
+    ///
+    /// # Panics
+    /// Outside a runtime.
+    pub fn from_std(listener: net::TcpListener) -> io::Result<TcpListener> {
+        Ok(TcpListener {
+            fd: AsyncFd::new(listener)?,
+            waiter: CancelWaiter::new(),
+        })
+    }
+
+    /// Waits for a connection and returns it with the peer's address. A checkpoint; a cancelled
+    /// accept takes no connection off the queue, so none is lost.
+    pub async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = self.fd.read_with(|l| l.accept()).await?;
+        Ok((TcpStream::from_std(stream)?, peer))
+    }
+
+    /// Poll form of [`accept`](TcpListener::accept): cancellation-aware, not a schedule point.
+    pub fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        match self
+            .fd
+            .poll_io(Direction::Read, &mut self.waiter, cx, |l| l.accept())
+        {
+            Poll::Ready(Ok((stream, peer))) => {
+                Poll::Ready(TcpStream::from_std(stream).map(|s| (s, peer)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The accepted connections as a stream (`futures_core::Stream`); it never ends by itself.
+    pub fn incoming(&mut self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.fd.get_ref().local_addr()
+    }
+
+    /// Deregisters the listener and returns the std listener (non-blocking).
+    pub fn into_std(self) -> io::Result<net::TcpListener> {
+        self.fd.into_inner()
+    }
+}
+
+fn bind_listener(addr: SocketAddr) -> io::Result<net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // Like trio: an IPv6 listener takes IPv6 only, so a second listener can take IPv4.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    // The system caps this at net.core.somaxconn; trio asks for the same "as many as allowed".
+    socket.listen(libc::SOMAXCONN.max(4096))?;
+    Ok(socket.into())
+}
+
+/// Stream of accepted connections; see [`TcpListener::incoming`].
+pub struct Incoming<'a> {
+    listener: &'a mut TcpListener,
+}
+
+impl fmt::Debug for Incoming<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("listener", &self.listener)
+            .finish()
+    }
+}
+
+impl futures_core::Stream for Incoming<'_> {
+    type Item = io::Result<TcpStream>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.listener
+            .poll_accept(cx)
+            .map(|accepted| Some(accepted.map(|(stream, _)| stream)))
+    }
+}
+
+/// A TCP connection.
+///
+/// Reading and writing are checkpoints (see the [module docs](crate::net) for cancellation).
+/// It implements the stream traits of [`trellis::io`](crate::io) and `futures_io`'s
+/// `AsyncRead` / `AsyncWrite`, and splits into halves for two tasks with
+/// [`into_split`](TcpStream::into_split).
+pub struct TcpStream {
+    reader: FdReader<net::TcpStream>,
+    writer: FdWriter<net::TcpStream>,
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("local_addr", &self.local_addr().ok())
+            .field("peer_addr", &self.peer_addr().ok())
+            .finish()
+    }
+}
+
+impl TcpStream {
+    /// Connects to `addr`, trying its addresses one after the other until one accepts. A
+    /// checkpoint; a cancelled connect closes its socket. For host names with several
+    /// addresses, [`connect_tcp`](crate::net::connect_tcp) races them (happy eyeballs).
+    ///
+    /// # Errors
+    /// The last attempt's error, naming its address ("could not connect to 127.0.0.1:1:
+    /// Connection refused").
+    pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+        let addrs = resolve(&addr).await?;
+        let mut last = None;
+        for addr in addrs {
+            match connect_addr(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to")
+        }))
+    }
+
+    /// Wraps a connected std stream.
+    ///
+    /// # Panics
+    /// Outside a runtime.
+    pub fn from_std(stream: net::TcpStream) -> io::Result<TcpStream> {
+        let fd = Arc::new(AsyncFd::new(stream)?);
+        Ok(TcpStream {
+            reader: FdReader::new(fd.clone()),
+            writer: FdWriter::new(fd),
+        })
+    }
+
+    /// Reads some bytes; `Ok(0)` at end of stream. A checkpoint; a cancelled read consumed
+    /// nothing.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf).await
+    }
+
+    /// Writes some bytes and returns how many. A checkpoint; a cancelled write wrote nothing.
+    pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf).await
+    }
+
+    /// Writes all of `buf`. On an error or cancellation after part of it was written, the error
+    /// carries a [`PartialWrite`](crate::io::PartialWrite) with the count.
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        crate::io::WriteStream::write_all(self, buf).await
+    }
+
+    /// Shuts down one or both directions (`shutdown(2)`): after `Shutdown::Write` the peer reads
+    /// end of stream, and this side can still read.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.reader.fd.get_ref().shutdown(how)
+    }
+
+    fn close_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+
+    /// Sets `TCP_NODELAY` (disables Nagle's algorithm: small writes go out at once).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.reader.fd.get_ref().set_nodelay(nodelay)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.reader.fd.get_ref().nodelay()
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.reader.fd.get_ref().local_addr()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.reader.fd.get_ref().peer_addr()
+    }
+
+    /// Splits into a read half and a write half that can be moved to two tasks. Dropping the
+    /// write half shuts down the writing direction; the socket closes when both are dropped.
+    pub fn into_split(self) -> (TcpReadHalf, TcpWriteHalf) {
+        (
+            TcpReadHalf {
+                reader: self.reader,
+            },
+            TcpWriteHalf {
+                writer: self.writer,
+                shutdown_on_drop: true,
+            },
+        )
+    }
+}
+
+/// Connects one address without blocking: a non-blocking `connect`, then wait for writability
+/// and read the outcome from `SO_ERROR`.
+pub(crate) async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
+    let context = |e| with_context(e, || format!("could not connect to {addr}"));
+    crate::checkpoint().await?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(context)?;
+    socket.set_nonblocking(true).map_err(context)?;
+    match socket.connect(&SockAddr::from(addr)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(context(e)),
+    }
+    let fd = AsyncFd::new(net::TcpStream::from(socket))?;
+    // If cancelled here, `fd` drops and the half-open socket is closed.
+    fd.writable().await?;
+    if let Some(e) = fd.get_ref().take_error()? {
+        return Err(context(e));
+    }
+    let fd = Arc::new(fd);
+    Ok(TcpStream {
+        reader: FdReader::new(fd.clone()),
+        writer: FdWriter::new(fd),
+    })
+}
+
+/// The reading half of a [`TcpStream`].
+pub struct TcpReadHalf {
+    reader: FdReader<net::TcpStream>,
+}
+
+/// The writing half of a [`TcpStream`]; dropping it shuts down the writing direction.
+pub struct TcpWriteHalf {
+    writer: FdWriter<net::TcpStream>,
+    shutdown_on_drop: bool,
+}
+
+impl fmt::Debug for TcpReadHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TcpReadHalf")
+    }
+}
+
+impl fmt::Debug for TcpWriteHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TcpWriteHalf")
+    }
+}
+
+impl TcpReadHalf {
+    /// As [`TcpStream::read`].
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf).await
+    }
+
+    /// Puts the halves back together.
+    ///
+    /// # Panics
+    /// If the halves come from different streams.
+    pub fn reunite(self, write: TcpWriteHalf) -> TcpStream {
+        assert!(
+            Arc::ptr_eq(&self.reader.fd, &write.writer.fd),
+            "TcpReadHalf::reunite: the halves come from different streams"
+        );
+        let mut write = write;
+        write.shutdown_on_drop = false;
+        let writer = FdWriter::new(write.writer.fd.clone());
+        TcpStream {
+            reader: self.reader,
+            writer,
+        }
+    }
+}
+
+impl TcpWriteHalf {
+    /// As [`TcpStream::write`].
+    pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf).await
+    }
+
+    /// As [`TcpStream::write_all`].
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        crate::io::WriteStream::write_all(self, buf).await
+    }
+
+    fn close_write(&mut self) -> io::Result<()> {
+        self.writer.fd.get_ref().shutdown(Shutdown::Write)
+    }
+}
+
+impl Drop for TcpWriteHalf {
+    fn drop(&mut self) {
+        if self.shutdown_on_drop {
+            // The peer may already be gone; nothing to report then.
+            let _ = self.close_write();
+        }
+    }
+}
+
+fd_stream_impls!(read: TcpStream, reader);
+fd_stream_impls!(write: TcpStream, writer);
+fd_stream_impls!(read: TcpReadHalf, reader);
+fd_stream_impls!(write: TcpWriteHalf, writer);
+
+impl SplitStream for TcpStream {
+    type ReadHalf = TcpReadHalf;
+    type WriteHalf = TcpWriteHalf;
+
+    fn into_split(self) -> (TcpReadHalf, TcpWriteHalf) {
+        TcpStream::into_split(self)
+    }
+}
