@@ -79,6 +79,9 @@ pub trait SplitStream: ReadStream + WriteStream + Sized {
 /// Carried inside the `io::Error` of a [`WriteStream::write_all`] that stopped after writing
 /// part of its buffer: how much was written, and why it stopped.
 ///
+/// When a cancellation stopped the write, the cancel scope that was cancelled absorbs the error
+/// (contract C3), so read the count where the error first arrives, inside the scope.
+///
 /// ```
 /// use std::io;
 /// use trellis::io::PartialWrite;
