@@ -43,6 +43,7 @@ pub mod io;
 pub mod lowlevel;
 mod nursery;
 mod runtime;
+pub mod sync;
 pub(crate) mod task;
 pub mod testing;
 mod time;
