@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod cancel;
+pub mod channel;
 mod error;
 pub mod io;
 pub mod lowlevel;

@@ -198,10 +198,10 @@ impl Site for AcquireSite {
     fn redeliver(
         state: &mut State,
         (): (),
-        borrower: Borrower,
+        borrower: &mut Borrower,
         wakes: &mut WakeList,
     ) -> Option<()> {
-        state.release(borrower, wakes);
+        state.release(*borrower, wakes);
         None
     }
 }

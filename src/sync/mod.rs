@@ -2,7 +2,13 @@
 //!
 //! | type | what for |
 //! |------|----------|
+//! | [`Event`] | wait until something happened (set once, never cleared) |
+//! | [`Mutex`] | exclusive access to data, held across `.await` |
+//! | [`RwLock`] | many readers or one writer |
+//! | [`Semaphore`] | a counter of permits, optionally bounded |
 //! | [`CapacityLimiter`] | at most N borrowers at once, one token each |
+//! | [`Condition`] | a lock plus "wait until notified" |
+//! | [`Barrier`] | N tasks wait for each other |
 //!
 //! Every primitive follows the same rules, implemented once in the parking lot underneath them
 //! all (`parking_lot.rs`):
@@ -21,9 +27,19 @@
 //! The state of each primitive is a plain `std::sync::Mutex`-protected structure (no hand-rolled
 //! atomics), held only for a few instructions and never across an `.await`.
 
+mod barrier;
 mod capacity_limiter;
-// Parts of the lot are used only by the primitives added after this one.
-#[allow(dead_code)]
+mod condition;
+mod event;
+mod mutex;
 pub(crate) mod parking_lot;
+mod rwlock;
+mod semaphore;
 
+pub use barrier::{Barrier, BarrierStatistics, BarrierWaitResult};
 pub use capacity_limiter::{Borrower, CapacityLimiter, CapacityLimiterStatistics, LimiterToken};
+pub use condition::{Condition, ConditionGuard, ConditionStatistics, WaitCancelled};
+pub use event::{Event, EventStatistics};
+pub use mutex::{LockStatistics, Mutex, MutexGuard};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockStatistics, RwLockWriteGuard};
+pub use semaphore::{Semaphore, SemaphorePermit, SemaphoreStatistics};

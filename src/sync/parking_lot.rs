@@ -150,6 +150,10 @@ impl<T, R> ParkingLot<T, R> {
 
     /// Appends a waiter to the back of `line`.
     pub(crate) fn park(&mut self, line: usize, waker: &Waker, request: R) -> Key {
+        debug_assert!(
+            !self.broken,
+            "the primitive must refuse waiters once its lot is broken"
+        );
         let key = self.entries.insert(Entry {
             slot: Slot::Parked(waker.clone()),
             request,
@@ -342,11 +346,6 @@ impl<T, R> ParkingLot<T, R> {
         }
     }
 
-    /// Whether the waiter under `key` has been handed its value.
-    pub(crate) fn is_handed(&self, key: Key) -> bool {
-        matches!(self.entries[key].slot, Slot::Handed(_))
-    }
-
     /// The waiter under `key` leaves (it was cancelled or dropped); the entry is removed.
     pub(crate) fn leave(&mut self, key: Key) -> Left<T, R> {
         if let Slot::Parked(_) = self.entries[key].slot {
@@ -473,7 +472,7 @@ pub(crate) trait Site {
     fn redeliver(
         state: &mut Self::State,
         value: Self::Value,
-        request: Self::Request,
+        request: &mut Self::Request,
         wakes: &mut WakeList,
     ) -> Option<Self::Value>;
 
@@ -500,15 +499,12 @@ pub(crate) fn poll_op<S: Site>(
     state: &Mutex<S::State>,
     phase: &mut Phase<S>,
     cancel: &mut CancelWaiter,
-    shielded: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<S::Output, S::Error>> {
     match mem::replace(phase, Phase::Finished) {
         Phase::Start(mut request) => {
-            if !shielded {
-                if let Some(c) = current_cancellation(S::NAME) {
-                    return Poll::Ready(Err(S::cancelled(c, request)));
-                }
+            if let Some(c) = current_cancellation(S::NAME) {
+                return Poll::Ready(Err(S::cancelled(c, request)));
             }
             let mut wakes = WakeList::new();
             let mut st = lock(state);
@@ -526,9 +522,6 @@ pub(crate) fn poll_op<S: Site>(
                     let key = S::lot(&mut st).park(S::LINE, cx.waker(), request);
                     drop(st);
                     *phase = Phase::Parked(key);
-                    if shielded {
-                        return Poll::Pending;
-                    }
                     poll_cancel(state, phase, cancel, key, cx)
                 }
             }
@@ -542,9 +535,6 @@ pub(crate) fn poll_op<S: Site>(
                 }
                 None => {
                     *phase = Phase::Parked(key);
-                    if shielded {
-                        return Poll::Pending;
-                    }
                     poll_cancel(state, phase, cancel, key, cx)
                 }
             }
@@ -587,29 +577,30 @@ fn poll_cancel<S: Site>(
 /// was handed (or obtained) but never returned. Nothing is lost, nothing stays held.
 pub(crate) fn abandon<S: Site>(state: &Mutex<S::State>, phase: &mut Phase<S>) {
     let mut wakes = WakeList::new();
-    let leftover;
-    match mem::replace(phase, Phase::Finished) {
+    // Dropped after the lock is released, in this order: wakers first, then values.
+    let (leftover, request) = match mem::replace(phase, Phase::Finished) {
         Phase::Parked(key) => {
             let mut st = lock(state);
             match S::lot(&mut st).leave(key) {
                 Left::Withdrawn(request) => {
                     S::withdrawn(&mut st, &request, &mut wakes);
-                    drop(st);
-                    drop(request);
-                    leftover = None;
+                    (None, request)
                 }
-                Left::Handed(value, request) => {
-                    leftover = S::redeliver(&mut st, value, request, &mut wakes);
+                Left::Handed(value, mut request) => {
+                    let leftover = S::redeliver(&mut st, value, &mut request, &mut wakes);
+                    (leftover, request)
                 }
             }
         }
-        Phase::Done(value, request) => {
-            leftover = S::redeliver(&mut lock(state), value, request, &mut wakes);
+        Phase::Done(value, mut request) => {
+            let leftover = S::redeliver(&mut lock(state), value, &mut request, &mut wakes);
+            (leftover, request)
         }
         Phase::Start(_) | Phase::Finished => return,
-    }
+    };
     wakes.wake_all();
     drop(leftover);
+    drop(request);
 }
 
 /// A non-blocking attempt (`try_send`, `try_lock`...): the operation's result if it could
@@ -633,7 +624,6 @@ pub(crate) struct Op<'a, S: Site> {
     state: &'a Mutex<S::State>,
     phase: Phase<S>,
     cancel: CancelWaiter,
-    shielded: bool,
     _site: PhantomData<S>,
 }
 
@@ -643,17 +633,8 @@ impl<'a, S: Site> Op<'a, S> {
             state,
             phase: Phase::Start(request),
             cancel: CancelWaiter::new(),
-            shielded: false,
             _site: PhantomData,
         }
-    }
-
-    /// An operation that ignores cancellation (a cancelled `Condition::wait` re-acquiring its
-    /// lock).
-    pub(crate) fn shielded(state: &'a Mutex<S::State>, request: S::Request) -> Self {
-        let mut op = Op::new(state, request);
-        op.shielded = true;
-        op
     }
 }
 
@@ -665,13 +646,7 @@ impl<S: Site> Future for Op<'_, S> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        poll_op(
-            this.state,
-            &mut this.phase,
-            &mut this.cancel,
-            this.shielded,
-            cx,
-        )
+        poll_op(this.state, &mut this.phase, &mut this.cancel, cx)
     }
 }
 
