@@ -185,7 +185,8 @@ impl<T> Site for SendSite<T> {
         if st.handles[request.handle] {
             return Some(Err(Error::Closed));
         }
-        if st.open_receivers == 0 {
+        // Broken when the last receiver closed.
+        if st.send_lot.is_broken() {
             return Some(Err(Error::BrokenResource));
         }
         if let Some((key, _)) = st.recv_lot.front(MAIN) {
