@@ -38,12 +38,14 @@
 #![warn(missing_docs)]
 
 mod cancel;
+pub mod channel;
 mod error;
 pub mod io;
 pub mod lowlevel;
 pub mod net;
 mod nursery;
 mod runtime;
+pub mod sync;
 pub(crate) mod task;
 pub mod testing;
 pub mod thread;
