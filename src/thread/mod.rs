@@ -17,7 +17,6 @@
 //! slot under the limit until it really finishes. Code on the thread can poll for cancellation
 //! with [`check_cancelled`].
 
-mod limit;
 mod pool;
 
 use std::any::Any;
@@ -27,17 +26,31 @@ use std::future::{Future, IntoFuture};
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
 use crate::cancel::node::{self, TreeNode};
 use crate::cancel::{outside_runtime, CancelWaiter, YieldOnce};
 use crate::error::Cancelled;
 use crate::runtime::{context, Shared};
+use crate::sync::{Borrower, CapacityLimiter};
 use crate::task::{spawn_child, Report, SpawnSpec};
-use limit::{default_slots, Slots};
 
-pub use limit::DEFAULT_THREAD_LIMIT as DEFAULT_LIMIT;
+/// How many threads may run blocking calls at once unless told otherwise (trio's default).
+pub const DEFAULT_LIMIT: usize = 40;
+
+/// The limiter [`run_blocking`] uses unless given another: one per process, with
+/// [`DEFAULT_LIMIT`] tokens. Change its size with
+/// [`set_total_tokens`](CapacityLimiter::set_total_tokens).
+///
+/// Deviation from trio, whose default limiter belongs to one `trio.run`: a pool thread is not
+/// tied to a runtime, so neither is the limit on them.
+pub fn default_limiter() -> CapacityLimiter {
+    static DEFAULT: OnceLock<CapacityLimiter> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| CapacityLimiter::new(DEFAULT_LIMIT))
+        .clone()
+}
 
 /// Runs `f` on a pool thread and returns its value once it is done, without blocking the
 /// runtime. A panic in `f` resumes in the caller.
@@ -61,6 +74,7 @@ where
     RunBlocking {
         f,
         abandon_on_cancel: false,
+        limiter: None,
     }
 }
 
@@ -69,6 +83,7 @@ where
 pub struct RunBlocking<F> {
     f: F,
     abandon_on_cancel: bool,
+    limiter: Option<CapacityLimiter>,
 }
 
 impl<F> fmt::Debug for RunBlocking<F> {
@@ -88,6 +103,13 @@ where
     /// thread to finish on its own (its result is dropped). Default `false`: wait for the thread.
     pub fn abandon_on_cancel(mut self, abandon: bool) -> Self {
         self.abandon_on_cancel = abandon;
+        self
+    }
+
+    /// Takes the thread's token from `limiter` instead of the [`default_limiter`]. Each call is
+    /// its own borrower, so one task may have several calls in flight.
+    pub fn limiter(mut self, limiter: &CapacityLimiter) -> Self {
+        self.limiter = Some(limiter.clone());
         self
     }
 }
@@ -124,19 +146,22 @@ where
         let RunBlocking {
             f,
             abandon_on_cancel,
+            limiter,
         } = self;
+        let limiter = limiter.unwrap_or_else(default_limiter);
         BlockingCall {
-            inner: Box::pin(run_on_pool(f, abandon_on_cancel, default_slots())),
+            inner: Box::pin(run_on_pool(f, abandon_on_cancel, limiter)),
         }
     }
 }
 
-async fn run_on_pool<F, R>(f: F, abandon: bool, slots: Arc<Slots>) -> Result<R, Cancelled>
+async fn run_on_pool<F, R>(f: F, abandon: bool, limiter: CapacityLimiter) -> Result<R, Cancelled>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    let permit = slots.acquire().await?;
+    // Each call is its own borrower (trio uses a placeholder object per call the same way).
+    let permit = limiter.acquire_on_behalf_of(Borrower::unique()).await?;
     let call = Arc::new(Call {
         node: context::current_node_arc(),
         state: Mutex::new(CallState {
