@@ -191,6 +191,12 @@ where
     .await
 }
 
+/// Runs `job` on a pool thread without waiting for it or taking a limiter token: for short
+/// clean-up work (reaping a killed child) that must not block the runtime.
+pub(crate) fn execute_detached(job: Box<dyn FnOnce() + Send>) {
+    pool::execute(job);
+}
+
 /// Work sent from a pool thread to the waiting task.
 type Request = Pin<Box<dyn Future<Output = ()> + Send>>;
 
