@@ -1,9 +1,16 @@
-//! Tools for testing code that runs on trellis: a mock clock and a way to wait until every task
-//! is blocked.
+//! Tools for testing code that runs on trellis: a mock clock, a way to wait until every task
+//! is blocked, in-memory streams and a conformance check for streams.
 
+mod memory_stream;
 mod mock_clock;
+mod stream_check;
 
+pub use memory_stream::{
+    memory_stream_pair, memory_stream_pair_with_capacity, MemoryReadHalf, MemoryStream,
+    MemoryWriteHalf, DEFAULT_CAPACITY as MEMORY_STREAM_CAPACITY,
+};
 pub use mock_clock::MockClock;
+pub use stream_check::check_two_way_stream;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,0 +1,76 @@
+//! The same stream contract checked over TCP, Unix sockets and memory streams
+//! (`testing::check_two_way_stream`, trio's `check_two_way_stream`).
+
+use std::io;
+
+use trellis::net::{TcpListener, TcpStream, UnixStream};
+use trellis::testing::{
+    check_two_way_stream, memory_stream_pair, memory_stream_pair_with_capacity,
+};
+use trellis::{Flavor, Runtime};
+
+fn current_thread() -> Runtime {
+    Runtime::builder()
+        .flavor(Flavor::CurrentThread)
+        .build()
+        .unwrap()
+}
+
+async fn tcp_pair() -> io::Result<(TcpStream, TcpStream)> {
+    let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    let client = TcpStream::connect(listener.local_addr()?).await?;
+    let (server, _) = listener.accept().await?;
+    Ok((client, server))
+}
+
+#[test]
+fn tcp_streams_conform() {
+    current_thread()
+        .block_on(check_two_way_stream(tcp_pair))
+        .unwrap();
+}
+
+#[test]
+fn tcp_streams_conform_on_a_multi_thread_runtime() {
+    trellis::run(check_two_way_stream(tcp_pair)).unwrap();
+}
+
+#[test]
+fn unix_streams_conform() {
+    current_thread()
+        .block_on(check_two_way_stream(|| async { UnixStream::pair() }))
+        .unwrap();
+}
+
+#[test]
+fn memory_streams_conform() {
+    current_thread()
+        .block_on(check_two_way_stream(|| async { Ok(memory_stream_pair()) }))
+        .unwrap();
+    current_thread()
+        .block_on(check_two_way_stream(|| async {
+            Ok(memory_stream_pair_with_capacity(7))
+        }))
+        .unwrap();
+}
+
+#[test]
+fn memory_streams_work_with_futures_io_helpers() {
+    use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt};
+    current_thread()
+        .block_on(async {
+            let (mut a, mut b) = memory_stream_pair();
+            a.write_all(b"line one\nline two\n").await?;
+            AsyncWriteExt::close(&mut a).await?;
+            let mut line = String::new();
+            b.read_line(&mut line).await?;
+            assert_eq!(line, "line one\n");
+            line.clear();
+            b.read_line(&mut line).await?;
+            assert_eq!(line, "line two\n");
+            line.clear();
+            assert_eq!(b.read_line(&mut line).await?, 0);
+            Ok::<_, io::Error>(())
+        })
+        .unwrap();
+}
