@@ -40,6 +40,7 @@
 mod cancel;
 pub mod channel;
 mod error;
+pub mod fs;
 pub mod io;
 pub mod lowlevel;
 pub mod net;

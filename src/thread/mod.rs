@@ -22,7 +22,7 @@ mod pool;
 use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -66,27 +66,31 @@ pub fn default_limiter() -> CapacityLimiter {
 /// })
 /// .unwrap();
 /// ```
-pub fn run_blocking<F, R>(f: F) -> RunBlocking<F>
+pub fn run_blocking<F, R>(f: F) -> RunBlocking<F, R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
     RunBlocking {
-        f,
+        f: Some(f),
         abandon_on_cancel: false,
         limiter: None,
+        call: None,
     }
 }
 
-/// A blocking call being configured; `.await` it to run it. See [`run_blocking`].
+/// A blocking call: configure it with the builder methods, then `.await` it. See
+/// [`run_blocking`].
 #[must_use = "a blocking call does nothing unless awaited"]
-pub struct RunBlocking<F> {
-    f: F,
+pub struct RunBlocking<F, R> {
+    f: Option<F>,
     abandon_on_cancel: bool,
     limiter: Option<CapacityLimiter>,
+    /// The running call, from the first poll on.
+    call: Option<Pin<Box<dyn Future<Output = Result<R, Cancelled>> + Send>>>,
 }
 
-impl<F> fmt::Debug for RunBlocking<F> {
+impl<F, R> fmt::Debug for RunBlocking<F, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunBlocking")
             .field("abandon_on_cancel", &self.abandon_on_cancel)
@@ -94,7 +98,7 @@ impl<F> fmt::Debug for RunBlocking<F> {
     }
 }
 
-impl<F, R> RunBlocking<F>
+impl<F, R> RunBlocking<F, R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
@@ -114,44 +118,29 @@ where
     }
 }
 
-/// Future of a [`RunBlocking`] call.
-#[must_use = "futures do nothing unless awaited"]
-pub struct BlockingCall<R> {
-    inner: Pin<Box<dyn Future<Output = Result<R, Cancelled>> + Send>>,
-}
+// `f` is never pinned: it is moved out into the boxed call on the first poll.
+impl<F, R> Unpin for RunBlocking<F, R> {}
 
-impl<R> fmt::Debug for BlockingCall<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BlockingCall")
-    }
-}
-
-impl<R> Future for BlockingCall<R> {
-    type Output = Result<R, Cancelled>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-impl<F, R> IntoFuture for RunBlocking<F>
+impl<F, R> Future for RunBlocking<F, R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
     type Output = Result<R, Cancelled>;
-    type IntoFuture = BlockingCall<R>;
 
-    fn into_future(self) -> BlockingCall<R> {
-        let RunBlocking {
-            f,
-            abandon_on_cancel,
-            limiter,
-        } = self;
-        let limiter = limiter.unwrap_or_else(default_limiter);
-        BlockingCall {
-            inner: Box::pin(run_on_pool(f, abandon_on_cancel, limiter)),
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.call.is_none() {
+            let f = this.f.take().expect("RunBlocking polled after completion");
+            let limiter = this.limiter.take().unwrap_or_else(default_limiter);
+            this.call = Some(Box::pin(run_on_pool(f, this.abandon_on_cancel, limiter)));
         }
+        let call = this.call.as_mut().expect("set above");
+        let out = call.as_mut().poll(cx);
+        if out.is_ready() {
+            this.call = None;
+        }
+        out
     }
 }
 
