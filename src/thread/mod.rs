@@ -87,7 +87,7 @@ pub struct RunBlocking<F, R> {
     abandon_on_cancel: bool,
     limiter: Option<CapacityLimiter>,
     /// The running call, from the first poll on.
-    call: Option<Pin<Box<dyn Future<Output = Result<R, Cancelled>> + Send>>>,
+    call: Option<CallFuture<R>>,
 }
 
 impl<F, R> fmt::Debug for RunBlocking<F, R> {
@@ -117,6 +117,9 @@ where
         self
     }
 }
+
+/// The boxed body of a running [`RunBlocking`].
+type CallFuture<R> = Pin<Box<dyn Future<Output = Result<R, Cancelled>> + Send>>;
 
 // `f` is never pinned: it is moved out into the boxed call on the first poll.
 impl<F, R> Unpin for RunBlocking<F, R> {}
