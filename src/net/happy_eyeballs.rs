@@ -356,18 +356,25 @@ impl fmt::Display for ConnectError {
             .as_deref()
             .map(|t| format!(" to {t}"))
             .unwrap_or_default();
-        if self.attempts.is_empty() {
-            return write!(f, "could not connect{target}: no address to try");
+        match self.attempts.as_slice() {
+            [] => write!(f, "could not connect{target}: no address to try"),
+            // The attempt's own error already names its address.
+            [(addr, only)] if self.target.is_none() || self.target == Some(addr.to_string()) => {
+                write!(f, "{only}")
+            }
+            [(_, only)] => write!(f, "could not connect{target}: {only}"),
+            attempts => {
+                write!(
+                    f,
+                    "could not connect{target}: all {} attempts failed",
+                    attempts.len()
+                )?;
+                for (_, err) in attempts {
+                    write!(f, "; {err}")?;
+                }
+                Ok(())
+            }
         }
-        write!(
-            f,
-            "could not connect{target}: all {} attempts failed",
-            self.attempts.len()
-        )?;
-        for (addr, err) in &self.attempts {
-            write!(f, "; {addr}: {err}")?;
-        }
-        Ok(())
     }
 }
 
