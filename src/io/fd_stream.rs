@@ -148,7 +148,7 @@ macro_rules! fd_stream_impls {
                 ::std::task::Poll::Ready(Ok(()))
             }
 
-            /// Closes the writing direction (like [`WriteStream::shutdown_write`]).
+            /// Closes the writing direction (like `WriteStream::shutdown_write`).
             fn poll_close(
                 self: ::std::pin::Pin<&mut Self>,
                 _cx: &mut ::std::task::Context<'_>,
