@@ -320,9 +320,19 @@ fn visit(
     let s = node.lock();
     let eff = s.cancel_called || (!s.shield && parent_eff);
     let was = node.eff_cancelled.swap(eff, Ordering::AcqRel);
-    if eff == was {
-        return;
+    if eff != was {
+        changed(&s, eff, stack, wake);
     }
+}
+
+/// A node's cached flag just changed to `eff`: queue its waiters (if it became cancelled) and
+/// its children.
+fn changed(
+    s: &NodeState,
+    eff: bool,
+    stack: &mut Vec<(Arc<dyn TreeNode>, bool)>,
+    wake: &mut Vec<Waker>,
+) {
     if eff {
         wake.extend(s.waiters.iter().map(|(_, w)| w.clone()));
     }
@@ -349,11 +359,26 @@ pub(crate) fn set_shield(target: &dyn TreeNode, shield: bool) {
 /// Moves a task node under a new parent (a started task joins its nursery, N9).
 pub(crate) fn reparent(child: &Arc<dyn TreeNode>, new_parent: &Arc<dyn TreeNode>) -> bool {
     let _tree = tree_lock();
+    let was = child.node().is_cancelled();
     unlink_for_move(child.node());
     if !link(new_parent, child) {
         return false;
     }
-    propagate(child.as_ref());
+    // `link` has already set the moved node's own flag from its new parent, so `propagate`
+    // would see no change there and stop: the node's waiters and its subtree (a started task
+    // with its own nursery of sleeping children, moved into a cancelled nursery) would never
+    // learn of the cancellation. Carry the change down from here instead. `TREE_LOCK` is held,
+    // so the flag cannot change between `link` and this.
+    let now = child.node().is_cancelled();
+    if now != was {
+        let mut wake = Vec::new();
+        let mut stack = Vec::new();
+        changed(&child.node().lock(), now, &mut stack, &mut wake);
+        while let Some((n, parent_eff)) = stack.pop() {
+            visit(n.node(), parent_eff, &mut stack, &mut wake);
+        }
+        wake.into_iter().for_each(Waker::wake);
+    }
     true
 }
 
