@@ -120,6 +120,13 @@ impl<E: AsCancelled + Send + 'static> Report<E> for NurseryInner<E> {
     }
 
     fn cancelled(&self, error: E) {
+        // Only a cancellation that reached the task through this nursery (its own scope or one
+        // above it) concerns the nursery. A task cancelled on its own — through its handle, or
+        // a service cancelled because the work is done (N12) — absorbed that itself; recording
+        // it would make the nursery report a cancellation nobody asked of it.
+        if !self.node.is_cancelled() {
+            return;
+        }
         let mut failures = self.failures();
         if failures.cancelled.is_none() {
             failures.cancelled = error.cancelled();
