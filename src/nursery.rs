@@ -279,15 +279,16 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             }
             s.pending_starts += 1;
         }
-        let mut pending = PendingStart {
-            nursery: self.inner.node.clone(),
-            child: None,
-        };
         let shared = Arc::new(StartShared {
             state: Mutex::new(StartState::Waiting(None)),
             child: OnceLock::new(),
             forward: Mutex::new(None),
         });
+        let mut pending = PendingStart {
+            nursery: self.inner.node.clone(),
+            child: None,
+            shared: shared.clone(),
+        };
         let status = TaskStatus {
             shared: shared.clone(),
             nursery: self.inner.clone(),
@@ -391,6 +392,14 @@ impl<V, E> StartShared<V, E> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Has `started` moved the task to the target nursery?
+    fn moved(&self) -> bool {
+        self.forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     fn forward(&self) -> Option<Arc<dyn Report<E>>> {
         self.forward
             .lock()
@@ -461,18 +470,23 @@ impl<V, E> Future for StartWait<'_, V, E> {
 
 /// Keeps the target nursery open while a `start` is in flight; on drop, releases it, and tears
 /// the task down if the `start` future was dropped before the task started.
-struct PendingStart {
+struct PendingStart<V, E> {
     nursery: Arc<Node>,
     child: Option<Arc<dyn TreeNode>>,
+    shared: Arc<StartShared<V, E>>,
 }
 
-impl Drop for PendingStart {
+impl<V, E> Drop for PendingStart<V, E> {
     fn drop(&mut self) {
         if let Some(child) = &self.child {
-            let moved = child
-                .node()
-                .parent()
-                .is_some_and(|p| std::ptr::addr_eq(Arc::as_ptr(&p), Arc::as_ptr(&self.nursery)));
+            // Moved means `started` moved it *and* it sits under the target. The parent alone
+            // does not tell: when `start` is called from the target nursery's own body, the
+            // caller's node is the nursery's, so the task's parent is the target from the
+            // beginning. (If the move failed because the target closed, the task has no parent.)
+            let moved = self.shared.moved()
+                && child.node().parent().is_some_and(|p| {
+                    std::ptr::addr_eq(Arc::as_ptr(&p), Arc::as_ptr(&self.nursery))
+                });
             if !moved {
                 // `start` was dropped (or finished) before the task moved to the nursery: a task
                 // still under the caller must not outlive the call.
