@@ -283,6 +283,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             state: Mutex::new(StartState::Waiting(None)),
             child: OnceLock::new(),
             forward: Mutex::new(None),
+            kept: Mutex::new(None),
         });
         let mut pending = PendingStart {
             nursery: self.inner.node.clone(),
@@ -348,6 +349,12 @@ impl<V, E> fmt::Debug for TaskStatus<V, E> {
 impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
     /// Reports the task ready: `start` returns `value`, and the task moves under the target
     /// nursery. If that nursery has meanwhile closed, the task is cancelled instead.
+    ///
+    /// If the code that called `start` is cancelled by then, the task stays where it is, under
+    /// the caller (as in trio): moving it could carry a cancellation it is already handling into
+    /// a nursery where nothing would absorb it. `start` then returns once the task ends: `value`
+    /// if it ends well, else its error (typically that cancellation, which the caller's scope
+    /// absorbs).
     pub fn started(self, value: V) {
         let Some(child) = self.shared.child.get() else {
             return;
@@ -357,6 +364,10 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
             if !matches!(*state, StartState::Waiting(_)) {
                 return;
             }
+        }
+        if child.node().is_cancelled() {
+            *self.shared.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+            return;
         }
         // From now on failures go to the nursery.
         *self
@@ -377,6 +388,9 @@ struct StartShared<V, E> {
     child: OnceLock<Arc<dyn TreeNode>>,
     /// Set by `started`: the nursery that now receives the task's failures.
     forward: Mutex<Option<Arc<dyn Report<E>>>>,
+    /// The value given to a `started` call that left the task in place (its caller was
+    /// cancelled); `start` returns it if the task then ends well.
+    kept: Mutex<Option<V>>,
 }
 
 enum StartState<V, E> {
@@ -443,7 +457,11 @@ impl<V: Send, E: Send> Report<E> for StartShared<V, E> {
         }
     }
     fn finished(&self) {
-        self.resolve(StartState::Finished);
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.resolve(match kept {
+            Some(value) => StartState::Started(value),
+            None => StartState::Finished,
+        });
     }
 }
 
