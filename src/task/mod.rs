@@ -59,6 +59,9 @@ pub(crate) struct ChildCell<F, T, E> {
     future: UnsafeCell<ManuallyDrop<F>>,
     pub(crate) join: Mutex<JoinState<T>>,
     reporter: Arc<dyn Report<E>>,
+    /// The runtime: its scheduler (the task's schedule function reaches it through here) and its
+    /// count of live task futures.
+    rt: Arc<Shared>,
 }
 
 // SAFETY: the future is only touched by whoever moved `poll_state` from IDLE to POLLING, so it is
@@ -84,6 +87,10 @@ where
             unsafe { ManuallyDrop::drop(&mut *self.future.get()) }
         }));
         self.poll_state.store(DONE, Ordering::Release);
+        // Counted here, where the future goes, and before the task unlinks from its nursery: so
+        // once a nursery is done, `statistics().live_tasks` no longer counts its tasks. (The
+        // runner that `async-task` drops a little later may still be in flight on a worker.)
+        self.rt.live_tasks.fetch_sub(1, Ordering::Relaxed);
         result.err()
     }
 
@@ -194,14 +201,6 @@ where
     }
 }
 
-impl<F, T, E> Drop for ChildRunner<F, T, E> {
-    fn drop(&mut self) {
-        if let Some(rt) = context::try_current() {
-            rt.live_tasks.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// What to spawn, and under which node.
 pub(crate) struct SpawnSpec<'a, E> {
     pub(crate) rt: &'a Arc<Shared>,
@@ -235,7 +234,11 @@ where
         future: UnsafeCell::new(ManuallyDrop::new(future)),
         join: Mutex::new(JoinState::Pending(None)),
         reporter: spec.reporter,
+        rt: rt.clone(),
     });
+    // Counted before linking, so that the refused path below, which drops the future through
+    // `drop_future` (and so uncounts it), stays balanced.
+    rt.live_tasks.fetch_add(1, Ordering::Relaxed);
     let tree: Arc<dyn TreeNode> = cell.clone();
     if !node::link(&spec.parent, &tree) {
         // Never polled: drop the future through the normal path so the state is consistent.
@@ -243,10 +246,11 @@ where
         let _ = cell.drop_future();
         return Err(crate::Error::NurseryClosed);
     }
-    rt.live_tasks.fetch_add(1, Ordering::Relaxed);
-    let schedule_rt = rt.clone();
-    let schedule =
-        move |runnable, info| schedule_rt.scheduler.schedule(&schedule_rt, runnable, info);
+    let schedule_cell = cell.clone();
+    let schedule = move |runnable, info| {
+        let rt = &schedule_cell.rt;
+        rt.scheduler.schedule(rt, runnable, info)
+    };
     let runner = ChildRunner { cell: cell.clone() };
     // SAFETY: `ChildRunner` is `Send` when `F` and `T` are (the caller guarantees the
     // current-thread condition otherwise); it is `'static`; the schedule function is
