@@ -36,6 +36,10 @@ pub use handle::TaskHandle;
 const IDLE: u8 = 0;
 const POLLING: u8 = 1;
 const DONE: u8 = 2;
+/// Flag added to IDLE or POLLING by a teardown: no new poll may start. Without it a teardown
+/// could wait indefinitely behind a busy task that another worker re-polls as soon as each poll
+/// ends (its `IDLE` window is a few instructions wide).
+const CLOSING: u8 = 4;
 
 /// Where a child's failure goes: its nursery, or, before `TaskStatus::started`, the `start` call.
 pub(crate) trait Report<E>: Send + Sync {
@@ -54,7 +58,8 @@ pub(crate) trait Report<E>: Send + Sync {
 
 pub(crate) struct ChildCell<F, T, E> {
     node: Node,
-    /// IDLE, POLLING (the future is being polled or dropped) or DONE (the future is gone).
+    /// IDLE, POLLING (the future is being polled or dropped) or DONE (the future is gone), with
+    /// CLOSING added once a teardown has begun.
     poll_state: AtomicU8,
     future: UnsafeCell<ManuallyDrop<F>>,
     pub(crate) join: Mutex<JoinState<T>>,
@@ -64,8 +69,8 @@ pub(crate) struct ChildCell<F, T, E> {
     rt: Arc<Shared>,
 }
 
-// SAFETY: the future is only touched by whoever moved `poll_state` from IDLE to POLLING, so it is
-// never accessed from two threads at once. The spawn functions require `F: Send` and `T: Send`
+// SAFETY: the future is only touched by whoever set the POLLING bit of `poll_state` (from IDLE,
+// or from CLOSING for a teardown), so it is never accessed from two threads at once. The spawn functions require `F: Send` and `T: Send`
 // except for `spawn_local`, which is only allowed on the current-thread runtime, where every
 // poll and drop happens on the runtime's one thread. `E` is required `Send` by `Nursery`.
 unsafe impl<F, T, E> Send for ChildCell<F, T, E> {}
@@ -130,15 +135,17 @@ where
     }
 
     fn teardown(&self) {
+        // From here on the runner refuses to start a poll, so we wait for one poll at most.
+        self.poll_state.fetch_or(CLOSING, Ordering::AcqRel);
         loop {
             match self.poll_state.compare_exchange(
-                IDLE,
-                POLLING,
+                CLOSING,
+                CLOSING | POLLING,
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
                 Ok(_) => break,
-                Err(DONE) => return,
+                Err(state) if state & DONE != 0 => return,
                 // Being polled on another thread: polls are short, wait for this one to end.
                 Err(_) => std::thread::yield_now(),
             }
@@ -171,7 +178,7 @@ where
             .compare_exchange(IDLE, POLLING, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            // Torn down by its nursery: nothing left to run.
+            // Torn down (or being torn down) by its nursery: nothing left to run.
             return Poll::Ready(());
         }
         let polled = {
@@ -185,7 +192,8 @@ where
         };
         let outcome = match polled {
             Ok(Poll::Pending) => {
-                cell.poll_state.store(IDLE, Ordering::Release);
+                // Clears POLLING only: a teardown's CLOSING flag must stay.
+                cell.poll_state.fetch_and(!POLLING, Ordering::Release);
                 return Poll::Pending;
             }
             Ok(Poll::Ready(out)) => Ok(out),
