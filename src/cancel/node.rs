@@ -402,6 +402,35 @@ fn unlink_for_move(c: &Node) {
     }
 }
 
+/// Runtime shutdown, once no worker runs any more: closes every node below `root` to new tasks,
+/// then tears down every task still in the tree, parents before children. Normally there is
+/// none — nurseries wait for their tasks — but a nursery future that was leaked
+/// (`mem::forget`) or moved out of the runtime's main future still holds tasks, and every task
+/// future must be gone before `block_on` returns. Iterative, like `propagate`.
+pub(crate) fn shut_down(root: &dyn TreeNode) {
+    let mut tasks = Vec::new();
+    let mut stack = root.node().children();
+    while let Some(n) = stack.pop() {
+        let children = {
+            let mut s = n.node().lock();
+            s.closed = true;
+            s.children
+                .iter()
+                .map(|(_, c)| c.clone())
+                .collect::<Vec<_>>()
+        };
+        if n.node().task_info().is_some() {
+            tasks.push(n);
+        }
+        stack.extend(children);
+    }
+    // Tearing a task down drops its future, which tears down its own nurseries' tasks first;
+    // those are then already done and `teardown` returns at once.
+    for task in tasks {
+        task.teardown();
+    }
+}
+
 /// Called by the timer store when a scope's deadline arrives.
 pub(crate) fn deadline_fired(node: &Arc<dyn TreeNode>) {
     {

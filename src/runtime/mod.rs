@@ -7,8 +7,10 @@
 //!
 //! Shutdown, when the main future completes: (1) the root is cancelled with reason `Shutdown`,
 //! which reaches anything still running on the runtime's behalf; (2) workers are woken and
-//! joined; (3) timers, I/O registrations and queued tasks are dropped, repeatedly until nothing
-//! is rescheduled, so every task future is gone before `block_on` returns; (4) the thread-local
+//! joined; (3) every node of the cancel tree is closed to new tasks and every task still in it
+//! (children of a nursery future that was leaked or returned out of the main future) is torn
+//! down; timers, I/O registrations and queued tasks are dropped, repeatedly until nothing is
+//! rescheduled, so every task future is gone before `block_on` returns; (4) the thread-local
 //! context is restored, so another runtime can start on the same thread.
 
 pub(crate) mod context;
@@ -397,6 +399,7 @@ impl Runtime {
         for t in threads {
             let _ = t.join();
         }
+        node::shut_down(shared.root.as_ref());
         node::unlink(main_node.as_ref());
         shared.driver.timers.clear();
         shared.scheduler.drain();
