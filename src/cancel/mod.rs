@@ -162,7 +162,11 @@ impl Future for Checkpoint {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if !self.yield_once.yielded {
             if context::current_node_addr().is_null() {
-                outside_runtime("checkpoint");
+                outside_runtime(if self.check {
+                    "checkpoint"
+                } else {
+                    "cancel_shielded_checkpoint"
+                });
             }
             return self.yield_once.poll_yield(cx).map(Ok);
         }

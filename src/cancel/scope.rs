@@ -104,10 +104,19 @@ impl CancelScope {
         F: Future,
         F::Output: Outcome,
     {
+        self.run_named("CancelScope::run", future)
+    }
+
+    /// [`run`](CancelScope::run), naming `function` in the panic raised outside a runtime (R2).
+    fn run_named<F>(&self, function: &'static str, future: F) -> Scoped<F>
+    where
+        F: Future,
+        F::Output: Outcome,
+    {
         Scoped {
             node: self.node.clone(),
             future,
-            state: ScopedState::New,
+            state: ScopedState::New(function),
         }
     }
 
@@ -177,7 +186,9 @@ pub(crate) fn deadline_after(function: &str, timeout: Duration) -> Instant {
 }
 
 enum ScopedState {
-    New,
+    /// Not entered yet; the public function that made the future, for the panic outside a
+    /// runtime.
+    New(&'static str),
     Entered,
     Done,
 }
@@ -212,8 +223,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.state {
-            ScopedState::New => {
-                enter(this.node);
+            ScopedState::New(function) => {
+                enter(this.node, function);
                 *this.state = ScopedState::Entered;
             }
             ScopedState::Entered => {}
@@ -240,12 +251,12 @@ where
     }
 }
 
-fn enter(node: &Arc<Node>) {
+fn enter(node: &Arc<Node>, function: &str) {
     if node.lock().entered {
         panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
     }
     let Some(parent) = context::current_node_arc() else {
-        outside_runtime("CancelScope::run");
+        outside_runtime(function);
     };
     let child: Arc<dyn TreeNode> = node.clone();
     node::link(&parent, &child);
@@ -275,7 +286,8 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    move_on_at(deadline_after("move_on_after", timeout), future)
+    CancelScope::with_deadline(deadline_after("move_on_after", timeout))
+        .run_named("move_on_after", future)
 }
 
 /// Runs `future` with a deadline; `None` if the deadline ended it (C6).
@@ -284,7 +296,7 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    CancelScope::with_deadline(deadline).run(future)
+    CancelScope::with_deadline(deadline).run_named("move_on_at", future)
 }
 
 /// Runs `future` with a deadline `timeout` from now; `Err(TimedOut)` if the deadline ended it
@@ -303,7 +315,10 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    fail_at(deadline_after("fail_after", timeout), future)
+    FailAt {
+        inner: CancelScope::with_deadline(deadline_after("fail_after", timeout))
+            .run_named("fail_after", future),
+    }
 }
 
 /// Runs `future` with a deadline; `Err(TimedOut)` if the deadline ended it (C6).
@@ -313,7 +328,7 @@ where
     F::Output: Outcome,
 {
     FailAt {
-        inner: move_on_at(deadline, future),
+        inner: CancelScope::with_deadline(deadline).run_named("fail_at", future),
     }
 }
 

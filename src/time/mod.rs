@@ -99,7 +99,13 @@ impl Future for Sleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if let Poll::Ready(c) = this.cancel.poll_cancelled("sleep", cx) {
+        // Name the function the caller used, for the panic outside a runtime (R2).
+        let function = match this.until {
+            SleepUntil::After(_) => "sleep",
+            SleepUntil::At(_) => "sleep_until",
+            SleepUntil::Never => "sleep_forever",
+        };
+        if let Poll::Ready(c) = this.cancel.poll_cancelled(function, cx) {
             this.remove_timer();
             return Poll::Ready(Err(c));
         }
