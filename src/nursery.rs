@@ -306,8 +306,16 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
         let _ = shared.child.set(child.clone());
         pending.child = Some(child);
         let outcome = StartWait { shared: &shared }.await;
+        // `started` tried to move the task but the target had closed meanwhile (torn down by a
+        // drop, N11): the task was left with no parent, and `pending` tears it down.
+        let move_failed = shared.moved()
+            && pending
+                .child
+                .as_ref()
+                .is_some_and(|c| c.node().parent().is_none());
         drop(pending);
         match outcome {
+            StartState::Started(_) if move_failed => Err(Error::NurseryClosed.into()),
             StartState::Started(v) => Ok(v),
             StartState::Failed(e) => Err(e),
             StartState::Panicked(p) => panic::resume_unwind(p),
@@ -348,7 +356,9 @@ impl<V, E> fmt::Debug for TaskStatus<V, E> {
 
 impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
     /// Reports the task ready: `start` returns `value`, and the task moves under the target
-    /// nursery. If that nursery has meanwhile closed, the task is cancelled instead.
+    /// nursery. If that nursery has meanwhile closed (it can only have been torn down, since a
+    /// pending `start` keeps it open), the task is cancelled and dropped instead, and `start`
+    /// fails with [`Error::NurseryClosed`].
     ///
     /// If the code that called `start` is cancelled by then, the task stays where it is, under
     /// the caller (as in trio): moving it could carry a cancellation it is already handling into
