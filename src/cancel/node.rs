@@ -206,6 +206,11 @@ impl TreeNode for Node {
     }
 }
 
+/// Is the node whose state this is linked into the tree (entered and not yet exited)?
+pub(crate) fn is_linked(state: &NodeState) -> bool {
+    state.slot.is_some()
+}
+
 /// Links `child` under `parent`. Sets its cached cancellation from the parent. Returns false
 /// (and links nothing) if `child` is a task and `parent` is closed.
 pub(crate) fn link(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>) -> bool {

@@ -125,14 +125,28 @@ impl CancelScope {
     }
 
     /// Whether `cancel` was called or the deadline passed (C2).
+    ///
+    /// As in trio, a deadline seen to have passed while the scope is active or not yet entered
+    /// cancels the scope then and there, so the answer never turns back to `false` (moving the
+    /// deadline later does not un-cancel). A deadline that passes after the scope exited does not
+    /// count: the scope no longer guards any code.
     pub fn cancel_called(&self) -> bool {
-        let (called, deadline) = {
+        let (called, deadline, exited) = {
             let s = self.node.lock();
-            (s.cancel_called, s.deadline)
+            (s.cancel_called, s.deadline, s.entered && !node::is_linked(&s))
         };
-        called
-            || deadline
-                .is_some_and(|d| context::try_current().is_some_and(|rt| rt.driver.now() >= d))
+        if called {
+            return true;
+        }
+        if exited {
+            return false;
+        }
+        let passed =
+            deadline.is_some_and(|d| context::try_current().is_some_and(|rt| rt.driver.now() >= d));
+        if passed {
+            node::cancel(self.node.as_ref(), CancelReason::Deadline);
+        }
+        passed
     }
 
     /// Whether a cancellation of this scope actually ended the code run in it (C2).
