@@ -94,7 +94,8 @@ pub(crate) struct NodeState {
     pub(crate) shield: bool,
     pub(crate) deadline: Option<Instant>,
     timer: Option<TimerKey>,
-    /// The runtime, kept once the node is linked and has had a deadline (for timer upkeep).
+    /// The runtime, kept while a scope or nursery node is linked (for timer upkeep, also when
+    /// the deadline is moved from a thread outside the runtime).
     rt: Option<Weak<Shared>>,
     /// Number of task children, and how many of them are services (N12).
     pub(crate) tasks: usize,
@@ -214,9 +215,26 @@ pub(crate) fn is_linked(state: &NodeState) -> bool {
 /// Links `child` under `parent`. Sets its cached cancellation from the parent. Returns false
 /// (and links nothing) if `child` is a task and `parent` is closed.
 pub(crate) fn link(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>) -> bool {
+    link_inner(parent, child, None)
+}
+
+/// Links a scope or nursery node and remembers its runtime, so that a deadline set later from a
+/// thread outside the runtime can still arm its timer (C2, C5).
+pub(crate) fn link_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>, rt: &Arc<Shared>) {
+    link_inner(parent, child, Some(rt));
+}
+
+fn link_inner(
+    parent: &Arc<dyn TreeNode>,
+    child: &Arc<dyn TreeNode>,
+    rt: Option<&Arc<Shared>>,
+) -> bool {
     let p = parent.node();
     let c = child.node();
     let mut cs = c.lock();
+    if let Some(rt) = rt {
+        cs.rt = Some(Arc::downgrade(rt));
+    }
     let is_task = matches!(c.kind, NodeKind::Task(_));
     let service = matches!(&c.kind, NodeKind::Task(info) if info.service);
     {

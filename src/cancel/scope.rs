@@ -262,9 +262,9 @@ fn enter(node: &Arc<Node>) {
         outside_runtime("CancelScope::run");
     };
     let child: Arc<dyn TreeNode> = node.clone();
-    node::link(&parent, &child);
+    let rt = context::try_current().expect("a node is set, so a runtime is entered");
+    node::link_scope(&parent, &child, &rt);
     if node.lock().deadline.is_some() {
-        let rt = context::try_current().expect("a node is set, so a runtime is entered");
         node::arm_deadline(&child, &rt);
     }
 }
