@@ -350,7 +350,10 @@ fn visit(
         wake.extend(s.waiters.iter().map(|(_, w)| w.clone()));
     }
     // Un-cancelling (a shield was raised) wakes nothing: blocked operations keep waiting.
-    stack.extend(s.children.iter().map(|(_, c)| (c.clone(), eff)));
+    // Pushed in reverse so they are popped in slot order: wake-ups go out in tree order (a
+    // node's own waiters, then each child's subtree in turn), which on a current-thread runtime
+    // is the order the woken tasks run in.
+    stack.extend(s.children.iter().rev().map(|(_, c)| (c.clone(), eff)));
 }
 
 /// Raises or lowers a node's shield with immediate effect (C4).
