@@ -248,6 +248,11 @@ impl Scheduler {
         }
     }
 
+    /// Tasks waiting in worker `index`'s queue and in the injector.
+    fn queued(&self, index: usize) -> usize {
+        self.workers[index].queue.len() + self.injector.len()
+    }
+
     fn has_work(&self) -> bool {
         !self.injector.is_empty() || self.workers.iter().any(|w| !w.queue.is_empty())
     }
@@ -457,7 +462,16 @@ impl Scheduler {
                 break;
             }
             // Between two polls of the main future, run a bounded batch so it is not starved.
-            if self.run_tasks(shared, &local, 256) == 0 {
+            // With the main future on this thread (current-thread flavour) the batch is the tasks
+            // queued now, as in trio's run loop: each runnable task runs once, then the main
+            // future gets its turn, so a checkpoint in the main future lets every other task run
+            // once and no more. (With a fixed budget, a task that yields in a loop ran up to 256
+            // times before the main future's next poll.)
+            let budget = match poll_main {
+                Some(_) => self.queued(index).min(256),
+                None => 256,
+            };
+            if self.run_tasks(shared, &local, budget) == 0 {
                 self.park(shared, &local);
             }
         }
