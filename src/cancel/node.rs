@@ -260,12 +260,15 @@ fn link_inner(
 
 /// Unlinks `child` from its parent (idempotent). Wakes the parent's owner if this was a task and
 /// only services (or nothing) remain. Also drops the node's pending deadline timer.
+///
+/// The node forgets its parent here: an exited node that kept its parent alive would make the
+/// last drop of a deep chain of nested scopes recurse once per level (C9).
 pub(crate) fn unlink(child: &dyn TreeNode) {
     let c = child.node();
     let (parent, slot, timer, rt) = {
         let mut cs = c.lock();
         (
-            cs.parent.clone(),
+            cs.parent.take(),
             cs.slot.take(),
             cs.timer.take(),
             cs.rt.take(),
