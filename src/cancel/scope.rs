@@ -133,7 +133,11 @@ impl CancelScope {
     pub fn cancel_called(&self) -> bool {
         let (called, deadline, exited) = {
             let s = self.node.lock();
-            (s.cancel_called, s.deadline, s.entered && !node::is_linked(&s))
+            (
+                s.cancel_called,
+                s.deadline,
+                s.entered && !node::is_linked(&s),
+            )
         };
         if called {
             return true;
