@@ -33,7 +33,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -93,6 +93,8 @@ pub(crate) struct NodeState {
     pub(crate) reason: Option<CancelReason>,
     pub(crate) shield: bool,
     pub(crate) deadline: Option<Instant>,
+    /// A relative deadline not started yet: it becomes `deadline` when the scope is entered.
+    pub(crate) timeout: Option<Duration>,
     timer: Option<TimerKey>,
     /// The runtime, kept while a scope or nursery node is linked (for timer upkeep, also when
     /// the deadline is moved from a thread outside the runtime).
@@ -124,6 +126,7 @@ impl Node {
                 reason: None,
                 shield: false,
                 deadline: None,
+                timeout: None,
                 timer: None,
                 rt: None,
                 tasks: 0,
@@ -422,6 +425,7 @@ pub(crate) fn set_deadline(target: &Arc<dyn TreeNode>, deadline: Option<Instant>
     let (old_timer, rt) = {
         let mut s = node.lock();
         s.deadline = deadline;
+        s.timeout = None;
         if !s.entered || s.slot.is_none() {
             return;
         }
@@ -460,9 +464,10 @@ pub(crate) fn arm_deadline(target: &Arc<dyn TreeNode>, rt: &Arc<Shared>) {
         if s.slot.is_none() || s.deadline != Some(deadline) {
             Some(key)
         } else {
-            s.timer = Some(key);
             s.rt = Some(Arc::downgrade(rt));
-            None
+            // Two threads arming at once (a deadline set while the scope is being entered):
+            // keep one entry, never leak the other.
+            s.timer.replace(key)
         }
     };
     if let Some(key) = stale {

@@ -79,12 +79,18 @@ impl CancelScope {
         scope
     }
 
-    /// A scope that cancels itself `timeout` after now (read from the runtime's clock).
+    /// A scope that cancels itself `timeout` after it is entered (the first poll of
+    /// [`run`](CancelScope::run)'s future), on the runtime's clock. Until then
+    /// [`deadline`](CancelScope::deadline) is `None`; [`set_deadline`](CancelScope::set_deadline)
+    /// before entry replaces the timeout.
     ///
-    /// # Panics
-    /// Outside a runtime: "now" is the runtime clock's.
+    /// The timeout counts from entry, as trio's relative deadlines do (trio#2512) and as a
+    /// [`sleep`](crate::sleep) counts from its first poll: a timeout future created early and
+    /// awaited later still gives its work the whole `timeout`.
     pub fn with_timeout(timeout: Duration) -> Self {
-        Self::with_deadline(deadline_after("CancelScope::with_timeout", timeout))
+        let scope = Self::new();
+        scope.node.lock().timeout = Some(timeout);
+        scope
     }
 
     /// Sets the shield (builder style). See [`set_shield`](CancelScope::set_shield).
@@ -187,13 +193,6 @@ impl CancelScope {
     }
 }
 
-pub(crate) fn deadline_after(function: &str, timeout: Duration) -> Instant {
-    match context::try_current() {
-        Some(rt) => rt.driver.now() + timeout,
-        None => outside_runtime(function),
-    }
-}
-
 enum ScopedState {
     New,
     Entered,
@@ -268,13 +267,21 @@ fn enter(node: &Arc<Node>) {
     let child: Arc<dyn TreeNode> = node.clone();
     let rt = context::try_current().expect("a node is set, so a runtime is entered");
     node::link_scope(&parent, &child, &rt);
-    if node.lock().deadline.is_some() {
+    let has_deadline = {
+        let mut s = node.lock();
+        if let Some(timeout) = s.timeout.take() {
+            // A relative timeout starts now, at entry (see `CancelScope::with_timeout`).
+            s.deadline = Some(rt.driver.now() + timeout);
+        }
+        s.deadline.is_some()
+    };
+    if has_deadline {
         node::arm_deadline(&child, &rt);
     }
 }
 
-/// Runs `future` with a deadline `timeout` from now; `None` if the deadline (or a cancel of
-/// this scope) ended it (C6).
+/// Runs `future` with a deadline `timeout` after its first poll; `None` if the deadline (or a
+/// cancel of this scope) ended it (C6).
 ///
 /// ```
 /// use std::time::Duration;
@@ -293,7 +300,7 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    move_on_at(deadline_after("move_on_after", timeout), future)
+    CancelScope::with_timeout(timeout).run(future)
 }
 
 /// Runs `future` with a deadline; `None` if the deadline ended it (C6).
@@ -305,8 +312,8 @@ where
     CancelScope::with_deadline(deadline).run(future)
 }
 
-/// Runs `future` with a deadline `timeout` from now; `Err(TimedOut)` if the deadline ended it
-/// (C6). Other outcomes, errors included, pass through in `Ok`.
+/// Runs `future` with a deadline `timeout` after its first poll; `Err(TimedOut)` if the deadline
+/// ended it (C6). Other outcomes, errors included, pass through in `Ok`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -321,7 +328,9 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    fail_at(deadline_after("fail_after", timeout), future)
+    FailAt {
+        inner: CancelScope::with_timeout(timeout).run(future),
+    }
 }
 
 /// Runs `future` with a deadline; `Err(TimedOut)` if the deadline ended it (C6).
