@@ -224,20 +224,22 @@ impl Shared {
     }
 
     /// Decides how long the driver may block, and what to do if the runtime is still quiescent
-    /// afterwards (trio's rules: the smallest of the timer timeout, the smallest waiter cushion
-    /// and the autojump threshold wins; waiters win ties with autojump).
+    /// afterwards. trio's rules: the smallest waiter cushion wins if it is shorter than the
+    /// timer timeout; autojump is considered only when no task waits in
+    /// `wait_all_tasks_blocked`, so a waiter with any cushion runs before time jumps (a test
+    /// that waits for quiescence sees the state *before* the jump).
     pub(crate) fn idle_plan(&self, quiescent: bool) -> IdlePlan {
         let mut timeout = self.driver.timer_timeout();
         let mut action = None;
         if quiescent {
             let shorter = |t: Duration, current: Option<Duration>| current.is_none_or(|c| t < c);
-            if let Some(&(cushion, _)) = self.idle_waiters().waiters.keys().next() {
+            let first_waiter = self.idle_waiters().waiters.keys().next().copied();
+            if let Some((cushion, _)) = first_waiter {
                 if shorter(cushion, timeout) {
                     timeout = Some(cushion);
                     action = Some(IdleAction::WakeWaiters(cushion));
                 }
-            }
-            if let Some(threshold) = self.driver.clock.autojump_threshold() {
+            } else if let Some(threshold) = self.driver.clock.autojump_threshold() {
                 if self.driver.timers.next_deadline().is_some() && shorter(threshold, timeout) {
                     timeout = Some(threshold);
                     action = Some(IdleAction::Autojump);
