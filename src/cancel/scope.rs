@@ -170,10 +170,10 @@ impl CancelScope {
 }
 
 pub(crate) fn deadline_after(function: &str, timeout: Duration) -> Instant {
-    match context::try_current() {
+    context::with_runtime(|rt| match rt {
         Some(rt) => rt.driver.now() + timeout,
         None => outside_runtime(function),
-    }
+    })
 }
 
 enum ScopedState {
@@ -250,8 +250,10 @@ fn enter(node: &Arc<Node>) {
     let child: Arc<dyn TreeNode> = node.clone();
     node::link(&parent, &child);
     if node.lock().deadline.is_some() {
-        let rt = context::try_current().expect("a node is set, so a runtime is entered");
-        node::arm_deadline(&child, &rt);
+        context::with_runtime(|rt| {
+            let rt = rt.expect("a node is set, so a runtime is entered");
+            node::arm_deadline(&child, rt);
+        });
     }
 }
 

@@ -196,9 +196,11 @@ where
 
 impl<F, T, E> Drop for ChildRunner<F, T, E> {
     fn drop(&mut self) {
-        if let Some(rt) = context::try_current() {
-            rt.live_tasks.fetch_sub(1, Ordering::Relaxed);
-        }
+        context::with_runtime(|rt| {
+            if let Some(rt) = rt {
+                rt.live_tasks.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
     }
 }
 
