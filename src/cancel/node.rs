@@ -87,26 +87,101 @@ pub(crate) struct NodeState {
     parent: Option<Arc<dyn TreeNode>>,
     /// Our key in the parent's `children`, while linked.
     slot: Option<usize>,
-    children: Slab<Arc<dyn TreeNode>>,
-    waiters: Slab<Waker>,
+    children: Children,
+    waiters: Waiters,
     pub(crate) cancel_called: bool,
-    pub(crate) reason: Option<CancelReason>,
     pub(crate) shield: bool,
-    pub(crate) deadline: Option<Instant>,
-    timer: Option<TimerKey>,
-    /// The runtime, kept once the node is linked and has had a deadline (for timer upkeep).
-    rt: Option<Weak<Shared>>,
-    /// Number of task children, and how many of them are services (N12).
-    pub(crate) tasks: usize,
-    pub(crate) services: usize,
-    /// `start` calls in flight that will add a task (N9: keeps a nursery open).
-    pub(crate) pending_starts: usize,
     /// No new task children (a finished nursery, N5).
     pub(crate) closed: bool,
-    /// Woken when the number of non-service task children drops (the nursery owner waits).
-    pub(crate) exit_waker: Option<Waker>,
     pub(crate) cancelled_caught: bool,
     pub(crate) entered: bool,
+    /// Number of task children, and how many of them are services (N12).
+    pub(crate) tasks: u32,
+    pub(crate) services: u32,
+    /// `start` calls in flight that will add a task (N9: keeps a nursery open).
+    pub(crate) pending_starts: u32,
+    pub(crate) reason: Option<CancelReason>,
+    pub(crate) deadline: Option<Instant>,
+    /// The timer entry of `deadline` while the node is linked (boxed: most nodes never have one).
+    armed: Option<Box<Armed>>,
+    /// Woken when the number of non-service task children drops (the nursery owner waits).
+    pub(crate) exit_waker: Option<Waker>,
+}
+
+/// A deadline's entry in the timer store, and the runtime that owns the store.
+struct Armed {
+    key: TimerKey,
+    rt: Weak<Shared>,
+}
+
+/// Child nodes. Boxed and allocated on first use: most task nodes never get a child, and an
+/// idle task's size is a benchmarked figure.
+#[derive(Default)]
+struct Children(Option<Box<Slab<Arc<dyn TreeNode>>>>);
+
+impl Children {
+    fn insert(&mut self, child: Arc<dyn TreeNode>) -> usize {
+        self.0.get_or_insert_with(Default::default).insert(child)
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(slab) = &mut self.0 {
+            if slab.contains(key) {
+                slab.remove(key);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<dyn TreeNode>> {
+        self.0.iter().flat_map(|slab| slab.iter().map(|(_, c)| c))
+    }
+}
+
+/// Wakers of operations blocked in a node. The first lives inline (a task usually blocks on one
+/// thing at a time), the rest in a slab allocated on demand. Key 0 is the inline slot.
+#[derive(Default)]
+struct Waiters {
+    first: Option<Waker>,
+    more: Option<Box<Slab<Waker>>>,
+}
+
+impl Waiters {
+    fn insert(&mut self, waker: &Waker) -> usize {
+        if self.first.is_none() {
+            self.first = Some(waker.clone());
+            return 0;
+        }
+        1 + self
+            .more
+            .get_or_insert_with(Default::default)
+            .insert(waker.clone())
+    }
+
+    fn get_mut(&mut self, key: usize) -> Option<&mut Waker> {
+        match key {
+            0 => self.first.as_mut(),
+            k => self.more.as_mut().and_then(|slab| slab.get_mut(k - 1)),
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        match key {
+            0 => self.first = None,
+            k => {
+                if let Some(slab) = &mut self.more {
+                    if slab.contains(k - 1) {
+                        slab.remove(k - 1);
+                    }
+                }
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Waker> {
+        self.first
+            .iter()
+            .chain(self.more.iter().flat_map(|slab| slab.iter().map(|(_, w)| w)))
+    }
 }
 
 impl Node {
@@ -117,21 +192,20 @@ impl Node {
             state: Mutex::new(NodeState {
                 parent: None,
                 slot: None,
-                children: Slab::new(),
-                waiters: Slab::new(),
+                children: Children::default(),
+                waiters: Waiters::default(),
                 cancel_called: false,
-                reason: None,
                 shield: false,
-                deadline: None,
-                timer: None,
-                rt: None,
+                closed: false,
+                cancelled_caught: false,
+                entered: false,
                 tasks: 0,
                 services: 0,
                 pending_starts: 0,
-                closed: false,
+                reason: None,
+                deadline: None,
+                armed: None,
                 exit_waker: None,
-                cancelled_caught: false,
-                entered: false,
             }),
         }
     }
@@ -163,11 +237,7 @@ impl Node {
 
     /// The children, snapshotted.
     pub(crate) fn children(&self) -> Vec<Arc<dyn TreeNode>> {
-        self.lock()
-            .children
-            .iter()
-            .map(|(_, c)| c.clone())
-            .collect()
+        self.lock().children.iter().cloned().collect()
     }
 
     /// Registers the waker of an operation blocked in this node. Returns the key, or `None` if
@@ -177,7 +247,7 @@ impl Node {
         if self.is_cancelled() {
             return None;
         }
-        Some(state.waiters.insert(waker.clone()))
+        Some(state.waiters.insert(waker))
     }
 
     /// Refreshes the waker under `key` (the operation was polled again). Returns false if the node
@@ -193,10 +263,7 @@ impl Node {
     }
 
     pub(crate) fn remove_waiter(&self, key: usize) {
-        let mut state = self.lock();
-        if state.waiters.contains(key) {
-            state.waiters.remove(key);
-        }
+        self.lock().waiters.remove(key);
     }
 }
 
@@ -239,17 +306,14 @@ pub(crate) fn link(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>) -> boo
 /// only services (or nothing) remain. Also drops the node's pending deadline timer.
 pub(crate) fn unlink(child: &dyn TreeNode) {
     let c = child.node();
-    let (parent, slot, timer, rt) = {
+    let (parent, slot, armed) = {
         let mut cs = c.lock();
-        (
-            cs.parent.clone(),
-            cs.slot.take(),
-            cs.timer.take(),
-            cs.rt.take(),
-        )
+        (cs.parent.clone(), cs.slot.take(), cs.armed.take())
     };
-    if let (Some(key), Some(rt)) = (timer, rt.and_then(|rt| rt.upgrade())) {
-        rt.driver.timers.remove(key);
+    if let Some(armed) = armed {
+        if let Some(rt) = armed.rt.upgrade() {
+            rt.driver.timers.remove(armed.key);
+        }
     }
     let (Some(parent), Some(slot)) = (parent, slot) else {
         return;
@@ -257,15 +321,13 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
     let p = parent.node();
     let waker = {
         let mut ps = p.lock();
-        if ps.children.contains(slot) {
-            ps.children.remove(slot);
-        }
+        ps.children.remove(slot);
         if let NodeKind::Task(info) = &c.kind {
             ps.tasks -= 1;
             if info.service {
                 ps.services -= 1;
             }
-            if ps.tasks - ps.services == 0 || ps.tasks == 0 {
+            if ps.tasks == ps.services {
                 ps.exit_waker.take()
             } else {
                 None
@@ -324,10 +386,10 @@ fn visit(
         return;
     }
     if eff {
-        wake.extend(s.waiters.iter().map(|(_, w)| w.clone()));
+        wake.extend(s.waiters.iter().cloned());
     }
     // Un-cancelling (a shield was raised) wakes nothing: blocked operations keep waiting.
-    stack.extend(s.children.iter().map(|(_, c)| (c.clone(), eff)));
+    stack.extend(s.children.iter().map(|c| (c.clone(), eff)));
 }
 
 /// Raises or lowers a node's shield with immediate effect (C4).
@@ -365,9 +427,7 @@ fn unlink_for_move(c: &Node) {
     };
     if let (Some(parent), Some(slot)) = (parent, slot) {
         let mut ps = parent.node().lock();
-        if ps.children.contains(slot) {
-            ps.children.remove(slot);
-        }
+        ps.children.remove(slot);
         if let NodeKind::Task(info) = &c.kind {
             ps.tasks -= 1;
             if info.service {
@@ -379,10 +439,7 @@ fn unlink_for_move(c: &Node) {
 
 /// Called by the timer store when a scope's deadline arrives.
 pub(crate) fn deadline_fired(node: &Arc<dyn TreeNode>) {
-    {
-        let mut s = node.node().lock();
-        s.timer = None;
-    }
+    node.node().lock().armed = None;
     cancel(node.as_ref(), CancelReason::Deadline);
 }
 
@@ -390,20 +447,23 @@ pub(crate) fn deadline_fired(node: &Arc<dyn TreeNode>) {
 /// already past cancels at once (C5).
 pub(crate) fn set_deadline(target: &Arc<dyn TreeNode>, deadline: Option<Instant>) {
     let node = target.node();
-    let (old_timer, rt) = {
+    let armed = {
         let mut s = node.lock();
         s.deadline = deadline;
         if !s.entered || s.slot.is_none() {
             return;
         }
-        (s.timer.take(), s.rt.as_ref().and_then(Weak::upgrade))
+        s.armed.take()
     };
-    let rt = match rt.or_else(crate::runtime::context::try_current) {
+    let rt = match armed.as_ref().and_then(|a| a.rt.upgrade()) {
         Some(rt) => rt,
-        None => return,
+        None => match crate::runtime::context::try_current() {
+            Some(rt) => rt,
+            None => return,
+        },
     };
-    if let Some(key) = old_timer {
-        rt.driver.timers.remove(key);
+    if let Some(armed) = armed {
+        rt.driver.timers.remove(armed.key);
     }
     arm_deadline(target, &rt);
 }
@@ -431,8 +491,10 @@ pub(crate) fn arm_deadline(target: &Arc<dyn TreeNode>, rt: &Arc<Shared>) {
         if s.slot.is_none() || s.deadline != Some(deadline) {
             Some(key)
         } else {
-            s.timer = Some(key);
-            s.rt = Some(Arc::downgrade(rt));
+            s.armed = Some(Box::new(Armed {
+                key,
+                rt: Arc::downgrade(rt),
+            }));
             None
         }
     };
