@@ -178,9 +178,11 @@ impl Waiters {
     }
 
     fn iter(&self) -> impl Iterator<Item = &Waker> {
-        self.first
-            .iter()
-            .chain(self.more.iter().flat_map(|slab| slab.iter().map(|(_, w)| w)))
+        self.first.iter().chain(
+            self.more
+                .iter()
+                .flat_map(|slab| slab.iter().map(|(_, w)| w)),
+        )
     }
 }
 
@@ -276,11 +278,18 @@ impl TreeNode for Node {
 /// Links `child` under `parent`. Sets its cached cancellation from the parent. Returns false
 /// (and links nothing) if `child` is a task and `parent` is closed.
 pub(crate) fn link(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>) -> bool {
+    let mut cs = child.node().lock();
+    link_locked(parent, child, &mut cs)
+}
+
+/// `link`, with the child's lock already held.
+fn link_locked(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>, cs: &mut NodeState) -> bool {
     let p = parent.node();
     let c = child.node();
-    let mut cs = c.lock();
-    let is_task = matches!(c.kind, NodeKind::Task(_));
-    let service = matches!(&c.kind, NodeKind::Task(info) if info.service);
+    let (is_task, service) = match &c.kind {
+        NodeKind::Task(info) => (true, info.service),
+        _ => (false, false),
+    };
     {
         let mut ps = p.lock();
         if is_task && ps.closed {
@@ -300,6 +309,47 @@ pub(crate) fn link(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>) -> boo
     cs.parent = Some(parent.clone());
     cs.entered = true;
     true
+}
+
+/// Enters a cancel scope: links it under `parent` and arms its deadline (C5: one already past
+/// cancels at once). Panics if the scope was entered before.
+pub(crate) fn enter_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>, rt: &Shared) {
+    let deadline = {
+        let mut cs = child.node().lock();
+        if cs.entered {
+            drop(cs);
+            panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
+        }
+        link_locked(parent, child, &mut cs);
+        cs.deadline
+    };
+    if let Some(deadline) = deadline {
+        arm_deadline_at(child, rt, deadline);
+    }
+}
+
+/// Leaves a cancel scope: unlinks it and drops its deadline timer. Returns whether the scope
+/// absorbs the cancellation its code ended with (`returned_cancellation`): it does if it was
+/// cancelled itself and no enclosing cancellation is visible from it (C3).
+pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellation: bool) -> bool {
+    let c = child.node();
+    let (parent, slot, armed, absorbed) = {
+        let mut cs = c.lock();
+        let parent_visible =
+            !cs.shield && cs.parent.as_ref().is_some_and(|p| p.node().is_cancelled());
+        let absorbed = returned_cancellation && cs.cancel_called && !parent_visible;
+        if absorbed {
+            cs.cancelled_caught = true;
+        }
+        (cs.parent.clone(), cs.slot.take(), cs.armed.take(), absorbed)
+    };
+    if let Some(armed) = armed {
+        rt.driver.timers.remove(armed.key);
+    }
+    if let (Some(parent), Some(slot)) = (parent, slot) {
+        parent.node().lock().children.remove(slot);
+    }
+    absorbed
 }
 
 /// Unlinks `child` from its parent (idempotent). Wakes the parent's owner if this was a task and
@@ -470,9 +520,8 @@ pub(crate) fn set_deadline(target: &Arc<dyn TreeNode>, deadline: Option<Instant>
 
 /// Arms the timer for a linked node's deadline, or cancels at once if it is already past.
 pub(crate) fn arm_deadline(target: &Arc<dyn TreeNode>, rt: &Arc<Shared>) {
-    let node = target.node();
     let deadline = {
-        let s = node.lock();
+        let s = target.node().lock();
         if s.cancel_called {
             return;
         }
@@ -481,6 +530,11 @@ pub(crate) fn arm_deadline(target: &Arc<dyn TreeNode>, rt: &Arc<Shared>) {
             None => return,
         }
     };
+    arm_deadline_at(target, rt, deadline);
+}
+
+fn arm_deadline_at(target: &Arc<dyn TreeNode>, rt: &Shared, deadline: Instant) {
+    let node = target.node();
     if deadline <= rt.driver.now() {
         cancel(target.as_ref(), CancelReason::Deadline);
         return;
@@ -488,13 +542,10 @@ pub(crate) fn arm_deadline(target: &Arc<dyn TreeNode>, rt: &Arc<Shared>) {
     let key = rt.insert_timer(deadline, TimerTarget::Scope(Arc::downgrade(target)));
     let stale = {
         let mut s = node.lock();
-        if s.slot.is_none() || s.deadline != Some(deadline) {
+        if s.slot.is_none() || s.deadline != Some(deadline) || s.cancel_called {
             Some(key)
         } else {
-            s.armed = Some(Box::new(Armed {
-                key,
-                rt: Arc::downgrade(rt),
-            }));
+            s.armed = Some(Box::new(Armed { key, rt: rt.weak() }));
             None
         }
     };

@@ -24,7 +24,7 @@ use timers::{TimerKey, TimerTarget};
 /// Outside a runtime (R2).
 pub fn now() -> Instant {
     context::with_runtime(|rt| match rt {
-        Some(rt) => rt.driver.now(),
+        Some(rt) => rt.driver.fresh_now(),
         None => outside_runtime("now"),
     })
 }
@@ -111,16 +111,15 @@ impl Future for Sleep {
 impl Sleep {
     fn poll_timer(&mut self, rt: &Shared, cx: &mut Context<'_>) -> Poll<Result<(), Cancelled>> {
         let this = self;
-        let now = rt.driver.now();
         let deadline = match (this.deadline, this.until) {
             (Some(d), _) => Some(d),
-            (None, SleepUntil::After(d)) => Some(now + d),
+            (None, SleepUntil::After(d)) => Some(rt.driver.now() + d),
             (None, SleepUntil::At(t)) => Some(t),
             (None, SleepUntil::Never) => None,
         };
         this.deadline = deadline;
         match deadline {
-            Some(d) if d <= now => {
+            Some(d) if d <= rt.driver.now() => {
                 if let Some(key) = this.timer.take() {
                     rt.driver.timers.remove(key);
                 }
