@@ -145,7 +145,7 @@ impl Timers {
     /// Removes an entry; returns false if it already fired (or was removed).
     pub(crate) fn remove(&self, key: TimerKey) -> bool {
         let mut inner = self.lock();
-        if !inner.live.get(key.slot).is_some_and(|e| e.seq == key.seq) {
+        if inner.live.get(key.slot).is_none_or(|e| e.seq != key.seq) {
             return false;
         }
         let entry = inner.live.remove(key.slot);
