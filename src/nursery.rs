@@ -548,7 +548,7 @@ where
     let rt = context::try_current().expect("a node is set, so a runtime is entered");
     let node = Arc::new(Node::new(NodeKind::Nursery));
     let tree: Arc<dyn TreeNode> = node.clone();
-    node::link_scope(&parent, &tree, &rt);
+    node::link(&parent, &tree);
     let inner = Arc::new(NurseryInner {
         node,
         rt,

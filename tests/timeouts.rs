@@ -149,48 +149,49 @@ fn zero_sleep_in_an_expired_scope_is_cancelled() {
     });
 }
 
-// principle 3: a sleep's duration counts from its first poll (the future is lazy), and so does
-// a move_on_after / fail_after timeout (trio: from entering the scope, trio#2512).
+// principle 3: a sleep's duration counts from its first poll (the future is lazy); a timeout
+// (move_on_after, fail_after, CancelScope::with_timeout) counts from the call that creates it.
+// trio >= 0.27 starts a relative timeout when its scope is entered (test_timeout_deadline_on_entry);
+// trellis reads the clock at the call, a decision recorded in docs/design.md.
 #[test]
-fn relative_timeouts_count_from_the_first_poll() {
+fn sleeps_count_from_the_first_poll_and_timeouts_from_the_call() {
     let (rt, clock) = mock_runtime();
     rt.block_on(async {
         let created = now();
         let nap = sleep(secs(1));
         clock.jump(secs(5));
-        let entered = now();
+        let polled = now();
         nap.await.unwrap();
-        assert_eq!(now() - entered, secs(1));
+        assert_eq!(now() - polled, secs(1));
         assert_eq!(now() - created, secs(6));
 
-        // trio test_timeout_deadline_on_entry
+        let created = now();
         let scope = CancelScope::with_timeout(secs(5));
-        assert_eq!(scope.deadline(), None, "not started until entered");
+        assert_eq!(scope.deadline(), Some(created + secs(5)));
         clock.jump(secs(3));
-        let start = now();
         scope
             .run(async {
-                assert_eq!(scope.deadline(), Some(start + secs(5)));
-                assert_eq!(current_effective_deadline(), Some(start + secs(5)));
+                assert_eq!(current_effective_deadline(), Some(created + secs(5)));
             })
             .await;
 
+        let created = now();
         let timeout = move_on_after(secs(5), async {
-            let deadline = current_effective_deadline();
             sleep_forever().await?;
-            Ok::<_, Cancelled>(deadline)
+            Ok::<(), Cancelled>(())
         });
         clock.jump(secs(3));
-        let start = now();
+        let entered = now();
         assert_eq!(timeout.await, None);
-        assert_eq!(now() - start, secs(5));
+        assert_eq!(now() - entered, secs(2));
+        assert_eq!(now() - created, secs(5));
 
+        let created = now();
         let timeout = fail_after(secs(5), async {
             Ok::<_, Cancelled>(current_effective_deadline())
         });
         clock.jump(secs(3));
-        let start = now();
-        assert_eq!(timeout.await, Ok(Ok(Some(start + secs(5)))));
+        assert_eq!(timeout.await, Ok(Ok(Some(created + secs(5)))));
     });
 }
 

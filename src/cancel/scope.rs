@@ -79,18 +79,12 @@ impl CancelScope {
         scope
     }
 
-    /// A scope that cancels itself `timeout` after it is entered (the first poll of
-    /// [`run`](CancelScope::run)'s future), on the runtime's clock. Until then
-    /// [`deadline`](CancelScope::deadline) is `None`; [`set_deadline`](CancelScope::set_deadline)
-    /// before entry replaces the timeout.
+    /// A scope that cancels itself `timeout` after now (read from the runtime's clock).
     ///
-    /// The timeout counts from entry, as trio's relative deadlines do (trio#2512) and as a
-    /// [`sleep`](crate::sleep) counts from its first poll: a timeout future created early and
-    /// awaited later still gives its work the whole `timeout`.
+    /// # Panics
+    /// Outside a runtime: "now" is the runtime clock's.
     pub fn with_timeout(timeout: Duration) -> Self {
-        let scope = Self::new();
-        scope.node.lock().timeout = Some(timeout);
-        scope
+        Self::with_deadline(deadline_after("CancelScope::with_timeout", timeout))
     }
 
     /// Sets the shield (builder style). See [`set_shield`](CancelScope::set_shield).
@@ -151,8 +145,8 @@ impl CancelScope {
         if exited {
             return false;
         }
-        let passed =
-            deadline.is_some_and(|d| context::try_current().is_some_and(|rt| rt.driver.now() >= d));
+        let passed = deadline
+            .is_some_and(|d| context::with_runtime(|rt| rt.is_some_and(|rt| rt.driver.now() >= d)));
         if passed {
             node::cancel(self.node.as_ref(), CancelReason::Deadline);
         }
@@ -191,6 +185,13 @@ impl CancelScope {
     pub fn set_shield(&self, shield: bool) {
         node::set_shield(self.node.as_ref(), shield);
     }
+}
+
+pub(crate) fn deadline_after(function: &str, timeout: Duration) -> Instant {
+    context::with_runtime(|rt| match rt {
+        Some(rt) => rt.driver.now() + timeout,
+        None => outside_runtime(function),
+    })
 }
 
 enum ScopedState {
@@ -244,12 +245,12 @@ where
             }
         };
         *this.state = ScopedState::Done;
-        let absorbed = output.cancellation().is_some()
-            && this.node.lock().cancel_called
-            && !node::parent_cancel_visible(this.node);
-        node::unlink(this.node.as_ref());
+        let returned_cancellation = output.cancellation().is_some();
+        let absorbed = context::with_runtime(|rt| {
+            let rt = rt.expect("a node is set, so a runtime is entered");
+            node::exit_scope(this.node.as_ref(), rt, returned_cancellation)
+        });
         if absorbed {
-            this.node.lock().cancelled_caught = true;
             Poll::Ready(None)
         } else {
             Poll::Ready(Some(output))
@@ -258,30 +259,18 @@ where
 }
 
 fn enter(node: &Arc<Node>) {
-    if node.lock().entered {
-        panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
-    }
     let Some(parent) = context::current_node_arc() else {
         outside_runtime("CancelScope::run");
     };
     let child: Arc<dyn TreeNode> = node.clone();
-    let rt = context::try_current().expect("a node is set, so a runtime is entered");
-    node::link_scope(&parent, &child, &rt);
-    let has_deadline = {
-        let mut s = node.lock();
-        if let Some(timeout) = s.timeout.take() {
-            // A relative timeout starts now, at entry (see `CancelScope::with_timeout`).
-            s.deadline = Some(rt.driver.now() + timeout);
-        }
-        s.deadline.is_some()
-    };
-    if has_deadline {
-        node::arm_deadline(&child, &rt);
-    }
+    context::with_runtime(|rt| {
+        let rt = rt.expect("a node is set, so a runtime is entered");
+        node::enter_scope(&parent, &child, rt);
+    });
 }
 
-/// Runs `future` with a deadline `timeout` after its first poll; `None` if the deadline (or a
-/// cancel of this scope) ended it (C6).
+/// Runs `future` with a deadline `timeout` from now; `None` if the deadline (or a cancel of
+/// this scope) ended it (C6).
 ///
 /// ```
 /// use std::time::Duration;
@@ -300,7 +289,7 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    CancelScope::with_timeout(timeout).run(future)
+    move_on_at(deadline_after("move_on_after", timeout), future)
 }
 
 /// Runs `future` with a deadline; `None` if the deadline ended it (C6).
@@ -312,8 +301,8 @@ where
     CancelScope::with_deadline(deadline).run(future)
 }
 
-/// Runs `future` with a deadline `timeout` after its first poll; `Err(TimedOut)` if the deadline
-/// ended it (C6). Other outcomes, errors included, pass through in `Ok`.
+/// Runs `future` with a deadline `timeout` from now; `Err(TimedOut)` if the deadline ended it
+/// (C6). Other outcomes, errors included, pass through in `Ok`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -328,9 +317,7 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    FailAt {
-        inner: CancelScope::with_timeout(timeout).run(future),
-    }
+    fail_at(deadline_after("fail_after", timeout), future)
 }
 
 /// Runs `future` with a deadline; `Err(TimedOut)` if the deadline ended it (C6).
