@@ -387,12 +387,18 @@ impl Runtime {
                             .run_worker(&shared, 0, Some(&mut poll_main));
                     }
                     Flavor::MultiThread => loop {
-                        if shared.scheduler.main.woken.swap(false, Ordering::SeqCst) {
-                            if poll_main() {
+                        let main = &shared.scheduler.main;
+                        // `running` covers the poll (see `MainState::running`).
+                        main.running.store(true, Ordering::SeqCst);
+                        if main.woken.swap(false, Ordering::SeqCst) {
+                            let done = poll_main();
+                            main.running.store(false, Ordering::SeqCst);
+                            if done {
                                 break;
                             }
                             continue;
                         }
+                        main.running.store(false, Ordering::SeqCst);
                         if shared.scheduler.is_quiescent() && shared.has_idle_watchers() {
                             shared.scheduler.kick_driver(&shared);
                         }

@@ -82,8 +82,20 @@ struct Idle {
 pub(crate) struct MainState {
     /// Its waker fired since it was last polled.
     pub(crate) woken: AtomicBool,
+    /// Multi-threaded flavour: the `block_on` thread is polling it right now. Set before `woken`
+    /// is cleared and cleared after the poll, so that between the two flags the main future is
+    /// never seen as blocked while it runs (it may be spawning tasks the workers have not seen
+    /// yet: an autojump then would move time under it).
+    pub(crate) running: AtomicBool,
     /// Multi-threaded flavour: the `block_on` thread parks here.
     pub(crate) parker: Parker,
+}
+
+impl MainState {
+    /// Woken and not yet polled, or being polled.
+    fn runnable(&self) -> bool {
+        self.woken.load(Ordering::SeqCst) || self.running.load(Ordering::SeqCst)
+    }
 }
 
 /// Per-worker state only its own thread touches.
@@ -261,7 +273,7 @@ impl Scheduler {
     pub(crate) fn is_quiescent(&self) -> bool {
         self.num_idle.load(Ordering::SeqCst) == self.workers.len()
             && !self.has_work()
-            && !self.main.woken.load(Ordering::SeqCst)
+            && !self.main.runnable()
     }
 
     fn find_task(&self, local: &Local) -> Option<Runnable> {
@@ -424,7 +436,7 @@ impl Scheduler {
     fn is_quiescent_but_me(&self) -> bool {
         self.num_idle.load(Ordering::SeqCst) + 1 >= self.workers.len()
             && !self.has_work()
-            && !self.main.woken.load(Ordering::SeqCst)
+            && !self.main.runnable()
     }
 
     /// The loop of a worker thread (and of the `block_on` thread on the current-thread flavour,
