@@ -655,3 +655,7 @@ impl<S: Site> Drop for Op<'_, S> {
         abandon(self.state, &mut self.phase);
     }
 }
+
+#[cfg(test)]
+#[path = "parking_lot_tests.rs"]
+mod tests;
