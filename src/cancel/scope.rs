@@ -170,10 +170,10 @@ impl CancelScope {
 }
 
 pub(crate) fn deadline_after(function: &str, timeout: Duration) -> Instant {
-    match context::try_current() {
+    context::with_runtime(|rt| match rt {
         Some(rt) => rt.driver.now() + timeout,
         None => outside_runtime(function),
-    }
+    })
 }
 
 enum ScopedState {
@@ -227,12 +227,12 @@ where
             }
         };
         *this.state = ScopedState::Done;
-        let absorbed = output.cancellation().is_some()
-            && this.node.lock().cancel_called
-            && !node::parent_cancel_visible(this.node);
-        node::unlink(this.node.as_ref());
+        let returned_cancellation = output.cancellation().is_some();
+        let absorbed = context::with_runtime(|rt| {
+            let rt = rt.expect("a node is set, so a runtime is entered");
+            node::exit_scope(this.node.as_ref(), rt, returned_cancellation)
+        });
         if absorbed {
-            this.node.lock().cancelled_caught = true;
             Poll::Ready(None)
         } else {
             Poll::Ready(Some(output))
@@ -241,18 +241,14 @@ where
 }
 
 fn enter(node: &Arc<Node>) {
-    if node.lock().entered {
-        panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
-    }
     let Some(parent) = context::current_node_arc() else {
         outside_runtime("CancelScope::run");
     };
     let child: Arc<dyn TreeNode> = node.clone();
-    node::link(&parent, &child);
-    if node.lock().deadline.is_some() {
-        let rt = context::try_current().expect("a node is set, so a runtime is entered");
-        node::arm_deadline(&child, &rt);
-    }
+    context::with_runtime(|rt| {
+        let rt = rt.expect("a node is set, so a runtime is entered");
+        node::enter_scope(&parent, &child, rt);
+    });
 }
 
 /// Runs `future` with a deadline `timeout` from now; `None` if the deadline (or a cancel of

@@ -8,11 +8,14 @@
 use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::cancel::node::TreeNode;
 use crate::runtime::Shared;
 
 thread_local! {
+    /// The runtime clock's time as of the current poll; see `Driver::now`.
+    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
     static RUNTIME: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
     static NODE: Cell<Option<*const dyn TreeNode>> = const { Cell::new(None) };
 }
@@ -20,6 +23,26 @@ thread_local! {
 /// The runtime this thread serves, if any.
 pub(crate) fn try_current() -> Option<Arc<Shared>> {
     RUNTIME.with(|rt| rt.borrow().clone())
+}
+
+/// Runs `f` with a borrow of the runtime this thread serves (no reference-count traffic: use
+/// this on hot paths instead of `try_current`).
+#[inline]
+pub(crate) fn with_runtime<R>(f: impl FnOnce(Option<&Arc<Shared>>) -> R) -> R {
+    RUNTIME.with(|rt| f(rt.borrow().as_ref()))
+}
+
+pub(crate) fn cached_now() -> Option<Instant> {
+    NOW.with(Cell::get)
+}
+
+pub(crate) fn set_cached_now(now: Instant) {
+    NOW.with(|c| c.set(Some(now)));
+}
+
+/// Forgets the cached time: at the start of every task poll, and when a mock clock moves.
+pub(crate) fn clear_cached_now() {
+    NOW.with(|c| c.set(None));
 }
 
 /// Is this thread inside a runtime?

@@ -142,6 +142,8 @@ pub(crate) struct Shared {
     /// Task futures alive (spawned and not yet dropped).
     pub(crate) live_tasks: AtomicUsize,
     idle_waiters: Mutex<IdleWaiters>,
+    /// Ourselves, weakly (handed to nodes that hold timer entries).
+    me: std::sync::Weak<Shared>,
 }
 
 #[derive(Default)]
@@ -164,6 +166,11 @@ pub(crate) enum IdleAction {
 }
 
 impl Shared {
+    /// A weak reference to this runtime, for nodes that must reach its timer store later.
+    pub(crate) fn weak(&self) -> std::sync::Weak<Shared> {
+        self.me.clone()
+    }
+
     pub(crate) fn is_current_thread(&self) -> bool {
         self.flavor == Flavor::CurrentThread
     }
@@ -315,7 +322,7 @@ impl Runtime {
             Ok(d) => d,
             Err(e) => panic!("trellis: could not create the I/O poller: {e}"),
         };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
             scheduler: Scheduler::new(self.workers, self.flavor == Flavor::MultiThread),
             driver,
             root: Arc::new(Node::new(NodeKind::Root)),
@@ -323,6 +330,7 @@ impl Runtime {
             next_task_id: AtomicU64::new(1),
             live_tasks: AtomicUsize::new(0),
             idle_waiters: Mutex::new(IdleWaiters::default()),
+            me: me.clone(),
         });
         let _rt_guard = context::enter_runtime(shared.clone());
         let main_node: Arc<dyn TreeNode> = Arc::new(Node::new(NodeKind::Task(TaskInfo {
@@ -357,6 +365,7 @@ impl Runtime {
         let mut output = None;
         let outcome = {
             let mut poll_main = || {
+                context::clear_cached_now();
                 let _node = context::set_node(main_node.as_ref());
                 let mut cx = Context::from_waker(&waker);
                 match future.as_mut().poll(&mut cx) {

@@ -167,6 +167,7 @@ where
             // Torn down by its nursery: nothing left to run.
             return Poll::Ready(());
         }
+        context::clear_cached_now();
         let polled = {
             let _guard = context::set_node(cell);
             panic::catch_unwind(AssertUnwindSafe(|| {
@@ -196,9 +197,11 @@ where
 
 impl<F, T, E> Drop for ChildRunner<F, T, E> {
     fn drop(&mut self) {
-        if let Some(rt) = context::try_current() {
-            rt.live_tasks.fetch_sub(1, Ordering::Relaxed);
-        }
+        context::with_runtime(|rt| {
+            if let Some(rt) = rt {
+                rt.live_tasks.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
     }
 }
 
