@@ -445,8 +445,10 @@ impl LockLike for ChannelLock3 {
 }
 
 /// Runs `test` against every lock-like the contract covers.
-fn for_each_lock(test: impl Fn(&'static str, Arc<dyn Fn() -> LockBox + Send + Sync>)) {
-    let factories: Vec<(&'static str, Arc<dyn Fn() -> LockBox + Send + Sync>)> = vec![
+type Factory = Arc<dyn Fn() -> LockBox + Send + Sync>;
+
+fn for_each_lock(test: impl Fn(&'static str, Factory)) {
+    let factories: Vec<(&'static str, Factory)> = vec![
         (
             "CapacityLimiter(1)",
             Arc::new(|| LockBox::Limiter(Arc::new(CapacityLimiter::new(1)))),
