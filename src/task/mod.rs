@@ -212,6 +212,9 @@ pub(crate) struct SpawnSpec<'a, E> {
     pub(crate) name: Option<Arc<str>>,
     pub(crate) service: bool,
     pub(crate) reporter: Arc<dyn Report<E>>,
+    /// Called with the task's node once it is linked and before it is first scheduled, so the
+    /// caller can record it before the task can possibly run (`start` needs this).
+    pub(crate) on_linked: Option<&'a dyn Fn(&Arc<dyn TreeNode>)>,
 }
 
 /// Spawns a child. `local` futures need not be `Send`; the caller checked the flavour.
@@ -260,6 +263,9 @@ where
             .spawn_unchecked(move |()| runner, WithInfo(schedule))
     };
     task.detach();
+    if let Some(on_linked) = spec.on_linked {
+        on_linked(&tree);
+    }
     rt.scheduler.schedule_new(rt, runnable);
     let handle = TaskHandle::new(cell.clone());
     Ok((handle, tree))
