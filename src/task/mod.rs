@@ -214,8 +214,11 @@ pub(crate) struct SpawnSpec<'a, E> {
     pub(crate) reporter: Arc<dyn Report<E>>,
     /// Called with the task's node once it is linked and before it is first scheduled, so the
     /// caller can record it before the task can possibly run (`start` needs this).
-    pub(crate) on_linked: Option<&'a dyn Fn(&Arc<dyn TreeNode>)>,
+    pub(crate) on_linked: Option<&'a OnLinked>,
 }
+
+/// See [`SpawnSpec::on_linked`].
+pub(crate) type OnLinked = dyn Fn(&Arc<dyn TreeNode>);
 
 /// Spawns a child. `local` futures need not be `Send`; the caller checked the flavour.
 ///
