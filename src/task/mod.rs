@@ -214,11 +214,11 @@ pub(crate) struct SpawnSpec<'a, E> {
     pub(crate) reporter: Arc<dyn Report<E>>,
     /// Called with the task's node once it is linked and before it is first scheduled, so the
     /// caller can record it before the task can possibly run (`start` needs this).
-    pub(crate) on_linked: Option<&'a OnLinked>,
+    pub(crate) on_linked: Option<&'a OnLinked<'a>>,
 }
 
 /// See [`SpawnSpec::on_linked`].
-pub(crate) type OnLinked = dyn Fn(&Arc<dyn TreeNode>);
+pub(crate) type OnLinked<'a> = dyn Fn(&Arc<dyn TreeNode>) + 'a;
 
 /// Spawns a child. `local` futures need not be `Send`; the caller checked the flavour.
 ///
