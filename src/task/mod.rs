@@ -167,7 +167,7 @@ where
             // Torn down by its nursery: nothing left to run.
             return Poll::Ready(());
         }
-        context::clear_cached_now();
+        context::begin_poll();
         let polled = {
             let _guard = context::set_node(cell);
             panic::catch_unwind(AssertUnwindSafe(|| {
