@@ -38,11 +38,13 @@
 #![warn(missing_docs)]
 
 mod cancel;
+pub mod channel;
 mod error;
 pub mod io;
 pub mod lowlevel;
 mod nursery;
 mod runtime;
+pub mod sync;
 pub(crate) mod task;
 pub mod testing;
 mod time;

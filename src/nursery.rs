@@ -209,6 +209,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             name: options.name,
             service: options.service,
             reporter: self.inner.clone(),
+            on_linked: None,
         };
         // SAFETY: `F` and `T` are `Send`.
         unsafe { spawn_child(spec, future) }.map(|(handle, _)| handle)
@@ -235,6 +236,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             name: None,
             service: false,
             reporter: self.inner.clone(),
+            on_linked: None,
         };
         // SAFETY: checked above: current-thread runtime, called on its thread.
         unsafe { spawn_child(spec, future) }.map(|(handle, _)| handle)
@@ -300,10 +302,14 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             name: None,
             service: false,
             reporter: shared.clone(),
+            // Recorded before the task can run: `started` may be called on another worker
+            // before `spawn_child` even returns here.
+            on_linked: Some(&|child| {
+                let _ = shared.child.set(child.clone());
+            }),
         };
         // SAFETY: `Fut` and `T` are `Send`.
         let (_handle, child) = unsafe { spawn_child(spec, f(status)) }.map_err(E::from)?;
-        let _ = shared.child.set(child.clone());
         pending.child = Some(child);
         let outcome = StartWait { shared: &shared }.await;
         // `started` tried to move the task but the target had closed meanwhile (torn down by a

@@ -148,12 +148,13 @@ fn a_failing_child_cancels_its_siblings_and_the_body() {
         .await;
         assert_eq!(out.unwrap_err().into_errors(), [TestError::Fail("argh")]);
         assert_eq!(since(t0), secs(1));
-        // The sibling is woken in the same batch as the failing child; the body is polled after.
+        // Wake-ups go out in tree order: the nursery's own waiter (the body) first, then each
+        // child; on a current-thread runtime they run in that order.
         assert_eq!(
             log.take(),
             [
-                "sibling cancelled: a sibling task failed",
                 "body cancelled: a sibling task failed",
+                "sibling cancelled: a sibling task failed",
             ]
         );
     });
@@ -332,12 +333,13 @@ fn cancelling_the_nursery_itself_is_not_an_error() {
         })
         .await;
         assert_eq!(out.unwrap(), "kept");
-        assert_groups(
-            &log.take(),
-            &[&[
+        // Woken in tree order, so in spawn order.
+        assert_eq!(
+            log.take(),
+            [
                 "a cancelled: cancelled explicitly",
-                "b cancelled: cancelled explicitly",
-            ]],
+                "b cancelled: cancelled explicitly"
+            ]
         );
     });
 }
@@ -573,13 +575,13 @@ fn cancelling_a_nursery_reaches_every_descendant() {
         })
         .await
         .unwrap();
-        let expected = |who: &str| format!("{who} cancelled: cancelled explicitly");
-        let all: Vec<String> = ["a", "a.1", "a.2", "b", "b.1", "b.2"]
-            .iter()
-            .map(|w| expected(w))
-            .collect();
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        assert_groups(&log.take(), &[&["cancel"], &all]);
+        // Woken in tree order: each subtree in spawn order, within it the waiter of the task's
+        // own nursery (its body) before that nursery's children.
+        let mut expected = vec!["cancel".to_owned()];
+        for who in ["a", "a.1", "a.2", "b", "b.1", "b.2"] {
+            expected.push(format!("{who} cancelled: cancelled explicitly"));
+        }
+        assert_eq!(log.take(), expected);
     });
 }
 
@@ -602,13 +604,13 @@ fn an_enclosing_deadline_reaches_nested_nurseries() {
         assert!(out.is_none());
         assert_eq!(since(t0), secs(5));
         let got = log.take();
-        assert_groups(
-            &got,
-            &[&[
+        assert_eq!(
+            got,
+            [
                 "a cancelled: deadline expired",
                 "a.1 cancelled: deadline expired",
                 "a.2 cancelled: deadline expired",
-            ]],
+            ]
         );
     });
 }
@@ -1046,12 +1048,12 @@ fn a_task_started_into_a_cancelled_nursery_is_cancelled_there() {
             })
             .await
             .unwrap();
-            assert_groups(
-                &log.take(),
-                &[&[
+            assert_eq!(
+                log.take(),
+                [
                     "k1 cancelled: cancelled explicitly",
                     "k2 cancelled: cancelled explicitly",
-                ]],
+                ]
             );
         });
     }
@@ -1176,8 +1178,8 @@ fn a_child_panic_cancels_and_awaits_siblings_then_resumes_in_the_owner() {
         assert_eq!(
             log.take(),
             [
-                "sibling cancelled: a sibling task failed",
                 "body cancelled: a sibling task failed",
+                "sibling cancelled: a sibling task failed",
                 "sibling cleaned up at 2s",
                 "panic caught at 2s",
             ]
@@ -1438,8 +1440,8 @@ fn a_failing_service_cancels_the_nursery() {
         assert_eq!(
             log.take(),
             [
-                "worker cancelled: a sibling task failed",
                 "body cancelled: a sibling task failed",
+                "worker cancelled: a sibling task failed",
             ]
         );
     });

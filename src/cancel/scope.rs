@@ -134,14 +134,32 @@ impl CancelScope {
     }
 
     /// Whether `cancel` was called or the deadline passed (C2).
+    ///
+    /// As in trio, a deadline seen to have passed while the scope is active or not yet entered
+    /// cancels the scope then and there, so the answer never turns back to `false` (moving the
+    /// deadline later does not un-cancel). A deadline that passes after the scope exited does not
+    /// count: the scope no longer guards any code.
     pub fn cancel_called(&self) -> bool {
-        let (called, deadline) = {
+        let (called, deadline, exited) = {
             let s = self.node.lock();
-            (s.cancel_called, s.deadline)
+            (
+                s.cancel_called,
+                s.deadline,
+                s.entered && !node::is_linked(&s),
+            )
         };
-        called
-            || deadline
-                .is_some_and(|d| context::try_current().is_some_and(|rt| rt.driver.now() >= d))
+        if called {
+            return true;
+        }
+        if exited {
+            return false;
+        }
+        let passed = deadline
+            .is_some_and(|d| context::with_runtime(|rt| rt.is_some_and(|rt| rt.driver.now() >= d)));
+        if passed {
+            node::cancel(self.node.as_ref(), CancelReason::Deadline);
+        }
+        passed
     }
 
     /// Whether a cancellation of this scope actually ended the code run in it (C2).
@@ -179,10 +197,10 @@ impl CancelScope {
 }
 
 pub(crate) fn deadline_after(function: &str, timeout: Duration) -> Instant {
-    match context::try_current() {
+    context::with_runtime(|rt| match rt {
         Some(rt) => rt.driver.now() + timeout,
         None => outside_runtime(function),
-    }
+    })
 }
 
 enum ScopedState {
@@ -238,12 +256,12 @@ where
             }
         };
         *this.state = ScopedState::Done;
-        let absorbed = output.cancellation().is_some()
-            && this.node.lock().cancel_called
-            && !node::parent_cancel_visible(this.node);
-        node::unlink(this.node.as_ref());
+        let returned_cancellation = output.cancellation().is_some();
+        let absorbed = context::with_runtime(|rt| {
+            let rt = rt.expect("a node is set, so a runtime is entered");
+            node::exit_scope(this.node.as_ref(), rt, returned_cancellation)
+        });
         if absorbed {
-            this.node.lock().cancelled_caught = true;
             Poll::Ready(None)
         } else {
             Poll::Ready(Some(output))
@@ -252,18 +270,14 @@ where
 }
 
 fn enter(node: &Arc<Node>, function: &str) {
-    if node.lock().entered {
-        panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
-    }
     let Some(parent) = context::current_node_arc() else {
         outside_runtime(function);
     };
     let child: Arc<dyn TreeNode> = node.clone();
-    node::link(&parent, &child);
-    if node.lock().deadline.is_some() {
-        let rt = context::try_current().expect("a node is set, so a runtime is entered");
-        node::arm_deadline(&child, &rt);
-    }
+    context::with_runtime(|rt| {
+        let rt = rt.expect("a node is set, so a runtime is entered");
+        node::enter_scope(&parent, &child, rt);
+    });
 }
 
 /// Runs `future` with a deadline `timeout` from now; `None` if the deadline (or a cancel of

@@ -181,6 +181,7 @@ where
             // Torn down (or being torn down) by its nursery: nothing left to run.
             return Poll::Ready(());
         }
+        context::begin_poll();
         let polled = {
             let _guard = context::set_node(cell);
             panic::catch_unwind(AssertUnwindSafe(|| {
@@ -216,7 +217,13 @@ pub(crate) struct SpawnSpec<'a, E> {
     pub(crate) name: Option<Arc<str>>,
     pub(crate) service: bool,
     pub(crate) reporter: Arc<dyn Report<E>>,
+    /// Called with the task's node once it is linked and before it is first scheduled, so the
+    /// caller can record it before the task can possibly run (`start` needs this).
+    pub(crate) on_linked: Option<&'a OnLinked<'a>>,
 }
+
+/// See [`SpawnSpec::on_linked`].
+pub(crate) type OnLinked<'a> = dyn Fn(&Arc<dyn TreeNode>) + 'a;
 
 /// Spawns a child. `local` futures need not be `Send`; the caller checked the flavour.
 ///
@@ -269,6 +276,9 @@ where
             .spawn_unchecked(move |()| runner, WithInfo(schedule))
     };
     task.detach();
+    if let Some(on_linked) = spec.on_linked {
+        on_linked(&tree);
+    }
     rt.scheduler.schedule_new(rt, runnable);
     let handle = TaskHandle::new(cell.clone());
     Ok((handle, tree))

@@ -177,23 +177,3 @@ impl trellis::AsCancelled for TestError {
         }
     }
 }
-
-/// Checks a log against groups of events: the groups must appear in order, the events within
-/// one group in any order (trio's `check_sequence_matches`).
-pub fn assert_groups(log: &[String], groups: &[&[&str]]) {
-    let mut i = 0;
-    for group in groups {
-        let end = i + group.len();
-        assert!(
-            end <= log.len(),
-            "log too short: {log:?}, expected groups {groups:?}"
-        );
-        let mut got: Vec<&str> = log[i..end].iter().map(String::as_str).collect();
-        let mut want: Vec<&str> = group.to_vec();
-        got.sort_unstable();
-        want.sort_unstable();
-        assert_eq!(got, want, "group mismatch in log {log:?}");
-        i = end;
-    }
-    assert_eq!(i, log.len(), "extra events in log {log:?}");
-}

@@ -1,0 +1,162 @@
+//! The receiving half of a channel, also a `Stream`.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+
+use super::state::{Chan, RecvSite, Side};
+use super::ChannelStatistics;
+use crate::cancel::CancelWaiter;
+use crate::error::Error;
+use crate::sync::parking_lot::{abandon, poll_op, try_now, Op, Phase};
+
+/// The receiving half of a channel made by [`bounded`](super::bounded) or
+/// [`unbounded`](super::unbounded). Clone it for more consumers: each message goes to exactly
+/// one of them, in FIFO order of their waits.
+///
+/// It is also a [`Stream`] of `Result<T, Error>`: the stream ends (`None`) at the end of the
+/// channel, and yields `Err` for a cancellation ([`Error::Cancelled`]: the enclosing scope was
+/// cancelled, nothing was consumed) or a closed handle ([`Error::Closed`]).
+///
+/// ```
+/// trellis::run(async {
+///     let (tx, rx) = trellis::channel::unbounded();
+///     for i in 0..3 {
+///         tx.try_send(i).unwrap();
+///     }
+///     drop(tx); // the last sender: receivers drain the buffer, then see the end
+///     let mut got = Vec::new();
+///     loop {
+///         match rx.recv().await {
+///             Ok(v) => got.push(v),
+///             Err(trellis::Error::EndOfChannel) => break,
+///             Err(e) => return Err(e),
+///         }
+///     }
+///     assert_eq!(got, [0, 1, 2]);
+///     Ok(())
+/// })
+/// .unwrap();
+/// ```
+pub struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+    handle: usize,
+    /// The receive in progress for the `Stream` implementation (`Finished` when idle).
+    stream: Phase<RecvSite<T>>,
+    stream_cancel: CancelWaiter,
+}
+
+// SAFETY: `&Receiver` gives access only to the shared channel (a mutex around the state, like
+// `Sender`, which is `Sync` for `T: Send`); the `stream` fields that hold a `T` in flight are
+// touched only through `&mut self` (`poll_next` and `drop`).
+unsafe impl<T: Send> Sync for Receiver<T> {}
+
+// `poll_next` never pins a field: the message in flight is moved in and out by value.
+impl<T> Unpin for Receiver<T> {}
+
+impl<T> Receiver<T> {
+    pub(crate) fn new(chan: Arc<Chan<T>>, handle: usize) -> Self {
+        Receiver {
+            chan,
+            handle,
+            stream: Phase::Finished,
+            stream_cancel: CancelWaiter::new(),
+        }
+    }
+
+    /// Receives the next message, waiting for one. A checkpoint, also when one is ready.
+    ///
+    /// Cancel-safe: if the enclosing scope is cancelled or the future is dropped before it
+    /// returns the message, the message stays in the channel for the next receiver (even one
+    /// already handed to this receive).
+    ///
+    /// # Errors
+    /// [`Error::Cancelled`] (nothing was consumed), [`Error::EndOfChannel`] (every sender is
+    /// closed and the buffer is empty), [`Error::Closed`] (this handle was closed).
+    pub async fn recv(&self) -> Result<T, Error> {
+        Op::<RecvSite<T>>::new(&self.chan.state, self.handle).await
+    }
+
+    /// Receives a message if one is ready now. Not a checkpoint; usable outside a runtime.
+    ///
+    /// # Errors
+    /// As [`recv`](Receiver::recv), with [`Error::WouldBlock`] when nothing is ready.
+    pub fn try_recv(&self) -> Result<T, Error> {
+        match try_now::<RecvSite<T>>(&self.chan.state, self.handle) {
+            Ok(result) => result,
+            Err(_) => Err(Error::WouldBlock),
+        }
+    }
+
+    /// Closes this handle (trio's `close`): its own blocked receives fail with
+    /// [`Error::Closed`], and later receives on it too. Once every receiver is closed, senders
+    /// fail with [`Error::BrokenResource`] and buffered messages are dropped. Idempotent;
+    /// dropping the handle does the same.
+    pub fn close(&self) {
+        self.chan.close(Side::Receive, self.handle);
+    }
+
+    /// Whether this handle was closed.
+    pub fn is_closed(&self) -> bool {
+        self.chan.is_closed(self.handle)
+    }
+
+    /// Counters of the channel (shared by all its handles).
+    pub fn statistics(&self) -> ChannelStatistics {
+        self.chan.statistics()
+    }
+}
+
+impl<T> Stream for Receiver<T> {
+    type Item = Result<T, Error>;
+
+    /// Like [`recv`](Receiver::recv): a checkpoint per item; `None` at the end of the channel.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Phase::Finished = this.stream {
+            this.stream = Phase::Start(this.handle);
+        }
+        match poll_op(
+            &this.chan.state,
+            &mut this.stream,
+            &mut this.stream_cancel,
+            cx,
+        ) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(Error::EndOfChannel)) => Poll::Ready(None),
+            Poll::Ready(item) => Poll::Ready(Some(item)),
+        }
+    }
+}
+
+impl<T> Clone for Receiver<T> {
+    /// Another handle on the same channel. The clone of a closed handle is closed too (trio
+    /// raises instead; `Clone` cannot fail).
+    fn clone(&self) -> Self {
+        Receiver::new(
+            self.chan.clone(),
+            self.chan.clone_handle(Side::Receive, self.handle),
+        )
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        // A message the stream was handed but did not return goes back first.
+        abandon(&self.chan.state, &mut self.stream);
+        self.chan.close(Side::Receive, self.handle);
+        self.chan.remove_handle(self.handle);
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("closed", &self.is_closed())
+            .field("statistics", &self.statistics())
+            .finish()
+    }
+}

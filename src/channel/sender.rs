@@ -1,0 +1,189 @@
+//! The sending half of a channel, and the error that gives an unsent message back.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use super::state::{Chan, SendRequest, SendSite, Side};
+use super::ChannelStatistics;
+use crate::error::{AsCancelled, Cancelled, Error};
+use crate::sync::parking_lot::{try_now, Op};
+
+/// The sending half of a channel made by [`bounded`](super::bounded) or
+/// [`unbounded`](super::unbounded). Clone it for more producers: receivers see the end of the
+/// channel once every clone is closed or dropped.
+///
+/// ```
+/// trellis::run(async {
+///     let (tx, rx) = trellis::channel::bounded(1);
+///     tx.send("hello").await?;
+///     assert!(tx.try_send("full").is_err()); // the buffer holds one message
+///     assert_eq!(rx.recv().await?, "hello");
+///     Ok::<_, trellis::Error>(())
+/// })
+/// .unwrap();
+/// ```
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+    handle: usize,
+}
+
+impl<T> Sender<T> {
+    pub(crate) fn new(chan: Arc<Chan<T>>, handle: usize) -> Self {
+        Sender { chan, handle }
+    }
+
+    /// Sends `value`, waiting for room in the buffer (or, for a rendezvous channel, for a
+    /// receiver). A checkpoint, also when there is room.
+    ///
+    /// If a receiver is waiting, the message is handed to it directly: it is that receiver's
+    /// even if another task asks first.
+    ///
+    /// # Errors
+    /// The message comes back inside the [`SendError`], whose
+    /// [`reason`](SendError::reason) is [`Error::Cancelled`] (the enclosing scope was cancelled
+    /// before the message was taken: the send did not happen), [`Error::Closed`] (this handle
+    /// was closed) or [`Error::BrokenResource`] (every receiver is gone).
+    ///
+    /// Dropping the future (rather than cancelling its scope) cannot give the message back: if
+    /// a receiver had not taken it yet, it is dropped with the future and was not sent.
+    pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+        Op::<SendSite<T>>::new(&self.chan.state, self.request(value)).await
+    }
+
+    /// Sends `value` if that is possible now. Not a checkpoint; usable outside a runtime.
+    ///
+    /// # Errors
+    /// As [`send`](Sender::send), with [`Error::WouldBlock`] when the buffer is full (or, at
+    /// capacity 0, no receiver waits). Senders already waiting go first.
+    pub fn try_send(&self, value: T) -> Result<(), SendError<T>> {
+        match try_now::<SendSite<T>>(&self.chan.state, self.request(value)) {
+            Ok(result) => result,
+            Err(request) => Err(SendError::new(request, Error::WouldBlock)),
+        }
+    }
+
+    fn request(&self, value: T) -> SendRequest<T> {
+        SendRequest {
+            handle: self.handle,
+            value: Some(value),
+        }
+    }
+
+    /// Closes this handle (trio's `close`): its own blocked sends fail with [`Error::Closed`],
+    /// and later sends on it too. Once every sender is closed, receivers drain the buffer and
+    /// then get [`Error::EndOfChannel`]. Idempotent; dropping the handle does the same.
+    pub fn close(&self) {
+        self.chan.close(Side::Send, self.handle);
+    }
+
+    /// Whether this handle was closed.
+    pub fn is_closed(&self) -> bool {
+        self.chan.is_closed(self.handle)
+    }
+
+    /// Counters of the channel (shared by all its handles).
+    pub fn statistics(&self) -> ChannelStatistics {
+        self.chan.statistics()
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    /// Another handle on the same channel. The clone of a closed handle is closed too (trio
+    /// raises instead; `Clone` cannot fail).
+    fn clone(&self) -> Self {
+        Sender {
+            chan: self.chan.clone(),
+            handle: self.chan.clone_handle(Side::Send, self.handle),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.chan.close(Side::Send, self.handle);
+        self.chan.remove_handle(self.handle);
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("closed", &self.is_closed())
+            .field("statistics", &self.statistics())
+            .finish()
+    }
+}
+
+/// A send that did not happen; holds the message and the reason.
+///
+/// `?` converts it into [`Error`] (the reason; the message is dropped), and scopes recognise a
+/// cancellation inside it ([`AsCancelled`]).
+pub struct SendError<T> {
+    value: T,
+    reason: Error,
+}
+
+impl<T> SendError<T> {
+    pub(crate) fn new(request: SendRequest<T>, reason: Error) -> Self {
+        SendError {
+            value: request
+                .value
+                .expect("a failed send still holds its message"),
+            reason,
+        }
+    }
+
+    /// Why the send failed: [`Error::Cancelled`], [`Error::Closed`],
+    /// [`Error::BrokenResource`] or (for `try_send`) [`Error::WouldBlock`].
+    pub fn reason(&self) -> &Error {
+        &self.reason
+    }
+
+    /// The message that was not sent.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// Takes the message back.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+
+    /// The message and the reason.
+    pub fn into_parts(self) -> (T, Error) {
+        (self.value, self.reason)
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "message not sent: {}", self.reason)
+    }
+}
+
+impl<T> StdError for SendError<T> {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.reason)
+    }
+}
+
+impl<T> AsCancelled for SendError<T> {
+    fn cancelled(&self) -> Option<Cancelled> {
+        self.reason.cancelled()
+    }
+}
+
+impl<T> From<SendError<T>> for Error {
+    fn from(err: SendError<T>) -> Self {
+        err.reason
+    }
+}

@@ -1,0 +1,289 @@
+//! `Mutex<T>`: an async mutual-exclusion lock with FIFO hand-off (trio's `Lock`), and the raw
+//! lock state that `Condition` shares.
+//!
+//! State: `locked`, the `owner` (task that acquired, for statistics) and the lot of waiters.
+//! Invariant: while waiters are parked in `MAIN`, the lock is held. Release hands the lock
+//! straight to the first waiter (it stays locked, the owner changes), so a task that calls
+//! `lock` later cannot barge in ahead of it.
+//!
+//! A panic while the guard is held does not poison the mutex (as in trio, tokio and
+//! async-std): the guard's drop releases the lock during unwinding, and the panic itself travels
+//! to the task's nursery, which cancels the siblings (N10). Code that must not see
+//! half-updated data after a panic should restore it in its own `Drop` or catch the panic.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::Mutex as StdMutex;
+
+use super::parking_lot::{self, lock, Op, ParkingLot, Site, WakeList, MAIN};
+use crate::error::{Cancelled, Error};
+
+/// Lock state shared by [`Mutex`] and [`Condition`](super::Condition). Waiters bring the id of
+/// their task, which becomes the owner when the lock is handed to them.
+#[derive(Default)]
+pub(crate) struct RawLock {
+    locked: bool,
+    owner: Option<u64>,
+    pub(crate) lot: ParkingLot<(), Option<u64>>,
+}
+
+impl RawLock {
+    /// Releases the lock: the first waiter of `MAIN` gets it, or it becomes free.
+    pub(crate) fn release(&mut self, wakes: &mut WakeList) {
+        match self.lot.front(MAIN) {
+            Some((key, owner)) => {
+                self.owner = *owner;
+                self.lot.unpark_key(key, (), wakes);
+            }
+            None => {
+                self.locked = false;
+                self.owner = None;
+            }
+        }
+    }
+
+    /// If the lock is free, gives it to the first waiter of `MAIN` (one that joined the line
+    /// while the lock was free: a cancelled condition waiter).
+    pub(crate) fn grant_if_free(&mut self, wakes: &mut WakeList) {
+        if !self.locked {
+            if let Some((key, owner)) = self.lot.front(MAIN) {
+                self.locked = true;
+                self.owner = *owner;
+                self.lot.unpark_key(key, (), wakes);
+            }
+        }
+    }
+
+    pub(crate) fn statistics(&self) -> LockStatistics {
+        LockStatistics {
+            locked: self.locked,
+            owner: self.owner,
+            tasks_waiting: self.lot.len(MAIN),
+        }
+    }
+}
+
+/// The `lock` operation on a [`RawLock`].
+pub(crate) struct LockSite;
+
+impl Site for LockSite {
+    type State = RawLock;
+    type Value = ();
+    type Request = Option<u64>;
+    type Output = ();
+    type Error = Cancelled;
+    const NAME: &'static str = "sync::Mutex::lock";
+
+    fn lot(state: &mut RawLock) -> &mut ParkingLot<(), Option<u64>> {
+        &mut state.lot
+    }
+
+    fn attempt(state: &mut RawLock, owner: &mut Option<u64>, _: &mut WakeList) -> Option<()> {
+        if state.locked {
+            return None;
+        }
+        state.locked = true;
+        state.owner = *owner;
+        Some(())
+    }
+
+    fn finish((): (), _: Option<u64>) -> Result<(), Cancelled> {
+        Ok(())
+    }
+
+    fn cancelled(c: Cancelled, _: Option<u64>) -> Cancelled {
+        c
+    }
+
+    fn redeliver(
+        state: &mut RawLock,
+        (): (),
+        _: &mut Option<u64>,
+        wakes: &mut WakeList,
+    ) -> Option<()> {
+        state.release(wakes);
+        None
+    }
+}
+
+/// Counters of a [`Mutex`] (trio's `LockStatistics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockStatistics {
+    /// Whether the lock is held.
+    pub locked: bool,
+    /// The id of the task that acquired it (`None` when free, or when taken outside a task).
+    pub owner: Option<u64>,
+    /// Tasks blocked waiting for it.
+    pub tasks_waiting: usize,
+}
+
+/// An async mutex protecting a `T` (trio's `Lock`, with the data inside as Rust prefers).
+///
+/// [`lock`](Mutex::lock) waits for the lock and returns a guard that gives access to the data
+/// and releases the lock when dropped. Waiters get the lock in the order they asked for it: a
+/// release hands it to the first waiter directly. Holding the guard across `.await` is the
+/// point; the guard is `Send` when `T` is, so tasks on a multi-threaded runtime can hold it.
+///
+/// A panic while the guard is held releases the lock without poisoning it; the panic reaches
+/// the task's nursery (see the module documentation of `trellis::sync`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use trellis::sync::Mutex;
+///
+/// trellis::run(async {
+///     let counter = Arc::new(Mutex::new(0));
+///     trellis::nursery(|n| {
+///         let counter = counter.clone();
+///         async move {
+///             for _ in 0..10 {
+///                 let counter = counter.clone();
+///                 n.spawn(async move {
+///                     let mut guard = counter.lock().await?;
+///                     let seen = *guard;
+///                     trellis::checkpoint().await?; // other tasks run; none gets the lock
+///                     *guard = seen + 1;
+///                     Ok(())
+///                 })?;
+///             }
+///             Ok::<_, trellis::Error>(())
+///         }
+///     })
+///     .await
+///     .unwrap();
+///     assert_eq!(*counter.lock().await.unwrap(), 10);
+/// });
+/// ```
+///
+/// Cancel safety: a cancelled or dropped `lock` holds nothing and keeps no place in line; a
+/// lock handed to a waiter that is dropped before it runs passes to the next waiter.
+pub struct Mutex<T: ?Sized> {
+    state: StdMutex<RawLock>,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the mutex hands out access to `T` to one guard at a time (the `locked` flag, changed
+// only under `state`), so sharing the mutex across threads needs only `T: Send`, as for
+// `std::sync::Mutex`.
+unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
+// SAFETY: moving the mutex moves the `T`.
+unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
+
+impl<T> Mutex<T> {
+    /// A new, unlocked mutex holding `value`.
+    pub fn new(value: T) -> Self {
+        Mutex {
+            state: StdMutex::new(RawLock::default()),
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    /// Consumes the mutex and returns the data.
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+}
+
+impl<T: ?Sized> Mutex<T> {
+    /// Waits for the lock. A checkpoint, also when the lock is free.
+    ///
+    /// # Errors
+    /// [`Cancelled`] if the enclosing scope was cancelled before the lock was handed over; the
+    /// lock is then not held.
+    pub async fn lock(&self) -> Result<MutexGuard<'_, T>, Cancelled> {
+        Op::<LockSite>::new(&self.state, parking_lot::current_task_id()).await?;
+        Ok(MutexGuard {
+            mutex: self,
+            _marker: PhantomData,
+        })
+    }
+
+    /// Takes the lock if it is free now. Not a checkpoint; usable outside a runtime.
+    ///
+    /// # Errors
+    /// [`Error::WouldBlock`] if the lock is held.
+    pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, Error> {
+        match parking_lot::try_now::<LockSite>(&self.state, parking_lot::current_task_id()) {
+            Ok(_) => Ok(MutexGuard {
+                mutex: self,
+                _marker: PhantomData,
+            }),
+            Err(_) => Err(Error::WouldBlock),
+        }
+    }
+
+    /// Whether the lock is held.
+    pub fn is_locked(&self) -> bool {
+        lock(&self.state).locked
+    }
+
+    /// The data, through a unique borrow (no locking needed).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut()
+    }
+
+    /// Counters, for debugging.
+    pub fn statistics(&self) -> LockStatistics {
+        lock(&self.state).statistics()
+    }
+
+    fn unlock(&self) {
+        let mut wakes = WakeList::new();
+        lock(&self.state).release(&mut wakes);
+        wakes.wake_all();
+    }
+}
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Self {
+        Mutex::new(T::default())
+    }
+}
+
+impl<T: ?Sized> fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mutex")
+            .field("statistics", &self.statistics())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Access to the data of a locked [`Mutex`]; releases the lock when dropped.
+#[must_use = "dropping the guard releases the lock at once"]
+pub struct MutexGuard<'a, T: ?Sized> {
+    mutex: &'a Mutex<T>,
+    // Send iff T: Send, Sync iff T: Sync, like `&mut T`.
+    _marker: PhantomData<&'a mut T>,
+}
+
+impl<T: ?Sized> Deref for MutexGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this task holds the lock, so no other reference to
+        // the data is live.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` makes this borrow unique.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.mutex.unlock();
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}

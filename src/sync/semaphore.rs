@@ -1,0 +1,227 @@
+//! `Semaphore`: a counter of permits, with an optional maximum (trio's `Semaphore`).
+//!
+//! State: the free permits (`value`), the optional maximum, and the lot of waiters. Invariant:
+//! while waiters are parked, `value` is 0; a release while they wait hands the permit to the
+//! first of them instead of raising `value`.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use super::parking_lot::{lock, Op, ParkingLot, Site, WakeList, MAIN};
+use crate::error::{Cancelled, Error};
+
+/// A semaphore: [`acquire`](Semaphore::acquire) takes one permit, waiting if none is free;
+/// [`release`](Semaphore::release) adds one. Waiters are served in FIFO order.
+///
+/// `acquire` returns a [`SemaphorePermit`] that releases its permit when dropped; use
+/// [`SemaphorePermit::forget`] to keep it taken and [`release`](Semaphore::release) later
+/// (trio's explicit style). With a maximum ([`Semaphore::with_max`]), releasing past it is an
+/// error, which catches a release without a matching acquire.
+///
+/// ```
+/// use trellis::sync::Semaphore;
+///
+/// trellis::run(async {
+///     let sem = Semaphore::new(2);
+///     let a = sem.acquire().await?;
+///     let _b = sem.acquire().await?;
+///     assert_eq!(sem.value(), 0);
+///     assert!(sem.try_acquire().is_err()); // would block
+///     drop(a);
+///     assert_eq!(sem.value(), 1);
+///     Ok::<_, trellis::Cancelled>(())
+/// })
+/// .unwrap();
+/// ```
+///
+/// Cancel safety: a cancelled or dropped `acquire` holds no permit and keeps no place in line;
+/// a permit handed to a waiter that is dropped before it runs passes to the next waiter.
+pub struct Semaphore {
+    state: Mutex<State>,
+}
+
+struct State {
+    value: usize,
+    max: Option<usize>,
+    lot: ParkingLot<(), ()>,
+}
+
+impl State {
+    /// Adds a permit: to the first waiter if any, else to `value`. `false` if that would pass
+    /// the maximum.
+    fn release(&mut self, wakes: &mut WakeList) -> bool {
+        if self.lot.unpark(MAIN, (), wakes).is_ok() {
+            return true;
+        }
+        if self.max.is_some_and(|max| self.value >= max) {
+            return false;
+        }
+        self.value += 1;
+        true
+    }
+}
+
+/// Counters of a [`Semaphore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SemaphoreStatistics {
+    /// Tasks blocked in `acquire`.
+    pub tasks_waiting: usize,
+}
+
+struct AcquireSite;
+
+impl Site for AcquireSite {
+    type State = State;
+    type Value = ();
+    type Request = ();
+    type Output = ();
+    type Error = Cancelled;
+    const NAME: &'static str = "sync::Semaphore::acquire";
+
+    fn lot(state: &mut State) -> &mut ParkingLot<(), ()> {
+        &mut state.lot
+    }
+
+    fn attempt(state: &mut State, (): &mut (), _: &mut WakeList) -> Option<()> {
+        if state.value == 0 {
+            return None;
+        }
+        state.value -= 1;
+        Some(())
+    }
+
+    fn finish((): (), (): ()) -> Result<(), Cancelled> {
+        Ok(())
+    }
+
+    fn cancelled(c: Cancelled, (): ()) -> Cancelled {
+        c
+    }
+
+    fn redeliver(state: &mut State, (): (), _: &mut (), wakes: &mut WakeList) -> Option<()> {
+        state.release(wakes);
+        None
+    }
+}
+
+impl Semaphore {
+    /// A semaphore with `permits` free permits and no maximum.
+    pub fn new(permits: usize) -> Self {
+        Semaphore {
+            state: Mutex::new(State {
+                value: permits,
+                max: None,
+                lot: ParkingLot::new(),
+            }),
+        }
+    }
+
+    /// A semaphore with `permits` free permits that may never hold more than `max` (a bounded
+    /// semaphore).
+    ///
+    /// # Panics
+    /// If `max < permits`.
+    pub fn with_max(permits: usize, max: usize) -> Self {
+        assert!(
+            max >= permits,
+            "Semaphore::with_max: max ({max}) must be >= the initial permits ({permits})"
+        );
+        let sem = Semaphore::new(permits);
+        lock(&sem.state).max = Some(max);
+        sem
+    }
+
+    /// Takes a permit, waiting for one if none is free. A checkpoint, also when one is free.
+    ///
+    /// # Errors
+    /// [`Cancelled`] if the enclosing scope was cancelled before a permit was handed over; no
+    /// permit is then held.
+    pub async fn acquire(&self) -> Result<SemaphorePermit<'_>, Cancelled> {
+        Op::<AcquireSite>::new(&self.state, ()).await?;
+        Ok(SemaphorePermit { sem: self })
+    }
+
+    /// Takes a permit if one is free now and nobody waits. Not a checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::WouldBlock`] otherwise.
+    pub fn try_acquire(&self) -> Result<SemaphorePermit<'_>, Error> {
+        let mut wakes = WakeList::new();
+        match AcquireSite::attempt(&mut lock(&self.state), &mut (), &mut wakes) {
+            Some(()) => Ok(SemaphorePermit { sem: self }),
+            None => Err(Error::WouldBlock),
+        }
+    }
+
+    /// Adds a permit: the first waiter gets it, or the count goes up. Not a checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the count is already at its maximum (the semaphore was
+    /// released more often than acquired); nothing changes then.
+    pub fn release(&self) -> Result<(), Error> {
+        let mut wakes = WakeList::new();
+        let ok = lock(&self.state).release(&mut wakes);
+        wakes.wake_all();
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument("semaphore released too many times"))
+        }
+    }
+
+    /// Free permits now.
+    pub fn value(&self) -> usize {
+        lock(&self.state).value
+    }
+
+    /// The maximum, if any.
+    pub fn max_value(&self) -> Option<usize> {
+        lock(&self.state).max
+    }
+
+    /// Counters, for debugging.
+    pub fn statistics(&self) -> SemaphoreStatistics {
+        SemaphoreStatistics {
+            tasks_waiting: lock(&self.state).lot.len(MAIN),
+        }
+    }
+}
+
+impl fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = lock(&self.state);
+        f.debug_struct("Semaphore")
+            .field("value", &st.value)
+            .field("max_value", &st.max)
+            .field("tasks_waiting", &st.lot.len(MAIN))
+            .finish()
+    }
+}
+
+/// A permit taken from a [`Semaphore`]; released when dropped.
+#[must_use = "dropping the permit releases it at once"]
+pub struct SemaphorePermit<'a> {
+    sem: &'a Semaphore,
+}
+
+impl SemaphorePermit<'_> {
+    /// Keeps the permit taken; give it back later with [`Semaphore::release`].
+    pub fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl fmt::Debug for SemaphorePermit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SemaphorePermit").finish_non_exhaustive()
+    }
+}
+
+impl Drop for SemaphorePermit<'_> {
+    fn drop(&mut self) {
+        // Past the maximum only if `release` was also called for this permit; the count then
+        // stays at the maximum, which is what a bounded semaphore promises.
+        let _ = self.sem.release();
+    }
+}
