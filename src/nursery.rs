@@ -16,6 +16,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -286,6 +287,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             child: OnceLock::new(),
             forward: Mutex::new(None),
             kept: Mutex::new(None),
+            move_failed: AtomicBool::new(false),
         });
         let mut pending = PendingStart {
             nursery: self.inner.node.clone(),
@@ -314,11 +316,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
         let outcome = StartWait { shared: &shared }.await;
         // `started` tried to move the task but the target had closed meanwhile (torn down by a
         // drop, N11): the task was left with no parent, and `pending` tears it down.
-        let move_failed = shared.moved()
-            && pending
-                .child
-                .as_ref()
-                .is_some_and(|c| c.node().parent().is_none());
+        let move_failed = shared.move_failed.load(Ordering::Acquire);
         drop(pending);
         match outcome {
             StartState::Started(_) if move_failed => Err(Error::NurseryClosed.into()),
@@ -393,6 +391,8 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
             .unwrap_or_else(|e| e.into_inner()) = Some(self.nursery.clone());
         let target: Arc<dyn TreeNode> = self.nursery.node.clone();
         if !node::reparent(child, &target) {
+            // Left with no parent: `start` fails and tears it down (`PendingStart`).
+            self.shared.move_failed.store(true, Ordering::Release);
             node::cancel(child.as_ref(), CancelReason::Explicit(None));
         }
         self.shared.resolve(StartState::Started(value));
@@ -407,6 +407,8 @@ struct StartShared<V, E> {
     /// The value given to a `started` call that left the task in place (its caller was
     /// cancelled); `start` returns it if the task then ends well.
     kept: Mutex<Option<V>>,
+    /// `started` could not move the task: the target had closed (torn down, N11).
+    move_failed: AtomicBool,
 }
 
 enum StartState<V, E> {
@@ -424,10 +426,12 @@ impl<V, E> StartShared<V, E> {
 
     /// Has `started` moved the task to the target nursery?
     fn moved(&self) -> bool {
-        self.forward
+        let forwarded = self
+            .forward
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+            .is_some();
+        forwarded && !self.move_failed.load(Ordering::Acquire)
     }
 
     fn forward(&self) -> Option<Arc<dyn Report<E>>> {
@@ -513,15 +517,10 @@ struct PendingStart<V, E> {
 impl<V, E> Drop for PendingStart<V, E> {
     fn drop(&mut self) {
         if let Some(child) = &self.child {
-            // Moved means `started` moved it *and* it sits under the target. The parent alone
-            // does not tell: when `start` is called from the target nursery's own body, the
-            // caller's node is the nursery's, so the task's parent is the target from the
-            // beginning. (If the move failed because the target closed, the task has no parent.)
-            let moved = self.shared.moved()
-                && child.node().parent().is_some_and(|p| {
-                    std::ptr::addr_eq(Arc::as_ptr(&p), Arc::as_ptr(&self.nursery))
-                });
-            if !moved {
+            // Ask `started`, not the tree: when `start` is called from the target nursery's own
+            // body, the caller's node is the nursery's, so the task's parent is the target from
+            // the beginning; and a task that finished has forgotten its parent.
+            if !self.shared.moved() {
                 // `start` was dropped (or finished) before the task moved to the nursery: a task
                 // still under the caller must not outlive the call.
                 child.teardown();
