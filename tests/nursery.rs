@@ -743,6 +743,26 @@ fn start_returns_the_started_value_and_the_nursery_waits_for_the_task() {
     });
 }
 
+// contract N9: a task that ends right after `started` (before `start` resumes) still makes
+// `start` return the value.
+#[test]
+fn a_task_that_ends_right_after_started_still_gives_the_value() {
+    block_on_current(async {
+        nursery(|n| async move {
+            let v = n
+                .start(|status| async move {
+                    status.started("ready");
+                    Ok(())
+                })
+                .await?;
+            assert_eq!(v, "ready");
+            Ok::<_, TestError>(())
+        })
+        .await
+        .unwrap();
+    });
+}
+
 // contract N9: an error before `started` comes out of `start` and does not cancel the target.
 #[test]
 fn an_error_before_started_is_returned_from_start_without_cancelling_the_target() {
