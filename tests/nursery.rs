@@ -344,6 +344,31 @@ fn cancelling_the_nursery_itself_is_not_an_error() {
     });
 }
 
+// contract N3, documented deviation (docs/design.md, "What a nursery returns"): a body ended by
+// its own nursery's cancellation has no value to return, so the nursery reports that
+// cancellation where trio's `async with` would just end; an enclosing scope that was not
+// cancelled passes it through.
+#[test]
+fn a_body_cancelled_by_its_own_nursery_reports_the_cancellation() {
+    block_on_current(async {
+        let scope = CancelScope::new();
+        let out = scope
+            .run(nursery(|n| async move {
+                n.cancel_scope().cancel_with_reason("stop");
+                checkpoint().await?;
+                Ok::<_, TestError>(())
+            }))
+            .await;
+        match out {
+            Some(Err(NurseryError::Cancelled(c))) => {
+                assert_eq!(c.reason(), &CancelReason::Explicit(Some("stop".into())))
+            }
+            other => panic!("expected Some(Err(Cancelled)), got {other:?}"),
+        }
+        assert!(!scope.cancelled_caught());
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // N4: exit is not a cancel point.
 
