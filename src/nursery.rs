@@ -211,6 +211,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             service: options.service,
             reporter: self.inner.clone(),
             on_linked: None,
+            local: false,
         };
         // SAFETY: `F` and `T` are `Send`.
         unsafe { spawn_child(spec, future) }.map(|(handle, _)| handle)
@@ -238,6 +239,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             service: false,
             reporter: self.inner.clone(),
             on_linked: None,
+            local: true,
         };
         // SAFETY: checked above: current-thread runtime, called on its thread.
         unsafe { spawn_child(spec, future) }.map(|(handle, _)| handle)
@@ -306,6 +308,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             reporter: shared.clone(),
             // Recorded before the task can run: `started` may be called on another worker
             // before `spawn_child` even returns here.
+            local: false,
             on_linked: Some(&|child| {
                 let _ = shared.child.set(child.clone());
             }),
@@ -728,7 +731,17 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
             if tasks.is_empty() {
                 break;
             }
+            let here = std::thread::current().id();
             for task in tasks {
+                if task.local_thread().is_some_and(|owner| owner != here) {
+                    // A `spawn_local` future must not be dropped on this thread (the nursery
+                    // future was moved here). Hand the task to the runtime's root, cancelled: it
+                    // ends on its own thread, at the latest when the runtime shuts down.
+                    let root: Arc<dyn TreeNode> = running.inner.rt.root.clone();
+                    node::reparent(&task, &root);
+                    node::cancel(task.as_ref(), CancelReason::Explicit(None));
+                    continue;
+                }
                 task.teardown();
             }
         }

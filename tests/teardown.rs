@@ -6,15 +6,15 @@ mod common;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use common::*;
 use trellis::lowlevel;
 use trellis::{
-    cancel_shielded_checkpoint, checkpoint, nursery, sleep, sleep_forever, Error, Nursery,
-    TaskHandle,
+    cancel_shielded_checkpoint, checkpoint, nursery, sleep, sleep_forever, Error, Flavor, Nursery,
+    Runtime, TaskHandle,
 };
 
 type Res<T = ()> = Result<T, TestError>;
@@ -355,4 +355,43 @@ fn a_start_into_a_nursery_torn_down_meanwhile_fails_and_drops_the_task() {
         assert_eq!(drops.count(), 1);
         assert_eq!(lowlevel::statistics().live_tasks, 0);
     });
+}
+
+/// Records the thread its drop ran on.
+struct ThreadRecorder(Arc<Mutex<Option<std::thread::ThreadId>>>);
+
+impl Drop for ThreadRecorder {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() = Some(std::thread::current().id());
+    }
+}
+
+// contract N11 with `spawn_local`: a nursery future moved to another thread and dropped there
+// must not drop its `!Send` children on that thread; they are cancelled and end on the runtime's
+// own thread, before `block_on` returns.
+#[test]
+fn local_children_of_a_nursery_dropped_elsewhere_end_on_their_own_thread() {
+    let dropped_on = Arc::new(Mutex::new(None));
+    let recorder = dropped_on.clone();
+    let runtime_thread = std::thread::current().id();
+    let rt = Runtime::builder()
+        .flavor(Flavor::CurrentThread)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut fut = nursery(move |n: Nursery<Error>| async move {
+            n.spawn_local(async move {
+                let _guard = ThreadRecorder(recorder);
+                let _not_send = std::rc::Rc::new(());
+                sleep_forever().await?;
+                Ok::<_, Error>(())
+            })?;
+            sleep_forever().await?;
+            Ok::<_, Error>(())
+        });
+        assert!(poll_once(&mut fut).await.is_pending());
+        checkpoint().await.unwrap(); // the local child starts and parks
+        std::thread::spawn(move || drop(fut)).join().unwrap();
+    });
+    assert_eq!(*dropped_on.lock().unwrap(), Some(runtime_thread));
 }

@@ -57,6 +57,11 @@ pub(crate) trait TreeNode: Send + Sync + 'static {
     /// Drops the task's future now, waiting for a poll in progress on another thread to end.
     /// Only task cells do anything.
     fn teardown(&self) {}
+
+    /// For a task spawned with `spawn_local`, the thread its future belongs to.
+    fn local_thread(&self) -> Option<std::thread::ThreadId> {
+        None
+    }
 }
 
 /// What a node stands for.

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::task::{Context, Poll};
+use std::thread::ThreadId;
 
 use async_task::{Builder, WithInfo};
 
@@ -67,6 +68,8 @@ pub(crate) struct ChildCell<F, T, E> {
     /// The runtime: its scheduler (the task's schedule function reaches it through here) and its
     /// count of live task futures.
     rt: Arc<Shared>,
+    /// For a `spawn_local` task, the only thread its future may be polled or dropped on.
+    local_thread: Option<ThreadId>,
 }
 
 // SAFETY: the future is only touched by whoever set the POLLING bit of `poll_state` (from IDLE,
@@ -132,6 +135,10 @@ where
 {
     fn node(&self) -> &Node {
         &self.node
+    }
+
+    fn local_thread(&self) -> Option<ThreadId> {
+        self.local_thread
     }
 
     fn teardown(&self) {
@@ -220,6 +227,8 @@ pub(crate) struct SpawnSpec<'a, E> {
     /// Called with the task's node once it is linked and before it is first scheduled, so the
     /// caller can record it before the task can possibly run (`start` needs this).
     pub(crate) on_linked: Option<&'a OnLinked<'a>>,
+    /// A `spawn_local` task: its future is tied to the calling thread.
+    pub(crate) local: bool,
 }
 
 /// See [`SpawnSpec::on_linked`].
@@ -250,6 +259,7 @@ where
         join: Mutex::new(JoinState::Pending(None)),
         reporter: spec.reporter,
         rt: rt.clone(),
+        local_thread: spec.local.then(|| std::thread::current().id()),
     });
     // Counted before linking, so that the refused path below, which drops the future through
     // `drop_future` (and so uncounts it), stays balanced.
