@@ -316,7 +316,8 @@ where
 
 /// The outcome of a future run inside a cancel scope: lets the scope see a cancellation in it.
 ///
-/// Implemented for `Result<T, E>` where `E: AsCancelled`, and for `()`.
+/// Implemented for `Result<T, E>` where `E: AsCancelled`, for `()`, and for `Option<O>` (the
+/// output of another scope), so that scopes nest directly: `outer.run(inner.run(fut))`.
 pub trait Outcome {
     /// The cancellation this outcome carries, if any.
     fn cancellation(&self) -> Option<Cancelled>;
@@ -334,5 +335,13 @@ impl<T, E: AsCancelled> Outcome for Result<T, E> {
 impl Outcome for () {
     fn cancellation(&self) -> Option<Cancelled> {
         None
+    }
+}
+
+/// The output of a nested [`Scoped`](crate::Scoped): `None` means the inner scope absorbed its
+/// own cancellation, so nothing travels further; `Some(out)` carries whatever `out` carries.
+impl<O: Outcome> Outcome for Option<O> {
+    fn cancellation(&self) -> Option<Cancelled> {
+        self.as_ref().and_then(Outcome::cancellation)
     }
 }

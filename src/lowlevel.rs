@@ -108,7 +108,7 @@ pub fn task_tree() -> String {
                 let _ = writeln!(out, "{:indent$}nursery", "", indent = depth * 2);
                 true
             }
-            NodeKind::Scope | NodeKind::Root => false,
+            NodeKind::Scope | NodeKind::Root(_) => false,
         };
         let depth = if shown { depth + 1 } else { depth };
         for child in n.node().children().into_iter().rev() {

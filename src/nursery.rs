@@ -16,6 +16,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -120,6 +121,13 @@ impl<E: AsCancelled + Send + 'static> Report<E> for NurseryInner<E> {
     }
 
     fn cancelled(&self, error: E) {
+        // Only a cancellation that reached the task through this nursery (its own scope or one
+        // above it) concerns the nursery. A task cancelled on its own — through its handle, or
+        // a service cancelled because the work is done (N12) — absorbed that itself; recording
+        // it would make the nursery report a cancellation nobody asked of it.
+        if !self.node.is_cancelled() {
+            return;
+        }
         let mut failures = self.failures();
         if failures.cancelled.is_none() {
             failures.cancelled = error.cancelled();
@@ -202,6 +210,8 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             name: options.name,
             service: options.service,
             reporter: self.inner.clone(),
+            on_linked: None,
+            local: false,
         };
         // SAFETY: `F` and `T` are `Send`.
         unsafe { spawn_child(spec, future) }.map(|(handle, _)| handle)
@@ -228,6 +238,8 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             name: None,
             service: false,
             reporter: self.inner.clone(),
+            on_linked: None,
+            local: true,
         };
         // SAFETY: checked above: current-thread runtime, called on its thread.
         unsafe { spawn_child(spec, future) }.map(|(handle, _)| handle)
@@ -272,15 +284,18 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             }
             s.pending_starts += 1;
         }
-        let mut pending = PendingStart {
-            nursery: self.inner.node.clone(),
-            child: None,
-        };
         let shared = Arc::new(StartShared {
             state: Mutex::new(StartState::Waiting(None)),
             child: OnceLock::new(),
             forward: Mutex::new(None),
+            kept: Mutex::new(None),
+            move_failed: AtomicBool::new(false),
         });
+        let mut pending = PendingStart {
+            nursery: self.inner.node.clone(),
+            child: None,
+            shared: shared.clone(),
+        };
         let status = TaskStatus {
             shared: shared.clone(),
             nursery: self.inner.clone(),
@@ -291,14 +306,23 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             name: None,
             service: false,
             reporter: shared.clone(),
+            // Recorded before the task can run: `started` may be called on another worker
+            // before `spawn_child` even returns here.
+            local: false,
+            on_linked: Some(&|child| {
+                let _ = shared.child.set(child.clone());
+            }),
         };
         // SAFETY: `Fut` and `T` are `Send`.
         let (_handle, child) = unsafe { spawn_child(spec, f(status)) }.map_err(E::from)?;
-        let _ = shared.child.set(child.clone());
         pending.child = Some(child);
         let outcome = StartWait { shared: &shared }.await;
+        // `started` tried to move the task but the target had closed meanwhile (torn down by a
+        // drop, N11): the task was left with no parent, and `pending` tears it down.
+        let move_failed = shared.move_failed.load(Ordering::Acquire);
         drop(pending);
         match outcome {
+            StartState::Started(_) if move_failed => Err(Error::NurseryClosed.into()),
             StartState::Started(v) => Ok(v),
             StartState::Failed(e) => Err(e),
             StartState::Panicked(p) => panic::resume_unwind(p),
@@ -345,7 +369,15 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
     }
 
     /// Reports the task ready: `start` returns `value`, and the task moves under the target
-    /// nursery. If that nursery has meanwhile closed, the task is cancelled instead.
+    /// nursery. If that nursery has meanwhile closed (it can only have been torn down, since a
+    /// pending `start` keeps it open), the task is cancelled and dropped instead, and `start`
+    /// fails with [`Error::NurseryClosed`].
+    ///
+    /// If the code that called `start` is cancelled by then, the task stays where it is, under
+    /// the caller (as in trio): moving it could carry a cancellation it is already handling into
+    /// a nursery where nothing would absorb it. `start` then returns once the task ends: `value`
+    /// if it ends well, else its error (typically that cancellation, which the caller's scope
+    /// absorbs).
     pub fn started(self, value: V) {
         let Some(child) = self.shared.child.get() else {
             return;
@@ -356,6 +388,10 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
                 return;
             }
         }
+        if child.node().is_cancelled() {
+            *self.shared.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+            return;
+        }
         // From now on failures go to the nursery.
         *self
             .shared
@@ -364,6 +400,8 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
             .unwrap_or_else(|e| e.into_inner()) = Some(self.nursery.clone());
         let target: Arc<dyn TreeNode> = self.nursery.node.clone();
         if !node::reparent(child, &target) {
+            // Left with no parent: `start` fails and tears it down (`PendingStart`).
+            self.shared.move_failed.store(true, Ordering::Release);
             node::cancel(child.as_ref(), CancelReason::Explicit(None));
         }
         self.shared.resolve(StartState::Started(value));
@@ -375,6 +413,11 @@ struct StartShared<V, E> {
     child: OnceLock<Arc<dyn TreeNode>>,
     /// Set by `started`: the nursery that now receives the task's failures.
     forward: Mutex<Option<Arc<dyn Report<E>>>>,
+    /// The value given to a `started` call that left the task in place (its caller was
+    /// cancelled); `start` returns it if the task then ends well.
+    kept: Mutex<Option<V>>,
+    /// `started` could not move the task: the target had closed (torn down, N11).
+    move_failed: AtomicBool,
 }
 
 enum StartState<V, E> {
@@ -388,6 +431,16 @@ enum StartState<V, E> {
 impl<V, E> StartShared<V, E> {
     fn lock(&self) -> MutexGuard<'_, StartState<V, E>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Has `started` moved the task to the target nursery?
+    fn moved(&self) -> bool {
+        let forwarded = self
+            .forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        forwarded && !self.move_failed.load(Ordering::Acquire)
     }
 
     fn forward(&self) -> Option<Arc<dyn Report<E>>> {
@@ -433,7 +486,11 @@ impl<V: Send, E: Send> Report<E> for StartShared<V, E> {
         }
     }
     fn finished(&self) {
-        self.resolve(StartState::Finished);
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.resolve(match kept {
+            Some(value) => StartState::Started(value),
+            None => StartState::Finished,
+        });
     }
 }
 
@@ -460,19 +517,19 @@ impl<V, E> Future for StartWait<'_, V, E> {
 
 /// Keeps the target nursery open while a `start` is in flight; on drop, releases it, and tears
 /// the task down if the `start` future was dropped before the task started.
-struct PendingStart {
+struct PendingStart<V, E> {
     nursery: Arc<Node>,
     child: Option<Arc<dyn TreeNode>>,
+    shared: Arc<StartShared<V, E>>,
 }
 
-impl Drop for PendingStart {
+impl<V, E> Drop for PendingStart<V, E> {
     fn drop(&mut self) {
         if let Some(child) = &self.child {
-            let moved = child
-                .node()
-                .parent()
-                .is_some_and(|p| std::ptr::addr_eq(Arc::as_ptr(&p), Arc::as_ptr(&self.nursery)));
-            if !moved {
+            // Ask `started`, not the tree: when `start` is called from the target nursery's own
+            // body, the caller's node is the nursery's, so the task's parent is the target from
+            // the beginning; and a task that finished has forgotten its parent.
+            if !self.shared.moved() {
                 // `start` was dropped (or finished) before the task moved to the nursery: a task
                 // still under the caller must not outlive the call.
                 child.teardown();
@@ -680,7 +737,17 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
             if tasks.is_empty() {
                 break;
             }
+            let here = std::thread::current().id();
             for task in tasks {
+                if task.local_thread().is_some_and(|owner| owner != here) {
+                    // A `spawn_local` future must not be dropped on this thread (the nursery
+                    // future was moved here). Hand the task to the runtime's root, cancelled: it
+                    // ends on its own thread, at the latest when the runtime shuts down.
+                    let root: Arc<dyn TreeNode> = running.inner.rt.root.clone();
+                    node::reparent(&task, &root);
+                    node::cancel(task.as_ref(), CancelReason::Explicit(None));
+                    continue;
+                }
                 task.teardown();
             }
         }

@@ -1,1 +1,188 @@
-fn main() {}
+//! `trellis-bench`: the same workloads on trellis, tokio and smol, interleaved in one run.
+//!
+//! ```text
+//! cargo run --release -p trellis-bench                      # full run: warm-up + 7 rounds
+//! cargo run --release -p trellis-bench -- --smoke           # tiny sizes, 1 round (CI)
+//! cargo run --release -p trellis-bench -- --only tcp_echo --runtimes trellis,tokio-mt
+//! ```
+//!
+//! See `docs/benchmarks.md` for what each workload measures and how to read the output.
+
+mod harness;
+mod memory;
+mod report;
+mod runtimes;
+mod workloads;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use harness::{Plan, Row};
+use runtimes::Runtime;
+use workloads::{Sizes, Workload};
+
+const USAGE: &str = "\
+usage: trellis-bench [OPTIONS]
+
+  --smoke            tiny sizes, 1 round, no warm-up (a few seconds; for CI)
+  --rounds N         measured rounds per workload (default 7; 1 with --smoke)
+  --no-warmup        skip the discarded warm-up round
+  --only NAMES       run only these workloads (comma-separated, option may repeat)
+  --runtimes NAMES   run only these runtimes (comma-separated); `trellis` and `tokio`
+                     select both flavours
+  --json PATH        also write the results as JSON to PATH
+  -h, --help         this text
+
+workloads: spawn_join yield chained_spawn ping_pong mpsc timers cancel_blocked tcp_echo
+           idle_memory
+runtimes:  trellis-mt trellis-ct tokio-mt tokio-ct smol
+";
+
+/// The parsed command line.
+struct Args {
+    smoke: bool,
+    rounds: Option<usize>,
+    warmup: bool,
+    workloads: Vec<Workload>,
+    runtimes: Vec<Runtime>,
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some(memory::CHILD_FLAG) {
+        memory::child_main(&argv[1..]);
+        return ExitCode::SUCCESS;
+    }
+    let args = match parse(&argv) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("trellis-bench: {msg}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let plan = Plan {
+        sizes: if args.smoke {
+            Sizes::SMOKE
+        } else {
+            Sizes::FULL
+        },
+        warmup: args.warmup && !args.smoke,
+        rounds: args.rounds.unwrap_or(if args.smoke { 1 } else { 7 }),
+        workloads: args.workloads,
+        runtimes: args.runtimes,
+        sample_limit: Duration::from_secs(if args.smoke { 30 } else { 120 }),
+    };
+    println!(
+        "trellis-bench: {} worker threads, {} round(s){}, runtimes: {}",
+        runtimes::worker_threads(),
+        plan.rounds,
+        if plan.warmup { " after a warm-up" } else { "" },
+        plan.runtimes
+            .iter()
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let results = harness::run(&plan, |result| print!("{}", report::table(&plan, result)));
+    print!("{}", report::summary(&plan, &results));
+
+    if let Some(path) = &args.json {
+        if let Err(e) = std::fs::write(path, report::json(&plan, args.smoke, &results)) {
+            eprintln!("trellis-bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let failed = results
+        .iter()
+        .flat_map(|r| &r.rows)
+        .any(|(_, row)| matches!(row, Row::Failed(_)));
+    if failed {
+        eprintln!("trellis-bench: some samples failed (see above)");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Parses the command line; `Ok(None)` asks for the usage text.
+fn parse(argv: &[String]) -> Result<Option<Args>, String> {
+    let mut args = Args {
+        smoke: false,
+        rounds: None,
+        warmup: true,
+        workloads: Vec::new(),
+        runtimes: Vec::new(),
+        json: None,
+    };
+    let mut it = argv.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value"))
+                .cloned()
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--smoke" => args.smoke = true,
+            "--no-warmup" => args.warmup = false,
+            "--rounds" => {
+                let v = value()?;
+                match v.parse() {
+                    Ok(n) if n > 0 => args.rounds = Some(n),
+                    _ => return Err(format!("--rounds wants a positive integer, not {v:?}")),
+                }
+            }
+            "--only" => {
+                for name in value()?.split(',').filter(|s| !s.is_empty()) {
+                    let w = Workload::from_name(name)
+                        .ok_or_else(|| format!("unknown workload {name:?}"))?;
+                    if !args.workloads.contains(&w) {
+                        args.workloads.push(w);
+                    }
+                }
+            }
+            "--runtimes" => {
+                for name in value()?.split(',').filter(|s| !s.is_empty()) {
+                    let selected: Vec<Runtime> = Runtime::ALL
+                        .into_iter()
+                        .filter(|r| r.name() == name || r.name().split('-').next() == Some(name))
+                        .collect();
+                    if selected.is_empty() {
+                        return Err(format!("unknown runtime {name:?}"));
+                    }
+                    for r in selected {
+                        if !args.runtimes.contains(&r) {
+                            args.runtimes.push(r);
+                        }
+                    }
+                }
+            }
+            "--json" => args.json = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    // Keep the canonical order whatever order the filters were given in.
+    args.workloads = if args.workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        Workload::ALL
+            .into_iter()
+            .filter(|w| args.workloads.contains(w))
+            .collect()
+    };
+    args.runtimes = if args.runtimes.is_empty() {
+        Runtime::ALL.to_vec()
+    } else {
+        Runtime::ALL
+            .into_iter()
+            .filter(|r| args.runtimes.contains(r))
+            .collect()
+    };
+    Ok(Some(args))
+}

@@ -162,7 +162,11 @@ impl Future for Checkpoint {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if !self.yield_once.yielded {
             if context::current_node_addr().is_null() {
-                outside_runtime("checkpoint");
+                outside_runtime(if self.check {
+                    "checkpoint"
+                } else {
+                    "cancel_shielded_checkpoint"
+                });
             }
             return self.yield_once.poll_yield(cx).map(Ok);
         }
@@ -171,9 +175,7 @@ impl Future for Checkpoint {
         }
         // C7: a deadline that passed while this task ran is seen at this checkpoint, even if
         // no worker has looked at the timers since.
-        if let Some(rt) = context::try_current() {
-            rt.driver.fire_due_timers();
-        }
+        context::with_runtime(|rt| rt.map(|rt| rt.driver.fire_due_timers()));
         match current_cancellation("checkpoint") {
             Some(c) => Poll::Ready(Err(c)),
             None => Poll::Ready(Ok(())),
@@ -184,9 +186,7 @@ impl Future for Checkpoint {
 /// Fails at once, without yielding, if the enclosing scope is cancelled (trio's
 /// `checkpoint_if_cancelled`).
 pub async fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
-    if let Some(rt) = context::try_current() {
-        rt.driver.fire_due_timers();
-    }
+    context::with_runtime(|rt| rt.map(|rt| rt.driver.fire_due_timers()));
     match current_cancellation("checkpoint_if_cancelled") {
         Some(c) => Err(c),
         None => Ok(()),

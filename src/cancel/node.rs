@@ -57,12 +57,19 @@ pub(crate) trait TreeNode: Send + Sync + 'static {
     /// Drops the task's future now, waiting for a poll in progress on another thread to end.
     /// Only task cells do anything.
     fn teardown(&self) {}
+
+    /// For a task spawned with `spawn_local`, the thread its future belongs to.
+    fn local_thread(&self) -> Option<std::thread::ThreadId> {
+        None
+    }
 }
 
 /// What a node stands for.
 #[derive(Debug)]
 pub(crate) enum NodeKind {
-    Root,
+    /// The root of a runtime's tree. It knows its runtime, so that code on a thread outside the
+    /// runtime can find it from any linked node (a deadline set from another thread, C2/C5).
+    Root(Weak<Shared>),
     Task(TaskInfo),
     Scope,
     Nursery,
@@ -87,26 +94,103 @@ pub(crate) struct NodeState {
     parent: Option<Arc<dyn TreeNode>>,
     /// Our key in the parent's `children`, while linked.
     slot: Option<usize>,
-    children: Slab<Arc<dyn TreeNode>>,
-    waiters: Slab<Waker>,
+    children: Children,
+    waiters: Waiters,
     pub(crate) cancel_called: bool,
-    pub(crate) reason: Option<CancelReason>,
     pub(crate) shield: bool,
-    pub(crate) deadline: Option<Instant>,
-    timer: Option<TimerKey>,
-    /// The runtime, kept once the node is linked and has had a deadline (for timer upkeep).
-    rt: Option<Weak<Shared>>,
-    /// Number of task children, and how many of them are services (N12).
-    pub(crate) tasks: usize,
-    pub(crate) services: usize,
-    /// `start` calls in flight that will add a task (N9: keeps a nursery open).
-    pub(crate) pending_starts: usize,
     /// No new task children (a finished nursery, N5).
     pub(crate) closed: bool,
-    /// Woken when the number of non-service task children drops (the nursery owner waits).
-    pub(crate) exit_waker: Option<Waker>,
     pub(crate) cancelled_caught: bool,
     pub(crate) entered: bool,
+    /// Number of task children, and how many of them are services (N12).
+    pub(crate) tasks: u32,
+    pub(crate) services: u32,
+    /// `start` calls in flight that will add a task (N9: keeps a nursery open).
+    pub(crate) pending_starts: u32,
+    pub(crate) reason: Option<CancelReason>,
+    pub(crate) deadline: Option<Instant>,
+    /// The timer entry of `deadline` while the node is linked (boxed: most nodes never have one).
+    armed: Option<Box<Armed>>,
+    /// Woken when the number of non-service task children drops (the nursery owner waits).
+    pub(crate) exit_waker: Option<Waker>,
+}
+
+/// A deadline's entry in the timer store, and the runtime that owns the store.
+struct Armed {
+    key: TimerKey,
+    rt: Weak<Shared>,
+}
+
+/// Child nodes. Boxed and allocated on first use: most task nodes never get a child, and an
+/// idle task's size is a benchmarked figure.
+#[derive(Default)]
+struct Children(Option<Box<Slab<Arc<dyn TreeNode>>>>);
+
+impl Children {
+    fn insert(&mut self, child: Arc<dyn TreeNode>) -> usize {
+        self.0.get_or_insert_with(Default::default).insert(child)
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(slab) = &mut self.0 {
+            if slab.contains(key) {
+                slab.remove(key);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &Arc<dyn TreeNode>> {
+        self.0.iter().flat_map(|slab| slab.iter().map(|(_, c)| c))
+    }
+}
+
+/// Wakers of operations blocked in a node. The first lives inline (a task usually blocks on one
+/// thing at a time), the rest in a slab allocated on demand. Key 0 is the inline slot.
+#[derive(Default)]
+struct Waiters {
+    first: Option<Waker>,
+    more: Option<Box<Slab<Waker>>>,
+}
+
+impl Waiters {
+    fn insert(&mut self, waker: &Waker) -> usize {
+        if self.first.is_none() {
+            self.first = Some(waker.clone());
+            return 0;
+        }
+        1 + self
+            .more
+            .get_or_insert_with(Default::default)
+            .insert(waker.clone())
+    }
+
+    fn get_mut(&mut self, key: usize) -> Option<&mut Waker> {
+        match key {
+            0 => self.first.as_mut(),
+            k => self.more.as_mut().and_then(|slab| slab.get_mut(k - 1)),
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        match key {
+            0 => self.first = None,
+            k => {
+                if let Some(slab) = &mut self.more {
+                    if slab.contains(k - 1) {
+                        slab.remove(k - 1);
+                    }
+                }
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Waker> {
+        self.first.iter().chain(
+            self.more
+                .iter()
+                .flat_map(|slab| slab.iter().map(|(_, w)| w)),
+        )
+    }
 }
 
 impl Node {
@@ -117,21 +201,20 @@ impl Node {
             state: Mutex::new(NodeState {
                 parent: None,
                 slot: None,
-                children: Slab::new(),
-                waiters: Slab::new(),
+                children: Children::default(),
+                waiters: Waiters::default(),
                 cancel_called: false,
-                reason: None,
                 shield: false,
-                deadline: None,
-                timer: None,
-                rt: None,
+                closed: false,
+                cancelled_caught: false,
+                entered: false,
                 tasks: 0,
                 services: 0,
                 pending_starts: 0,
-                closed: false,
+                reason: None,
+                deadline: None,
+                armed: None,
                 exit_waker: None,
-                cancelled_caught: false,
-                entered: false,
             }),
         }
     }
@@ -163,11 +246,7 @@ impl Node {
 
     /// The children, snapshotted.
     pub(crate) fn children(&self) -> Vec<Arc<dyn TreeNode>> {
-        self.lock()
-            .children
-            .iter()
-            .map(|(_, c)| c.clone())
-            .collect()
+        self.lock().children.iter().cloned().collect()
     }
 
     /// Registers the waker of an operation blocked in this node. Returns the key, or `None` if
@@ -177,7 +256,7 @@ impl Node {
         if self.is_cancelled() {
             return None;
         }
-        Some(state.waiters.insert(waker.clone()))
+        Some(state.waiters.insert(waker))
     }
 
     /// Refreshes the waker under `key` (the operation was polled again). Returns false if the node
@@ -193,10 +272,7 @@ impl Node {
     }
 
     pub(crate) fn remove_waiter(&self, key: usize) {
-        let mut state = self.lock();
-        if state.waiters.contains(key) {
-            state.waiters.remove(key);
-        }
+        self.lock().waiters.remove(key);
     }
 }
 
@@ -206,14 +282,26 @@ impl TreeNode for Node {
     }
 }
 
+/// Is the node whose state this is linked into the tree (entered and not yet exited)?
+pub(crate) fn is_linked(state: &NodeState) -> bool {
+    state.slot.is_some()
+}
+
 /// Links `child` under `parent`. Sets its cached cancellation from the parent. Returns false
 /// (and links nothing) if `child` is a task and `parent` is closed.
 pub(crate) fn link(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>) -> bool {
+    let mut cs = child.node().lock();
+    link_locked(parent, child, &mut cs)
+}
+
+/// `link`, with the child's lock already held.
+fn link_locked(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>, cs: &mut NodeState) -> bool {
     let p = parent.node();
     let c = child.node();
-    let mut cs = c.lock();
-    let is_task = matches!(c.kind, NodeKind::Task(_));
-    let service = matches!(&c.kind, NodeKind::Task(info) if info.service);
+    let (is_task, service) = match &c.kind {
+        NodeKind::Task(info) => (true, info.service),
+        _ => (false, false),
+    };
     {
         let mut ps = p.lock();
         if is_task && ps.closed {
@@ -235,21 +323,63 @@ pub(crate) fn link(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>) -> boo
     true
 }
 
+/// Enters a cancel scope: links it under `parent` and arms its deadline (C5: one already past
+/// cancels at once). Panics if the scope was entered before.
+pub(crate) fn enter_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>, rt: &Shared) {
+    let deadline = {
+        let mut cs = child.node().lock();
+        if cs.entered {
+            drop(cs);
+            panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
+        }
+        link_locked(parent, child, &mut cs);
+        cs.deadline
+    };
+    if let Some(deadline) = deadline {
+        arm_deadline_at(child, rt, deadline);
+    }
+}
+
+/// Leaves a cancel scope: unlinks it and drops its deadline timer. Returns whether the scope
+/// absorbs the cancellation its code ended with (`returned_cancellation`): it does if it was
+/// cancelled itself and no enclosing cancellation is visible from it (C3).
+pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellation: bool) -> bool {
+    let c = child.node();
+    let (parent, slot, armed, absorbed) = {
+        let mut cs = c.lock();
+        let parent_visible =
+            !cs.shield && cs.parent.as_ref().is_some_and(|p| p.node().is_cancelled());
+        let absorbed = returned_cancellation && cs.cancel_called && !parent_visible;
+        if absorbed {
+            cs.cancelled_caught = true;
+        }
+        // Forget the parent (see `unlink`).
+        (cs.parent.take(), cs.slot.take(), cs.armed.take(), absorbed)
+    };
+    if let Some(armed) = armed {
+        rt.driver.timers.remove(armed.key);
+    }
+    if let (Some(parent), Some(slot)) = (parent, slot) {
+        parent.node().lock().children.remove(slot);
+    }
+    absorbed
+}
+
 /// Unlinks `child` from its parent (idempotent). Wakes the parent's owner if this was a task and
 /// only services (or nothing) remain. Also drops the node's pending deadline timer.
+///
+/// The node forgets its parent here: an exited node that kept its parent alive would make the
+/// last drop of a deep chain of nested scopes recurse once per level (C9).
 pub(crate) fn unlink(child: &dyn TreeNode) {
     let c = child.node();
-    let (parent, slot, timer, rt) = {
+    let (parent, slot, armed) = {
         let mut cs = c.lock();
-        (
-            cs.parent.clone(),
-            cs.slot.take(),
-            cs.timer.take(),
-            cs.rt.take(),
-        )
+        (cs.parent.take(), cs.slot.take(), cs.armed.take())
     };
-    if let (Some(key), Some(rt)) = (timer, rt.and_then(|rt| rt.upgrade())) {
-        rt.driver.timers.remove(key);
+    if let Some(armed) = armed {
+        if let Some(rt) = armed.rt.upgrade() {
+            rt.driver.timers.remove(armed.key);
+        }
     }
     let (Some(parent), Some(slot)) = (parent, slot) else {
         return;
@@ -257,15 +387,13 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
     let p = parent.node();
     let waker = {
         let mut ps = p.lock();
-        if ps.children.contains(slot) {
-            ps.children.remove(slot);
-        }
+        ps.children.remove(slot);
         if let NodeKind::Task(info) = &c.kind {
             ps.tasks -= 1;
             if info.service {
                 ps.services -= 1;
             }
-            if ps.tasks - ps.services == 0 || ps.tasks == 0 {
+            if ps.tasks == ps.services {
                 ps.exit_waker.take()
             } else {
                 None
@@ -320,14 +448,27 @@ fn visit(
     let s = node.lock();
     let eff = s.cancel_called || (!s.shield && parent_eff);
     let was = node.eff_cancelled.swap(eff, Ordering::AcqRel);
-    if eff == was {
-        return;
+    if eff != was {
+        changed(&s, eff, stack, wake);
     }
+}
+
+/// A node's cached flag just changed to `eff`: queue its waiters (if it became cancelled) and
+/// its children.
+fn changed(
+    s: &NodeState,
+    eff: bool,
+    stack: &mut Vec<(Arc<dyn TreeNode>, bool)>,
+    wake: &mut Vec<Waker>,
+) {
     if eff {
-        wake.extend(s.waiters.iter().map(|(_, w)| w.clone()));
+        wake.extend(s.waiters.iter().cloned());
     }
     // Un-cancelling (a shield was raised) wakes nothing: blocked operations keep waiting.
-    stack.extend(s.children.iter().map(|(_, c)| (c.clone(), eff)));
+    // Pushed in reverse so they are popped in slot order: wake-ups go out in tree order (a
+    // node's own waiters, then each child's subtree in turn), which on a current-thread runtime
+    // is the order the woken tasks run in.
+    stack.extend(s.children.iter().rev().map(|c| (c.clone(), eff)));
 }
 
 /// Raises or lowers a node's shield with immediate effect (C4).
@@ -349,11 +490,26 @@ pub(crate) fn set_shield(target: &dyn TreeNode, shield: bool) {
 /// Moves a task node under a new parent (a started task joins its nursery, N9).
 pub(crate) fn reparent(child: &Arc<dyn TreeNode>, new_parent: &Arc<dyn TreeNode>) -> bool {
     let _tree = tree_lock();
+    let was = child.node().is_cancelled();
     unlink_for_move(child.node());
     if !link(new_parent, child) {
         return false;
     }
-    propagate(child.as_ref());
+    // `link` has already set the moved node's own flag from its new parent, so `propagate`
+    // would see no change there and stop: the node's waiters and its subtree (a started task
+    // with its own nursery of sleeping children, moved into a cancelled nursery) would never
+    // learn of the cancellation. Carry the change down from here instead. `TREE_LOCK` is held,
+    // so the flag cannot change between `link` and this.
+    let now = child.node().is_cancelled();
+    if now != was {
+        let mut wake = Vec::new();
+        let mut stack = Vec::new();
+        changed(&child.node().lock(), now, &mut stack, &mut wake);
+        while let Some((n, parent_eff)) = stack.pop() {
+            visit(n.node(), parent_eff, &mut stack, &mut wake);
+        }
+        wake.into_iter().for_each(Waker::wake);
+    }
     true
 }
 
@@ -365,9 +521,7 @@ fn unlink_for_move(c: &Node) {
     };
     if let (Some(parent), Some(slot)) = (parent, slot) {
         let mut ps = parent.node().lock();
-        if ps.children.contains(slot) {
-            ps.children.remove(slot);
-        }
+        ps.children.remove(slot);
         if let NodeKind::Task(info) = &c.kind {
             ps.tasks -= 1;
             if info.service {
@@ -377,12 +531,35 @@ fn unlink_for_move(c: &Node) {
     }
 }
 
+/// Runtime shutdown, once no worker runs any more: closes every node below `root` to new tasks,
+/// then tears down every task still in the tree, parents before children. Normally there is
+/// none — nurseries wait for their tasks — but a nursery future that was leaked
+/// (`mem::forget`) or moved out of the runtime's main future still holds tasks, and every task
+/// future must be gone before `block_on` returns. Iterative, like `propagate`.
+pub(crate) fn shut_down(root: &dyn TreeNode) {
+    let mut tasks = Vec::new();
+    let mut stack = root.node().children();
+    while let Some(n) = stack.pop() {
+        let children = {
+            let mut s = n.node().lock();
+            s.closed = true;
+            s.children.iter().cloned().collect::<Vec<_>>()
+        };
+        if n.node().task_info().is_some() {
+            tasks.push(n);
+        }
+        stack.extend(children);
+    }
+    // Tearing a task down drops its future, which tears down its own nurseries' tasks first;
+    // those are then already done and `teardown` returns at once.
+    for task in tasks {
+        task.teardown();
+    }
+}
+
 /// Called by the timer store when a scope's deadline arrives.
 pub(crate) fn deadline_fired(node: &Arc<dyn TreeNode>) {
-    {
-        let mut s = node.node().lock();
-        s.timer = None;
-    }
+    node.node().lock().armed = None;
     cancel(node.as_ref(), CancelReason::Deadline);
 }
 
@@ -390,29 +567,34 @@ pub(crate) fn deadline_fired(node: &Arc<dyn TreeNode>) {
 /// already past cancels at once (C5).
 pub(crate) fn set_deadline(target: &Arc<dyn TreeNode>, deadline: Option<Instant>) {
     let node = target.node();
-    let (old_timer, rt) = {
+    let armed = {
         let mut s = node.lock();
         s.deadline = deadline;
         if !s.entered || s.slot.is_none() {
             return;
         }
-        (s.timer.take(), s.rt.as_ref().and_then(Weak::upgrade))
+        s.armed.take()
     };
-    let rt = match rt.or_else(crate::runtime::context::try_current) {
-        Some(rt) => rt,
-        None => return,
+    // The runtime owning the old timer, else the calling thread's, else (a thread outside the
+    // runtime) the one at the root of the node's tree.
+    let rt = armed
+        .as_ref()
+        .and_then(|a| a.rt.upgrade())
+        .or_else(crate::runtime::context::try_current)
+        .or_else(|| runtime_of(node));
+    let Some(rt) = rt else {
+        return;
     };
-    if let Some(key) = old_timer {
-        rt.driver.timers.remove(key);
+    if let Some(armed) = armed {
+        rt.driver.timers.remove(armed.key);
     }
     arm_deadline(target, &rt);
 }
 
 /// Arms the timer for a linked node's deadline, or cancels at once if it is already past.
 pub(crate) fn arm_deadline(target: &Arc<dyn TreeNode>, rt: &Arc<Shared>) {
-    let node = target.node();
     let deadline = {
-        let s = node.lock();
+        let s = target.node().lock();
         if s.cancel_called {
             return;
         }
@@ -421,6 +603,11 @@ pub(crate) fn arm_deadline(target: &Arc<dyn TreeNode>, rt: &Arc<Shared>) {
             None => return,
         }
     };
+    arm_deadline_at(target, rt, deadline);
+}
+
+fn arm_deadline_at(target: &Arc<dyn TreeNode>, rt: &Shared, deadline: Instant) {
+    let node = target.node();
     if deadline <= rt.driver.now() {
         cancel(target.as_ref(), CancelReason::Deadline);
         return;
@@ -428,17 +615,32 @@ pub(crate) fn arm_deadline(target: &Arc<dyn TreeNode>, rt: &Arc<Shared>) {
     let key = rt.insert_timer(deadline, TimerTarget::Scope(Arc::downgrade(target)));
     let stale = {
         let mut s = node.lock();
-        if s.slot.is_none() || s.deadline != Some(deadline) {
+        if s.slot.is_none() || s.deadline != Some(deadline) || s.cancel_called {
             Some(key)
         } else {
-            s.timer = Some(key);
-            s.rt = Some(Arc::downgrade(rt));
-            None
+            // Two threads arming at once (a deadline set while the scope is being entered):
+            // keep one entry, never leak the other.
+            s.armed
+                .replace(Box::new(Armed { key, rt: rt.weak() }))
+                .map(|old| old.key)
         }
     };
     if let Some(key) = stale {
         rt.driver.timers.remove(key);
     }
+}
+
+/// The runtime whose tree `node` is linked into, found at the root.
+fn runtime_of(node: &Node) -> Option<Arc<Shared>> {
+    let mut rt = None;
+    walk_up(node, |n, _| match n.kind() {
+        NodeKind::Root(weak) => {
+            rt = weak.upgrade();
+            false
+        }
+        _ => true,
+    });
+    rt
 }
 
 /// Is cancellation from outside this node visible inside it? (the parent is effectively

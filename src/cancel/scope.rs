@@ -104,10 +104,19 @@ impl CancelScope {
         F: Future,
         F::Output: Outcome,
     {
+        self.run_named("CancelScope::run", future)
+    }
+
+    /// [`run`](CancelScope::run), naming `function` in the panic raised outside a runtime (R2).
+    fn run_named<F>(&self, function: &'static str, future: F) -> Scoped<F>
+    where
+        F: Future,
+        F::Output: Outcome,
+    {
         Scoped {
             node: self.node.clone(),
             future,
-            state: ScopedState::New,
+            state: ScopedState::New(function),
         }
     }
 
@@ -125,14 +134,32 @@ impl CancelScope {
     }
 
     /// Whether `cancel` was called or the deadline passed (C2).
+    ///
+    /// As in trio, a deadline seen to have passed while the scope is active or not yet entered
+    /// cancels the scope then and there, so the answer never turns back to `false` (moving the
+    /// deadline later does not un-cancel). A deadline that passes after the scope exited does not
+    /// count: the scope no longer guards any code.
     pub fn cancel_called(&self) -> bool {
-        let (called, deadline) = {
+        let (called, deadline, exited) = {
             let s = self.node.lock();
-            (s.cancel_called, s.deadline)
+            (
+                s.cancel_called,
+                s.deadline,
+                s.entered && !node::is_linked(&s),
+            )
         };
-        called
-            || deadline
-                .is_some_and(|d| context::try_current().is_some_and(|rt| rt.driver.now() >= d))
+        if called {
+            return true;
+        }
+        if exited {
+            return false;
+        }
+        let passed = deadline
+            .is_some_and(|d| context::with_runtime(|rt| rt.is_some_and(|rt| rt.driver.now() >= d)));
+        if passed {
+            node::cancel(self.node.as_ref(), CancelReason::Deadline);
+        }
+        passed
     }
 
     /// Whether a cancellation of this scope actually ended the code run in it (C2).
@@ -170,14 +197,16 @@ impl CancelScope {
 }
 
 pub(crate) fn deadline_after(function: &str, timeout: Duration) -> Instant {
-    match context::try_current() {
+    context::with_runtime(|rt| match rt {
         Some(rt) => rt.driver.now() + timeout,
         None => outside_runtime(function),
-    }
+    })
 }
 
 enum ScopedState {
-    New,
+    /// Not entered yet; the public function that made the future, for the panic outside a
+    /// runtime.
+    New(&'static str),
     Entered,
     Done,
 }
@@ -212,8 +241,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.state {
-            ScopedState::New => {
-                enter(this.node);
+            ScopedState::New(function) => {
+                enter(this.node, function);
                 *this.state = ScopedState::Entered;
             }
             ScopedState::Entered => {}
@@ -227,12 +256,12 @@ where
             }
         };
         *this.state = ScopedState::Done;
-        let absorbed = output.cancellation().is_some()
-            && this.node.lock().cancel_called
-            && !node::parent_cancel_visible(this.node);
-        node::unlink(this.node.as_ref());
+        let returned_cancellation = output.cancellation().is_some();
+        let absorbed = context::with_runtime(|rt| {
+            let rt = rt.expect("a node is set, so a runtime is entered");
+            node::exit_scope(this.node.as_ref(), rt, returned_cancellation)
+        });
         if absorbed {
-            this.node.lock().cancelled_caught = true;
             Poll::Ready(None)
         } else {
             Poll::Ready(Some(output))
@@ -240,19 +269,15 @@ where
     }
 }
 
-fn enter(node: &Arc<Node>) {
-    if node.lock().entered {
-        panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
-    }
+fn enter(node: &Arc<Node>, function: &str) {
     let Some(parent) = context::current_node_arc() else {
-        outside_runtime("CancelScope::run");
+        outside_runtime(function);
     };
     let child: Arc<dyn TreeNode> = node.clone();
-    node::link(&parent, &child);
-    if node.lock().deadline.is_some() {
-        let rt = context::try_current().expect("a node is set, so a runtime is entered");
-        node::arm_deadline(&child, &rt);
-    }
+    context::with_runtime(|rt| {
+        let rt = rt.expect("a node is set, so a runtime is entered");
+        node::enter_scope(&parent, &child, rt);
+    });
 }
 
 /// Runs `future` with a deadline `timeout` from now; `None` if the deadline (or a cancel of
@@ -275,7 +300,8 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    move_on_at(deadline_after("move_on_after", timeout), future)
+    CancelScope::with_deadline(deadline_after("move_on_after", timeout))
+        .run_named("move_on_after", future)
 }
 
 /// Runs `future` with a deadline; `None` if the deadline ended it (C6).
@@ -284,7 +310,7 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    CancelScope::with_deadline(deadline).run(future)
+    CancelScope::with_deadline(deadline).run_named("move_on_at", future)
 }
 
 /// Runs `future` with a deadline `timeout` from now; `Err(TimedOut)` if the deadline ended it
@@ -303,7 +329,10 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    fail_at(deadline_after("fail_after", timeout), future)
+    FailAt {
+        inner: CancelScope::with_deadline(deadline_after("fail_after", timeout))
+            .run_named("fail_after", future),
+    }
 }
 
 /// Runs `future` with a deadline; `Err(TimedOut)` if the deadline ended it (C6).
@@ -313,7 +342,7 @@ where
     F::Output: Outcome,
 {
     FailAt {
-        inner: move_on_at(deadline, future),
+        inner: CancelScope::with_deadline(deadline).run_named("fail_at", future),
     }
 }
 

@@ -44,6 +44,9 @@ impl<T> Sender<T> {
     /// [`reason`](SendError::reason) is [`Error::Cancelled`] (the enclosing scope was cancelled
     /// before the message was taken: the send did not happen), [`Error::Closed`] (this handle
     /// was closed) or [`Error::BrokenResource`] (every receiver is gone).
+    ///
+    /// Dropping the future (rather than cancelling its scope) cannot give the message back: if
+    /// a receiver had not taken it yet, it is dropped with the future and was not sent.
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
         Op::<SendSite<T>>::new(&self.chan.state, self.request(value)).await
     }

@@ -247,7 +247,7 @@ impl<T: AsRawFd, R, F: FnMut(&T) -> io::Result<R>> Future for IoOp<'_, T, F, R> 
             }
             Poll::Ready(result) => {
                 this.cancel.clear();
-                if this.blocked {
+                if this.blocked || !context::must_yield() {
                     return Poll::Ready(result);
                 }
                 this.done = Some(result);

@@ -8,11 +8,18 @@
 use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::cancel::node::TreeNode;
 use crate::runtime::Shared;
 
 thread_local! {
+    /// The runtime clock's time as of the current poll; see `Driver::now`.
+    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Yields an operation may still skip in this task poll; see `must_yield`.
+    static BUDGET: Cell<u32> = const { Cell::new(0) };
+    /// The runtime's `yield_budget`, copied here when the thread enters the runtime.
+    static BUDGET_REFILL: Cell<u32> = const { Cell::new(0) };
     static RUNTIME: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
     static NODE: Cell<Option<*const dyn TreeNode>> = const { Cell::new(None) };
 }
@@ -22,6 +29,45 @@ pub(crate) fn try_current() -> Option<Arc<Shared>> {
     RUNTIME.with(|rt| rt.borrow().clone())
 }
 
+/// Runs `f` with a borrow of the runtime this thread serves (no reference-count traffic: use
+/// this on hot paths instead of `try_current`).
+#[inline]
+pub(crate) fn with_runtime<R>(f: impl FnOnce(Option<&Arc<Shared>>) -> R) -> R {
+    RUNTIME.with(|rt| f(rt.borrow().as_ref()))
+}
+
+pub(crate) fn cached_now() -> Option<Instant> {
+    NOW.with(Cell::get)
+}
+
+pub(crate) fn set_cached_now(now: Instant) {
+    NOW.with(|c| c.set(Some(now)));
+}
+
+/// Forgets the cached time (a mock clock moved).
+pub(crate) fn clear_cached_now() {
+    NOW.with(|c| c.set(None));
+}
+
+/// Called at the start of every task poll: forgets the cached time and refills the budget of
+/// skipped yields (see `Builder::yield_budget`).
+pub(crate) fn begin_poll() {
+    NOW.with(|c| c.set(None));
+    BUDGET.with(|b| b.set(BUDGET_REFILL.with(Cell::get)));
+}
+
+/// Must an operation that completed without blocking yield now? Spends one unit of the task's
+/// budget; says yes once it is spent (and outside a task poll, where there is no budget).
+pub(crate) fn must_yield() -> bool {
+    BUDGET.with(|b| match b.get() {
+        0 => true,
+        n => {
+            b.set(n - 1);
+            false
+        }
+    })
+}
+
 /// Is this thread inside a runtime?
 pub(crate) fn in_runtime() -> bool {
     RUNTIME.with(|rt| rt.borrow().is_some())
@@ -29,18 +75,25 @@ pub(crate) fn in_runtime() -> bool {
 
 /// Makes this thread serve `rt` until the guard is dropped.
 pub(crate) fn enter_runtime(rt: Arc<Shared>) -> RuntimeGuard {
+    let refill = rt.yield_budget();
+    let previous_budget = BUDGET_REFILL.with(|b| b.replace(refill));
     let previous = RUNTIME.with(|cell| cell.borrow_mut().replace(rt));
-    RuntimeGuard { previous }
+    RuntimeGuard {
+        previous,
+        previous_budget,
+    }
 }
 
 pub(crate) struct RuntimeGuard {
     previous: Option<Arc<Shared>>,
+    previous_budget: u32,
 }
 
 impl Drop for RuntimeGuard {
     fn drop(&mut self) {
         let previous = self.previous.take();
         RUNTIME.with(|cell| *cell.borrow_mut() = previous);
+        BUDGET_REFILL.with(|b| b.set(self.previous_budget));
     }
 }
 

@@ -82,8 +82,20 @@ struct Idle {
 pub(crate) struct MainState {
     /// Its waker fired since it was last polled.
     pub(crate) woken: AtomicBool,
+    /// Multi-threaded flavour: the `block_on` thread is polling it right now. Set before `woken`
+    /// is cleared and cleared after the poll, so that between the two flags the main future is
+    /// never seen as blocked while it runs (it may be spawning tasks the workers have not seen
+    /// yet: an autojump then would move time under it).
+    pub(crate) running: AtomicBool,
     /// Multi-threaded flavour: the `block_on` thread parks here.
     pub(crate) parker: Parker,
+}
+
+impl MainState {
+    /// Woken and not yet polled, or being polled.
+    fn runnable(&self) -> bool {
+        self.woken.load(Ordering::SeqCst) || self.running.load(Ordering::SeqCst)
+    }
 }
 
 /// Per-worker state only its own thread touches.
@@ -94,6 +106,12 @@ struct Local {
     lifo_streak: Cell<u32>,
     searching: Cell<bool>,
     tick: Cell<u32>,
+    /// Tasks pushed onto, and popped from, this worker's own queue: positions in its FIFO order.
+    pushed: Cell<u64>,
+    popped: Cell<u64>,
+    /// Current-thread flavour: the main future was woken on this thread when `pushed` had this
+    /// value; it is polled once the tasks queued before that have run (strict wake order).
+    main_ticket: Cell<Option<u64>>,
 }
 
 thread_local! {
@@ -173,8 +191,19 @@ impl Scheduler {
     }
 
     fn push_local(&self, local: &Local, runnable: Runnable) {
-        if let Err(e) = self.workers[local.index].queue.push(runnable) {
-            self.push_remote(e.into_inner());
+        if let Err(runnable) = self.push_own(local, runnable) {
+            self.push_remote(runnable);
+        }
+    }
+
+    /// Pushes onto this worker's own queue, counting the push; gives the task back if it is full.
+    fn push_own(&self, local: &Local, runnable: Runnable) -> Result<(), Runnable> {
+        match self.workers[local.index].queue.push(runnable) {
+            Ok(()) => {
+                local.pushed.set(local.pushed.get() + 1);
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
         }
     }
 
@@ -230,7 +259,17 @@ impl Scheduler {
     pub(crate) fn wake_main(&self, shared: &Shared) {
         self.main.woken.store(true, Ordering::SeqCst);
         if shared.is_current_thread() {
-            if with_local(shared, |l| l.is_some()) {
+            let on_worker = with_local(shared, |l| match l {
+                Some(l) => {
+                    // Its place in the run order: after everything queued so far.
+                    if l.main_ticket.get().is_none() {
+                        l.main_ticket.set(Some(l.pushed.get()));
+                    }
+                    true
+                }
+                None => false,
+            });
+            if on_worker {
                 return;
             }
             let mut idle = self.idle();
@@ -256,7 +295,7 @@ impl Scheduler {
     pub(crate) fn is_quiescent(&self) -> bool {
         self.num_idle.load(Ordering::SeqCst) == self.workers.len()
             && !self.has_work()
-            && !self.main.woken.load(Ordering::SeqCst)
+            && !self.main.runnable()
     }
 
     fn find_task(&self, local: &Local) -> Option<Runnable> {
@@ -278,14 +317,15 @@ impl Scheduler {
         local.lifo_streak.set(0);
         let own = &self.workers[local.index].queue;
         if let Ok(r) = own.pop() {
+            local.popped.set(local.popped.get() + 1);
             return Some(r);
         }
         if let Ok(r) = self.injector.pop() {
             for _ in 0..INJECTOR_BATCH.min(self.injector.len()) {
                 match self.injector.pop() {
                     Ok(extra) => {
-                        if let Err(e) = own.push(extra) {
-                            self.push_remote(e.into_inner());
+                        if let Err(extra) = self.push_own(local, extra) {
+                            self.push_remote(extra);
                             break;
                         }
                     }
@@ -337,9 +377,29 @@ impl Scheduler {
     }
 
     /// Runs queued tasks until none is left or `budget` ran. Returns how many ran.
-    fn run_tasks(&self, shared: &Shared, local: &Local, budget: usize) -> usize {
+    ///
+    /// `main_here`: the main future is polled by this thread between batches (current-thread
+    /// flavour). Once it is woken, the batch ends when the tasks queued before its wake-up have
+    /// run, so the main future too runs in wake order: a checkpoint in it lets every task that
+    /// was already runnable run once, and no more. (Without this a task that yields in a loop ran
+    /// up to `budget` times before the main future's next poll.) While the main future is
+    /// blocked this costs one load per task.
+    fn run_tasks(&self, shared: &Shared, local: &Local, budget: usize, main_here: bool) -> usize {
         let mut ran = 0;
         while ran < budget {
+            if main_here && self.main.woken.load(Ordering::Relaxed) {
+                // Woken from another thread, the main future has no ticket yet: it queues now.
+                let ticket = match local.main_ticket.get() {
+                    Some(ticket) => ticket,
+                    None => {
+                        local.main_ticket.set(Some(local.pushed.get()));
+                        local.pushed.get()
+                    }
+                };
+                if local.popped.get() >= ticket {
+                    break;
+                }
+            }
             if self.shutdown.load(Ordering::Relaxed) {
                 break;
             }
@@ -419,7 +479,7 @@ impl Scheduler {
     fn is_quiescent_but_me(&self) -> bool {
         self.num_idle.load(Ordering::SeqCst) + 1 >= self.workers.len()
             && !self.has_work()
-            && !self.main.woken.load(Ordering::SeqCst)
+            && !self.main.runnable()
     }
 
     /// The loop of a worker thread (and of the `block_on` thread on the current-thread flavour,
@@ -438,6 +498,9 @@ impl Scheduler {
             lifo_streak: Cell::new(0),
             searching: Cell::new(false),
             tick: Cell::new(0),
+            pushed: Cell::new(0),
+            popped: Cell::new(0),
+            main_ticket: Cell::new(None),
         };
         LOCAL.with(|l| l.set(&local));
         struct Reset;
@@ -449,15 +512,18 @@ impl Scheduler {
         let _reset = Reset;
         loop {
             if let Some(poll_main) = poll_main.as_mut() {
-                if self.main.woken.swap(false, Ordering::SeqCst) && poll_main() {
-                    break;
+                if self.main.woken.swap(false, Ordering::SeqCst) {
+                    local.main_ticket.set(None);
+                    if poll_main() {
+                        break;
+                    }
                 }
             }
             if self.shutdown.load(Ordering::SeqCst) {
                 break;
             }
             // Between two polls of the main future, run a bounded batch so it is not starved.
-            if self.run_tasks(shared, &local, 256) == 0 {
+            if self.run_tasks(shared, &local, 256, poll_main.is_some()) == 0 {
                 self.park(shared, &local);
             }
         }

@@ -512,8 +512,12 @@ pub(crate) fn poll_op<S: Site>(
                 Some(value) => {
                     drop(st);
                     wakes.wake_all();
-                    // Completed without blocking: still a schedule point (principle 3). The
-                    // value is kept across the yield and redelivered if we are dropped.
+                    // Completed without blocking: still a schedule point (principle 3), taken
+                    // when the task's yield budget is spent. The value is kept across the yield
+                    // and redelivered if we are dropped.
+                    if !context::must_yield() {
+                        return Poll::Ready(S::finish(value, request));
+                    }
                     *phase = Phase::Done(value, request);
                     cx.waker().wake_by_ref();
                     Poll::Pending
@@ -655,3 +659,7 @@ impl<S: Site> Drop for Op<'_, S> {
         abandon(self.state, &mut self.phase);
     }
 }
+
+#[cfg(test)]
+#[path = "parking_lot_tests.rs"]
+mod tests;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -74,7 +75,15 @@ pub struct TaskHandle<T: 'static> {
     cell: Arc<dyn JoinCell<T>>,
     cancel: CancelWaiter,
     yield_once: YieldOnce,
+    /// The handle hands out a `T`, so it may cross threads only if `T` may. (`JoinCell` is
+    /// `Send + Sync` whatever `T` is, so without this a `spawn_local` task's `!Send` value could
+    /// be awaited, and so moved, on another thread.)
+    _value: PhantomData<T>,
 }
+
+// The value is never pinned in the handle (it lives in the task's cell), so the handle moves
+// freely whatever `T` is.
+impl<T: 'static> Unpin for TaskHandle<T> {}
 
 impl<T: 'static> fmt::Debug for TaskHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -90,6 +99,7 @@ impl<T: 'static> TaskHandle<T> {
             cell,
             cancel: CancelWaiter::new(),
             yield_once: YieldOnce::default(),
+            _value: PhantomData,
         }
     }
 }

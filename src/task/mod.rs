@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::task::{Context, Poll};
+use std::thread::ThreadId;
 
 use async_task::{Builder, WithInfo};
 
@@ -36,6 +37,10 @@ pub use handle::TaskHandle;
 const IDLE: u8 = 0;
 const POLLING: u8 = 1;
 const DONE: u8 = 2;
+/// Flag added to IDLE or POLLING by a teardown: no new poll may start. Without it a teardown
+/// could wait indefinitely behind a busy task that another worker re-polls as soon as each poll
+/// ends (its `IDLE` window is a few instructions wide).
+const CLOSING: u8 = 4;
 
 /// Where a child's failure goes: its nursery, or, before `TaskStatus::started`, the `start` call.
 pub(crate) trait Report<E>: Send + Sync {
@@ -54,15 +59,21 @@ pub(crate) trait Report<E>: Send + Sync {
 
 pub(crate) struct ChildCell<F, T, E> {
     node: Node,
-    /// IDLE, POLLING (the future is being polled or dropped) or DONE (the future is gone).
+    /// IDLE, POLLING (the future is being polled or dropped) or DONE (the future is gone), with
+    /// CLOSING added once a teardown has begun.
     poll_state: AtomicU8,
     future: UnsafeCell<ManuallyDrop<F>>,
     pub(crate) join: Mutex<JoinState<T>>,
     reporter: Arc<dyn Report<E>>,
+    /// The runtime: its scheduler (the task's schedule function reaches it through here) and its
+    /// count of live task futures.
+    rt: Arc<Shared>,
+    /// For a `spawn_local` task, the only thread its future may be polled or dropped on.
+    local_thread: Option<ThreadId>,
 }
 
-// SAFETY: the future is only touched by whoever moved `poll_state` from IDLE to POLLING, so it is
-// never accessed from two threads at once. The spawn functions require `F: Send` and `T: Send`
+// SAFETY: the future is only touched by whoever set the POLLING bit of `poll_state` (from IDLE,
+// or from CLOSING for a teardown), so it is never accessed from two threads at once. The spawn functions require `F: Send` and `T: Send`
 // except for `spawn_local`, which is only allowed on the current-thread runtime, where every
 // poll and drop happens on the runtime's one thread. `E` is required `Send` by `Nursery`.
 unsafe impl<F, T, E> Send for ChildCell<F, T, E> {}
@@ -84,6 +95,10 @@ where
             unsafe { ManuallyDrop::drop(&mut *self.future.get()) }
         }));
         self.poll_state.store(DONE, Ordering::Release);
+        // Counted here, where the future goes, and before the task unlinks from its nursery: so
+        // once a nursery is done, `statistics().live_tasks` no longer counts its tasks. (The
+        // runner that `async-task` drops a little later may still be in flight on a worker.)
+        self.rt.live_tasks.fetch_sub(1, Ordering::Relaxed);
         result.err()
     }
 
@@ -122,16 +137,22 @@ where
         &self.node
     }
 
+    fn local_thread(&self) -> Option<ThreadId> {
+        self.local_thread
+    }
+
     fn teardown(&self) {
+        // From here on the runner refuses to start a poll, so we wait for one poll at most.
+        self.poll_state.fetch_or(CLOSING, Ordering::AcqRel);
         loop {
             match self.poll_state.compare_exchange(
-                IDLE,
-                POLLING,
+                CLOSING,
+                CLOSING | POLLING,
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
                 Ok(_) => break,
-                Err(DONE) => return,
+                Err(state) if state & DONE != 0 => return,
                 // Being polled on another thread: polls are short, wait for this one to end.
                 Err(_) => std::thread::yield_now(),
             }
@@ -164,9 +185,10 @@ where
             .compare_exchange(IDLE, POLLING, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            // Torn down by its nursery: nothing left to run.
+            // Torn down (or being torn down) by its nursery: nothing left to run.
             return Poll::Ready(());
         }
+        context::begin_poll();
         let polled = {
             let _guard = context::set_node(cell);
             panic::catch_unwind(AssertUnwindSafe(|| {
@@ -178,7 +200,8 @@ where
         };
         let outcome = match polled {
             Ok(Poll::Pending) => {
-                cell.poll_state.store(IDLE, Ordering::Release);
+                // Clears POLLING only: a teardown's CLOSING flag must stay.
+                cell.poll_state.fetch_and(!POLLING, Ordering::Release);
                 return Poll::Pending;
             }
             Ok(Poll::Ready(out)) => Ok(out),
@@ -194,14 +217,6 @@ where
     }
 }
 
-impl<F, T, E> Drop for ChildRunner<F, T, E> {
-    fn drop(&mut self) {
-        if let Some(rt) = context::try_current() {
-            rt.live_tasks.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// What to spawn, and under which node.
 pub(crate) struct SpawnSpec<'a, E> {
     pub(crate) rt: &'a Arc<Shared>,
@@ -209,7 +224,15 @@ pub(crate) struct SpawnSpec<'a, E> {
     pub(crate) name: Option<Arc<str>>,
     pub(crate) service: bool,
     pub(crate) reporter: Arc<dyn Report<E>>,
+    /// Called with the task's node once it is linked and before it is first scheduled, so the
+    /// caller can record it before the task can possibly run (`start` needs this).
+    pub(crate) on_linked: Option<&'a OnLinked<'a>>,
+    /// A `spawn_local` task: its future is tied to the calling thread.
+    pub(crate) local: bool,
 }
+
+/// See [`SpawnSpec::on_linked`].
+pub(crate) type OnLinked<'a> = dyn Fn(&Arc<dyn TreeNode>) + 'a;
 
 /// Spawns a child. `local` futures need not be `Send`; the caller checked the flavour.
 ///
@@ -235,7 +258,12 @@ where
         future: UnsafeCell::new(ManuallyDrop::new(future)),
         join: Mutex::new(JoinState::Pending(None)),
         reporter: spec.reporter,
+        rt: rt.clone(),
+        local_thread: spec.local.then(|| std::thread::current().id()),
     });
+    // Counted before linking, so that the refused path below, which drops the future through
+    // `drop_future` (and so uncounts it), stays balanced.
+    rt.live_tasks.fetch_add(1, Ordering::Relaxed);
     let tree: Arc<dyn TreeNode> = cell.clone();
     if !node::link(&spec.parent, &tree) {
         // Never polled: drop the future through the normal path so the state is consistent.
@@ -243,10 +271,11 @@ where
         let _ = cell.drop_future();
         return Err(crate::Error::NurseryClosed);
     }
-    rt.live_tasks.fetch_add(1, Ordering::Relaxed);
-    let schedule_rt = rt.clone();
-    let schedule =
-        move |runnable, info| schedule_rt.scheduler.schedule(&schedule_rt, runnable, info);
+    let schedule_cell = cell.clone();
+    let schedule = move |runnable, info| {
+        let rt = &schedule_cell.rt;
+        rt.scheduler.schedule(rt, runnable, info)
+    };
     let runner = ChildRunner { cell: cell.clone() };
     // SAFETY: `ChildRunner` is `Send` when `F` and `T` are (the caller guarantees the
     // current-thread condition otherwise); it is `'static`; the schedule function is
@@ -257,6 +286,9 @@ where
             .spawn_unchecked(move |()| runner, WithInfo(schedule))
     };
     task.detach();
+    if let Some(on_linked) = spec.on_linked {
+        on_linked(&tree);
+    }
     rt.scheduler.schedule_new(rt, runnable);
     let handle = TaskHandle::new(cell.clone());
     Ok((handle, tree))

@@ -126,6 +126,7 @@ impl MockClock {
     }
 
     fn time_changed(&self) {
+        context::clear_cached_now();
         if let Some(rt) = context::try_current() {
             rt.driver.fire_due_timers();
             rt.scheduler.kick_driver(&rt);
@@ -151,6 +152,7 @@ impl Clock for MockClock {
     }
 
     fn autojump_to(&self, deadline: Instant) {
+        context::clear_cached_now();
         let mut s = self.state();
         s.rebase();
         if deadline > s.virtual_base {

@@ -49,7 +49,8 @@ pub fn wait_all_tasks_blocked() -> WaitAllTasksBlocked {
 
 /// Like [`wait_all_tasks_blocked`], but the tasks must have stayed blocked for `cushion` of real
 /// time. When several tasks wait, those with the smallest cushion wake first, in the order they
-/// started waiting; a cushion at or below a mock clock's autojump threshold wins over the jump.
+/// started waiting. While any task waits here, a mock clock does not autojump (as in trio): the
+/// waiters see the state before time moves on.
 pub fn wait_all_tasks_blocked_for(cushion: Duration) -> WaitAllTasksBlocked {
     WaitAllTasksBlocked {
         cushion,

@@ -610,6 +610,8 @@ impl Portal {
             name: Some("portal".into()),
             service: false,
             reporter: Arc::new(Detached),
+            on_linked: None,
+            local: false,
         };
         // SAFETY: the future and its output are `Send`.
         let spawned = unsafe { spawn_child(spec, task) };

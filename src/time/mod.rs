@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::cancel::{outside_runtime, CancelWaiter, YieldOnce};
 use crate::error::Cancelled;
-use crate::runtime::context;
+use crate::runtime::{context, Shared};
 use timers::{TimerKey, TimerTarget};
 
 /// The current time on the runtime's clock (the mock clock's in tests).
@@ -23,10 +23,10 @@ use timers::{TimerKey, TimerTarget};
 /// # Panics
 /// Outside a runtime (R2).
 pub fn now() -> Instant {
-    match context::try_current() {
-        Some(rt) => rt.driver.now(),
+    context::with_runtime(|rt| match rt {
+        Some(rt) => rt.driver.fresh_now(),
         None => outside_runtime("now"),
-    }
+    })
 }
 
 /// Sleeps for `duration` on the runtime's clock. A checkpoint: fails with `Cancelled` when the
@@ -87,9 +87,7 @@ impl Sleep {
 
     fn remove_timer(&mut self) {
         if let Some(key) = self.timer.take() {
-            if let Some(rt) = context::try_current() {
-                rt.driver.timers.remove(key);
-            }
+            context::with_runtime(|rt| rt.map(|rt| rt.driver.timers.remove(key)));
         }
     }
 }
@@ -99,21 +97,35 @@ impl Future for Sleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if let Poll::Ready(c) = this.cancel.poll_cancelled("sleep", cx) {
+        // Name the function the caller used, for the panic outside a runtime (R2).
+        let function = match this.until {
+            SleepUntil::After(_) => "sleep",
+            SleepUntil::At(_) => "sleep_until",
+            SleepUntil::Never => "sleep_forever",
+        };
+        if let Poll::Ready(c) = this.cancel.poll_cancelled(function, cx) {
             this.remove_timer();
             return Poll::Ready(Err(c));
         }
-        let rt = context::try_current().expect("poll_cancelled checked the runtime");
-        let now = rt.driver.now();
+        context::with_runtime(|rt| {
+            let rt = rt.expect("poll_cancelled checked the runtime");
+            this.poll_timer(rt, cx)
+        })
+    }
+}
+
+impl Sleep {
+    fn poll_timer(&mut self, rt: &Shared, cx: &mut Context<'_>) -> Poll<Result<(), Cancelled>> {
+        let this = self;
         let deadline = match (this.deadline, this.until) {
             (Some(d), _) => Some(d),
-            (None, SleepUntil::After(d)) => Some(now + d),
+            (None, SleepUntil::After(d)) => Some(rt.driver.now() + d),
             (None, SleepUntil::At(t)) => Some(t),
             (None, SleepUntil::Never) => None,
         };
         this.deadline = deadline;
         match deadline {
-            Some(d) if d <= now => {
+            Some(d) if d <= rt.driver.now() => {
                 if let Some(key) = this.timer.take() {
                     rt.driver.timers.remove(key);
                 }

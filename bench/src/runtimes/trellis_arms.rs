@@ -1,0 +1,218 @@
+//! The workloads on trellis, multi-thread (one worker per core) or current-thread flavour.
+//!
+//! Structured form: every child lives in a nursery, and a nursery's return is the join. The
+//! chained spawn hands the nursery down the chain, so the nursery's return is the completion
+//! signal; cancellation is `n.cancel()` on the nursery's scope.
+//!
+//! Pending (its rows read "n/a" until the library has it): `tcp_echo` needs `trellis::net`.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use trellis::{checkpoint, move_on_after, nursery, sleep_forever, Error, Flavor, Nursery, Runtime};
+
+use super::{nanos, worker_threads, Outcome};
+use crate::memory::rss_bytes;
+use crate::workloads::{Sizes, Workload, TIMER_TIMEOUT};
+
+/// Runs one sample of `workload`: nanoseconds, or bytes per task for `IdleMemory`.
+pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> Outcome {
+    let s = *s;
+    let time = |d: Duration| Outcome::Value(nanos(d));
+    match workload {
+        Workload::SpawnJoin => time(block_on(multi_thread, spawn_join(s.spawn_tasks))),
+        Workload::Yield => time(block_on(multi_thread, yield_many(s.yield_tasks, s.yields))),
+        Workload::ChainedSpawn => time(block_on(multi_thread, chained_spawn(s.chain_depth))),
+        Workload::PingPong => time(block_on(
+            multi_thread,
+            ping_pong(s.ping_pairs, s.ping_round_trips),
+        )),
+        Workload::Mpsc => time(block_on(
+            multi_thread,
+            mpsc_many(s.mpsc_producers, s.mpsc_messages, s.mpsc_capacity),
+        )),
+        Workload::Timers => time(block_on(multi_thread, timers(s.timer_tasks, s.timeouts))),
+        Workload::CancelBlocked => time(block_on(multi_thread, cancel_blocked(s.cancel_tasks))),
+        // Pending: trellis::net.
+        Workload::TcpEcho => Outcome::NotAvailable,
+        Workload::IdleMemory => Outcome::Value(block_on(multi_thread, idle_memory(s.idle_tasks))),
+    }
+}
+
+/// Builds a fresh runtime and runs `body` as a child task of a nursery on it.
+fn block_on<F, T>(multi_thread: bool, body: F) -> T
+where
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    let builder = if multi_thread {
+        Runtime::builder().worker_threads(worker_threads())
+    } else {
+        Runtime::builder().flavor(Flavor::CurrentThread)
+    };
+    let rt = builder.build().expect("build trellis runtime");
+    rt.block_on(nursery(
+        |n: Nursery<Error>| async move { n.spawn(body)?.await },
+    ))
+    .expect("benchmark body failed")
+}
+
+async fn spawn_join(tasks: usize) -> Result<Duration, Error> {
+    let start = Instant::now();
+    nursery(|n: Nursery<Error>| async move {
+        for _ in 0..tasks {
+            n.spawn(async { Ok::<_, Error>(()) })?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(start.elapsed())
+}
+
+async fn yield_many(tasks: usize, yields: usize) -> Result<Duration, Error> {
+    let start = Instant::now();
+    nursery(|n: Nursery<Error>| async move {
+        for _ in 0..tasks {
+            n.spawn(async move {
+                for _ in 0..yields {
+                    checkpoint().await?;
+                }
+                Ok::<_, Error>(())
+            })?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(start.elapsed())
+}
+
+async fn chained_spawn(depth: usize) -> Result<Duration, Error> {
+    fn link(n: Nursery<Error>, left: usize) -> Result<(), Error> {
+        if left > 0 {
+            let next = n.clone();
+            n.spawn(async move { link(next, left - 1) })?;
+        }
+        Ok(())
+    }
+    let start = Instant::now();
+    nursery(|n: Nursery<Error>| async move { link(n, depth) }).await?;
+    Ok(start.elapsed())
+}
+
+async fn ping_pong(pairs: usize, round_trips: usize) -> Result<Duration, Error> {
+    let start = Instant::now();
+    nursery(|n: Nursery<Error>| async move {
+        for _ in 0..pairs {
+            let (ping_tx, ping_rx) = trellis::channel::bounded::<usize>(1);
+            let (pong_tx, pong_rx) = trellis::channel::bounded::<usize>(1);
+            n.spawn(async move {
+                for i in 0..round_trips {
+                    ping_tx.send(i).await?;
+                    assert_eq!(pong_rx.recv().await?, i);
+                }
+                Ok::<_, Error>(())
+            })?;
+            n.spawn(async move {
+                while let Ok(i) = ping_rx.recv().await {
+                    pong_tx.send(i).await?;
+                }
+                Ok::<_, Error>(())
+            })?;
+        }
+        Ok(())
+    })
+    .await
+    .expect("ping_pong nursery");
+    Ok(start.elapsed())
+}
+
+async fn mpsc_many(producers: usize, messages: usize, capacity: usize) -> Result<Duration, Error> {
+    let start = Instant::now();
+    nursery(|n: Nursery<Error>| async move {
+        let (tx, rx) = trellis::channel::bounded::<usize>(capacity);
+        for _ in 0..producers {
+            let tx = tx.clone();
+            n.spawn(async move {
+                for i in 0..messages {
+                    tx.send(i).await?;
+                }
+                Ok::<_, Error>(())
+            })?;
+        }
+        drop(tx);
+        n.spawn(async move {
+            let mut received = 0;
+            while rx.recv().await.is_ok() {
+                received += 1;
+            }
+            assert_eq!(received, producers * messages);
+            Ok::<_, Error>(())
+        })?;
+        Ok(())
+    })
+    .await
+    .expect("mpsc nursery");
+    Ok(start.elapsed())
+}
+
+async fn timers(tasks: usize, timeouts: usize) -> Result<Duration, Error> {
+    let start = Instant::now();
+    nursery(|n: Nursery<Error>| async move {
+        for _ in 0..tasks {
+            n.spawn(async move {
+                for _ in 0..timeouts {
+                    move_on_after(TIMER_TIMEOUT, checkpoint())
+                        .await
+                        .expect("timer fired")?;
+                }
+                Ok::<_, Error>(())
+            })?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(start.elapsed())
+}
+
+/// Spawns `tasks` children of `n` that park forever and waits until all of them have parked.
+async fn spawn_parked(n: &Nursery<Error>, tasks: usize) -> Result<(), Error> {
+    let parked = Arc::new(AtomicUsize::new(0));
+    for _ in 0..tasks {
+        let parked = parked.clone();
+        n.spawn(async move {
+            parked.fetch_add(1, Ordering::Relaxed);
+            // Err(Cancelled) once the nursery is cancelled; the nursery absorbs it.
+            sleep_forever().await?;
+            Ok::<_, Error>(())
+        })?;
+    }
+    while parked.load(Ordering::Relaxed) < tasks {
+        checkpoint().await?;
+    }
+    Ok(())
+}
+
+async fn cancel_blocked(tasks: usize) -> Result<Duration, Error> {
+    let start = nursery(|n: Nursery<Error>| async move {
+        spawn_parked(&n, tasks).await?;
+        let start = Instant::now();
+        n.cancel();
+        Ok(start)
+    })
+    .await?;
+    Ok(start.elapsed())
+}
+
+async fn idle_memory(tasks: usize) -> Result<f64, Error> {
+    let before = rss_bytes();
+    let after = nursery(|n: Nursery<Error>| async move {
+        spawn_parked(&n, tasks).await?;
+        let after = rss_bytes();
+        n.cancel();
+        Ok(after)
+    })
+    .await?;
+    Ok(after.saturating_sub(before) as f64 / tasks as f64)
+}

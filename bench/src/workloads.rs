@@ -1,0 +1,205 @@
+//! The catalogue of workloads: what each one measures, how big it is, and how its result is
+//! read.
+//!
+//! Every runtime arm (`runtimes/*.rs`) implements the same work in that runtime's idiomatic
+//! structured form: a trellis nursery, a tokio `JoinSet`, smol tasks collected and awaited. The
+//! body always runs as a spawned task, never directly under `block_on` (driving work from
+//! `block_on` measures the reactor's parking path instead of the scheduler).
+//!
+//! All results are "lower is better": a time (reported per run and per operation) or a number
+//! of bytes per task.
+
+use std::time::Duration;
+
+/// One benchmark workload. The doc comment of each variant is what the row measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Spawn `tasks` trivial tasks from one task and wait for all of them: the cost of a
+    /// spawn, a schedule, a poll and a join (per task).
+    SpawnJoin,
+    /// `tasks` tasks each yield `yields` times (trellis `checkpoint()`, tokio `yield_now`, smol
+    /// `yield_now`): the cost of one reschedule through the run queue (per yield).
+    Yield,
+    /// Each task spawns the next, `depth` deep; the last one signals completion. The cost of a
+    /// spawn from inside a running task, where the new task is the only runnable one (per
+    /// link).
+    ChainedSpawn,
+    /// `pairs` pairs of tasks bounce a message back and forth `round_trips` times over two
+    /// bounded(1) channels: the wake-up path between two tasks (per round trip).
+    PingPong,
+    /// `producers` tasks each send `messages` values into one consumer over a bounded channel
+    /// of `capacity`: channel throughput under contention and back-pressure (per message).
+    Mpsc,
+    /// `tasks` tasks each run `timeouts` sequential operations under a 60 s timeout that never
+    /// fires (the guarded operation yields once, so the timer is really registered): the cost
+    /// of setting and cancelling a timer (per timeout).
+    Timers,
+    /// Spawn `tasks` tasks that block forever, wait until every one of them has parked, then
+    /// cancel them all and wait until all are gone. Only the cancellation is timed: the cost
+    /// of cancelling and reaping one parked task (per task).
+    CancelBlocked,
+    /// `connections` TCP connections over loopback, each doing `round_trips` sequential 64-byte
+    /// echo round trips against an echo server running in the same runtime. Reported as
+    /// requests per second; the ratio uses the time per round trip (lower is better).
+    TcpEcho,
+    /// Resident-memory growth (`/proc/self/statm`) while `tasks` tasks are parked, divided by
+    /// the number of tasks: bytes per idle task. Measured in a fresh child process per sample
+    /// so that memory freed by earlier workloads does not hide the growth.
+    IdleMemory,
+}
+
+/// How a workload's samples are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Wall-clock time of the timed section; `ops` operations per run.
+    Time { ops: u64, op: &'static str },
+    /// Bytes of resident memory per task.
+    BytesPerTask,
+}
+
+/// Problem sizes for one run of the whole suite.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    pub spawn_tasks: usize,
+    pub yield_tasks: usize,
+    pub yields: usize,
+    pub chain_depth: usize,
+    pub ping_pairs: usize,
+    pub ping_round_trips: usize,
+    pub mpsc_producers: usize,
+    pub mpsc_messages: usize,
+    pub mpsc_capacity: usize,
+    pub timer_tasks: usize,
+    pub timeouts: usize,
+    pub cancel_tasks: usize,
+    pub tcp_connections: usize,
+    pub tcp_round_trips: usize,
+    pub idle_tasks: usize,
+}
+
+/// The size of one TCP echo message.
+pub const ECHO_MESSAGE: usize = 64;
+
+/// The timeout used by the timers workload; it never fires.
+pub const TIMER_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Sizes {
+    /// The sizes of a real run.
+    pub const FULL: Sizes = Sizes {
+        spawn_tasks: 100_000,
+        yield_tasks: 1_000,
+        yields: 1_000,
+        chain_depth: 100_000,
+        ping_pairs: 100,
+        ping_round_trips: 1_000,
+        mpsc_producers: 4,
+        mpsc_messages: 250_000,
+        mpsc_capacity: 1_024,
+        timer_tasks: 100,
+        timeouts: 1_000,
+        cancel_tasks: 100_000,
+        tcp_connections: 64,
+        tcp_round_trips: 1_000,
+        idle_tasks: 100_000,
+    };
+
+    /// Tiny sizes for CI (`--smoke`): every arm runs, the whole suite takes a few seconds.
+    pub const SMOKE: Sizes = Sizes {
+        spawn_tasks: 1_000,
+        yield_tasks: 10,
+        yields: 10,
+        chain_depth: 1_000,
+        ping_pairs: 4,
+        ping_round_trips: 10,
+        mpsc_producers: 4,
+        mpsc_messages: 1_000,
+        mpsc_capacity: 16,
+        timer_tasks: 4,
+        timeouts: 100,
+        cancel_tasks: 1_000,
+        tcp_connections: 4,
+        tcp_round_trips: 10,
+        idle_tasks: 1_000,
+    };
+}
+
+impl Workload {
+    /// Every workload, in the order they run.
+    pub const ALL: [Workload; 9] = [
+        Workload::SpawnJoin,
+        Workload::Yield,
+        Workload::ChainedSpawn,
+        Workload::PingPong,
+        Workload::Mpsc,
+        Workload::Timers,
+        Workload::CancelBlocked,
+        Workload::TcpEcho,
+        Workload::IdleMemory,
+    ];
+
+    /// The name used on the command line, in the table and in the JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::SpawnJoin => "spawn_join",
+            Workload::Yield => "yield",
+            Workload::ChainedSpawn => "chained_spawn",
+            Workload::PingPong => "ping_pong",
+            Workload::Mpsc => "mpsc",
+            Workload::Timers => "timers",
+            Workload::CancelBlocked => "cancel_blocked",
+            Workload::TcpEcho => "tcp_echo",
+            Workload::IdleMemory => "idle_memory",
+        }
+    }
+
+    /// Looks a workload up by its name.
+    pub fn from_name(name: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.name() == name)
+    }
+
+    /// How the samples are read, at the given sizes.
+    pub fn metric(self, s: &Sizes) -> Metric {
+        let time = |ops: usize, op| Metric::Time {
+            ops: ops as u64,
+            op,
+        };
+        match self {
+            Workload::SpawnJoin => time(s.spawn_tasks, "task"),
+            Workload::Yield => time(s.yield_tasks * s.yields, "yield"),
+            Workload::ChainedSpawn => time(s.chain_depth, "spawn"),
+            Workload::PingPong => time(s.ping_pairs * s.ping_round_trips, "round trip"),
+            Workload::Mpsc => time(s.mpsc_producers * s.mpsc_messages, "message"),
+            Workload::Timers => time(s.timer_tasks * s.timeouts, "timeout"),
+            Workload::CancelBlocked => time(s.cancel_tasks, "task"),
+            Workload::TcpEcho => time(s.tcp_connections * s.tcp_round_trips, "request"),
+            Workload::IdleMemory => Metric::BytesPerTask,
+        }
+    }
+
+    /// A one-line description of the size of the workload, for the table heading.
+    pub fn describe(self, s: &Sizes) -> String {
+        match self {
+            Workload::SpawnJoin => format!("spawn and join {} trivial tasks", s.spawn_tasks),
+            Workload::Yield => format!("{} tasks x {} yields", s.yield_tasks, s.yields),
+            Workload::ChainedSpawn => format!("chain of {} spawns", s.chain_depth),
+            Workload::PingPong => format!(
+                "{} pairs x {} round trips over bounded(1) channels",
+                s.ping_pairs, s.ping_round_trips
+            ),
+            Workload::Mpsc => format!(
+                "{} producers x {} messages, bounded({})",
+                s.mpsc_producers, s.mpsc_messages, s.mpsc_capacity
+            ),
+            Workload::Timers => format!(
+                "{} tasks x {} timeouts set and cancelled",
+                s.timer_tasks, s.timeouts
+            ),
+            Workload::CancelBlocked => format!("cancel {} parked tasks", s.cancel_tasks),
+            Workload::TcpEcho => format!(
+                "{} connections x {} round trips of {} bytes",
+                s.tcp_connections, s.tcp_round_trips, ECHO_MESSAGE
+            ),
+            Workload::IdleMemory => format!("RSS growth for {} parked tasks", s.idle_tasks),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Hand-off races on the multi-threaded runtime, in bounded loops: waiters are dropped or
+//! cancelled at arbitrary moments while other threads hand them values, and at the end every
+//! message was received exactly once and every lock, permit and token was given back
+//! (principle 4). The state machines are mutex-protected (no hand-rolled atomics), so these
+//! runs stand in for a loom model.
+
+mod support;
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use support::block_on_multi;
+use trellis::channel::bounded;
+use trellis::sync::{CapacityLimiter, Mutex, Semaphore};
+use trellis::{move_on_after, nursery, Error};
+
+const WORKERS: usize = 4;
+const ROUNDS: usize = 20;
+
+/// Polls `f` until it completes or `yields` schedule points have passed; then drops it.
+async fn race<F: Future>(f: F, yields: u32) -> Option<F::Output> {
+    let mut f = pin!(f);
+    let mut left = yields;
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if left == 0 {
+            return Poll::Ready(None);
+        }
+        left -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
+/// A small deterministic pseudo-random sequence per task.
+fn lcg(seed: &mut u64) -> u32 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (*seed >> 33) as u32
+}
+
+fn channel_round(capacity: usize) {
+    const PRODUCERS: u64 = 4;
+    const CONSUMERS: u64 = 4;
+    const PER_PRODUCER: u64 = 300;
+    let received = Arc::new(StdMutex::new(Vec::new()));
+    let r2 = received.clone();
+    block_on_multi(WORKERS, async move {
+        let (tx, rx) = bounded::<u64>(capacity);
+        nursery(|n| async move {
+            for p in 0..PRODUCERS {
+                let tx = tx.clone();
+                n.spawn(async move {
+                    let mut seed = p;
+                    for i in 0..PER_PRODUCER {
+                        let value = p * PER_PRODUCER + i;
+                        // Sends are cancelled by short deadlines: a cancelled send has not
+                        // happened (the scope absorbs it: `None`), so it is sent again; one
+                        // that completed is never repeated.
+                        loop {
+                            let deadline = Duration::from_micros(u64::from(lcg(&mut seed) % 30));
+                            match move_on_after(deadline, tx.send(value)).await {
+                                Some(result) => break result?,
+                                None => continue,
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            drop(tx);
+            for c in 0..CONSUMERS {
+                let (rx, received) = (rx.clone(), r2.clone());
+                n.spawn(async move {
+                    let mut seed = 100 + c;
+                    let mut mine = Vec::new();
+                    loop {
+                        let pick = lcg(&mut seed) % 4;
+                        let got = if pick == 0 {
+                            // Cancelled by a deadline rather than dropped.
+                            move_on_after(Duration::from_micros(20), rx.recv()).await
+                        } else {
+                            race(rx.recv(), pick).await
+                        };
+                        match got {
+                            None => continue,
+                            Some(Ok(v)) => mine.push(v),
+                            Some(Err(Error::EndOfChannel)) => break,
+                            Some(Err(e)) => return Err(e),
+                        }
+                    }
+                    received.lock().unwrap().extend(mine);
+                    Ok(())
+                })?;
+            }
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    });
+    let mut got = received.lock().unwrap().clone();
+    got.sort_unstable();
+    // Every message exactly once: none lost by an abandoned receive, none sent twice.
+    let expected: Vec<u64> = (0..PRODUCERS * PER_PRODUCER).collect();
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "capacity {capacity}: lost or duplicated messages"
+    );
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn channel_hand_off_races_lose_nothing() {
+    for _ in 0..ROUNDS {
+        channel_round(0);
+        channel_round(3);
+    }
+}
+
+#[test]
+fn lock_hand_off_races_leak_nothing() {
+    for round in 0..ROUNDS {
+        let mutex = Arc::new(Mutex::new(0usize));
+        let sem = Arc::new(Semaphore::new(2));
+        let limiter = CapacityLimiter::new(2);
+        let inside = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::new(AtomicUsize::new(0));
+        let (m2, s2, l2, in2, t2) = (
+            mutex.clone(),
+            sem.clone(),
+            limiter.clone(),
+            inside.clone(),
+            taken.clone(),
+        );
+        block_on_multi(WORKERS, async move {
+            nursery(|n| async move {
+                for task in 0..8u64 {
+                    let (m, s, l, inside, taken) =
+                        (m2.clone(), s2.clone(), l2.clone(), in2.clone(), t2.clone());
+                    n.spawn(async move {
+                        let mut seed = task * 31 + round as u64;
+                        for _ in 0..150 {
+                            let patience = lcg(&mut seed) % 4;
+                            if let Some(g) = race(m.lock(), patience).await {
+                                let mut g = g?;
+                                *g += 1;
+                                taken.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if let Some(p) = race(s.acquire(), patience).await {
+                                let _p = p?;
+                                assert!(inside.fetch_add(1, Ordering::SeqCst) < 2);
+                                trellis::checkpoint().await?;
+                                inside.fetch_sub(1, Ordering::SeqCst);
+                            }
+                            let deadline = Duration::from_micros(u64::from(patience) * 10);
+                            if let Some(t) = move_on_after(deadline, l.acquire()).await {
+                                let _t = t?;
+                                assert!(l.borrowed_tokens() <= 2);
+                            }
+                        }
+                        Ok(())
+                    })?;
+                }
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap();
+        });
+        assert_eq!(*mutex.try_lock().unwrap(), taken.load(Ordering::Relaxed));
+        let stats = mutex.statistics();
+        assert_eq!((stats.locked, stats.tasks_waiting), (false, 0));
+        assert_eq!(sem.value(), 2, "a permit leaked");
+        assert_eq!(sem.statistics().tasks_waiting, 0);
+        assert_eq!(limiter.borrowed_tokens(), 0, "a token leaked");
+        assert_eq!(limiter.statistics().tasks_waiting, 0);
+    }
+}
