@@ -154,7 +154,16 @@ fn the_limiter_caps_threads_running_at_once() {
                     thread::run_blocking(move || {
                         let now = r.fetch_add(1, Ordering::SeqCst) + 1;
                         m.fetch_max(now, Ordering::SeqCst);
+                        // Wait (at most 2 s) for a second thread, so that the limit is
+                        // reached however slowly threads start; a third would show up in `m`.
+                        for _ in 0..2000 {
+                            if r.load(Ordering::SeqCst) >= 2 {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
                         std::thread::sleep(Duration::from_millis(3));
+                        m.fetch_max(r.load(Ordering::SeqCst), Ordering::SeqCst);
                         r.fetch_sub(1, Ordering::SeqCst);
                     })
                     .limiter(&limiter)
