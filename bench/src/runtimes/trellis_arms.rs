@@ -3,19 +3,23 @@
 //! Structured form: every child lives in a nursery, and a nursery's return is the join. The
 //! chained spawn hands the nursery down the chain, so the nursery's return is the completion
 //! signal; cancellation is `n.cancel()` on the nursery's scope.
-//!
-//! Pending (its rows read "n/a" until the library has it): `tcp_echo` needs `trellis::net`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use trellis::{checkpoint, move_on_after, nursery, sleep_forever, Error, Flavor, Nursery, Runtime};
+use futures_lite::AsyncReadExt;
+use trellis::net::{TcpListener, TcpStream};
+use trellis::{
+    checkpoint, move_on_after, nursery, sleep_forever, Error, Flavor, Nursery, NurseryError,
+    Runtime,
+};
 
 use super::{nanos, worker_threads, Outcome};
 use crate::memory::rss_bytes;
-use crate::workloads::{Sizes, Workload, TIMER_TIMEOUT};
+use crate::workloads::{Sizes, Workload, ECHO_MESSAGE, TIMER_TIMEOUT};
 
 /// Runs one sample of `workload`: nanoseconds, or bytes per task for `IdleMemory`.
 pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> Outcome {
@@ -35,8 +39,10 @@ pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> Outcome {
         )),
         Workload::Timers => time(block_on(multi_thread, timers(s.timer_tasks, s.timeouts))),
         Workload::CancelBlocked => time(block_on(multi_thread, cancel_blocked(s.cancel_tasks))),
-        // Pending: trellis::net.
-        Workload::TcpEcho => Outcome::NotAvailable,
+        Workload::TcpEcho => time(block_on(
+            multi_thread,
+            tcp_echo(s.tcp_connections, s.tcp_round_trips),
+        )),
         Workload::IdleMemory => Outcome::Value(block_on(multi_thread, idle_memory(s.idle_tasks))),
     }
 }
@@ -203,6 +209,63 @@ async fn cancel_blocked(tasks: usize) -> Result<Duration, Error> {
     })
     .await?;
     Ok(start.elapsed())
+}
+
+async fn tcp_echo(connections: usize, round_trips: usize) -> Result<Duration, Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let elapsed = nursery(|n: Nursery<Error>| async move {
+        n.spawn(serve(listener))?;
+
+        let start = Instant::now();
+        nursery(|clients: Nursery<Error>| async move {
+            for _ in 0..connections {
+                clients.spawn(client(addr, round_trips))?;
+            }
+            Ok(())
+        })
+        .await?;
+        let elapsed = start.elapsed();
+        n.cancel();
+        Ok(elapsed)
+    })
+    .await?;
+    Ok(elapsed)
+}
+
+/// The echo server: accepts until cancelled, one handler task per connection.
+async fn serve(mut listener: TcpListener) -> Result<(), Error> {
+    let served: Result<(), NurseryError<Error>> = nursery(|handlers: Nursery<Error>| async move {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            handlers.spawn(echo(stream))?;
+        }
+    })
+    .await;
+    served.map_err(Error::from)
+}
+
+async fn echo(mut stream: TcpStream) -> Result<(), Error> {
+    stream.set_nodelay(true)?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        stream.write_all(&buf[..n]).await?;
+    }
+}
+
+async fn client(addr: SocketAddr, round_trips: usize) -> Result<(), Error> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut buf = [7u8; ECHO_MESSAGE];
+    for _ in 0..round_trips {
+        stream.write_all(&buf).await?;
+        stream.read_exact(&mut buf).await?;
+    }
+    Ok(())
 }
 
 async fn idle_memory(tasks: usize) -> Result<f64, Error> {
