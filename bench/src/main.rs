@@ -34,7 +34,7 @@ usage: trellis-bench [OPTIONS]
   --json PATH        also write the results as JSON to PATH
   -h, --help         this text
 
-workloads: spawn_join yield chained_spawn ping_pong mpsc timers cancel_blocked tcp_echo
+workloads: spawn_join yield chained_spawn ping_pong mpsc lock_contention timers cancel_blocked tcp_echo
            idle_memory
 runtimes:  trellis-mt trellis-ct tokio-mt tokio-ct smol
 ";

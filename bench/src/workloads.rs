@@ -30,6 +30,9 @@ pub enum Workload {
     /// `producers` tasks each send `messages` values into one consumer over a bounded channel
     /// of `capacity`: channel throughput under contention and back-pressure (per message).
     Mpsc,
+    /// `tasks` tasks each take and release one shared async mutex `iterations` times, adding
+    /// one to the value it guards: lock hand-off under contention (per lock and unlock).
+    LockContention,
     /// `tasks` tasks each run `timeouts` sequential operations under a 60 s timeout that never
     /// fires (the guarded operation yields once, so the timer is really registered): the cost
     /// of setting and cancelling a timer (per timeout).
@@ -69,6 +72,8 @@ pub struct Sizes {
     pub mpsc_producers: usize,
     pub mpsc_messages: usize,
     pub mpsc_capacity: usize,
+    pub lock_tasks: usize,
+    pub lock_iterations: usize,
     pub timer_tasks: usize,
     pub timeouts: usize,
     pub cancel_tasks: usize,
@@ -95,6 +100,8 @@ impl Sizes {
         mpsc_producers: 4,
         mpsc_messages: 250_000,
         mpsc_capacity: 1_024,
+        lock_tasks: 8,
+        lock_iterations: 50_000,
         timer_tasks: 100,
         timeouts: 1_000,
         cancel_tasks: 100_000,
@@ -114,6 +121,8 @@ impl Sizes {
         mpsc_producers: 4,
         mpsc_messages: 1_000,
         mpsc_capacity: 16,
+        lock_tasks: 4,
+        lock_iterations: 100,
         timer_tasks: 4,
         timeouts: 100,
         cancel_tasks: 1_000,
@@ -125,12 +134,13 @@ impl Sizes {
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 10] = [
         Workload::SpawnJoin,
         Workload::Yield,
         Workload::ChainedSpawn,
         Workload::PingPong,
         Workload::Mpsc,
+        Workload::LockContention,
         Workload::Timers,
         Workload::CancelBlocked,
         Workload::TcpEcho,
@@ -145,6 +155,7 @@ impl Workload {
             Workload::ChainedSpawn => "chained_spawn",
             Workload::PingPong => "ping_pong",
             Workload::Mpsc => "mpsc",
+            Workload::LockContention => "lock_contention",
             Workload::Timers => "timers",
             Workload::CancelBlocked => "cancel_blocked",
             Workload::TcpEcho => "tcp_echo",
@@ -169,6 +180,7 @@ impl Workload {
             Workload::ChainedSpawn => time(s.chain_depth, "spawn"),
             Workload::PingPong => time(s.ping_pairs * s.ping_round_trips, "round trip"),
             Workload::Mpsc => time(s.mpsc_producers * s.mpsc_messages, "message"),
+            Workload::LockContention => time(s.lock_tasks * s.lock_iterations, "lock"),
             Workload::Timers => time(s.timer_tasks * s.timeouts, "timeout"),
             Workload::CancelBlocked => time(s.cancel_tasks, "task"),
             Workload::TcpEcho => time(s.tcp_connections * s.tcp_round_trips, "request"),
@@ -189,6 +201,10 @@ impl Workload {
             Workload::Mpsc => format!(
                 "{} producers x {} messages, bounded({})",
                 s.mpsc_producers, s.mpsc_messages, s.mpsc_capacity
+            ),
+            Workload::LockContention => format!(
+                "{} tasks x {} lock/unlock of one mutex",
+                s.lock_tasks, s.lock_iterations
             ),
             Workload::Timers => format!(
                 "{} tasks x {} timeouts set and cancelled",

@@ -37,6 +37,9 @@ pub fn run(workload: Workload, s: &Sizes) -> f64 {
         Workload::Mpsc => nanos(block_on(move |ex| {
             mpsc_many(ex, s.mpsc_producers, s.mpsc_messages, s.mpsc_capacity)
         })),
+        Workload::LockContention => nanos(block_on(move |ex| {
+            lock_contention(ex, s.lock_tasks, s.lock_iterations)
+        })),
         Workload::Timers => nanos(block_on(move |ex| timers(ex, s.timer_tasks, s.timeouts))),
         Workload::CancelBlocked => nanos(block_on(move |ex| cancel_blocked(ex, s.cancel_tasks))),
         Workload::TcpEcho => nanos(block_on(move |ex| {
@@ -115,6 +118,24 @@ async fn chained_spawn(ex: Ex, depth: usize) -> Duration {
     link(ex, depth, tx);
     rx.recv().await.expect("chain broken");
     start.elapsed()
+}
+
+async fn lock_contention(ex: Ex, tasks: usize, iterations: usize) -> Duration {
+    let lock = Arc::new(async_lock::Mutex::new(0usize));
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(tasks);
+    for _ in 0..tasks {
+        let lock = lock.clone();
+        handles.push(ex.spawn(async move {
+            for _ in 0..iterations {
+                *lock.lock().await += 1;
+            }
+        }));
+    }
+    join_all(handles).await;
+    let elapsed = start.elapsed();
+    assert_eq!(*lock.lock().await, tasks * iterations);
+    elapsed
 }
 
 async fn ping_pong(ex: Ex, pairs: usize, round_trips: usize) -> Duration {

@@ -33,6 +33,10 @@ pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> f64 {
             multi_thread,
             mpsc_many(s.mpsc_producers, s.mpsc_messages, s.mpsc_capacity),
         )),
+        Workload::LockContention => nanos(block_on(
+            multi_thread,
+            lock_contention(s.lock_tasks, s.lock_iterations),
+        )),
         Workload::Timers => nanos(block_on(multi_thread, timers(s.timer_tasks, s.timeouts))),
         Workload::CancelBlocked => nanos(block_on(multi_thread, cancel_blocked(s.cancel_tasks))),
         Workload::TcpEcho => nanos(block_on(
@@ -104,6 +108,24 @@ async fn chained_spawn(depth: usize) -> Duration {
     link(depth, tx);
     rx.await.expect("chain broken");
     start.elapsed()
+}
+
+async fn lock_contention(tasks: usize, iterations: usize) -> Duration {
+    let lock = std::sync::Arc::new(tokio::sync::Mutex::new(0usize));
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..tasks {
+        let lock = lock.clone();
+        set.spawn(async move {
+            for _ in 0..iterations {
+                *lock.lock().await += 1;
+            }
+        });
+    }
+    join_all(&mut set).await;
+    let elapsed = start.elapsed();
+    assert_eq!(*lock.lock().await, tasks * iterations);
+    elapsed
 }
 
 async fn ping_pong(pairs: usize, round_trips: usize) -> Duration {

@@ -37,6 +37,10 @@ pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> Outcome {
             multi_thread,
             mpsc_many(s.mpsc_producers, s.mpsc_messages, s.mpsc_capacity),
         )),
+        Workload::LockContention => time(block_on(
+            multi_thread,
+            lock_contention(s.lock_tasks, s.lock_iterations),
+        )),
         Workload::Timers => time(block_on(multi_thread, timers(s.timer_tasks, s.timeouts))),
         Workload::CancelBlocked => time(block_on(multi_thread, cancel_blocked(s.cancel_tasks))),
         Workload::TcpEcho => time(block_on(
@@ -161,6 +165,28 @@ async fn mpsc_many(producers: usize, messages: usize, capacity: usize) -> Result
     .await
     .expect("mpsc nursery");
     Ok(start.elapsed())
+}
+
+async fn lock_contention(tasks: usize, iterations: usize) -> Result<Duration, Error> {
+    let lock = Arc::new(trellis::sync::Mutex::new(0usize));
+    let start = Instant::now();
+    let total = lock.clone();
+    nursery(|n: Nursery<Error>| async move {
+        for _ in 0..tasks {
+            let lock = lock.clone();
+            n.spawn(async move {
+                for _ in 0..iterations {
+                    *lock.lock().await? += 1;
+                }
+                Ok::<_, Error>(())
+            })?;
+        }
+        Ok(())
+    })
+    .await?;
+    let elapsed = start.elapsed();
+    assert_eq!(*total.lock().await?, tasks * iterations);
+    Ok(elapsed)
 }
 
 async fn timers(tasks: usize, timeouts: usize) -> Result<Duration, Error> {
