@@ -1,20 +1,15 @@
 //! The same stream contract checked over TCP, Unix sockets and memory streams
 //! (`testing::check_two_way_stream`, trio's `check_two_way_stream`).
 
+mod common;
+
 use std::io;
 
+use common::current_thread_on;
 use trellis::net::{TcpListener, TcpStream, UnixStream};
 use trellis::testing::{
     check_two_way_stream, memory_stream_pair, memory_stream_pair_with_capacity,
 };
-use trellis::{Flavor, Runtime};
-
-fn current_thread() -> Runtime {
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap()
-}
 
 async fn tcp_pair() -> io::Result<(TcpStream, TcpStream)> {
     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -25,7 +20,7 @@ async fn tcp_pair() -> io::Result<(TcpStream, TcpStream)> {
 
 #[test]
 fn tcp_streams_conform() {
-    current_thread()
+    current_thread_on(None)
         .block_on(check_two_way_stream(tcp_pair))
         .unwrap();
 }
@@ -37,17 +32,17 @@ fn tcp_streams_conform_on_a_multi_thread_runtime() {
 
 #[test]
 fn unix_streams_conform() {
-    current_thread()
+    current_thread_on(None)
         .block_on(check_two_way_stream(|| async { UnixStream::pair() }))
         .unwrap();
 }
 
 #[test]
 fn memory_streams_conform() {
-    current_thread()
+    current_thread_on(None)
         .block_on(check_two_way_stream(|| async { Ok(memory_stream_pair()) }))
         .unwrap();
-    current_thread()
+    current_thread_on(None)
         .block_on(check_two_way_stream(|| async {
             Ok(memory_stream_pair_with_capacity(7))
         }))
@@ -57,7 +52,7 @@ fn memory_streams_conform() {
 #[test]
 fn memory_streams_work_with_futures_io_helpers() {
     use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt};
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let (mut a, mut b) = memory_stream_pair();
             a.write_all(b"line one\nline two\n").await?;
