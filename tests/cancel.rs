@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{current_thread, secs, Log};
+use common::{current_thread, current_thread_on, secs, Log};
 use trellis::testing::{wait_all_tasks_blocked, MockClock};
 use trellis::{
     cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, current_effective_deadline,
     lowlevel, now, nursery, sleep, sleep_forever, AsCancelled, CancelReason, CancelScope,
-    Cancelled, Error, Flavor, NurseryError, Runtime,
+    Cancelled, Error, NurseryError,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1205,11 +1205,7 @@ fn c7_a_deadline_passed_while_running_is_seen_at_the_next_checkpoint() {
 fn c7_a_checkpoint_notices_a_deadline_no_one_has_fired_yet() {
     let clock = MockClock::new();
     clock.set_rate(1000.0).unwrap();
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let rt = current_thread_on(Some(&clock));
     rt.block_on(async {
         let scope = CancelScope::with_deadline(now() + Duration::from_millis(100));
         let out = scope

@@ -12,12 +12,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use common::{current_thread, secs, Log};
+use common::{current_thread, runtime, secs, Log};
 use trellis::io::AsyncFd;
 use trellis::testing::wait_all_tasks_blocked;
 use trellis::{
     checkpoint, move_on_after, now, nursery, sleep, AsCancelled, CancelReason, CancelScope, Error,
-    Flavor, Runtime,
+    Flavor,
 };
 
 /// One non-blocking read of up to 64 bytes, as text.
@@ -297,11 +297,7 @@ fn readable_is_a_checkpoint() {
 fn many_round_trips() {
     const ROUNDS: u32 = 2_000;
     for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
-        let rt = Runtime::builder()
-            .flavor(flavor)
-            .worker_threads(2)
-            .build()
-            .unwrap();
+        let rt = runtime(flavor);
         let total = rt.block_on(async {
             let (a, b) = UnixStream::pair()?;
             let (a, b) = (AsyncFd::new(a)?, AsyncFd::new(b)?);

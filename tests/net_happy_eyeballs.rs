@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::current_thread;
+use common::{current_thread, current_thread_on};
 use trellis::net::happy_eyeballs::{interleave, race, HappyEyeballs, DEFAULT_DELAY};
 use trellis::net::{ConnectError, TcpListener};
-use trellis::{AsCancelled, CancelScope, Flavor, Runtime};
+use trellis::{AsCancelled, CancelScope};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -279,10 +279,7 @@ fn no_address_is_an_error_not_a_hang() {
 fn real_connections_through_a_fake_resolver() {
     // The resolver names a closed port first, then a listening one: the refused attempt fails
     // fast and the second attempt starts at once and connects.
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap();
+    let rt = current_thread_on(None);
     rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let open = listener.local_addr()?;

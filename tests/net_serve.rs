@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::current_thread;
+use common::{current_thread, current_thread_on};
 use trellis::net::{serve_listeners, serve_tcp, serve_tcp_on, Listener, TcpStream};
 use trellis::testing::wait_all_tasks_blocked;
-use trellis::{CancelScope, Error, Flavor, NurseryError, Runtime};
+use trellis::{CancelScope, Error, NurseryError};
 
 async fn echo(mut stream: TcpStream) -> Result<(), Error> {
     let mut buf = [0u8; 4096];
@@ -174,10 +174,7 @@ fn serve_tcp_binds_every_interface() {
 fn every_handler_error_reaches_the_nursery() {
     // principle 4: two handlers fail; both errors are reported, not just the one the server
     // task returns.
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap();
+    let rt = current_thread_on(None);
     let errors = rt.block_on(async {
         let accepted = Arc::new(AtomicUsize::new(0));
         trellis::nursery(|n| async move {

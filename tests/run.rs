@@ -18,14 +18,6 @@ use trellis::{
 
 const FLAVORS: [Flavor; 2] = [Flavor::CurrentThread, Flavor::MultiThread];
 
-fn runtime(flavor: Flavor) -> Runtime {
-    Runtime::builder()
-        .flavor(flavor)
-        .worker_threads(2)
-        .build()
-        .unwrap()
-}
-
 /// A payload that is neither `&str` nor `String`, to show it arrives untouched.
 #[derive(Debug, PartialEq)]
 struct Payload(u32);

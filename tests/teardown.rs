@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::*;
 use trellis::lowlevel;
 use trellis::{
-    cancel_shielded_checkpoint, checkpoint, nursery, sleep, sleep_forever, Error, Flavor, Nursery,
-    Runtime, TaskHandle,
+    cancel_shielded_checkpoint, checkpoint, nursery, sleep, sleep_forever, Error, Nursery,
+    TaskHandle,
 };
 
 type Res<T = ()> = Result<T, TestError>;
@@ -363,10 +363,7 @@ fn local_children_of_a_nursery_dropped_elsewhere_end_on_their_own_thread() {
     let dropped_on = Arc::new(Mutex::new(None));
     let recorder = dropped_on.clone();
     let runtime_thread = std::thread::current().id();
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap();
+    let rt = current_thread_on(None);
     rt.block_on(async move {
         let mut fut = nursery(move |n: Nursery<Error>| async move {
             n.spawn_local(async move {

@@ -8,12 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{current_thread, current_thread_on, ms, Log};
+use common::{current_thread, current_thread_on, ms, multi_thread, Log};
 use trellis::testing::{wait_all_tasks_blocked, wait_all_tasks_blocked_for, MockClock};
-use trellis::{
-    checkpoint, now, nursery, sleep, sleep_forever, CancelReason, CancelScope, Error, Flavor,
-    Runtime,
-};
+use trellis::{checkpoint, now, nursery, sleep, sleep_forever, CancelReason, CancelScope, Error};
 
 // trio test_wait_all_tasks_blocked: the waiters wake only once the busy task has stopped
 // running; both wake, in the order they started waiting.
@@ -277,11 +274,7 @@ fn the_main_task_waits_for_children_to_block() {
 // empty: the waiter sees all the work of tasks spread over the workers done.
 #[test]
 fn waiting_on_a_multi_threaded_runtime() {
-    let rt = Runtime::builder()
-        .flavor(Flavor::MultiThread)
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     for _ in 0..20 {
         rt.block_on(async {
             let steps = Arc::new(AtomicUsize::new(0));

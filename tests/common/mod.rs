@@ -54,6 +54,14 @@ pub fn multi_thread(workers: usize) -> Runtime {
         .expect("a multi-thread runtime builds")
 }
 
+/// A runtime of either flavour on the system clock; a multi-threaded one has two workers.
+pub fn runtime(flavor: Flavor) -> Runtime {
+    match flavor {
+        Flavor::CurrentThread => current_thread_on(None),
+        Flavor::MultiThread => multi_thread(2),
+    }
+}
+
 /// An ordered record of what happened, shared between tasks.
 #[derive(Clone, Default)]
 pub struct Log(Arc<Mutex<Vec<String>>>);
