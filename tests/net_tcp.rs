@@ -7,7 +7,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
-use common::current_thread_on;
+use common::{current_thread_on, tcp_pair};
 use trellis::io::PartialWrite;
 use trellis::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
 use trellis::testing::wait_all_tasks_blocked;
@@ -95,7 +95,7 @@ fn cancelled_read_consumes_nothing() {
     // cancelled while blocked leaves later data for the next read.
     current_thread_on(None)
         .block_on(async {
-            let (mut a, mut b) = connected_pair().await?;
+            let (mut a, mut b) = tcp_pair().await?;
             b.write_all(b"hello").await?;
             let scope = CancelScope::new();
             scope.cancel();
@@ -128,13 +128,6 @@ fn cancelled_read_consumes_nothing() {
         .unwrap();
 }
 
-async fn connected_pair() -> io::Result<(TcpStream, TcpStream)> {
-    let mut listener = TcpListener::bind("127.0.0.1:0").await?;
-    let client = TcpStream::connect(listener.local_addr()?).await?;
-    let (server, _) = listener.accept().await?;
-    Ok((client, server))
-}
-
 #[test]
 fn cancelled_accept_loses_no_connection() {
     // principle 4: the connection stays queued for the next accept.
@@ -160,7 +153,7 @@ fn cancelled_write_all_reports_how_much_was_written() {
     // yields a PartialWrite whose count is exactly what the peer can read.
     current_thread_on(None)
         .block_on(async {
-            let (mut writer, mut reader) = connected_pair().await?;
+            let (mut writer, mut reader) = tcp_pair().await?;
             let data: Vec<u8> = (0..64 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
             let scope = CancelScope::new();
             let cancel = scope.clone();
@@ -255,7 +248,7 @@ fn unknown_host_and_bad_address_are_clear_errors() {
 fn nodelay_and_addresses() {
     current_thread_on(None)
         .block_on(async {
-            let (a, b) = connected_pair().await?;
+            let (a, b) = tcp_pair().await?;
             a.set_nodelay(true)?;
             assert!(a.nodelay()?);
             a.set_nodelay(false)?;
@@ -366,7 +359,7 @@ fn poll_read_in_a_cancelled_scope_fails_and_consumes_nothing() {
     use futures_lite::io::AsyncReadExt;
     current_thread_on(None)
         .block_on(async {
-            let (mut a, mut b) = connected_pair().await?;
+            let (mut a, mut b) = tcp_pair().await?;
             b.write_all(b"kept").await?;
             let scope = CancelScope::new();
             scope.cancel();

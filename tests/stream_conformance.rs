@@ -5,18 +5,11 @@ mod common;
 
 use std::io;
 
-use common::current_thread_on;
-use trellis::net::{TcpListener, TcpStream, UnixStream};
+use common::{current_thread_on, tcp_pair};
+use trellis::net::UnixStream;
 use trellis::testing::{
     check_two_way_stream, memory_stream_pair, memory_stream_pair_with_capacity,
 };
-
-async fn tcp_pair() -> io::Result<(TcpStream, TcpStream)> {
-    let mut listener = TcpListener::bind("127.0.0.1:0").await?;
-    let client = TcpStream::connect(listener.local_addr()?).await?;
-    let (server, _) = listener.accept().await?;
-    Ok((client, server))
-}
 
 #[test]
 fn tcp_streams_conform() {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use trellis::net::{TcpListener, TcpStream};
 use trellis::testing::MockClock;
 use trellis::{CancelScope, Flavor, Outcome, Runtime};
 
@@ -60,6 +61,14 @@ pub fn runtime(flavor: Flavor) -> Runtime {
         Flavor::CurrentThread => current_thread_on(None),
         Flavor::MultiThread => multi_thread(2),
     }
+}
+
+/// A connected TCP pair on the loopback interface: (the client end, the accepted end).
+pub async fn tcp_pair() -> std::io::Result<(TcpStream, TcpStream)> {
+    let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    let client = TcpStream::connect(listener.local_addr()?).await?;
+    let (server, _) = listener.accept().await?;
+    Ok((client, server))
 }
 
 /// An ordered record of what happened, shared between tasks.
