@@ -4,6 +4,8 @@
 //! Everything runs on a current-thread runtime with a `MockClock` whose autojump threshold is
 //! zero, so orders are exact and virtual times are asserted to the nanosecond.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::future::Future;
@@ -13,46 +15,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{current_thread, current_thread_on, secs, Log};
 use trellis::testing::{wait_all_tasks_blocked, MockClock};
 use trellis::{
     cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, current_effective_deadline,
     lowlevel, now, nursery, sleep, sleep_forever, AsCancelled, CancelReason, CancelScope,
-    Cancelled, Error, Flavor, NurseryError, Runtime,
+    Cancelled, Error, NurseryError,
 };
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// A current-thread runtime on a mock clock that jumps as soon as every task is blocked.
-fn mock_runtime() -> (Runtime, MockClock) {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    (rt, clock)
-}
-
-/// A shared, ordered record of what happened.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
-
 const SECOND: Duration = Duration::from_secs(1);
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
 
 fn explicit() -> CancelReason {
     CancelReason::Explicit(None)
@@ -87,7 +61,7 @@ fn passed<T, E>(out: Option<Result<T, E>>) -> Result<Option<T>, E> {
 // wait_all_tasks_blocked and awaiting a TaskHandle.
 #[test]
 fn c1_every_checkpoint_fails_repeatedly_until_the_scope_exits() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let result = nursery(|n| async move {
@@ -138,7 +112,7 @@ fn c1_every_checkpoint_fails_repeatedly_until_the_scope_exits() {
 // time) and fail: a sleep, a sleep_forever and a TaskHandle await.
 #[test]
 fn c1_blocked_operations_wake_and_fail_when_cancelled() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -221,7 +195,7 @@ fn c1_blocked_operations_wake_and_fail_when_cancelled() {
 // contract C2: cancel() is idempotent; the first call decides the reason.
 #[test]
 fn c2_cancel_is_idempotent() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let scope = CancelScope::new();
         let out = scope
@@ -247,7 +221,7 @@ fn c2_cancel_is_idempotent() {
 // and fails at its first checkpoint.
 #[test]
 fn c2_cancel_before_entering() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let log = Log::default();
         let scope = CancelScope::new();
@@ -281,7 +255,7 @@ fn c2_cancel_before_entering() {
 // runtime (whose only thread is parked in the reactor at that moment).
 #[test]
 fn c2_cancel_from_another_thread_wakes_a_blocked_task() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let scope = CancelScope::new();
     let remote = scope.clone();
@@ -323,7 +297,7 @@ fn c2_cancel_from_another_thread_wakes_a_blocked_task() {
 // contract C2: the truth table of cancel_called() and cancelled_caught().
 #[test]
 fn c2_cancel_called_and_cancelled_caught_truth_table() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         // Never cancelled.
         let s = CancelScope::new();
@@ -388,7 +362,7 @@ fn c2_cancel_called_and_cancelled_caught_truth_table() {
 // once the deadline has passed, and never turns false again, even if the deadline moves later.
 #[test]
 fn c2_cancel_called_before_entry_follows_the_deadline_and_sticks() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let scope = CancelScope::with_deadline(t0 + SECOND);
@@ -409,7 +383,7 @@ fn c2_cancel_called_before_entry_follows_the_deadline_and_sticks() {
 // not make it "cancel called"; one that passes while it runs does.
 #[test]
 fn c2_c5_basic_timeout() {
-    let (rt, clock) = mock_runtime();
+    let (rt, clock) = current_thread();
     rt.block_on(async {
         let start = now();
         let scope = CancelScope::new();
@@ -471,7 +445,7 @@ fn c2_c5_basic_timeout() {
 #[test]
 #[should_panic(expected = "a CancelScope can be entered only once")]
 fn c2_a_scope_cannot_be_entered_twice() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let scope = CancelScope::new();
         let _ = scope.run(checkpoint()).await;
@@ -486,7 +460,7 @@ fn c2_a_scope_cannot_be_entered_twice() {
 // cancelled one absorbs the cancellation; the inner cancelled one lets it pass.
 #[test]
 fn c3_the_outermost_cancelled_scope_absorbs() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let (s1, s2, s3) = (CancelScope::new(), CancelScope::new(), CancelScope::new());
         let log = Log::default();
@@ -530,7 +504,7 @@ fn c3_the_outermost_cancelled_scope_absorbs() {
 // cancelled inner scope, the inner one absorbs its own cancellation.
 #[test]
 fn c3_with_a_shield_between_the_inner_scope_absorbs() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let outer = CancelScope::new();
         let middle = CancelScope::new().shielded(true);
@@ -581,7 +555,7 @@ fn c3_with_a_shield_between_the_inner_scope_absorbs() {
 // it does not report it; the cancellation does not leak to the code after it.
 #[test]
 fn c3_a_pending_cancel_is_not_delivered_after_exit() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let scope = CancelScope::new();
         let out = scope
@@ -604,7 +578,7 @@ fn c3_a_pending_cancel_is_not_delivered_after_exit() {
 // with immediate effect.
 #[test]
 fn c4_shield_blocks_outer_cancel_but_not_its_own() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let outer = CancelScope::new();
         let inner = CancelScope::new();
@@ -658,7 +632,7 @@ fn c4_shield_blocks_outer_cancel_but_not_its_own() {
 // contract C4: a shielded scope's own deadline still applies inside a cancelled outer scope.
 #[test]
 fn c4_a_shielded_scope_keeps_its_own_deadline() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let outer = CancelScope::new();
@@ -689,7 +663,7 @@ fn c4_a_shielded_scope_keeps_its_own_deadline() {
 // outer scope wakes its blocked task at once, and the task gets Cancelled.
 #[test]
 fn c4_lowering_the_shield_wakes_a_blocked_task_at_once() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -739,7 +713,7 @@ fn c4_lowering_the_shield_wakes_a_blocked_task_at_once() {
 // same, at an exact virtual time, from another task.
 #[test]
 fn c4_lowering_the_shield_from_another_task() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -790,7 +764,7 @@ fn c4_lowering_the_shield_from_another_task() {
 // it: it sleeps to its end, and the cancellation hits at the first checkpoint after the shield.
 #[test]
 fn c4_raising_the_shield_while_blocked_protects_the_task() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -850,7 +824,7 @@ fn c4_raising_the_shield_while_blocked_protects_the_task() {
 // re-checks at each poll, which is what "takes effect at once" means for a level.)
 #[test]
 fn c4_shield_raised_before_the_woken_task_runs_keeps_it_asleep() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -890,7 +864,7 @@ fn c4_shield_raised_before_the_woken_task_runs_keeps_it_asleep() {
 // outer scope absorbs it.
 #[test]
 fn c4_raising_the_shield_while_a_cancellation_propagates() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let outer = CancelScope::new();
         let inner = CancelScope::new();
@@ -918,7 +892,7 @@ fn c4_raising_the_shield_while_a_cancellation_propagates() {
 // applies from entry on, and lowering it lets the outer cancel in.
 #[test]
 fn c4_shield_set_before_entry() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let outer = CancelScope::new();
         let scope = CancelScope::new();
@@ -949,7 +923,7 @@ fn c4_shield_set_before_entry() {
 // contract C5: a scope cancels itself exactly when the clock reaches its deadline.
 #[test]
 fn c5_a_deadline_fires_at_the_exact_virtual_time() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let odd = Duration::new(7, 123_456_789);
@@ -979,7 +953,7 @@ fn c5_moving_the_deadline_while_blocked() {
     // (new deadline relative to t0, set at t0 + 2 s) -> when the blocked task is cancelled
     let cases: [(Option<u64>, u64); 4] = [(Some(20), 20), (Some(5), 5), (Some(1), 2), (None, 32)];
     for (new_deadline, expected) in cases {
-        let (rt, _clock) = mock_runtime();
+        let (rt, _clock) = current_thread();
         rt.block_on(async {
             let t0 = now();
             let scope = CancelScope::with_deadline(t0 + secs(10));
@@ -1027,7 +1001,7 @@ fn c5_moving_the_deadline_while_blocked() {
 // starts, and its first checkpoint fails without any time passing.
 #[test]
 fn c5_a_past_deadline_cancels_on_entry() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         for deadline in [t0 - SECOND, t0] {
@@ -1065,7 +1039,7 @@ fn c5_a_past_deadline_cancels_on_entry() {
 // nursery (N8); a cancelled scope reports a deadline no later than now.
 #[test]
 fn c5_effective_deadline_is_the_minimum_up_to_the_first_shield() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let at = |s: u64| Some(t0 + secs(s));
@@ -1131,7 +1105,7 @@ fn c5_effective_deadline_is_the_minimum_up_to_the_first_shield() {
 // at once; the blocked task is cancelled exactly then.
 #[test]
 fn c5_a_deadline_set_from_another_thread_takes_effect() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let scope = CancelScope::new();
@@ -1176,7 +1150,7 @@ fn c5_a_deadline_set_from_another_thread_takes_effect() {
 // is moved inside the task); the very next checkpoint sees it.
 #[test]
 fn c7_a_deadline_passed_while_running_is_seen_at_the_next_checkpoint() {
-    let (rt, clock) = mock_runtime();
+    let (rt, clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -1231,11 +1205,7 @@ fn c7_a_deadline_passed_while_running_is_seen_at_the_next_checkpoint() {
 fn c7_a_checkpoint_notices_a_deadline_no_one_has_fired_yet() {
     let clock = MockClock::new();
     clock.set_rate(1000.0).unwrap();
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let rt = current_thread_on(Some(&clock));
     rt.block_on(async {
         let scope = CancelScope::with_deadline(now() + Duration::from_millis(100));
         let out = scope
@@ -1268,7 +1238,7 @@ fn c7_a_checkpoint_notices_a_deadline_no_one_has_fired_yet() {
 // contract C8: an explicit cancel carries its text, to the error, the scope and Display.
 #[test]
 fn c8_explicit_reason_with_text() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let scope = CancelScope::new();
         let out = scope
@@ -1295,7 +1265,7 @@ fn c8_explicit_reason_with_text() {
 // contract C8: a deadline's cancellation says so.
 #[test]
 fn c8_deadline_reason() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let scope = CancelScope::with_deadline(now() + secs(3));
         let out = scope
@@ -1313,7 +1283,7 @@ fn c8_deadline_reason() {
 // contract C8, N2: a task failing in a nursery cancels its siblings with reason `Nursery`.
 #[test]
 fn c8_nursery_reason_when_a_sibling_fails() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -1363,7 +1333,7 @@ fn c8_nursery_reason_when_a_sibling_fails() {
 // contract C8: the first reason wins, whichever kind it is.
 #[test]
 fn c8_the_first_reason_wins() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         // Explicit first; then the deadline passes.
@@ -1403,7 +1373,7 @@ fn c8_the_first_reason_wins() {
 // outermost cancelled one visible from the checkpoint.
 #[test]
 fn c8_the_reason_is_that_of_the_absorbing_scope() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let outer = CancelScope::new();
         let inner = CancelScope::new();
@@ -1473,7 +1443,7 @@ const NESTING_STACK: usize = 64 << 20;
 fn nested_scopes(cancel: fn(&[CancelScope])) -> (Vec<CancelScope>, usize) {
     const DEPTH: usize = 5_000;
     on_thread(NESTING_STACK, move || {
-        let (rt, _clock) = mock_runtime();
+        let (rt, _clock) = current_thread();
         let scopes: Arc<Vec<CancelScope>> =
             Arc::new((0..DEPTH).map(|_| CancelScope::new()).collect());
         let exits = Arc::new(AtomicUsize::new(0));
@@ -1581,7 +1551,7 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 // timer entry, and the memory in use does not grow.
 #[test]
 fn c9_moving_a_deadline_ten_thousand_times_keeps_one_timer_and_no_memory() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let scope = CancelScope::with_deadline(t0 + secs(1_000_000));
@@ -1632,7 +1602,7 @@ fn c9_moving_a_deadline_ten_thousand_times_keeps_one_timer_and_no_memory() {
 // checkpoint_if_cancelled() is not: nothing else runs.
 #[test]
 fn checkpoint_yields_and_checkpoint_if_cancelled_does_not() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let log = Log::default();
         let result = nursery(|n| {
@@ -1669,7 +1639,7 @@ fn checkpoint_yields_and_checkpoint_if_cancelled_does_not() {
 // it still fails (trio test_cancel_points main4).
 #[test]
 fn cancel_shielded_checkpoint_yields_and_ignores_cancellation() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let log = Log::default();
         let scope = CancelScope::new();
@@ -1712,7 +1682,7 @@ fn cancel_shielded_checkpoint_yields_and_ignores_cancellation() {
 // cancel and fails after it.
 #[test]
 fn checkpoints_pass_before_cancel_and_fail_after() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let scope = CancelScope::new();
         let out = scope
@@ -1736,7 +1706,7 @@ fn checkpoints_pass_before_cancel_and_fail_after() {
 // task run once and no more: the main task and its children interleave step by step.
 #[test]
 fn checkpoints_interleave_the_main_task_and_children() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let log = Log::default();
         let result = nursery(|n| {
@@ -1776,7 +1746,7 @@ fn checkpoints_interleave_the_main_task_and_children() {
 /// error in a cancelled scope passes through untouched.
 macro_rules! absorbs_through {
     ($err:ty, $unrelated:expr, $check_unrelated:expr) => {{
-        let (rt, _clock) = mock_runtime();
+        let (rt, _clock) = current_thread();
         rt.block_on(async {
             let outer = CancelScope::new();
             let inner = CancelScope::new();
@@ -1868,7 +1838,7 @@ fn cancellation_travels_in_anyhow_error() {
     absorbs_through!(anyhow::Error, anyhow::anyhow!("unrelated"), |e| {
         assert_eq!(e.to_string(), "unrelated")
     });
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         use anyhow::Context as _;
         let scope = CancelScope::new();
@@ -1903,7 +1873,7 @@ fn cancellation_survives_conversions_between_error_types() {
         }
     }
 
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         async fn io_step() -> io::Result<()> {
             sleep(secs(1)).await?;

@@ -8,29 +8,23 @@
 //!
 //! and each test checks that no message, permit, token or lock was lost or leaked.
 
-mod support;
+mod common;
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 
+use common::{block_on_current, poll_once, run_cancelled};
 use futures_core::Stream;
-use support::{block_on, run_cancelled};
 use trellis::channel::{bounded, unbounded};
 use trellis::sync::{Borrower, CapacityLimiter, Condition, Event, Mutex, RwLock, Semaphore};
 use trellis::testing::wait_all_tasks_blocked;
 use trellis::{nursery, CancelScope, Error};
 
-/// Polls `f` once from the current task.
-async fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
-    let mut f = Some(f);
-    poll_fn(move |cx| Poll::Ready(f.take().unwrap().poll(cx))).await
-}
-
 #[test]
 fn recv_cancelled_at_every_point_loses_no_message() {
-    block_on(async {
+    block_on_current(async {
         let (tx, rx) = bounded::<u32>(2);
 
         // Before blocking: a message is ready, but the scope is cancelled: nothing consumed.
@@ -118,7 +112,7 @@ fn recv_cancelled_at_every_point_loses_no_message() {
 
 #[test]
 fn stream_dropped_after_hand_off_returns_the_message() {
-    block_on(async {
+    block_on_current(async {
         let (tx, rx) = unbounded::<u32>();
         let mut stream = rx.clone();
         let polled = poll_fn(|cx| Poll::Ready(Pin::new(&mut stream).poll_next(cx))).await;
@@ -131,7 +125,7 @@ fn stream_dropped_after_hand_off_returns_the_message() {
 
 #[test]
 fn send_cancelled_at_every_point_returns_the_message_or_completes() {
-    block_on(async {
+    block_on_current(async {
         let (tx, rx) = bounded::<String>(1);
 
         // Before blocking: the message comes back, nothing was sent.
@@ -214,7 +208,7 @@ macro_rules! lock_cancel_safety {
     ($name:ident, $make:expr, $take:expr, $held:expr, $waiting:expr) => {
         #[test]
         fn $name() {
-            block_on(async {
+            block_on_current(async {
                 let lock = $make;
                 let take = $take;
                 let held = $held;
@@ -328,7 +322,7 @@ lock_cancel_safety!(
 
 #[test]
 fn rwlock_cancel_safety() {
-    block_on(async {
+    block_on_current(async {
         let lock = RwLock::new(());
         // Before blocking.
         assert!(run_cancelled(lock.write()).await.is_none());
@@ -355,7 +349,7 @@ fn rwlock_cancel_safety() {
 
 #[test]
 fn condition_wait_cancelled_while_blocked_reacquires_before_returning() {
-    block_on(async {
+    block_on_current(async {
         let cond = Arc::new(Condition::new(0u32));
         let scope = CancelScope::new();
         let (c2, s2) = (cond.clone(), scope.clone());
@@ -409,7 +403,7 @@ fn condition_wait_cancelled_while_blocked_reacquires_before_returning() {
 
 #[test]
 fn event_wait_cancelled_keeps_no_place() {
-    block_on(async {
+    block_on_current(async {
         let e = Event::new();
         let mut fut = Box::pin(e.wait());
         assert!(poll_once(fut.as_mut()).await.is_pending());

@@ -1,15 +1,15 @@
 //! Channels: trio's test_channel.py scenarios, ported with their asserted values, orders and
 //! statistics; contract principle 3 (checkpoints) and principle 4 (nothing lost).
 
-mod support;
+mod common;
 
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
+use common::{assert_yields, block_on_current};
 use futures_core::Stream;
-use support::{assert_yields, block_on};
 use trellis::channel::{bounded, unbounded, ChannelStatistics, Receiver, Sender};
 use trellis::testing::wait_all_tasks_blocked;
 use trellis::{nursery, CancelScope, Error};
@@ -33,7 +33,7 @@ fn reason<T>(r: Result<(), trellis::channel::SendError<T>>) -> Error {
 #[test]
 fn channel_basics() {
     // trio: test_channel
-    block_on(async {
+    block_on_current(async {
         let (s, r) = bounded::<&str>(2);
         s.try_send("1").unwrap();
         assert_yields(s.send("2")).await.unwrap();
@@ -63,7 +63,7 @@ fn channel_basics() {
 #[test]
 fn timed_out_receive_leaves_the_channel_usable() {
     // trio: test_553
-    block_on(async {
+    block_on_current(async {
         let (s, r) = bounded::<&str>(1);
         let scope = CancelScope::with_timeout(Duration::from_secs(10));
         assert!(scope.run(r.recv()).await.is_none());
@@ -76,7 +76,7 @@ fn timed_out_receive_leaves_the_channel_usable() {
 #[test]
 fn channel_multiple_producers() {
     // trio: test_channel_multiple_producers
-    block_on(async {
+    block_on_current(async {
         let (send, receive) = bounded::<u32>(0);
         let got = nursery(|n| async move {
             for i in 0..10 {
@@ -102,7 +102,7 @@ fn channel_multiple_producers() {
 #[test]
 fn channel_multiple_consumers() {
     // trio: test_channel_multiple_consumers
-    block_on(async {
+    block_on_current(async {
         let receivers = Arc::new(StdMutex::new(Vec::new()));
         let received = Arc::new(StdMutex::new(Vec::new()));
         let (rs, rv) = (receivers.clone(), received.clone());
@@ -148,7 +148,7 @@ async fn send_block(s: Arc<Sender<()>>, expect: fn(&Error) -> bool) -> Result<()
 #[test]
 fn close_basics() {
     // trio: test_close_basics and test_close_sync (close is synchronous here)
-    block_on(async {
+    block_on_current(async {
         // Closing the sender: its blocked send gets Closed...
         let (s, r) = bounded::<()>(0);
         let s = Arc::new(s);
@@ -208,7 +208,7 @@ fn close_basics() {
 #[test]
 fn receive_channel_clone_and_close() {
     // trio: test_receive_channel_clone_and_close
-    block_on(async {
+    block_on_current(async {
         let (s, r) = bounded::<()>(10);
         let r2 = r.clone();
         let r3 = r.clone();
@@ -229,7 +229,7 @@ fn receive_channel_clone_and_close() {
 #[test]
 fn close_one_send_handle_wakes_only_its_waiters() {
     // trio: test_close_multiple_send_handles
-    block_on(async {
+    block_on_current(async {
         let (s1, r) = bounded::<&str>(0);
         let s1 = Arc::new(s1);
         let s2 = s1.clone();
@@ -257,7 +257,7 @@ fn close_one_send_handle_wakes_only_its_waiters() {
 #[test]
 fn close_one_receive_handle_wakes_only_its_waiters() {
     // trio: test_close_multiple_receive_handles
-    block_on(async {
+    block_on_current(async {
         let (s, r1) = bounded::<&str>(0);
         let r2 = r1.clone();
         let r1 = Arc::new(r1);
@@ -284,7 +284,7 @@ fn close_one_receive_handle_wakes_only_its_waiters() {
 #[test]
 fn unbounded_capacity() {
     // trio: test_inf_capacity
-    block_on(async {
+    block_on_current(async {
         let (send, receive) = unbounded::<u32>();
         for i in 0..10 {
             send.try_send(i).unwrap();
@@ -297,7 +297,7 @@ fn unbounded_capacity() {
 #[test]
 fn channel_statistics() {
     // trio: test_statistics
-    block_on(async {
+    block_on_current(async {
         let (s, r) = bounded::<()>(2);
         assert_eq!(s.statistics(), r.statistics());
         let stats: ChannelStatistics = s.statistics();
@@ -372,7 +372,7 @@ fn channel_statistics() {
 #[test]
 fn channel_fairness() {
     // trio: test_channel_fairness
-    block_on(async {
+    block_on_current(async {
         // We can remove an item we just sent, and send one back in after, if nobody waits.
         let (s, r) = bounded::<i32>(1);
         s.try_send(1).unwrap();
@@ -426,7 +426,7 @@ fn channel_fairness() {
 #[test]
 fn rendezvous_channel() {
     // trio: test_unbuffered
-    block_on(async {
+    block_on_current(async {
         let (s, r) = bounded::<i32>(0);
         assert!(matches!(r.try_recv(), Err(Error::WouldBlock)));
         assert!(matches!(reason(s.try_send(1)), Error::WouldBlock));
@@ -448,7 +448,7 @@ fn rendezvous_channel() {
 
 #[test]
 fn stream_yields_cancellation_as_an_item_and_ends_at_end_of_channel() {
-    block_on(async {
+    block_on_current(async {
         let (s, mut r) = bounded::<i32>(1);
         let scope = CancelScope::new();
         scope.cancel();
@@ -463,7 +463,7 @@ fn stream_yields_cancellation_as_an_item_and_ends_at_end_of_channel() {
 
 #[test]
 fn send_error_converts_and_is_seen_as_cancellation() {
-    block_on(async {
+    block_on_current(async {
         let (s, _r) = bounded::<String>(0);
         let out = trellis::move_on_after(Duration::from_secs(1), async {
             s.send("kept".to_owned()).await?;

@@ -5,44 +5,20 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
+use common::{current_thread, runtime, secs, Log};
 use trellis::io::AsyncFd;
-use trellis::testing::{wait_all_tasks_blocked, MockClock};
+use trellis::testing::wait_all_tasks_blocked;
 use trellis::{
     checkpoint, move_on_after, now, nursery, sleep, AsCancelled, CancelReason, CancelScope, Error,
-    Flavor, Runtime,
+    Flavor,
 };
-
-fn mock_runtime() -> Runtime {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock)
-        .build()
-        .unwrap()
-}
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
 
 /// One non-blocking read of up to 64 bytes, as text.
 async fn read_text(fd: &AsyncFd<UnixStream>) -> io::Result<String> {
@@ -62,7 +38,7 @@ fn cancel_reason(err: &io::Error) -> CancelReason {
 // Readiness of a socket wakes the task blocked reading it, and only then does it read.
 #[test]
 fn readiness_wakes_a_blocked_reader() {
-    let rt = mock_runtime();
+    let rt = current_thread().0;
     rt.block_on(async {
         let (a, mut b) = UnixStream::pair()?;
         let a = Arc::new(AsyncFd::new(a)?);
@@ -95,7 +71,7 @@ fn readiness_wakes_a_blocked_reader() {
 // after the writer closes.
 #[test]
 fn a_pipe_wakes_a_blocked_reader() {
-    let rt = mock_runtime();
+    let rt = current_thread().0;
     rt.block_on(async {
         let (reader, mut writer) = io::pipe()?;
         let reader = Arc::new(AsyncFd::new(reader)?);
@@ -144,7 +120,7 @@ fn a_pipe_wakes_a_blocked_reader() {
 // principle 4: a read cancelled while blocked consumes no bytes; the next reader gets them all.
 #[test]
 fn a_cancelled_read_consumes_nothing() {
-    let rt = mock_runtime();
+    let rt = current_thread().0;
     rt.block_on(async {
         let t0 = now();
         let (a, mut b) = UnixStream::pair()?;
@@ -194,7 +170,7 @@ fn a_cancelled_read_consumes_nothing() {
 // waiting: the data stays for the next reader.
 #[test]
 fn a_read_in_a_cancelled_scope_leaves_the_data() {
-    let rt = mock_runtime();
+    let rt = current_thread().0;
     rt.block_on(async {
         let (a, mut b) = UnixStream::pair()?;
         let a = AsyncFd::new(a)?;
@@ -224,7 +200,7 @@ fn a_read_in_a_cancelled_scope_leaves_the_data() {
 // yield after it (the checkpoint's schedule point): the reader gets its bytes.
 #[test]
 fn a_completed_read_survives_a_cancel_during_its_yield() {
-    let rt = mock_runtime();
+    let rt = current_thread().0;
     rt.block_on(async {
         let (a, mut b) = UnixStream::pair()?;
         let a = Arc::new(AsyncFd::new(a)?);
@@ -265,7 +241,7 @@ fn a_completed_read_survives_a_cancel_during_its_yield() {
 // the descriptor is ready.
 #[test]
 fn readable_is_a_checkpoint() {
-    let rt = mock_runtime();
+    let rt = current_thread().0;
     rt.block_on(async {
         let t0 = now();
         let (a, mut b) = UnixStream::pair()?;
@@ -321,11 +297,7 @@ fn readable_is_a_checkpoint() {
 fn many_round_trips() {
     const ROUNDS: u32 = 2_000;
     for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
-        let rt = Runtime::builder()
-            .flavor(flavor)
-            .worker_threads(2)
-            .build()
-            .unwrap();
+        let rt = runtime(flavor);
         let total = rt.block_on(async {
             let (a, b) = UnixStream::pair()?;
             let (a, b) = (AsyncFd::new(a)?, AsyncFd::new(b)?);
@@ -370,7 +342,7 @@ fn many_round_trips() {
 // readiness afterwards still wakes it.
 #[test]
 fn a_reregistered_descriptor_gets_no_stale_readiness() {
-    let rt = mock_runtime();
+    let rt = current_thread().0;
     rt.block_on(async {
         let t0 = now();
         let (a, mut b) = UnixStream::pair()?;
@@ -404,7 +376,7 @@ fn a_reregistered_descriptor_gets_no_stale_readiness() {
 // new registration no spurious wake-up: readable() on the new socket waits until its own data.
 #[test]
 fn a_reused_descriptor_number_gets_no_stale_wakeup() {
-    let rt = mock_runtime();
+    let rt = current_thread().0;
     rt.block_on(async {
         // Other tests open descriptors concurrently, so the kernel may hand the freed number to
         // them; try a few times until the new socket gets the old number.
@@ -459,7 +431,7 @@ fn fill(fd: &AsyncFd<UnixStream>) -> usize {
 // the peer drains it, and then completes.
 #[test]
 fn writable_on_a_full_buffer_blocks_until_the_peer_drains() {
-    let rt = mock_runtime();
+    let rt = current_thread().0;
     rt.block_on(async {
         let (a, mut b) = UnixStream::pair()?;
         let a = Arc::new(AsyncFd::new(a)?);

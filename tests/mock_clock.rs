@@ -2,39 +2,14 @@
 //! along with `wait_all_tasks_blocked`. Ports trio's `test_mock_clock.py`; the rate tests use a
 //! few milliseconds of real time only.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{current_thread, current_thread_on, ms, secs, Log};
 use trellis::testing::{wait_all_tasks_blocked, wait_all_tasks_blocked_for, MockClock};
 use trellis::{checkpoint, now, nursery, sleep, Clock, Error, Flavor, Runtime};
-
-fn runtime_with(clock: &MockClock) -> Runtime {
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock.clone())
-        .build()
-        .unwrap()
-}
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
 
 /// Reads the clock before and after `real` of real time, and checks that it advanced by `rate`
 /// times the real time between the two reads: at least `rate * real`, at most `rate` times the
@@ -122,7 +97,7 @@ fn jump_and_rate() {
 #[test]
 fn set_rate_rejects_bad_rates_inside_the_runtime() {
     let clock = MockClock::new();
-    let rt = runtime_with(&clock);
+    let rt = current_thread_on(Some(&clock));
     rt.block_on(async {
         let t0 = now();
         for bad in [-0.5, f64::NAN, f64::INFINITY] {
@@ -142,7 +117,7 @@ fn set_rate_rejects_bad_rates_inside_the_runtime() {
 #[test]
 fn the_runtime_reads_the_mock_clock() {
     let clock = MockClock::new();
-    let rt = runtime_with(&clock);
+    let rt = current_thread_on(Some(&clock));
     rt.block_on(async {
         let start = Clock::now(&clock);
         assert_eq!(now(), start);
@@ -158,7 +133,7 @@ fn the_runtime_reads_the_mock_clock() {
 fn a_running_clock_drives_sleeps() {
     let clock = MockClock::new();
     clock.set_rate(50.0).unwrap();
-    let rt = runtime_with(&clock);
+    let rt = current_thread_on(Some(&clock));
     rt.block_on(async {
         let real = Instant::now();
         let t0 = now();
@@ -173,7 +148,7 @@ fn a_running_clock_drives_sleeps() {
 #[test]
 fn autojump_sleeps_take_exact_virtual_time() {
     let clock = MockClock::new();
-    let rt = runtime_with(&clock);
+    let rt = current_thread_on(Some(&clock));
     rt.block_on(async {
         clock.set_autojump_threshold(Some(Duration::ZERO));
         assert_eq!(clock.autojump_threshold(), Some(Duration::ZERO));
@@ -193,7 +168,7 @@ fn autojump_sleeps_take_exact_virtual_time() {
 #[test]
 fn autojump_threshold_changes_take_effect_at_once() {
     let clock = MockClock::new();
-    let rt = runtime_with(&clock);
+    let rt = current_thread_on(Some(&clock));
     rt.block_on(async {
         clock.set_autojump_threshold(Some(ms(20)));
         let t = now();
@@ -219,7 +194,7 @@ fn autojump_threshold_changes_take_effect_at_once() {
 #[test]
 fn another_clocks_threshold_does_not_interfere() {
     let clock = MockClock::new();
-    let rt = runtime_with(&clock);
+    let rt = current_thread_on(Some(&clock));
     rt.block_on(async {
         clock.set_autojump_threshold(Some(ms(20)));
         let other = MockClock::new();
@@ -240,7 +215,7 @@ fn autojump_threshold_set_before_the_runtime() {
     let clock = MockClock::new();
     clock.set_autojump_threshold(Some(ms(100)));
     clock.set_autojump_threshold(Some(ms(1)));
-    let rt = runtime_with(&clock);
+    let rt = current_thread_on(Some(&clock));
     let real = Instant::now();
     let slept = rt.block_on(async {
         let t0 = now();
@@ -255,9 +230,7 @@ fn autojump_threshold_set_before_the_runtime() {
 // and a waiter with cushion zero: the waiter wakes first, then time jumps.
 #[test]
 fn autojump_zero_and_wait_all_tasks_blocked_zero() {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    let rt = runtime_with(&clock);
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -296,9 +269,7 @@ fn autojump_zero_and_wait_all_tasks_blocked_zero() {
 // cushion is 5 ms here instead of trio's 1 s.
 #[test]
 fn autojump_zero_waits_for_a_waiter_with_a_cushion() {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    let rt = runtime_with(&clock);
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -332,9 +303,7 @@ fn autojump_zero_waits_for_a_waiter_with_a_cushion() {
 // checkpoints all see the same time, and the sleeper wakes after it is done.
 #[test]
 fn autojump_does_not_jump_while_a_task_is_runnable() {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    let rt = runtime_with(&clock);
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -370,7 +339,7 @@ fn autojump_does_not_jump_while_a_task_is_runnable() {
 #[test]
 fn jump_fires_due_timers() {
     let clock = MockClock::new();
-    let rt = runtime_with(&clock);
+    let rt = current_thread_on(Some(&clock));
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();

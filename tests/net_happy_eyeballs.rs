@@ -1,25 +1,17 @@
 //! Happy eyeballs (RFC 8305) under a mock clock with scripted connection attempts: exact
 //! virtual start times, the winner, the losers closed, all failures reported together.
 
+mod common;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{current_thread, current_thread_on};
 use trellis::net::happy_eyeballs::{interleave, race, HappyEyeballs, DEFAULT_DELAY};
 use trellis::net::{ConnectError, TcpListener};
-use trellis::testing::MockClock;
-use trellis::{AsCancelled, CancelScope, Flavor, Runtime};
-
-fn mock_runtime() -> Runtime {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock)
-        .build()
-        .unwrap()
-}
+use trellis::{AsCancelled, CancelScope};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -142,7 +134,7 @@ fn attempts_start_250ms_apart_or_on_failure_and_the_first_success_wins() {
     let v4a = addr("192.0.2.1:80");
     let log = Arc::new(Mutex::new(Vec::new()));
     let log2 = log.clone();
-    let winner = mock_runtime().block_on(async move {
+    let winner = current_thread().0.block_on(async move {
         let t0 = trellis::now();
         let conn = scripted_race(
             vec![
@@ -182,7 +174,7 @@ fn a_loser_that_connects_anyway_is_closed() {
     let v4 = addr("192.0.2.1:80");
     let log = Arc::new(Mutex::new(Vec::new()));
     let log2 = log.clone();
-    let winner = mock_runtime().block_on(async move {
+    let winner = current_thread().0.block_on(async move {
         let conn = scripted_race(
             vec![
                 (v6, Script::ConnectShielded(400)),
@@ -214,7 +206,7 @@ fn when_every_attempt_fails_all_failures_are_reported_in_start_order() {
     let v6 = addr("[2001:db8::1]:80");
     let v4 = addr("192.0.2.1:80");
     let log = Arc::new(Mutex::new(Vec::new()));
-    mock_runtime().block_on(async move {
+    current_thread().0.block_on(async move {
         let t0 = trellis::now();
         let err = scripted_race(
             vec![(v6, Script::FailAfter(300)), (v4, Script::FailAfter(10))],
@@ -251,7 +243,7 @@ fn cancelling_the_caller_cancels_every_attempt() {
     let v4 = addr("192.0.2.1:80");
     let log = Arc::new(Mutex::new(Vec::new()));
     let log2 = log.clone();
-    mock_runtime().block_on(async move {
+    current_thread().0.block_on(async move {
         let out = trellis::fail_after(
             Duration::from_secs(1),
             scripted_race(vec![(v6, Script::Hang), (v4, Script::Hang)], log2),
@@ -272,7 +264,7 @@ fn cancelling_the_caller_cancels_every_attempt() {
 
 #[test]
 fn no_address_is_an_error_not_a_hang() {
-    mock_runtime().block_on(async {
+    current_thread().0.block_on(async {
         let err = race(Vec::new(), DEFAULT_DELAY, |_| async {
             Ok::<_, io::Error>(())
         })
@@ -287,10 +279,7 @@ fn no_address_is_an_error_not_a_hang() {
 fn real_connections_through_a_fake_resolver() {
     // The resolver names a closed port first, then a listening one: the refused attempt fails
     // fast and the second attempt starts at once and connects.
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap();
+    let rt = current_thread_on(None);
     rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let open = listener.local_addr()?;

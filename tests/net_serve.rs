@@ -1,15 +1,18 @@
 //! Server loops: `serve_tcp` with `Nursery::start`, many connections, cancellation that ends
 //! every handler and closes every socket, accept errors retried or propagated.
 
+mod common;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{current_thread, current_thread_on};
 use trellis::net::{serve_listeners, serve_tcp, serve_tcp_on, Listener, TcpStream};
-use trellis::testing::{wait_all_tasks_blocked, MockClock};
-use trellis::{CancelScope, Error, Flavor, NurseryError, Runtime};
+use trellis::testing::wait_all_tasks_blocked;
+use trellis::{CancelScope, Error, NurseryError};
 
 async fn echo(mut stream: TcpStream) -> Result<(), Error> {
     let mut buf = [0u8; 4096];
@@ -171,10 +174,7 @@ fn serve_tcp_binds_every_interface() {
 fn every_handler_error_reaches_the_nursery() {
     // principle 4: two handlers fail; both errors are reported, not just the one the server
     // task returns.
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap();
+    let rt = current_thread_on(None);
     let errors = rt.block_on(async {
         let accepted = Arc::new(AtomicUsize::new(0));
         trellis::nursery(|n| async move {
@@ -259,21 +259,11 @@ impl Listener for ScriptedListener {
     }
 }
 
-fn mock_runtime() -> Runtime {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock)
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn out_of_descriptors_is_retried_after_100ms_and_dying_connections_are_skipped() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let log2 = log.clone();
-    mock_runtime().block_on(async move {
+    current_thread().0.block_on(async move {
         let t0 = trellis::now();
         let listener = ScriptedListener {
             script: vec![
@@ -317,7 +307,7 @@ fn out_of_descriptors_is_retried_after_100ms_and_dying_connections_are_skipped()
 
 #[test]
 fn other_accept_errors_stop_the_server_and_are_reported() {
-    mock_runtime().block_on(async {
+    current_thread().0.block_on(async {
         let listener = ScriptedListener {
             script: vec![Err(io::Error::from_raw_os_error(libc::EBADF))],
             log: Arc::new(Mutex::new(Vec::new())),

@@ -1,21 +1,17 @@
 //! TCP, UDP and Unix sockets over loopback: round trips, half-close, cancellation that loses
 //! nothing (principle 4), and clear errors for bad input.
 
+mod common;
+
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
+use common::{current_thread_on, tcp_pair};
 use trellis::io::PartialWrite;
 use trellis::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
 use trellis::testing::wait_all_tasks_blocked;
-use trellis::{AsCancelled, CancelScope, Flavor, Runtime};
-
-fn current_thread() -> Runtime {
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap()
-}
+use trellis::{AsCancelled, CancelScope};
 
 fn first_error<T>(r: Result<T, trellis::NurseryError<io::Error>>) -> io::Result<T> {
     r.map_err(|e| match e {
@@ -66,7 +62,7 @@ fn tcp_echo_round_trip() {
 fn half_close_lets_the_peer_finish_writing() {
     // The client closes its writing side; the server reads to end of stream, then still
     // answers on the open direction.
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let mut listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
@@ -97,9 +93,9 @@ fn half_close_lets_the_peer_finish_writing() {
 fn cancelled_read_consumes_nothing() {
     // principle 4: a read in a cancelled scope fails before touching the socket, and a read
     // cancelled while blocked leaves later data for the next read.
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
-            let (mut a, mut b) = connected_pair().await?;
+            let (mut a, mut b) = tcp_pair().await?;
             b.write_all(b"hello").await?;
             let scope = CancelScope::new();
             scope.cancel();
@@ -132,17 +128,10 @@ fn cancelled_read_consumes_nothing() {
         .unwrap();
 }
 
-async fn connected_pair() -> io::Result<(TcpStream, TcpStream)> {
-    let mut listener = TcpListener::bind("127.0.0.1:0").await?;
-    let client = TcpStream::connect(listener.local_addr()?).await?;
-    let (server, _) = listener.accept().await?;
-    Ok((client, server))
-}
-
 #[test]
 fn cancelled_accept_loses_no_connection() {
     // principle 4: the connection stays queued for the next accept.
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let mut listener = TcpListener::bind("127.0.0.1:0").await?;
             let client = TcpStream::connect(listener.local_addr()?).await?;
@@ -162,9 +151,9 @@ fn cancelled_accept_loses_no_connection() {
 fn cancelled_write_all_reports_how_much_was_written() {
     // The peer never reads, so the kernel buffers fill and write_all blocks; cancelling it then
     // yields a PartialWrite whose count is exactly what the peer can read.
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
-            let (mut writer, mut reader) = connected_pair().await?;
+            let (mut writer, mut reader) = tcp_pair().await?;
             let data: Vec<u8> = (0..64 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
             let scope = CancelScope::new();
             let cancel = scope.clone();
@@ -205,7 +194,7 @@ fn cancelled_write_all_reports_how_much_was_written() {
 
 #[test]
 fn connect_to_a_closed_port_is_refused_with_the_address_in_the_message() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
@@ -220,7 +209,7 @@ fn connect_to_a_closed_port_is_refused_with_the_address_in_the_message() {
 
 #[test]
 fn binding_an_address_in_use_says_which() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
@@ -237,7 +226,7 @@ fn binding_an_address_in_use_says_which() {
 
 #[test]
 fn unknown_host_and_bad_address_are_clear_errors() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let err = TcpStream::connect("no-such-host.invalid:80")
                 .await
@@ -257,9 +246,9 @@ fn unknown_host_and_bad_address_are_clear_errors() {
 
 #[test]
 fn nodelay_and_addresses() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
-            let (a, b) = connected_pair().await?;
+            let (a, b) = tcp_pair().await?;
             a.set_nodelay(true)?;
             assert!(a.nodelay()?);
             a.set_nodelay(false)?;
@@ -326,7 +315,7 @@ fn futures_io_traits_work_with_ecosystem_helpers() {
     use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use futures_lite::StreamExt;
 
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let mut listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
@@ -368,9 +357,9 @@ fn futures_io_traits_work_with_ecosystem_helpers() {
 #[test]
 fn poll_read_in_a_cancelled_scope_fails_and_consumes_nothing() {
     use futures_lite::io::AsyncReadExt;
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
-            let (mut a, mut b) = connected_pair().await?;
+            let (mut a, mut b) = tcp_pair().await?;
             b.write_all(b"kept").await?;
             let scope = CancelScope::new();
             scope.cancel();
@@ -396,7 +385,7 @@ fn poll_read_in_a_cancelled_scope_fails_and_consumes_nothing() {
 
 #[test]
 fn udp_round_trip_and_cancelled_receive_keeps_the_datagram() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let a = UdpSocket::bind("127.0.0.1:0").await?;
             let b = UdpSocket::bind("127.0.0.1:0").await?;
@@ -421,7 +410,7 @@ fn udp_round_trip_and_cancelled_receive_keeps_the_datagram() {
 
 #[test]
 fn two_tasks_receiving_on_one_udp_socket_is_a_busy_error() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let socket = std::sync::Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
             let other = socket.clone();
@@ -456,7 +445,7 @@ fn unix_stream_and_datagram_round_trips() {
     let path = dir.join("stream.sock");
     let dgram_a = dir.join("a.sock");
     let dgram_b = dir.join("b.sock");
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let mut listener = UnixListener::bind(&path)?;
             let mut client = UnixStream::connect(&path).await?;
@@ -497,7 +486,7 @@ fn unix_stream_and_datagram_round_trips() {
 
 #[test]
 fn connect_is_a_checkpoint_in_a_cancelled_scope() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr: SocketAddr = listener.local_addr()?;

@@ -2,31 +2,20 @@
 //! clear errors, and what cancellation does (terminate, kill after the grace period, always
 //! reap).
 
+mod common;
+
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
+use common::{autojump_clock, current_thread_on};
 use trellis::process::{Command, ExitError, Stdio};
-use trellis::testing::MockClock;
-use trellis::{Flavor, Runtime};
-
-fn current_thread() -> Runtime {
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap()
-}
+use trellis::Runtime;
 
 /// A mock clock that jumps once every task has been blocked for 300 ms of real time: real
 /// processes need real time to react to signals, and a zero threshold would jump over that.
 fn mock_runtime() -> Runtime {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::from_millis(300)));
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock)
-        .build()
-        .unwrap()
+    current_thread_on(Some(&autojump_clock(Duration::from_millis(300))))
 }
 
 /// True once `pid` has been reaped: waitpid says it is not our child any more.
@@ -39,7 +28,7 @@ fn reaped(pid: u32) -> bool {
 
 #[test]
 fn cat_echoes_what_is_written_to_its_stdin() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let mut child = Command::new("cat")
                 .stdin(Stdio::piped())
@@ -79,7 +68,7 @@ fn cat_echoes_what_is_written_to_its_stdin() {
 
 #[test]
 fn output_collects_stdout_stderr_and_the_exit_code() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let out = Command::new("sh")
                 .args(["-c", "echo out; echo err >&2; exit 3"])
@@ -113,7 +102,7 @@ fn output_collects_stdout_stderr_and_the_exit_code() {
 
 #[test]
 fn a_command_that_does_not_exist_is_a_clear_error() {
-    current_thread().block_on(async {
+    current_thread_on(None).block_on(async {
         let err = Command::new("trellis-no-such-program").spawn().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert_eq!(
@@ -188,7 +177,7 @@ fn cancelled_output_terminates_and_reaps_then_reraises() {
 
 #[test]
 fn a_cancelled_plain_wait_leaves_the_child_running() {
-    current_thread().block_on(async {
+    current_thread_on(None).block_on(async {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         let out = trellis::move_on_after(Duration::from_millis(2), child.wait()).await;
         assert!(out.is_none());
@@ -202,7 +191,7 @@ fn a_cancelled_plain_wait_leaves_the_child_running() {
 
 #[test]
 fn a_dropped_child_is_killed_and_reaped_in_the_background() {
-    let pid = current_thread().block_on(async {
+    let pid = current_thread_on(None).block_on(async {
         let child = Command::new("sleep").arg("30").spawn().unwrap();
         child.id()
     });

@@ -18,14 +18,6 @@ use trellis::{
 
 const FLAVORS: [Flavor; 2] = [Flavor::CurrentThread, Flavor::MultiThread];
 
-fn runtime(flavor: Flavor) -> Runtime {
-    Runtime::builder()
-        .flavor(flavor)
-        .worker_threads(2)
-        .build()
-        .unwrap()
-}
-
 /// A payload that is neither `&str` nor `String`, to show it arrives untouched.
 #[derive(Debug, PartialEq)]
 struct Payload(u32);
@@ -385,7 +377,7 @@ fn every_task_future_is_dropped_before_block_on_returns_when_main_panics() {
                         Ok::<_, Error>(())
                     }
                 }));
-                assert!(poll_once(&mut fut).await.is_pending());
+                assert!(poll_once(fut.as_mut()).await.is_pending());
                 while p.load(Ordering::SeqCst) < 16 {
                     trellis::cancel_shielded_checkpoint().await.unwrap();
                 }
@@ -431,7 +423,7 @@ fn every_task_future_is_dropped_before_block_on_returns_when_a_nursery_is_leaked
                     Ok::<_, Error>(())
                 }
             }));
-            assert!(poll_once(&mut fut).await.is_pending());
+            assert!(poll_once(fut.as_mut()).await.is_pending());
             while p.load(Ordering::SeqCst) < 10 {
                 trellis::cancel_shielded_checkpoint().await.unwrap();
             }
@@ -463,7 +455,7 @@ fn a_nursery_future_returned_out_of_block_on_has_no_children_left() {
             sleep_forever().await?;
             Ok::<_, Error>(())
         }));
-        assert!(poll_once(&mut fut).await.is_pending());
+        assert!(poll_once(fut.as_mut()).await.is_pending());
         checkpoint().await.unwrap();
         fut
     });

@@ -3,19 +3,15 @@
 //!
 //! Each test uses its own signals: the tests of this file run in parallel in one process.
 
+mod common;
+
 use std::io;
 use std::time::Duration;
 
+use common::current_thread_on;
 use futures_lite::StreamExt;
 use trellis::signal::{self, Signal};
-use trellis::{CancelScope, Flavor, Runtime};
-
-fn current_thread() -> Runtime {
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap()
-}
+use trellis::CancelScope;
 
 /// The handler now installed for `signal` (`SIG_DFL`, `SIG_IGN` or a function address).
 fn handler_of(signal: i32) -> libc::sighandler_t {
@@ -29,7 +25,7 @@ fn handler_of(signal: i32) -> libc::sighandler_t {
 
 #[test]
 fn a_raised_signal_is_delivered() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let mut rx = signal::receiver(&[Signal::USR1])?;
             signal::raise(Signal::USR1)?;
@@ -44,7 +40,7 @@ fn a_raised_signal_is_delivered() {
 
 #[test]
 fn repeats_before_a_read_are_coalesced() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let mut rx = signal::receiver(&[Signal::USR2])?;
             for _ in 0..3 {
@@ -63,7 +59,7 @@ fn repeats_before_a_read_are_coalesced() {
 
 #[test]
 fn signals_arriving_together_come_in_number_order_and_a_cancelled_recv_loses_none() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let mut rx = signal::receiver(&[Signal::from_raw(libc::SIGURG), Signal::CONT])?;
             signal::raise(Signal::from_raw(libc::SIGURG))?;
@@ -80,7 +76,7 @@ fn signals_arriving_together_come_in_number_order_and_a_cancelled_recv_loses_non
 
 #[test]
 fn dropping_the_receiver_restores_the_previous_handling() {
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             // Default handling before, default after.
             assert_eq!(handler_of(libc::SIGWINCH), libc::SIG_DFL);
@@ -108,7 +104,7 @@ fn dropping_the_receiver_restores_the_previous_handling() {
 
 #[test]
 fn signals_that_cannot_be_received_are_clear_errors() {
-    current_thread().block_on(async {
+    current_thread_on(None).block_on(async {
         let cases = [
             (vec![Signal::KILL], "SIGKILL cannot be caught or ignored"),
             (vec![Signal::STOP], "SIGSTOP cannot be caught or ignored"),

@@ -1,3 +1,6 @@
+mod common;
+
+use common::current_thread;
 use std::time::Duration;
 use trellis::*;
 
@@ -27,13 +30,7 @@ fn smoke_multi() {
 
 #[test]
 fn smoke_current() {
-    let clock = testing::MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock)
-        .build()
-        .unwrap();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let r = move_on_after(Duration::from_secs(10), async {

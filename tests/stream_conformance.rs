@@ -1,31 +1,19 @@
 //! The same stream contract checked over TCP, Unix sockets and memory streams
 //! (`testing::check_two_way_stream`, trio's `check_two_way_stream`).
 
+mod common;
+
 use std::io;
 
-use trellis::net::{TcpListener, TcpStream, UnixStream};
+use common::{current_thread_on, tcp_pair};
+use trellis::net::UnixStream;
 use trellis::testing::{
     check_two_way_stream, memory_stream_pair, memory_stream_pair_with_capacity,
 };
-use trellis::{Flavor, Runtime};
-
-fn current_thread() -> Runtime {
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap()
-}
-
-async fn tcp_pair() -> io::Result<(TcpStream, TcpStream)> {
-    let mut listener = TcpListener::bind("127.0.0.1:0").await?;
-    let client = TcpStream::connect(listener.local_addr()?).await?;
-    let (server, _) = listener.accept().await?;
-    Ok((client, server))
-}
 
 #[test]
 fn tcp_streams_conform() {
-    current_thread()
+    current_thread_on(None)
         .block_on(check_two_way_stream(tcp_pair))
         .unwrap();
 }
@@ -37,17 +25,17 @@ fn tcp_streams_conform_on_a_multi_thread_runtime() {
 
 #[test]
 fn unix_streams_conform() {
-    current_thread()
+    current_thread_on(None)
         .block_on(check_two_way_stream(|| async { UnixStream::pair() }))
         .unwrap();
 }
 
 #[test]
 fn memory_streams_conform() {
-    current_thread()
+    current_thread_on(None)
         .block_on(check_two_way_stream(|| async { Ok(memory_stream_pair()) }))
         .unwrap();
-    current_thread()
+    current_thread_on(None)
         .block_on(check_two_way_stream(|| async {
             Ok(memory_stream_pair_with_capacity(7))
         }))
@@ -57,7 +45,7 @@ fn memory_streams_conform() {
 #[test]
 fn memory_streams_work_with_futures_io_helpers() {
     use futures_lite::io::{AsyncBufReadExt, AsyncWriteExt};
-    current_thread()
+    current_thread_on(None)
         .block_on(async {
             let (mut a, mut b) = memory_stream_pair();
             a.write_all(b"line one\nline two\n").await?;

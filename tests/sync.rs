@@ -2,13 +2,13 @@
 //! Condition, the generic lock tests) ported with their asserted orders and statistics, plus
 //! RwLock and Barrier, which trio lacks. Principle 3 (every async method is a checkpoint).
 
-mod support;
+mod common;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
-use support::{assert_yields, block_on};
+use common::{assert_yields, block_on_current, multi_thread, Log};
 use trellis::channel::{bounded, Receiver, Sender};
 use trellis::lowlevel::current_task;
 use trellis::sync::{
@@ -18,24 +18,10 @@ use trellis::sync::{
 use trellis::testing::wait_all_tasks_blocked;
 use trellis::{checkpoint, nursery, sleep_forever, CancelScope, Error};
 
-type Record = Arc<StdMutex<Vec<String>>>;
-
-fn record() -> Record {
-    Arc::new(StdMutex::new(Vec::new()))
-}
-
-fn push(r: &Record, s: impl Into<String>) {
-    r.lock().unwrap().push(s.into());
-}
-
-fn snapshot(r: &Record) -> Vec<String> {
-    r.lock().unwrap().clone()
-}
-
 #[test]
 fn event_wakes_all_waiters() {
     // trio: test_Event
-    block_on(async {
+    block_on_current(async {
         let e = Event::new();
         assert!(!e.is_set());
         assert_eq!(e.statistics().tasks_waiting, 0);
@@ -44,24 +30,24 @@ fn event_wakes_all_waiters() {
         assert_yields(e.wait()).await.unwrap();
 
         let e = Arc::new(Event::new());
-        let rec = record();
+        let rec = Log::new();
         let (e2, rec2) = (e.clone(), rec.clone());
         nursery(|n| async move {
             for _ in 0..2 {
                 let (e, rec) = (e2.clone(), rec2.clone());
                 n.spawn(async move {
-                    push(&rec, "sleeping");
+                    rec.push("sleeping");
                     e.wait().await?;
-                    push(&rec, "woken");
+                    rec.push("woken");
                     Ok(())
                 })?;
             }
             wait_all_tasks_blocked().await?;
-            assert_eq!(snapshot(&rec2), ["sleeping", "sleeping"]);
+            assert_eq!(rec2.snapshot(), ["sleeping", "sleeping"]);
             assert_eq!(e2.statistics().tasks_waiting, 2);
             e2.set();
             wait_all_tasks_blocked().await?;
-            assert_eq!(snapshot(&rec2), ["sleeping", "sleeping", "woken", "woken"]);
+            assert_eq!(rec2.snapshot(), ["sleeping", "sleeping", "woken", "woken"]);
             Ok::<_, Error>(())
         })
         .await
@@ -73,7 +59,7 @@ fn event_wakes_all_waiters() {
 #[test]
 fn semaphore_counts_and_hands_off_fairly() {
     // trio: test_Semaphore
-    block_on(async {
+    block_on_current(async {
         let s = Semaphore::new(1);
         assert_eq!(s.value(), 1);
         assert_eq!(s.max_value(), None);
@@ -96,18 +82,18 @@ fn semaphore_counts_and_hands_off_fairly() {
         s.try_acquire().unwrap().forget();
 
         let s = Arc::new(s);
-        let rec = record();
+        let rec = Log::new();
         let (s2, rec2) = (s.clone(), rec.clone());
         nursery(|n| async move {
             let (s, rec) = (s2.clone(), rec2.clone());
             n.spawn(async move {
-                push(&rec, "started");
+                rec.push("started");
                 s.acquire().await?.forget();
-                push(&rec, "finished");
+                rec.push("finished");
                 Ok(())
             })?;
             wait_all_tasks_blocked().await?;
-            assert_eq!(snapshot(&rec2), ["started"]);
+            assert_eq!(rec2.snapshot(), ["started"]);
             assert_eq!(s2.value(), 0);
             s2.release()?;
             // Fairness: the permit went to the waiter.
@@ -117,7 +103,7 @@ fn semaphore_counts_and_hands_off_fairly() {
         })
         .await
         .unwrap();
-        assert_eq!(snapshot(&rec), ["started", "finished"]);
+        assert_eq!(rec.snapshot(), ["started", "finished"]);
     });
 }
 
@@ -141,7 +127,7 @@ fn bounded_semaphore_refuses_release_past_max() {
 #[test]
 fn mutex_lock_and_statistics() {
     // trio: test_Lock_and_StrictFIFOLock
-    block_on(async {
+    block_on_current(async {
         let l = Arc::new(Mutex::new(()));
         assert!(!l.is_locked());
         {
@@ -196,7 +182,7 @@ fn mutex_lock_and_statistics() {
 #[test]
 fn condition_notify_reparks_onto_the_lock() {
     // trio: test_Condition
-    block_on(async {
+    block_on_current(async {
         let c = Arc::new(Condition::new(()));
         assert!(!c.is_locked());
         {
@@ -534,7 +520,7 @@ fn generic_lock_exclusion() {
         let in_critical = Arc::new(AtomicBool::new(false));
         let acquires = Arc::new(AtomicUsize::new(0));
         let (ic, acq) = (in_critical.clone(), acquires.clone());
-        block_on(async move {
+        block_on_current(async move {
             let lock = factory();
             nursery(|n| async move {
                 for _ in 0..WORKERS {
@@ -571,7 +557,7 @@ fn generic_lock_fifo_fairness() {
         let initial = Arc::new(StdMutex::new(Vec::new()));
         let rec = Arc::new(StdMutex::new(Vec::new()));
         let (ini, r) = (initial.clone(), rec.clone());
-        block_on(async move {
+        block_on_current(async move {
             let lock = factory();
             nursery(|n| async move {
                 for name in 1..=3 {
@@ -601,20 +587,20 @@ fn generic_lock_fifo_fairness() {
 fn generic_lock_try_acquire_blocks_acquire() {
     // trio: test_generic_lock_acquire_nowait_blocks_acquire
     for_each_lock(|name, factory| {
-        block_on(async move {
+        block_on_current(async move {
             let lock = factory();
-            let rec = record();
+            let rec = Log::new();
             let release = try_hold(&lock);
             let (l2, r2) = (lock.clone(), rec.clone());
             nursery(|n| async move {
                 n.spawn(async move {
-                    push(&r2, "started");
+                    r2.push("started");
                     with_lock(&l2, async || ()).await?;
-                    push(&r2, "finished");
+                    r2.push("finished");
                     Ok(())
                 })?;
                 wait_all_tasks_blocked().await?;
-                assert_eq!(snapshot(&rec), ["started"], "{name}");
+                assert_eq!(rec.snapshot(), ["started"], "{name}");
                 release();
                 Ok::<_, Error>(())
             })
@@ -626,22 +612,22 @@ fn generic_lock_try_acquire_blocks_acquire() {
 
 #[test]
 fn rwlock_readers_share_and_writers_queue_fairly() {
-    block_on(async {
+    block_on_current(async {
         let lock = Arc::new(RwLock::new(0u32));
         let r1 = lock.read().await.unwrap();
         let r2 = assert_yields(lock.read()).await.unwrap();
         assert_eq!(lock.statistics().readers, 2);
         assert!(matches!(lock.try_write(), Err(Error::WouldBlock)));
-        let rec = record();
+        let rec = Log::new();
         let (l2, rec2) = (lock.clone(), rec.clone());
         nursery(|n| async move {
             let (l, r) = (l2.clone(), rec2.clone());
             n.spawn(async move {
                 let mut w = l.write().await?;
-                push(&r, "writer in");
+                r.push("writer in");
                 *w += 1;
                 checkpoint().await?;
-                push(&r, "writer out");
+                r.push("writer out");
                 Ok(())
             })?;
             wait_all_tasks_blocked().await?;
@@ -649,7 +635,7 @@ fn rwlock_readers_share_and_writers_queue_fairly() {
             let (l, r) = (l2.clone(), rec2.clone());
             n.spawn(async move {
                 let g = l.read().await?;
-                push(&r, format!("reader saw {}", *g));
+                r.push(format!("reader saw {}", *g));
                 Ok(())
             })?;
             wait_all_tasks_blocked().await?;
@@ -664,14 +650,14 @@ fn rwlock_readers_share_and_writers_queue_fairly() {
         })
         .await
         .unwrap();
-        assert_eq!(snapshot(&rec), ["writer in", "writer out", "reader saw 1"]);
+        assert_eq!(rec.snapshot(), ["writer in", "writer out", "reader saw 1"]);
         assert_eq!(*lock.read().await.unwrap(), 1);
     });
 }
 
 #[test]
 fn rwlock_writer_giving_up_lets_queued_readers_in() {
-    block_on(async {
+    block_on_current(async {
         let lock = Arc::new(RwLock::new(()));
         let held = lock.read().await.unwrap();
         let writer_scope = CancelScope::new();
@@ -704,7 +690,7 @@ fn rwlock_writer_giving_up_lets_queued_readers_in() {
 
 #[test]
 fn barrier_releases_all_parties_with_one_leader() {
-    block_on(async {
+    block_on_current(async {
         let barrier = Arc::new(Barrier::new(3));
         let b2 = barrier.clone();
         let leaders = nursery(|n| async move {
@@ -735,7 +721,7 @@ fn barrier_releases_all_parties_with_one_leader() {
 
 #[test]
 fn barrier_waiter_cancelled_no_longer_counts() {
-    block_on(async {
+    block_on_current(async {
         let barrier = Arc::new(Barrier::new(2));
         let b2 = barrier.clone();
         nursery(|n| async move {
@@ -779,7 +765,7 @@ fn guards_are_send_when_the_data_is() {
     assert_send::<SemaphorePermit<'static>>();
     assert_send::<LimiterToken>();
     // A task holding a guard across .await can run on the multi-threaded runtime.
-    support::block_on_multi(2, async {
+    multi_thread(2).block_on(async {
         let m = Arc::new(Mutex::new(0));
         nursery(|n| async move {
             for _ in 0..4 {

@@ -1,11 +1,11 @@
 //! `sync::CapacityLimiter`: trio's test_sync.py CapacityLimiter scenarios, ported with their
 //! asserted orders and statistics.
 
-mod support;
+mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use support::{assert_yields, block_on};
+use common::{assert_yields, block_on_current};
 use trellis::sync::{Borrower, CapacityLimiter};
 use trellis::testing::wait_all_tasks_blocked;
 use trellis::{nursery, Error};
@@ -29,7 +29,7 @@ fn ids(ns: &[u64]) -> Vec<Borrower> {
 #[test]
 fn capacity_limiter_basics_and_fairness() {
     // trio: test_CapacityLimiter
-    block_on(async {
+    block_on_current(async {
         assert_eq!(CapacityLimiter::new(0).total_tokens(), 0);
         let c = CapacityLimiter::new(2);
         assert_eq!(c.total_tokens(), 2);
@@ -112,7 +112,7 @@ fn capacity_limiter_basics_and_fairness() {
 fn capacity_limiter_acquire_twice_panics() {
     // trio raises RuntimeError from `await c.acquire()` when the task already holds a token.
     let panicked = catch_unwind(|| {
-        block_on(async {
+        block_on_current(async {
             let c = CapacityLimiter::new(2);
             let _held = c.acquire().await.unwrap();
             let _again = c.acquire().await;
@@ -126,7 +126,7 @@ fn capacity_limiter_acquire_twice_panics() {
 #[test]
 fn capacity_limiter_unlimited() {
     // trio: test_CapacityLimiter_inf (usize::MAX stands for math.inf)
-    block_on(async {
+    block_on_current(async {
         let c = CapacityLimiter::new(usize::MAX);
         assert_eq!(c.total_tokens(), usize::MAX);
         assert_eq!(c.borrowed_tokens(), 0);
@@ -141,7 +141,7 @@ fn capacity_limiter_unlimited() {
 #[test]
 fn capacity_limiter_change_total_tokens_serves_waiters() {
     // trio: test_CapacityLimiter_change_total_tokens
-    block_on(async {
+    block_on_current(async {
         let c = CapacityLimiter::new(2);
         assert_eq!(c.total_tokens(), 2);
         let c2 = c.clone();
@@ -181,7 +181,7 @@ fn capacity_limiter_change_total_tokens_serves_waiters() {
 #[test]
 fn capacity_limiter_cancelled_acquire_leaves_no_waiter() {
     // trio: test_CapacityLimiter_memleak_548
-    block_on(async {
+    block_on_current(async {
         let limiter = CapacityLimiter::new(1);
         let _held = limiter.acquire().await.unwrap();
         let l2 = limiter.clone();
@@ -208,7 +208,7 @@ fn capacity_limiter_cancelled_acquire_leaves_no_waiter() {
 #[test]
 fn capacity_limiter_zero_tokens_lets_nobody_through() {
     // trio: test_CapacityLimiter_zero_limit_tokens
-    block_on(async {
+    block_on_current(async {
         let c = CapacityLimiter::new(5);
         assert_eq!(c.total_tokens(), 5);
         let c2 = c.clone();
@@ -283,7 +283,7 @@ fn capacity_limiter_zero_tokens_lets_nobody_through() {
 #[test]
 fn limiter_token_is_send_and_static() {
     fn assert_send_static<T: Send + 'static>(_: &T) {}
-    block_on(async {
+    block_on_current(async {
         let c = CapacityLimiter::new(1);
         let token = c.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
         assert_send_static(&token);

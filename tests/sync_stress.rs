@@ -4,7 +4,7 @@
 //! (principle 4). The state machines are mutex-protected (no hand-rolled atomics), so these
 //! runs stand in for a loom model.
 
-mod support;
+mod common;
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use support::block_on_multi;
+use common::multi_thread;
 use trellis::channel::bounded;
 use trellis::sync::{CapacityLimiter, Mutex, Semaphore};
 use trellis::{move_on_after, nursery, Error};
@@ -53,7 +53,7 @@ fn channel_round(capacity: usize) {
     const PER_PRODUCER: u64 = 300;
     let received = Arc::new(StdMutex::new(Vec::new()));
     let r2 = received.clone();
-    block_on_multi(WORKERS, async move {
+    multi_thread(WORKERS).block_on(async move {
         let (tx, rx) = bounded::<u64>(capacity);
         nursery(|n| async move {
             for p in 0..PRODUCERS {
@@ -141,7 +141,7 @@ fn lock_hand_off_races_leak_nothing() {
             inside.clone(),
             taken.clone(),
         );
-        block_on_multi(WORKERS, async move {
+        multi_thread(WORKERS).block_on(async move {
             nursery(|n| async move {
                 for task in 0..8u64 {
                     let (m, s, l, inside, taken) =

@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::*;
 use trellis::lowlevel;
 use trellis::{
-    cancel_shielded_checkpoint, checkpoint, nursery, sleep, sleep_forever, Error, Flavor, Nursery,
-    Runtime, TaskHandle,
+    cancel_shielded_checkpoint, checkpoint, nursery, sleep, sleep_forever, Error, Nursery,
+    TaskHandle,
 };
 
 type Res<T = ()> = Result<T, TestError>;
@@ -167,7 +167,7 @@ fn dropping_a_nursery_future_drops_every_child_future_before_returning() {
         let polls = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = std::sync::mpsc::channel();
         let mut fut = Box::pin(busy_nursery(&drops, &polls, 5, 5, false, tx));
-        assert!(poll_once(&mut fut).await.is_pending());
+        assert!(poll_once(fut.as_mut()).await.is_pending());
         let (n, handle) = rx.recv().unwrap();
         sleep(secs(1)).await.unwrap(); // the children run meanwhile
         let stats = lowlevel::statistics();
@@ -251,7 +251,7 @@ fn dropping_a_nursery_on_the_multi_thread_runtime_waits_for_running_polls() {
                 let h = outer.spawn(async move {
                     let (tx, _rx) = std::sync::mpsc::channel();
                     let mut fut = Box::pin(busy_nursery(&d, &p, STUBBORN, SLEEPY, true, tx));
-                    assert!(poll_once(&mut fut).await.is_pending());
+                    assert!(poll_once(fut.as_mut()).await.is_pending());
                     // Let the children get going on the other workers.
                     while p.load(Ordering::SeqCst) < 4 * STUBBORN {
                         cancel_shielded_checkpoint().await?;
@@ -267,17 +267,6 @@ fn dropping_a_nursery_on_the_multi_thread_runtime_waits_for_running_polls() {
         assert_eq!(seen, guards(STUBBORN, SLEEPY), "round {round}");
         // The one live task is the one that dropped the nursery.
         assert_eq!((stats.live_tasks, stats.timers), (1, 0), "round {round}");
-    }
-}
-
-/// Panics when dropped (unless already unwinding).
-struct DropBomb;
-
-impl Drop for DropBomb {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            panic!("drop bomb");
-        }
     }
 }
 
@@ -302,7 +291,7 @@ fn a_panicking_child_destructor_during_teardown_does_not_abort() {
             sleep_forever().await?;
             Ok::<_, TestError>(())
         }));
-        assert!(poll_once(&mut fut).await.is_pending());
+        assert!(poll_once(fut.as_mut()).await.is_pending());
         checkpoint().await.unwrap();
         drop(fut);
         assert_eq!(drops.count(), 3);
@@ -324,7 +313,7 @@ fn a_start_into_a_nursery_torn_down_meanwhile_fails_and_drops_the_task() {
             sleep_forever().await?;
             Ok::<_, TestError>(())
         }));
-        assert!(poll_once(&mut target).await.is_pending());
+        assert!(poll_once(target.as_mut()).await.is_pending());
         let target_handle: Nursery<TestError> = rx.recv().unwrap();
         nursery(|n| async move {
             n.spawn(async move {
@@ -374,10 +363,7 @@ fn local_children_of_a_nursery_dropped_elsewhere_end_on_their_own_thread() {
     let dropped_on = Arc::new(Mutex::new(None));
     let recorder = dropped_on.clone();
     let runtime_thread = std::thread::current().id();
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap();
+    let rt = current_thread_on(None);
     rt.block_on(async move {
         let mut fut = nursery(move |n: Nursery<Error>| async move {
             n.spawn_local(async move {
@@ -389,7 +375,7 @@ fn local_children_of_a_nursery_dropped_elsewhere_end_on_their_own_thread() {
             sleep_forever().await?;
             Ok::<_, Error>(())
         });
-        assert!(poll_once(&mut fut).await.is_pending());
+        assert!(poll_once(Pin::new(&mut fut)).await.is_pending());
         checkpoint().await.unwrap(); // the local child starts and parks
         std::thread::spawn(move || drop(fut)).join().unwrap();
     });

@@ -2,44 +2,21 @@
 //! with smaller cushions wake first, in the order they started waiting; it is a checkpoint.
 //! Ports the wait_all_tasks_blocked scenarios of trio's `test_testing.py`.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{current_thread, current_thread_on, ms, multi_thread, Log};
 use trellis::testing::{wait_all_tasks_blocked, wait_all_tasks_blocked_for, MockClock};
-use trellis::{
-    checkpoint, now, nursery, sleep, sleep_forever, CancelReason, CancelScope, Error, Flavor,
-    Runtime,
-};
-
-fn current_thread() -> Runtime {
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap()
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
+use trellis::{checkpoint, now, nursery, sleep, sleep_forever, CancelReason, CancelScope, Error};
 
 // trio test_wait_all_tasks_blocked: the waiters wake only once the busy task has stopped
 // running; both wake, in the order they started waiting.
 #[test]
 fn waiters_wake_once_every_other_task_is_blocked() {
-    let rt = current_thread();
+    let rt = current_thread_on(None);
     rt.block_on(async {
         let log = Log::default();
         let result = nursery(|n| {
@@ -81,7 +58,7 @@ fn waiters_wake_once_every_other_task_is_blocked() {
 // cancelled wakes at once with Cancelled.
 #[test]
 fn a_waiter_is_cancellable() {
-    let rt = current_thread();
+    let rt = current_thread_on(None);
     rt.block_on(async {
         let log = Log::default();
         let result = nursery(|n| {
@@ -143,11 +120,7 @@ fn a_waiter_is_cancellable() {
 #[test]
 fn sleeping_tasks_count_as_blocked() {
     let clock = MockClock::new();
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let rt = current_thread_on(Some(&clock));
     rt.block_on(async {
         let log = Log::default();
         let result = nursery(|n| {
@@ -179,7 +152,7 @@ fn sleeping_tasks_count_as_blocked() {
 // waiting. (Real time, scaled down from trio's 10/20/30 ms; the margins are 19 ms and more.)
 #[test]
 fn cushions_order_the_waiters() {
-    let rt = current_thread();
+    let rt = current_thread_on(None);
     rt.block_on(async {
         let log = Log::default();
         let real = Instant::now();
@@ -233,7 +206,7 @@ fn cushions_order_the_waiters() {
 // with nothing else running, each group wakes after its own cushion of quiet.
 #[test]
 fn waiters_wake_by_cushion_then_start_order() {
-    let rt = current_thread();
+    let rt = current_thread_on(None);
     rt.block_on(async {
         let log = Log::default();
         let result = nursery(|n| {
@@ -268,7 +241,7 @@ fn waiters_wake_by_cushion_then_start_order() {
 // later that keeps running holds it back.
 #[test]
 fn the_main_task_waits_for_children_to_block() {
-    let rt = current_thread();
+    let rt = current_thread_on(None);
     rt.block_on(async {
         let steps = Arc::new(AtomicUsize::new(0));
         let result = nursery(|n| {
@@ -301,11 +274,7 @@ fn the_main_task_waits_for_children_to_block() {
 // empty: the waiter sees all the work of tasks spread over the workers done.
 #[test]
 fn waiting_on_a_multi_threaded_runtime() {
-    let rt = Runtime::builder()
-        .flavor(Flavor::MultiThread)
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     for _ in 0..20 {
         rt.block_on(async {
             let steps = Arc::new(AtomicUsize::new(0));
@@ -338,13 +307,7 @@ fn waiting_on_a_multi_threaded_runtime() {
 // principle 5: with a mock clock, a waiter wakes before any autojump, at the same virtual time.
 #[test]
 fn waiters_wake_before_autojump() {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock)
-        .build()
-        .unwrap();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();

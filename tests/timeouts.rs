@@ -4,59 +4,18 @@
 //! Ports trio's `test_timeouts.py`; every time is virtual (a `MockClock` with autojump at zero
 //! on a current-thread runtime) and asserted exactly.
 
-use std::future::Future;
+mod common;
+
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
-use trellis::testing::{wait_all_tasks_blocked, MockClock};
+use common::{current_thread, ms, poll_once, secs, Log};
+use trellis::testing::wait_all_tasks_blocked;
 use trellis::{
     checkpoint, current_effective_deadline, fail_after, fail_at, lowlevel, move_on_after,
     move_on_at, now, nursery, sleep, sleep_forever, sleep_until, CancelReason, CancelScope,
-    Cancelled, Error, Flavor, NurseryError, Runtime, TimedOut,
+    Cancelled, Error, NurseryError, TimedOut,
 };
-
-fn mock_runtime() -> (Runtime, MockClock) {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    (rt, clock)
-}
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
-
-/// Polls `future` once, outside any waker's interest, and returns whether it finished.
-async fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> bool {
-    let mut future = Some(future);
-    std::future::poll_fn(move |cx| {
-        let ready = future.take().unwrap().poll(cx).is_ready();
-        Poll::Ready(ready)
-    })
-    .await
-}
 
 // ---------------------------------------------------------------------------------------------
 // Sleeping (trio test_sleep)
@@ -64,7 +23,7 @@ async fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> bool {
 // principle 5: sleep and sleep_until take exactly their virtual duration.
 #[test]
 fn sleep_and_sleep_until_take_exactly_their_time() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         sleep_until(t0 + secs(1)).await.unwrap();
@@ -88,7 +47,7 @@ fn sleep_and_sleep_until_take_exactly_their_time() {
 // yield (another task runs in between) ...
 #[test]
 fn zero_sleeps_yield() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -137,7 +96,7 @@ fn zero_sleeps_yield() {
 // sleep(0) fails.
 #[test]
 fn zero_sleep_in_an_expired_scope_is_cancelled() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let out = move_on_at(now(), async {
             let r = sleep(Duration::ZERO).await;
@@ -155,7 +114,7 @@ fn zero_sleep_in_an_expired_scope_is_cancelled() {
 // trellis reads the clock at the call, a decision recorded in docs/design.md.
 #[test]
 fn sleeps_count_from_the_first_poll_and_timeouts_from_the_call() {
-    let (rt, clock) = mock_runtime();
+    let (rt, clock) = current_thread();
     rt.block_on(async {
         let created = now();
         let nap = sleep(secs(1));
@@ -201,7 +160,7 @@ fn sleeps_count_from_the_first_poll_and_timeouts_from_the_call() {
 // contract C6: move_on_after ends the work exactly at its deadline and gives None.
 #[test]
 fn move_on_after_gives_none_at_its_deadline() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let out = move_on_after(secs(1), async {
@@ -228,7 +187,7 @@ fn move_on_after_gives_none_at_its_deadline() {
 // finishes in time gives Ok(its output).
 #[test]
 fn fail_at_and_fail_after_time_out_exactly() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let out = fail_at(t0 + secs(1), sleep(secs(100))).await;
@@ -259,7 +218,7 @@ fn fail_at_and_fail_after_time_out_exactly() {
 // and fail_* (in Ok), even when the deadline has passed by then.
 #[test]
 fn other_errors_pass_through_timeouts() {
-    let (rt, clock) = mock_runtime();
+    let (rt, clock) = current_thread();
     rt.block_on(async {
         let out = move_on_after(secs(1), async {
             sleep(ms(500)).await.unwrap();
@@ -292,7 +251,7 @@ fn other_errors_pass_through_timeouts() {
 // untouched (neither None nor TimedOut), and the enclosing scope absorbs it.
 #[test]
 fn outer_cancellations_pass_through_timeouts() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let outer = CancelScope::new();
@@ -333,7 +292,7 @@ fn outer_cancellations_pass_through_timeouts() {
 // value; one whose code then reaches a checkpoint times out.
 #[test]
 fn fail_after_times_out_only_if_its_cancellation_ended_the_work() {
-    let (rt, clock) = mock_runtime();
+    let (rt, clock) = current_thread();
     rt.block_on(async {
         let out = fail_after(secs(1), async {
             clock.jump(secs(2));
@@ -364,7 +323,7 @@ fn fail_after_times_out_only_if_its_cancellation_ended_the_work() {
 // checkpoint fails; work with no checkpoint completes.
 #[test]
 fn deadlines_in_the_past() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -394,7 +353,7 @@ fn deadlines_in_the_past() {
 // scope; when an outer deadline comes first, the inner timeout passes the cancellation on.
 #[test]
 fn nested_timeouts_with_exact_times() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -476,7 +435,7 @@ fn nested_timeouts_with_exact_times() {
 // nursery reports the cancellation, which the timeout absorbs.
 #[test]
 fn a_timeout_around_a_nursery() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let log = Log::default();
@@ -522,7 +481,7 @@ fn a_timeout_around_a_nursery() {
 // principle 4: a sleep cancelled while blocked removes its timer.
 #[test]
 fn a_cancelled_sleep_leaves_no_timer() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let scope = CancelScope::new();
         let result = nursery(|n| {
@@ -567,18 +526,18 @@ fn a_cancelled_sleep_leaves_no_timer() {
 // timer; so does a timeout scope dropped mid-flight.
 #[test]
 fn a_dropped_sleep_leaves_no_timer() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         {
             let mut nap = pin!(sleep(secs(10)));
-            assert!(!poll_once(nap.as_mut()).await);
+            assert!(poll_once(nap.as_mut()).await.is_pending());
             assert_eq!(lowlevel::statistics().timers, 1);
         }
         assert_eq!(lowlevel::statistics().timers, 0);
         {
             let mut timeout = pin!(move_on_after(secs(10), sleep(secs(20))));
-            assert!(!poll_once(timeout.as_mut()).await);
+            assert!(poll_once(timeout.as_mut()).await.is_pending());
             // The scope's deadline and the sleep.
             assert_eq!(lowlevel::statistics().timers, 2);
         }
@@ -595,7 +554,7 @@ fn a_dropped_sleep_leaves_no_timer() {
 // principle 4: a finished sleep, and a timeout scope whose work finished early, leave nothing.
 #[test]
 fn finished_sleeps_and_timeouts_leave_no_timer() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         sleep(secs(1)).await.unwrap();
         assert_eq!(lowlevel::statistics().timers, 0);
@@ -611,7 +570,7 @@ fn finished_sleeps_and_timeouts_leave_no_timer() {
 // principle 5: sleep_forever ends only by cancellation, at the exact time of the cancel.
 #[test]
 fn sleep_forever_ends_only_by_cancellation() {
-    let (rt, _clock) = mock_runtime();
+    let (rt, _clock) = current_thread();
     rt.block_on(async {
         let t0 = now();
         let out = move_on_at(t0 + secs(86_400 * 365), sleep_forever()).await;

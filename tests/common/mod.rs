@@ -1,31 +1,44 @@
-//! Helpers shared by the behaviour tests: runtimes, event logs, drop counters, and small future
-//! combinators (poll once, catch a panic) written out here so the tests need no extra crates.
+//! Helpers shared by the behaviour tests: runtimes, event logs, drop counters, checkpoint
+//! assertions, and small future combinators (poll once, catch a panic) written out here so the
+//! tests need no extra crates.
 
-#![allow(dead_code)] // each test file uses a different subset
+// Every test binary compiles this module on its own and uses a different subset of it.
+#![allow(dead_code)]
 
 use std::any::Any;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use trellis::net::{TcpListener, TcpStream};
 use trellis::testing::MockClock;
-use trellis::{Flavor, Runtime};
+use trellis::{CancelScope, Flavor, Outcome, Runtime};
+
+/// A mock clock that autojumps once every task has been blocked for `threshold` of real time.
+pub fn autojump_clock(threshold: Duration) -> MockClock {
+    let clock = MockClock::new();
+    clock.set_autojump_threshold(Some(threshold));
+    clock
+}
+
+/// A current-thread runtime on `clock`, or on the system clock when `clock` is `None`.
+pub fn current_thread_on(clock: Option<&MockClock>) -> Runtime {
+    let mut builder = Runtime::builder().flavor(Flavor::CurrentThread);
+    if let Some(clock) = clock {
+        builder = builder.clock(clock.clone());
+    }
+    builder.build().expect("a current-thread runtime builds")
+}
 
 /// A current-thread runtime on a mock clock that autojumps as soon as every task is blocked:
 /// tasks run in spawn/wake order and virtual times are exact.
 pub fn current_thread() -> (Runtime, MockClock) {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock.clone())
-        .build()
-        .expect("a current-thread runtime builds");
-    (rt, clock)
+    let clock = autojump_clock(Duration::ZERO);
+    (current_thread_on(Some(&clock)), clock)
 }
 
 /// Runs `f` on a fresh [`current_thread`] runtime.
@@ -42,6 +55,22 @@ pub fn multi_thread(workers: usize) -> Runtime {
         .expect("a multi-thread runtime builds")
 }
 
+/// A runtime of either flavour on the system clock; a multi-threaded one has two workers.
+pub fn runtime(flavor: Flavor) -> Runtime {
+    match flavor {
+        Flavor::CurrentThread => current_thread_on(None),
+        Flavor::MultiThread => multi_thread(2),
+    }
+}
+
+/// A connected TCP pair on the loopback interface: (the client end, the accepted end).
+pub async fn tcp_pair() -> std::io::Result<(TcpStream, TcpStream)> {
+    let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    let client = TcpStream::connect(listener.local_addr()?).await?;
+    let (server, _) = listener.accept().await?;
+    Ok((client, server))
+}
+
 /// An ordered record of what happened, shared between tasks.
 #[derive(Clone, Default)]
 pub struct Log(Arc<Mutex<Vec<String>>>);
@@ -55,8 +84,14 @@ impl Log {
         self.0.lock().unwrap().push(event.into());
     }
 
+    /// Empties the log and returns what it held.
     pub fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// What the log holds now, leaving it in place.
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
     }
 }
 
@@ -87,9 +122,20 @@ impl Drop for DropGuard {
     }
 }
 
+/// Panics when dropped, unless already unwinding.
+pub struct DropBomb;
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("drop bomb");
+        }
+    }
+}
+
 /// Polls `fut` exactly once with the current task's waker and reports whether it finished.
-pub async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
-    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
+pub async fn poll_once<F: Future + ?Sized>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
 }
 
 /// Polls `fut` once with a no-op waker, outside any runtime.
@@ -143,6 +189,39 @@ pub fn since(t0: std::time::Instant) -> Duration {
 
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// trio's `assert_checkpoints` for an operation that completes without blocking: it must yield
+/// to the scheduler (a task spawned before it runs before it returns). Returns its output.
+pub async fn assert_yields<F: Future>(f: F) -> F::Output {
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let out = trellis::nursery(|n| async move {
+        n.spawn(async move {
+            flag.store(true, Ordering::SeqCst);
+            Ok(())
+        })?;
+        let out = f.await;
+        assert!(ran.load(Ordering::SeqCst), "the operation did not yield");
+        Ok::<_, trellis::Error>(out)
+    })
+    .await;
+    out.unwrap()
+}
+
+/// Runs `f` inside a scope that is cancelled before `f` starts; returns the scope's view.
+pub async fn run_cancelled<F>(f: F) -> Option<F::Output>
+where
+    F: Future,
+    F::Output: Outcome,
+{
+    let scope = CancelScope::new();
+    scope.cancel();
+    scope.run(f).await
 }
 
 /// An error type for tests: comparable with `assert_eq!`, and it carries cancellations so that
