@@ -147,13 +147,16 @@ impl fmt::Debug for Signal {
     }
 }
 
-/// Sends `signal` to this process (`kill(getpid(), signal)`).
+/// Sends `signal` to the calling thread (C's `raise`, as Python's `signal.raise_signal`): unless
+/// the thread blocks it, the signal is handled before this returns, so a receiver sees it at its
+/// next `recv`. (A signal sent to the whole process with `kill` may be handled later, on any
+/// thread.)
 ///
 /// # Errors
 /// If the signal number is invalid.
 pub fn raise(signal: Signal) -> io::Result<()> {
-    // SAFETY: plain system calls with integer arguments.
-    if unsafe { libc::kill(libc::getpid(), signal.0) } < 0 {
+    // SAFETY: a plain C library call with an integer argument.
+    if unsafe { libc::raise(signal.0) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

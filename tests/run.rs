@@ -397,7 +397,10 @@ fn every_task_future_is_dropped_before_block_on_returns_when_a_nursery_is_leaked
     for flavor in FLAVORS {
         let drops = DropCounter::new();
         let polls = Arc::new(AtomicUsize::new(0));
-        let (d, p) = (drops.clone(), polls.clone());
+        // Polls of the grandchild alone: on the multi-thread runtime the four children can
+        // reach any poll count before the task that spawns the grandchild has even run.
+        let grandchild_polls = Arc::new(AtomicUsize::new(0));
+        let (d, p, gp) = (drops.clone(), polls.clone(), grandchild_polls.clone());
         let leaked: Nursery = runtime(flavor).block_on(async move {
             let (tx, rx) = std::sync::mpsc::channel();
             let body_polls = p.clone();
@@ -409,7 +412,7 @@ fn every_task_future_is_dropped_before_block_on_returns_when_a_nursery_is_leaked
                         n.spawn(stubborn_child(&d, &p))?;
                     }
                     // A grandchild, one level further down.
-                    let (d2, p2) = (d.clone(), p.clone());
+                    let (d2, p2) = (d.clone(), gp);
                     n.spawn(async move {
                         nursery(|n2| async move {
                             n2.spawn(stubborn_child(&d2, &p2))?;
@@ -424,7 +427,7 @@ fn every_task_future_is_dropped_before_block_on_returns_when_a_nursery_is_leaked
                 }
             }));
             assert!(poll_once(fut.as_mut()).await.is_pending());
-            while p.load(Ordering::SeqCst) < 10 {
+            while p.load(Ordering::SeqCst) < 10 || grandchild_polls.load(Ordering::SeqCst) == 0 {
                 trellis::cancel_shielded_checkpoint().await.unwrap();
             }
             std::mem::forget(fut);

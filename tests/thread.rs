@@ -210,24 +210,28 @@ fn from_thread_runs_inside_the_waiting_task() {
 #[test]
 fn check_cancelled_lets_blocking_work_stop_early() {
     trellis::run(async {
-        let steps = trellis::move_on_after(
-            Duration::from_millis(5),
-            thread::run_blocking(|| {
+        // The thread itself cancels the scope (allowed from any thread, C2) after three steps,
+        // so the count does not depend on how fast the thread starts.
+        let scope = CancelScope::new();
+        let handle = scope.clone();
+        let steps = scope
+            .run(thread::run_blocking(move || {
                 let mut steps = 0u64;
                 while thread::check_cancelled().is_ok() {
                     steps += 1;
-                    std::thread::sleep(Duration::from_micros(100));
+                    if steps == 3 {
+                        handle.cancel();
+                    }
                 }
                 steps
-            }),
-        )
-        .await;
-        // The call waited for the thread (default), which saw the cancellation and stopped;
-        // the scope then absorbed nothing because the call returned Ok.
+            }))
+            .await;
+        // The call waited for the thread (default), which saw the cancellation and stopped; the
+        // scope absorbed nothing because the call returned Ok.
         let steps = steps
             .expect("run_blocking returned the thread's value")
             .unwrap();
-        assert!(steps > 0);
+        assert_eq!(steps, 3);
     });
 }
 
