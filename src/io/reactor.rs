@@ -72,6 +72,10 @@ pub(crate) struct Reactor {
     poller: Poller,
     edge: bool,
     sources: Mutex<Slab<(u32, Arc<Source>)>>,
+    /// Number of registered sources, readable without the lock: a busy worker skips its
+    /// periodic non-blocking poll when nothing is registered (each poll with a timeout costs
+    /// several syscalls: `epoll_pwait` plus `polling`'s timer descriptor upkeep).
+    registered: AtomicUsize,
     generation: AtomicUsize,
     events: Mutex<Events>,
 }
@@ -84,6 +88,7 @@ impl Reactor {
             poller,
             edge,
             sources: Mutex::new(Slab::new()),
+            registered: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
             events: Mutex::new(Events::new()),
         })
@@ -116,6 +121,7 @@ impl Reactor {
                 .add_with_mode(fd, Event::all(key), self.mode())?
         };
         entry.insert((generation, source.clone()));
+        self.registered.fetch_add(1, Ordering::Relaxed);
         Ok(source)
     }
 
@@ -126,6 +132,7 @@ impl Reactor {
             let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
             if sources.get(index).is_some_and(|(_, s)| s.key == source.key) {
                 sources.remove(index);
+                self.registered.fetch_sub(1, Ordering::Relaxed);
             }
         }
         // SAFETY: the descriptor is still open: the owner closes it only after this returns.
@@ -133,6 +140,11 @@ impl Reactor {
         let result = self.poller.delete(fd);
         source.wake_all();
         result
+    }
+
+    /// Is any descriptor registered?
+    pub(crate) fn has_sources(&self) -> bool {
+        self.registered.load(Ordering::Relaxed) > 0
     }
 
     pub(crate) fn notify(&self) {

@@ -420,6 +420,9 @@ impl Scheduler {
     /// if no one else is driving it.
     fn maintenance(&self, shared: &Shared) {
         shared.driver.fire_due_timers();
+        if !shared.driver.reactor.has_sources() {
+            return;
+        }
         let mut idle = self.idle();
         if idle.driver_taken {
             return;
