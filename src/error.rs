@@ -47,15 +47,47 @@ impl fmt::Display for CancelReason {
 /// Let it travel outwards with `?`: the scope that was cancelled recognises it and turns it into
 /// its own outcome (`None` for [`move_on_after`](crate::move_on_after), [`TimedOut`] for
 /// [`fail_after`](crate::fail_after)).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("operation cancelled ({reason})")]
 pub struct Cancelled {
     reason: CancelReason,
+    absorbed: bool,
+}
+
+impl fmt::Debug for Cancelled {
+    /// `Cancelled { reason: .. }`, plus `absorbed: true` only when set.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Cancelled");
+        d.field("reason", &self.reason);
+        if self.absorbed {
+            d.field("absorbed", &true);
+        }
+        d.finish()
+    }
 }
 
 impl Cancelled {
     pub(crate) fn new(reason: CancelReason) -> Self {
-        Cancelled { reason }
+        Cancelled {
+            reason,
+            absorbed: false,
+        }
+    }
+
+    /// Marks a cancellation its own scope has already absorbed: a nursery that cancelled itself
+    /// before its body finished returns it (there is no value to return), and code that passes
+    /// it on with `?` only ends early. Tasks and nurseries further out treat it as a quiet stop,
+    /// not a failure, as trio would (there the nursery simply exits).
+    pub(crate) fn into_absorbed(mut self) -> Self {
+        self.absorbed = true;
+        self
+    }
+
+    /// Whether this cancellation was already absorbed by the nursery that caused it (the nursery
+    /// cancelled itself). Such an error ends the code that propagates it but is never counted as
+    /// a task failure.
+    pub fn is_absorbed(&self) -> bool {
+        self.absorbed
     }
 
     /// Why the scope that raised this was cancelled.

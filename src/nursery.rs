@@ -653,7 +653,9 @@ where
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(value))) => self.value = Some(value),
             Ok(Poll::Ready(Err(e))) => match e.cancelled() {
-                Some(c) if self.inner.node.is_cancelled() => self.body_cancelled = Some(c),
+                Some(c) if self.inner.node.is_cancelled() || c.is_absorbed() => {
+                    self.body_cancelled = Some(c)
+                }
                 _ => self.inner.failed(e),
             },
             Err(payload) => self.inner.panicked(payload),
@@ -709,7 +711,8 @@ where
         match (self.value, cancelled) {
             (_, Some(c)) if !absorbed_here => Err(NurseryError::Cancelled(c)),
             (Some(value), _) => Ok(value),
-            (None, Some(c)) => Err(NurseryError::Cancelled(c)),
+            // Our own cancellation, absorbed here, ended the body before it produced a value.
+            (None, Some(c)) => Err(NurseryError::Cancelled(c.into_absorbed())),
             (None, None) => unreachable!("the body produced a value, an error or a panic"),
         }
     }

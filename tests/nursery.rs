@@ -369,6 +369,39 @@ fn a_body_cancelled_by_its_own_nursery_reports_the_cancellation() {
     });
 }
 
+// contract N3: a nursery that cancelled itself stops quietly. Propagated with `?`, its
+// (absorbed) cancellation ends the task that ran it, but is no failure of the nursery outside:
+// the sibling finishes, the outer nursery succeeds (trio's nursery would simply exit).
+#[test]
+fn a_self_cancelled_inner_nursery_propagated_with_question_mark_fails_nothing_outside() {
+    block_on_current(async {
+        let out = nursery(|outer| async move {
+            let stopper = outer.spawn(async {
+                nursery(|inner| async move {
+                    inner.cancel();
+                    checkpoint().await?;
+                    Ok::<_, trellis::Error>(())
+                })
+                .await?;
+                Ok::<_, trellis::Error>("not reached")
+            })?;
+            let sibling = outer.spawn(async {
+                checkpoint().await?;
+                Ok::<_, trellis::Error>(7)
+            })?;
+            Ok::<_, trellis::Error>((stopper.await, sibling.await?))
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(out.0, Err(trellis::Error::TaskCancelled)),
+            "{:?}",
+            out.0
+        );
+        assert_eq!(out.1, 7);
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // N4: exit is not a cancel point.
 

@@ -107,8 +107,12 @@ where
         let reporter = &self.reporter;
         let state = match outcome {
             Ok(Ok(value)) => JoinState::Ready(value),
-            Ok(Err(e)) if e.cancelled().is_some() && self.node.is_cancelled() => {
-                // Its own cancellation, caused from above: not an error (N3).
+            Ok(Err(e))
+                if e.cancelled()
+                    .is_some_and(|c| c.is_absorbed() || self.node.is_cancelled()) =>
+            {
+                // Its own cancellation, caused from above, or one a nursery inside it already
+                // absorbed (that nursery cancelled itself): not an error (N3).
                 reporter.cancelled(e);
                 JoinState::Cancelled
             }
