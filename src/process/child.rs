@@ -1,0 +1,156 @@
+//! `Child`: a spawned process, its waiting, signalling and termination.
+
+use super::*;
+
+/// A running (or exited, not yet reaped) child process.
+pub struct Child {
+    pub(super) pid: u32,
+    pub(super) program: String,
+    pub(super) exit: Exit,
+    /// Set once reaped.
+    pub(super) status: Option<ExitStatus>,
+    pub(super) grace: Duration,
+    /// The child's standard input, if piped.
+    pub stdin: Option<ChildStdin>,
+    /// The child's standard output, if piped.
+    pub stdout: Option<ChildStdout>,
+    /// The child's standard error, if piped.
+    pub stderr: Option<ChildStderr>,
+}
+
+impl fmt::Debug for Child {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Child")
+            .field("pid", &self.pid)
+            .field("program", &self.program)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl Child {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the child to exit and reaps it. A checkpoint; a cancelled wait leaves the child
+    /// running (and unreaped), to be waited for again. Waiting again after an exit returns the
+    /// same status.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            crate::checkpoint().await?;
+            return Ok(status);
+        }
+        let status = self.exit.wait(self.pid).await?;
+        self.status = Some(status);
+        Ok(status)
+    }
+
+    /// The exit status if the child has exited (reaping it), else `None`. Not a checkpoint.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = self.exit.try_wait(self.pid)?;
+        }
+        Ok(self.status)
+    }
+
+    /// Waits for the child; if cancelled, [terminates](Child::terminate) it, then returns the
+    /// cancellation.
+    pub async fn wait_or_terminate(&mut self) -> io::Result<ExitStatus> {
+        match self.wait().await {
+            Err(e) if e.cancelled().is_some() => {
+                self.terminate().await?;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Closes the child's standard input, reads its standard output and error to the end and
+    /// waits for it. If cancelled, terminates it first, then returns the cancellation.
+    pub async fn wait_with_output(&mut self) -> io::Result<Output> {
+        drop(self.stdin.take());
+        let stdout = self.stdout.take();
+        let stderr = self.stderr.take();
+        let (out, err) = join(read_all(stdout), read_all(stderr)).await;
+        let status = self.wait_or_terminate().await;
+        let cancelled = [&out, &err]
+            .into_iter()
+            .find_map(|r| r.as_ref().err().and_then(AsCancelled::cancelled));
+        if let Some(c) = cancelled {
+            if status.is_ok() {
+                // The reads were cancelled but the wait was not (it exited meanwhile).
+                return Err(c.into());
+            }
+        }
+        Ok(Output {
+            status: status?,
+            stdout: out?,
+            stderr: err?,
+        })
+    }
+
+    /// Asks the child to stop: `SIGTERM`, then `SIGKILL` if it is still running after the grace
+    /// period; returns its exit status once reaped. Shielded from cancellation, so it completes
+    /// inside a cancelled scope.
+    pub async fn terminate(&mut self) -> io::Result<ExitStatus> {
+        let grace = self.grace;
+        let shielded = CancelScope::new().shielded(true);
+        let out = shielded
+            .run(async {
+                if self.try_wait()?.is_none() {
+                    self.signal(Signal::TERM)?;
+                    if let Some(done) = crate::move_on_after(grace, self.wait()).await {
+                        return done;
+                    }
+                    self.kill()?;
+                }
+                self.wait().await
+            })
+            .await;
+        out.expect("a shielded scope is not cancelled from outside")
+    }
+
+    /// Sends `signal` to the child, unless it has already been reaped (then nothing happens).
+    ///
+    /// # Errors
+    /// If the signal cannot be sent (an invalid number).
+    pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        self.exit.signal(self.pid, signal)
+    }
+
+    /// Kills the child (`SIGKILL`) unless it has already been reaped. Does not wait.
+    ///
+    /// # Errors
+    /// As [`signal`](Child::signal).
+    pub fn kill(&mut self) -> io::Result<()> {
+        self.signal(Signal::KILL)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            match &self.exit {
+                Exit::Pidfd(_) => kill_and_reap_in_background(self.pid),
+                Exit::Thread(watch) => {
+                    // The watching thread reaps it once it is dead.
+                    let _ = watch.signal(self.pid, Signal::KILL);
+                }
+            }
+        }
+    }
+}
+
+/// Kills `pid` (ours, not yet reaped) and reaps it on a pool thread.
+pub(super) fn kill_and_reap_in_background(pid: u32) {
+    // SAFETY: signalling a child we have not reaped: the pid cannot have been reused.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    crate::thread::execute_detached(Box::new(move || {
+        let _ = wait_blocking(pid);
+    }));
+}

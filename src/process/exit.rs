@@ -1,0 +1,246 @@
+//! How the process module learns that a child exited: a pidfd on the reactor, or a helper
+//! thread blocked in `waitid` where pidfds are unavailable; and the raw `waitid`/`kill` calls.
+
+use super::*;
+
+/// How this module learns that a child exited.
+pub(super) enum Exit {
+    /// A pidfd on the reactor: readable once the child has exited.
+    Pidfd(AsyncFd<OwnedFd>),
+    /// A helper thread blocked in `waitid` (no pidfd support).
+    Thread(Arc<ThreadWatch>),
+}
+
+impl Exit {
+    pub(super) fn watch(pid: u32) -> io::Result<Exit> {
+        match pidfd_open(pid) {
+            Ok(fd) => Ok(Exit::Pidfd(AsyncFd::new(fd)?)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                Ok(Exit::Thread(ThreadWatch::start(pid)?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn wait(&self, pid: u32) -> io::Result<ExitStatus> {
+        match self {
+            Exit::Pidfd(fd) => {
+                fd.read_with(|_| match try_reap(pid)? {
+                    Some(status) => Ok(status),
+                    None => Err(io::ErrorKind::WouldBlock.into()),
+                })
+                .await
+            }
+            Exit::Thread(watch) => watch.wait().await,
+        }
+    }
+
+    pub(super) fn try_wait(&self, pid: u32) -> io::Result<Option<ExitStatus>> {
+        match self {
+            Exit::Pidfd(_) => try_reap(pid),
+            Exit::Thread(watch) => Ok(watch.lock().status),
+        }
+    }
+
+    pub(super) fn signal(&self, pid: u32, signal: Signal) -> io::Result<()> {
+        match self {
+            Exit::Pidfd(_) => send_signal(pid, signal),
+            Exit::Thread(watch) => watch.signal(pid, signal),
+        }
+    }
+}
+
+/// Forces the thread fallback, so tests can exercise it on kernels with pidfds.
+#[cfg(test)]
+pub(super) static NO_PIDFD: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+pub(super) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    #[cfg(test)]
+    if NO_PIDFD.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+pub(super) fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
+    // SAFETY: plain system call; callers guarantee `pid` is an unreaped child of ours.
+    if unsafe { libc::kill(pid as libc::pid_t, signal.as_raw()) } < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("could not send {signal} to process {pid}: {err}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reaps `pid` if it has exited.
+pub(super) fn try_reap(pid: u32) -> io::Result<Option<ExitStatus>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes the status into a local integer.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        if r == 0 {
+            return Ok(None);
+        }
+        if r > 0 {
+            return Ok(Some(ExitStatus::from_raw(status)));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Blocks until `pid` has exited and reaps it.
+pub(super) fn wait_blocking(pid: u32) -> io::Result<ExitStatus> {
+    let mut status = 0;
+    loop {
+        // SAFETY: as in `try_reap`.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        if r > 0 {
+            return Ok(ExitStatus::from_raw(status));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// The fallback watcher: a thread waits (without reaping, `WNOWAIT`) until the child exits,
+/// then reaps it under the lock. `signal` sends only under the same lock while the child is
+/// unreaped, so a signal can never reach a recycled pid.
+pub(super) struct ThreadWatch {
+    state: Mutex<WatchState>,
+    done: Condvar,
+}
+
+pub(super) struct WatchState {
+    status: Option<ExitStatus>,
+    error: Option<io::ErrorKind>,
+    waker: Option<Waker>,
+}
+
+impl ThreadWatch {
+    pub(super) fn start(pid: u32) -> io::Result<Arc<ThreadWatch>> {
+        let watch = Arc::new(ThreadWatch {
+            state: Mutex::new(WatchState {
+                status: None,
+                error: None,
+                waker: None,
+            }),
+            done: Condvar::new(),
+        });
+        let on_thread = watch.clone();
+        std::thread::Builder::new()
+            .name(format!("trellis-wait-{pid}"))
+            .spawn(move || on_thread.run(pid))?;
+        Ok(watch)
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, WatchState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn run(&self, pid: u32) {
+        let exited = loop {
+            // SAFETY: waitid writes into a zeroed siginfo_t on our stack.
+            let r = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT,
+                )
+            };
+            if r == 0 {
+                break Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                break Err(err);
+            }
+        };
+        let mut state = self.lock();
+        match exited.and_then(|()| try_reap(pid)) {
+            Ok(Some(status)) => state.status = Some(status),
+            Ok(None) => state.error = Some(io::ErrorKind::Other),
+            Err(e) => state.error = Some(e.kind()),
+        }
+        let waker = state.waker.take();
+        drop(state);
+        self.done.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    pub(super) fn signal(&self, pid: u32, signal: Signal) -> io::Result<()> {
+        let state = self.lock();
+        if state.status.is_some() || state.error.is_some() {
+            return Ok(());
+        }
+        send_signal(pid, signal)
+    }
+
+    pub(super) async fn wait(&self) -> io::Result<ExitStatus> {
+        let mut cancel = CancelWaiter::new();
+        let mut blocked = false;
+        let status = std::future::poll_fn(|cx| {
+            if let Poll::Ready(c) = cancel.poll_cancelled("process::Child::wait", cx) {
+                return Poll::Ready(Err(io::Error::from(c)));
+            }
+            let mut state = self.lock();
+            if let Some(status) = state.status {
+                return Poll::Ready(Ok(status));
+            }
+            if let Some(kind) = state.error {
+                return Poll::Ready(Err(io::Error::new(kind, "could not wait for the child")));
+            }
+            state.waker = Some(cx.waker().clone());
+            blocked = true;
+            Poll::Pending
+        })
+        .await?;
+        if !blocked {
+            crate::checkpoint().await?;
+        }
+        Ok(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The helper-thread fallback (used where pidfds are missing) waits, reaps and kills.
+    #[test]
+    pub(super) fn thread_fallback_waits_reaps_and_kills() {
+        NO_PIDFD.store(true, std::sync::atomic::Ordering::SeqCst);
+        let rt = crate::Runtime::builder()
+            .flavor(crate::Flavor::CurrentThread)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
+            assert!(matches!(child.exit, Exit::Thread(_)));
+            assert_eq!(child.wait().await.unwrap().code(), Some(7));
+            let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+            sleeper.kill().unwrap();
+            assert_eq!(sleeper.wait().await.unwrap().signal(), Some(libc::SIGKILL));
+            // Killing a reaped child does nothing (its pid may belong to someone else now).
+            sleeper.kill().unwrap();
+        });
+        NO_PIDFD.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}

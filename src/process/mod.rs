@@ -1,0 +1,370 @@
+//! Child processes: spawning with piped standard streams as async streams, waiting for exit,
+//! and what a cancellation does to a child (trio's `run_process` / `open_process`).
+//!
+//! - [`Command`] builds a process like `std::process::Command` (it wraps one).
+//!   [`spawn`](Command::spawn) gives a [`Child`] whose piped `stdin`/`stdout`/`stderr` are async
+//!   streams; [`status`](Command::status), [`output`](Command::output) and
+//!   [`output_checked`](Command::output_checked) run a process to completion.
+//! - Cancellation: when a call that owns the process (`status`, `output`, `output_checked`,
+//!   [`Child::wait_or_terminate`]) is cancelled, the child gets `SIGTERM`, then `SIGKILL` if it is
+//!   still running after the grace period (5 s by default, as trio), and is always reaped before
+//!   the cancellation is returned. That clean-up is shielded, so it finishes even inside a
+//!   cancelled scope. A plain [`Child::wait`] that is cancelled just stops waiting (the child
+//!   keeps running and can be waited for again), as trio's `Process.wait`.
+//! - No zombies, no orphans: a [`Child`] dropped before it was reaped is killed and reaped in
+//!   the background.
+//! - Waiting for exit: on Linux a pidfd (`pidfd_open`) is registered with the reactor and
+//!   becomes readable when the child exits; where pidfds are unavailable (kernels before 5.3),
+//!   a helper thread per child blocks in `waitid` until it exits.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::pin::pin;
+use std::process as sp;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+pub use std::process::{ExitStatus, Output, Stdio};
+
+use crate::cancel::CancelWaiter;
+use crate::error::AsCancelled;
+use crate::io::{fd_stream_impls, AsyncFd, FdReader, FdWriter};
+use crate::signal::Signal;
+use crate::CancelScope;
+
+mod child;
+mod exit;
+mod pipes;
+
+use child::kill_and_reap_in_background;
+pub use child::Child;
+use exit::wait_blocking;
+use exit::Exit;
+pub use pipes::{ChildStderr, ChildStdin, ChildStdout};
+
+/// How long a child gets between `SIGTERM` and `SIGKILL` when the call that owns it is
+/// cancelled (trio's default for `run_process`).
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
+
+/// A process to run: program, arguments, environment, directory, standard streams.
+///
+/// ```
+/// use trellis::process::Command;
+///
+/// trellis::run(async {
+///     let out = Command::new("sh").arg("-c").arg("echo hello; echo oops >&2").output().await?;
+///     assert!(out.status.success());
+///     assert_eq!(out.stdout, b"hello\n");
+///     assert_eq!(out.stderr, b"oops\n");
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
+pub struct Command {
+    inner: sp::Command,
+    grace: Duration,
+    stdin_set: bool,
+    stdout_set: bool,
+    stderr_set: bool,
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+impl Command {
+    /// A command running `program` (looked up in `PATH` if it has no slash).
+    pub fn new(program: impl AsRef<OsStr>) -> Command {
+        Command {
+            inner: sp::Command::new(program),
+            grace: DEFAULT_GRACE_PERIOD,
+            stdin_set: false,
+            stdout_set: false,
+            stderr_set: false,
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Command {
+        self.inner.arg(arg);
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.inner.args(args);
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Command {
+        self.inner.env(key, value);
+        self
+    }
+
+    /// Removes an environment variable.
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Command {
+        self.inner.env_remove(key);
+        self
+    }
+
+    /// Starts from an empty environment.
+    pub fn env_clear(&mut self) -> &mut Command {
+        self.inner.env_clear();
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Command {
+        self.inner.current_dir(dir);
+        self
+    }
+
+    /// The child's standard input: [`Stdio::piped`] makes [`Child::stdin`] an async stream.
+    /// Default: inherited for `spawn` and `status`, empty (`null`) for `output`.
+    pub fn stdin(&mut self, cfg: impl Into<Stdio>) -> &mut Command {
+        self.inner.stdin(cfg);
+        self.stdin_set = true;
+        self
+    }
+
+    /// The child's standard output. Default: inherited for `spawn` and `status`, piped for
+    /// `output`.
+    pub fn stdout(&mut self, cfg: impl Into<Stdio>) -> &mut Command {
+        self.inner.stdout(cfg);
+        self.stdout_set = true;
+        self
+    }
+
+    /// The child's standard error. Defaults as for [`stdout`](Command::stdout).
+    pub fn stderr(&mut self, cfg: impl Into<Stdio>) -> &mut Command {
+        self.inner.stderr(cfg);
+        self.stderr_set = true;
+        self
+    }
+
+    /// Time between `SIGTERM` and `SIGKILL` when a call owning the child is cancelled
+    /// ([`DEFAULT_GRACE_PERIOD`] unless set).
+    pub fn grace_period(&mut self, grace: Duration) -> &mut Command {
+        self.grace = grace;
+        self
+    }
+
+    /// Starts the process. Not async: `fork`/`exec` does not wait for the program.
+    ///
+    /// # Errors
+    /// If the program cannot be started; the error names it ("could not run `nosuch`: No such
+    /// file or directory (os error 2)") and keeps the system's kind (`NotFound`, say).
+    ///
+    /// # Panics
+    /// Outside a runtime.
+    pub fn spawn(&mut self) -> io::Result<Child> {
+        let program = self.inner.get_program().to_string_lossy().into_owned();
+        let mut child = self
+            .inner
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("could not run `{program}`: {e}")))?;
+        let stdin = child.stdin.take().map(ChildStdin::new).transpose();
+        let stdout = child.stdout.take().map(ChildStdout::new).transpose();
+        let stderr = child.stderr.take().map(ChildStderr::new).transpose();
+        let pid = child.id();
+        // From here on this module reaps the process itself; std's handle does nothing on drop.
+        drop(child);
+        let exit = match Exit::watch(pid) {
+            Ok(exit) => exit,
+            Err(e) => {
+                // Cannot watch it: do not leave it running unobserved.
+                kill_and_reap_in_background(pid);
+                return Err(e);
+            }
+        };
+        let mut child = Child {
+            pid,
+            program,
+            exit,
+            status: None,
+            grace: self.grace,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        };
+        child.stdin = stdin?;
+        child.stdout = stdout?;
+        child.stderr = stderr?;
+        Ok(child)
+    }
+
+    /// Runs the process with inherited standard streams (unless set) and returns its exit
+    /// status. A checkpoint; if cancelled, the child is terminated and reaped first (see the
+    /// module docs).
+    ///
+    /// # Errors
+    /// As [`spawn`](Command::spawn), or the cancellation.
+    pub async fn status(&mut self) -> io::Result<ExitStatus> {
+        let mut child = self.spawn()?;
+        child.wait_or_terminate().await
+    }
+
+    /// Like [`status`](Command::status), failing unless the exit status is success.
+    ///
+    /// # Errors
+    /// As `status`, or an error carrying an [`ExitError`] for an unsuccessful exit.
+    pub async fn status_checked(&mut self) -> io::Result<ExitStatus> {
+        let status = self.status().await?;
+        self.check(Output {
+            status,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        })
+        .map(|out| out.status)
+    }
+
+    /// Runs the process, collecting its standard output and error (piped unless set; standard
+    /// input empty unless set). A checkpoint; if cancelled, the child is terminated and reaped
+    /// first, and what it wrote is dropped.
+    ///
+    /// # Errors
+    /// As [`spawn`](Command::spawn), a read error, or the cancellation.
+    pub async fn output(&mut self) -> io::Result<Output> {
+        if !self.stdin_set {
+            self.inner.stdin(Stdio::null());
+        }
+        if !self.stdout_set {
+            self.inner.stdout(Stdio::piped());
+        }
+        if !self.stderr_set {
+            self.inner.stderr(Stdio::piped());
+        }
+        let mut child = self.spawn()?;
+        child.wait_with_output().await
+    }
+
+    /// Like [`output`](Command::output), failing unless the exit status is success (trio's
+    /// `run_process(check=True)`).
+    ///
+    /// ```
+    /// use trellis::process::{Command, ExitError};
+    ///
+    /// trellis::run(async {
+    ///     let err = Command::new("sh").args(["-c", "echo bad input >&2; exit 3"])
+    ///         .output_checked()
+    ///         .await
+    ///         .unwrap_err();
+    ///     let failed = ExitError::of(&err).unwrap();
+    ///     assert_eq!(failed.status().code(), Some(3));
+    ///     assert_eq!(err.to_string(), "`sh` failed with exit status: 3: bad input");
+    /// });
+    /// ```
+    ///
+    /// # Errors
+    /// As `output`, or an error carrying an [`ExitError`] (with the output) for an
+    /// unsuccessful exit.
+    pub async fn output_checked(&mut self) -> io::Result<Output> {
+        let output = self.output().await?;
+        self.check(output)
+    }
+
+    fn check(&self, output: Output) -> io::Result<Output> {
+        if output.status.success() {
+            return Ok(output);
+        }
+        Err(io::Error::other(ExitError {
+            program: self.inner.get_program().to_string_lossy().into_owned(),
+            output,
+        }))
+    }
+}
+
+/// A process exited unsuccessfully; carried inside the `io::Error` of the `*_checked` calls.
+#[derive(Debug)]
+pub struct ExitError {
+    program: String,
+    output: Output,
+}
+
+impl ExitError {
+    /// The `ExitError` inside `err`, if there is one.
+    pub fn of(err: &io::Error) -> Option<&ExitError> {
+        err.get_ref().and_then(|e| e.downcast_ref::<ExitError>())
+    }
+
+    /// The exit status.
+    pub fn status(&self) -> ExitStatus {
+        self.output.status
+    }
+
+    /// What the process wrote (empty for `status_checked`).
+    pub fn output(&self) -> &Output {
+        &self.output
+    }
+}
+
+impl fmt::Display for ExitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` failed with {}", self.program, self.output.status)?;
+        let stderr = String::from_utf8_lossy(&self.output.stderr);
+        let stderr = stderr.trim();
+        if !stderr.is_empty() {
+            let shown: String = stderr.chars().take(500).collect();
+            write!(f, ": {shown}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+/// Polls two futures to completion together.
+async fn join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready((ra.take().expect("set"), rb.take().expect("set")))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+async fn read_all<R: crate::io::ReadStream>(stream: Option<R>) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let Some(mut stream) = stream else {
+        return Ok(out);
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}

@@ -1,0 +1,134 @@
+//! The child's standard streams as async streams over the reactor.
+
+use super::*;
+
+pub(super) fn pipe_file(fd: OwnedFd) -> io::Result<Arc<AsyncFd<File>>> {
+    Ok(Arc::new(AsyncFd::new(File::from(fd))?))
+}
+
+/// The child's standard input: an async write stream. Dropping it (or
+/// [`shutdown_write`](crate::io::WriteStream::shutdown_write)) closes the pipe, so the child
+/// reads end of file.
+pub struct ChildStdin {
+    writer: Option<FdWriter<File>>,
+}
+
+/// The child's standard output: an async read stream.
+pub struct ChildStdout {
+    reader: FdReader<File>,
+}
+
+/// The child's standard error: an async read stream.
+pub struct ChildStderr {
+    reader: FdReader<File>,
+}
+
+impl ChildStdin {
+    pub(super) fn new(pipe: sp::ChildStdin) -> io::Result<ChildStdin> {
+        Ok(ChildStdin {
+            writer: Some(FdWriter::new(pipe_file(OwnedFd::from(pipe))?)),
+        })
+    }
+
+    fn writer(&mut self) -> io::Result<&mut FdWriter<File>> {
+        self.writer.as_mut().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the child's stdin was closed")
+        })
+    }
+
+    /// Writes some bytes. A checkpoint; a cancelled write wrote nothing.
+    pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer()?.write(buf).await
+    }
+
+    /// Writes all of `buf` (see [`PartialWrite`](crate::io::PartialWrite) for cancellation).
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        crate::io::WriteStream::write_all(self, buf).await
+    }
+
+    /// Closes the pipe: the child reads end of file.
+    pub fn close(&mut self) {
+        self.writer = None;
+    }
+}
+
+impl crate::io::WriteStream for ChildStdin {
+    async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        ChildStdin::write(self, buf).await
+    }
+
+    async fn shutdown_write(&mut self) -> io::Result<()> {
+        crate::checkpoint().await?;
+        self.close();
+        Ok(())
+    }
+}
+
+impl futures_io::AsyncWrite for ChildStdin {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().writer() {
+            Ok(w) => w.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().close();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl ChildStdout {
+    pub(super) fn new(pipe: sp::ChildStdout) -> io::Result<ChildStdout> {
+        Ok(ChildStdout {
+            reader: FdReader::new(pipe_file(OwnedFd::from(pipe))?),
+        })
+    }
+
+    /// Reads some bytes; `Ok(0)` at end of file. A checkpoint; a cancelled read consumed
+    /// nothing.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf).await
+    }
+}
+
+impl ChildStderr {
+    pub(super) fn new(pipe: sp::ChildStderr) -> io::Result<ChildStderr> {
+        Ok(ChildStderr {
+            reader: FdReader::new(pipe_file(OwnedFd::from(pipe))?),
+        })
+    }
+
+    /// Reads some bytes; `Ok(0)` at end of file. A checkpoint.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf).await
+    }
+}
+
+fd_stream_impls!(read: ChildStdout, reader);
+fd_stream_impls!(read: ChildStderr, reader);
+
+macro_rules! debug_pipe {
+    ($($ty:ident),*) => {$(
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(stringify!($ty))
+            }
+        }
+    )*};
+}
+debug_pipe!(ChildStdin, ChildStdout, ChildStderr);
