@@ -537,6 +537,8 @@ fn unlink_for_move(c: &Node) {
 /// (`mem::forget`) or moved out of the runtime's main future still holds tasks, and every task
 /// future must be gone before `block_on` returns. Iterative, like `propagate`.
 pub(crate) fn shut_down(root: &dyn TreeNode) {
+    // The root too: a task spawned under it later (a portal call from another thread) is refused.
+    root.node().lock().closed = true;
     let mut tasks = Vec::new();
     let mut stack = root.node().children();
     while let Some(n) = stack.pop() {

@@ -208,9 +208,9 @@ impl Scheduler {
     }
 
     fn push_remote(&self, runnable: Runnable) {
-        // The injector is unbounded and closed only after the final drain, when no task can be
-        // scheduled any more; if that ever happened the task would be dropped here, which is
-        // what shutdown does to queued tasks anyway.
+        // The injector is unbounded; it is closed when the runtime drains its queues at
+        // shutdown. After that a push fails and the task is dropped right here, its future with
+        // it (see `ChildRunner`'s `Drop`), which is what shutdown does to queued tasks anyway.
         let _ = self.injector.push(runnable);
     }
 
@@ -549,6 +549,10 @@ impl Scheduler {
     /// Drops every queued task (after workers stopped). Dropping a task may reschedule others
     /// (their last waker went away), so repeat until the queues stay empty.
     pub(crate) fn drain(&self) {
+        // From now on a push fails and drops its task at once (`push_remote`): a task woken or
+        // spawned after this point (from another thread) can no longer be stranded in a queue
+        // nobody empties, which would also keep the runtime alive through its schedule function.
+        self.injector.close();
         loop {
             let mut dropped = false;
             while let Ok(r) = self.injector.pop() {

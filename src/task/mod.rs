@@ -170,8 +170,30 @@ where
 }
 
 /// The future `async-task` polls: runs one poll of the child inside its node.
-struct ChildRunner<F, T, E> {
+struct ChildRunner<F, T, E>
+where
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: AsCancelled + 'static,
+{
     cell: Arc<ChildCell<F, T, E>>,
+}
+
+/// `async-task` drops the runner without running it when the task is dropped unscheduled: at
+/// runtime shutdown, or when it is woken after the runtime's queues closed. The cell still owns
+/// the user's future then; drop it now, so that nothing it holds (a channel end another thread
+/// waits on, for one) outlives the runtime.
+impl<F, T, E> Drop for ChildRunner<F, T, E>
+where
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: AsCancelled + 'static,
+{
+    fn drop(&mut self) {
+        if self.cell.poll_state.load(Ordering::Acquire) & DONE == 0 {
+            self.cell.teardown();
+        }
+    }
 }
 
 impl<F, T, E> Future for ChildRunner<F, T, E>
