@@ -89,6 +89,8 @@ struct NurseryInner<E> {
     node: Arc<Node>,
     rt: Arc<Shared>,
     failures: Mutex<Failures<E>>,
+    /// `failures.cancelled` is set (read without the lock).
+    cancel_recorded: AtomicBool,
 }
 
 struct Failures<E> {
@@ -125,12 +127,15 @@ impl<E: AsCancelled + Send + 'static> Report<E> for NurseryInner<E> {
         // above it) concerns the nursery. A task cancelled on its own — through its handle, or
         // a service cancelled because the work is done (N12) — absorbed that itself; recording
         // it would make the nursery report a cancellation nobody asked of it.
-        if !self.node.is_cancelled() {
+        if !self.node.is_cancelled() || self.cancel_recorded.load(Ordering::Acquire) {
             return;
         }
         let mut failures = self.failures();
         if failures.cancelled.is_none() {
             failures.cancelled = error.cancelled();
+            // The first one is all that is kept: spare the thousands of siblings cancelled
+            // with it the lock (and the contention between workers).
+            self.cancel_recorded.store(true, Ordering::Release);
         }
     }
 }
@@ -620,6 +625,7 @@ where
             panics: Vec::new(),
             cancelled: None,
         }),
+        cancel_recorded: AtomicBool::new(false),
     });
     let body = {
         let _guard = context::set_node(inner.node.as_ref());

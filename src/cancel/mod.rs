@@ -46,7 +46,9 @@ impl CancelWaiter {
         }
         if let Some((node, key)) = &self.registration {
             if Arc::as_ptr(node) as *const () == here {
-                if node.node().update_waiter(*key, cx.waker()) {
+                // Woken by a cancellation (the usual reason to be polled again while
+                // registered): answer without refreshing the waker under the node's lock.
+                if !node.node().is_cancelled() && node.node().update_waiter(*key, cx.waker()) {
                     return Poll::Pending;
                 }
                 let err = node::cancelled_error(node.node());
