@@ -13,7 +13,8 @@ fn runtime(budget: u32) -> Runtime {
         .unwrap()
 }
 
-/// Task `a` sends ten messages into an unbounded channel (never blocking); task `b` records once.
+/// Task `a` sends ten messages into an unbounded channel (never blocking) and records each;
+/// task `b` records three times, yielding after each.
 fn interleaving(budget: u32) -> Vec<String> {
     runtime(budget).block_on(async {
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -28,7 +29,10 @@ fn interleaving(budget: u32) -> Vec<String> {
                 Ok(())
             })?;
             n.spawn(async move {
-                lb.lock().unwrap().push("b".to_string());
+                for j in 1..=3 {
+                    lb.lock().unwrap().push(format!("b{j}"));
+                    trellis::checkpoint().await?;
+                }
                 Ok(())
             })?;
             Ok::<_, Error>(())
@@ -44,19 +48,21 @@ fn interleaving(budget: u32) -> Vec<String> {
 #[test]
 fn without_a_budget_every_ready_send_yields() {
     let log = interleaving(0);
-    assert_eq!(log[..3], ["b", "a1", "a2"]);
+    // Each of a's sends lets b run once, until b is done.
+    let expected = [
+        "b1", "a1", "b2", "a2", "b3", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10",
+    ];
+    assert_eq!(log, expected);
 }
 
 // With a budget of 4, four ready sends run back to back, the fifth yields.
 #[test]
 fn a_budget_spaces_out_the_schedule_points() {
     let log = interleaving(4);
-    let expected: Vec<String> = [
-        "a1", "a2", "a3", "a4", "b", "a5", "a6", "a7", "a8", "a9", "a10",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // Four sends per poll of `a` skip their yield; the fifth yields, and the budget refills.
+    let expected = [
+        "a1", "a2", "a3", "a4", "b1", "a5", "a6", "a7", "a8", "a9", "b2", "a10", "b3",
+    ];
     assert_eq!(log, expected);
 }
 
