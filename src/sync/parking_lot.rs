@@ -360,44 +360,52 @@ impl<T, R> ParkingLot<T, R> {
 }
 
 /// Wakers collected under a primitive's lock and woken after it is released, so a woken task on
-/// another thread does not run straight into the lock we still hold. Holds a few inline; more
-/// (an `unpark_all` of many waiters) spill to the heap.
+/// another thread does not run straight into the lock we still hold. Almost every operation wakes
+/// at most one waiter, so the first is kept inline and the rest (an `unpark_all` of many
+/// waiters) go to a vector that is only allocated when used. Empty lists cost a branch to drop:
+/// one is built on every operation, including those that wake nobody.
 #[derive(Default)]
 pub(crate) struct WakeList {
-    inline: [Option<Waker>; 4],
-    len: usize,
-    spill: Vec<Waker>,
+    first: Option<Waker>,
+    more: Vec<Waker>,
 }
 
 impl WakeList {
+    #[inline]
     pub(crate) fn new() -> Self {
         WakeList::default()
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, waker: Waker) {
-        if self.len < self.inline.len() {
-            self.inline[self.len] = Some(waker);
-            self.len += 1;
+        if self.first.is_none() {
+            self.first = Some(waker);
         } else {
-            self.spill.push(waker);
+            self.more.push(waker);
         }
     }
 
     /// Wakes everything collected. Call after releasing the lock.
+    #[inline]
     pub(crate) fn wake_all(&mut self) {
-        for slot in &mut self.inline[..self.len] {
-            if let Some(w) = slot.take() {
-                w.wake();
+        if let Some(w) = self.first.take() {
+            w.wake();
+            if !self.more.is_empty() {
+                self.wake_more();
             }
         }
-        self.len = 0;
-        for w in self.spill.drain(..) {
+    }
+
+    #[cold]
+    fn wake_more(&mut self) {
+        for w in self.more.drain(..) {
             w.wake();
         }
     }
 }
 
 impl Drop for WakeList {
+    #[inline]
     fn drop(&mut self) {
         self.wake_all();
     }
@@ -579,7 +587,17 @@ fn poll_cancel<S: Site>(
 
 /// Abandons an operation that is being dropped: withdraws its entry, or redelivers a value it
 /// was handed (or obtained) but never returned. Nothing is lost, nothing stays held.
+#[inline]
 pub(crate) fn abandon<S: Site>(state: &Mutex<S::State>, phase: &mut Phase<S>) {
+    // The common case: the operation returned its result, so there is nothing to give back.
+    if matches!(phase, Phase::Start(_) | Phase::Finished) {
+        return;
+    }
+    abandon_slow(state, phase);
+}
+
+#[inline(never)]
+fn abandon_slow<S: Site>(state: &Mutex<S::State>, phase: &mut Phase<S>) {
     let mut wakes = WakeList::new();
     // Dropped after the lock is released, in this order: wakers first, then values.
     let (leftover, request) = match mem::replace(phase, Phase::Finished) {
