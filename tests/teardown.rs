@@ -252,8 +252,11 @@ fn dropping_a_nursery_on_the_multi_thread_runtime_waits_for_running_polls() {
                     let (tx, _rx) = std::sync::mpsc::channel();
                     let mut fut = Box::pin(busy_nursery(&d, &p, STUBBORN, SLEEPY, true, tx));
                     assert!(poll_once(fut.as_mut()).await.is_pending());
-                    // Let the children get going on the other workers.
-                    while p.load(Ordering::SeqCst) < 4 * STUBBORN {
+                    // Let the children get going on the other workers, and wait until the
+                    // nested child has run: its guard and its children's are made in its body.
+                    while p.load(Ordering::SeqCst) < 4 * STUBBORN
+                        || d.created() < guards(STUBBORN, SLEEPY)
+                    {
                         cancel_shielded_checkpoint().await?;
                     }
                     drop(fut);

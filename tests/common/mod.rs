@@ -96,9 +96,17 @@ impl Log {
 }
 
 /// Counts drops: each [`DropCounter::guard`] increments the count when it is dropped. A child
-/// future that owns a guard proves, by the count, that the future itself was dropped.
+/// future that owns a guard proves, by the count, that the future itself was dropped. Guards
+/// made inside a task's body exist only once the task has run; [`created`](Self::created) says
+/// how many exist or existed, so a test can wait for them before it tears anything down.
 #[derive(Clone, Default)]
-pub struct DropCounter(Arc<AtomicUsize>);
+pub struct DropCounter(Arc<Counts>);
+
+#[derive(Default)]
+pub struct Counts {
+    created: AtomicUsize,
+    dropped: AtomicUsize,
+}
 
 impl DropCounter {
     pub fn new() -> Self {
@@ -106,19 +114,27 @@ impl DropCounter {
     }
 
     pub fn guard(&self) -> DropGuard {
+        self.0.created.fetch_add(1, Ordering::SeqCst);
         DropGuard(self.0.clone())
     }
 
+    /// Guards dropped so far.
     pub fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.0.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Guards made so far (dropped or not).
+    #[allow(dead_code)]
+    pub fn created(&self) -> usize {
+        self.0.created.load(Ordering::SeqCst)
     }
 }
 
-pub struct DropGuard(Arc<AtomicUsize>);
+pub struct DropGuard(Arc<Counts>);
 
 impl Drop for DropGuard {
     fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
     }
 }
 
