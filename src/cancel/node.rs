@@ -109,16 +109,11 @@ pub(crate) struct NodeState {
     pub(crate) pending_starts: u32,
     pub(crate) reason: Option<CancelReason>,
     pub(crate) deadline: Option<Instant>,
-    /// The timer entry of `deadline` while the node is linked (boxed: most nodes never have one).
-    armed: Option<Box<Armed>>,
+    /// The timer entry of `deadline` while the node is linked. Its store is the runtime at the
+    /// root of this node's tree (see `runtime_of`), so only the key is kept.
+    armed: Option<TimerKey>,
     /// Woken when the number of non-service task children drops (the nursery owner waits).
     pub(crate) exit_waker: Option<Waker>,
-}
-
-/// A deadline's entry in the timer store, and the runtime that owns the store.
-struct Armed {
-    key: TimerKey,
-    rt: Weak<Shared>,
 }
 
 /// Child nodes. Boxed and allocated on first use: most task nodes never get a child, and an
@@ -326,18 +321,27 @@ fn link_locked(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>, cs: &mut N
 /// Enters a cancel scope: links it under `parent` and arms its deadline (C5: one already past
 /// cancels at once). Panics if the scope was entered before.
 pub(crate) fn enter_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>, rt: &Shared) {
-    let deadline = {
-        let mut cs = child.node().lock();
-        if cs.entered {
-            drop(cs);
-            panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
-        }
-        link_locked(parent, child, &mut cs);
-        cs.deadline
-    };
-    if let Some(deadline) = deadline {
-        arm_deadline_at(child, rt, deadline);
+    let mut cs = child.node().lock();
+    if cs.entered {
+        drop(cs);
+        panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
     }
+    link_locked(parent, child, &mut cs);
+    let Some(deadline) = cs.deadline else {
+        return;
+    };
+    if cs.cancel_called {
+        return;
+    }
+    if deadline <= rt.driver.now() {
+        drop(cs);
+        cancel(child.as_ref(), CancelReason::Deadline);
+        return;
+    }
+    // Armed under the same lock that linked the node (a timed scope is entered on every
+    // `move_on_after`/`fail_after`, so each lock pass counts). Lock order: node, then timer
+    // store; the store never takes a node lock (targets fire after it is released).
+    cs.armed = Some(rt.insert_timer(deadline, TimerTarget::Scope(Arc::downgrade(child))));
 }
 
 /// Leaves a cancel scope: unlinks it and drops its deadline timer. Returns whether the scope
@@ -356,8 +360,8 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
         // Forget the parent (see `unlink`).
         (cs.parent.take(), cs.slot.take(), cs.armed.take(), absorbed)
     };
-    if let Some(armed) = armed {
-        rt.driver.timers.remove(armed.key);
+    if let Some(key) = armed {
+        rt.driver.timers.remove(key);
     }
     if let (Some(parent), Some(slot)) = (parent, slot) {
         parent.node().lock().children.remove(slot);
@@ -372,13 +376,20 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
 /// last drop of a deep chain of nested scopes recurse once per level (C9).
 pub(crate) fn unlink(child: &dyn TreeNode) {
     let c = child.node();
+    // A pending deadline's store is found at the root, so look before forgetting the parent.
+    let timer_store = if c.lock().armed.is_some() {
+        runtime_of(c)
+    } else {
+        None
+    };
     let (parent, slot, armed) = {
         let mut cs = c.lock();
         (cs.parent.take(), cs.slot.take(), cs.armed.take())
     };
-    if let Some(armed) = armed {
-        if let Some(rt) = armed.rt.upgrade() {
-            rt.driver.timers.remove(armed.key);
+    if let Some(key) = armed {
+        // `None` only if the runtime is gone, and its timers with it.
+        if let Some(rt) = timer_store.or_else(crate::runtime::context::try_current) {
+            rt.driver.timers.remove(key);
         }
     }
     let (Some(parent), Some(slot)) = (parent, slot) else {
@@ -577,18 +588,13 @@ pub(crate) fn set_deadline(target: &Arc<dyn TreeNode>, deadline: Option<Instant>
         }
         s.armed.take()
     };
-    // The runtime owning the old timer, else the calling thread's, else (a thread outside the
-    // runtime) the one at the root of the node's tree.
-    let rt = armed
-        .as_ref()
-        .and_then(|a| a.rt.upgrade())
-        .or_else(crate::runtime::context::try_current)
-        .or_else(|| runtime_of(node));
-    let Some(rt) = rt else {
+    // The runtime at the root of the node's tree owns its timers, whichever thread (or other
+    // runtime) this is called from.
+    let Some(rt) = runtime_of(node) else {
         return;
     };
-    if let Some(armed) = armed {
-        rt.driver.timers.remove(armed.key);
+    if let Some(key) = armed {
+        rt.driver.timers.remove(key);
     }
     arm_deadline(target, &rt);
 }
@@ -622,9 +628,7 @@ fn arm_deadline_at(target: &Arc<dyn TreeNode>, rt: &Shared, deadline: Instant) {
         } else {
             // Two threads arming at once (a deadline set while the scope is being entered):
             // keep one entry, never leak the other.
-            s.armed
-                .replace(Box::new(Armed { key, rt: rt.weak() }))
-                .map(|old| old.key)
+            s.armed.replace(key)
         }
     };
     if let Some(key) = stale {

@@ -47,7 +47,7 @@ impl Driver {
 
     /// How long the reactor may block before the next timer is due, in real time.
     pub(crate) fn timer_timeout(&self) -> Option<Duration> {
-        let next = self.timers.next_deadline()?;
+        let next = self.timers.next_live_deadline()?;
         self.clock.real_duration_until(next)
     }
 

@@ -162,8 +162,6 @@ pub(crate) struct Shared {
     pub(crate) live_tasks: AtomicUsize,
     idle_waiters: Mutex<IdleWaiters>,
     yield_budget: u32,
-    /// Ourselves, weakly (handed to nodes that hold timer entries).
-    me: std::sync::Weak<Shared>,
 }
 
 #[derive(Default)]
@@ -186,11 +184,6 @@ pub(crate) enum IdleAction {
 }
 
 impl Shared {
-    /// A weak reference to this runtime, for nodes that must reach its timer store later.
-    pub(crate) fn weak(&self) -> std::sync::Weak<Shared> {
-        self.me.clone()
-    }
-
     pub(crate) fn yield_budget(&self) -> u32 {
         self.yield_budget
     }
@@ -271,7 +264,8 @@ impl Shared {
                     action = Some(IdleAction::WakeWaiters(cushion));
                 }
             } else if let Some(threshold) = self.driver.clock.autojump_threshold() {
-                if self.driver.timers.next_deadline().is_some() && shorter(threshold, timeout) {
+                if self.driver.timers.next_live_deadline().is_some() && shorter(threshold, timeout)
+                {
                     timeout = Some(threshold);
                     action = Some(IdleAction::Autojump);
                 }
@@ -296,7 +290,7 @@ impl Shared {
                 woken.into_iter().for_each(Waker::wake);
             }
             Some(IdleAction::Autojump) => {
-                if let Some(next) = self.driver.timers.next_deadline() {
+                if let Some(next) = self.driver.timers.next_live_deadline() {
                     self.driver.clock.autojump_to(next);
                     self.driver.fire_due_timers();
                 }
@@ -357,7 +351,6 @@ impl Runtime {
             live_tasks: AtomicUsize::new(0),
             idle_waiters: Mutex::new(IdleWaiters::default()),
             yield_budget: self.yield_budget,
-            me: me.clone(),
         });
         let _rt_guard = context::enter_runtime(shared.clone());
         let main_node: Arc<dyn TreeNode> = Arc::new(Node::new(NodeKind::Task(TaskInfo {

@@ -5,20 +5,27 @@
 //! `(deadline, sequence, slot)` plus a slab of live entries:
 //! - insert pushes onto the heap (a deadline later than its parent's, the common case of
 //!   "now + timeout", costs one comparison) and takes a slab slot: O(log n) worst case;
-//! - remove frees the slab slot, O(1). The heap item stays behind, dead, and is skipped when it
-//!   reaches the top; once dead items outnumber live ones the heap is rebuilt without them, so
+//! - remove frees the slab slot, O(1). The heap item stays behind, dead, even at the top (popping
+//!   it would cost O(log n) on every removal of the earliest timer, the usual case when
+//!   same-length timeouts are set in turn). Dead items are dropped in bulk: once they outnumber
+//!   live ones the heap is rebuilt without them in linear time (O(1) per removal amortised), so
 //!   its size stays within twice the live count plus a constant: moving a deadline thousands of
 //!   times does not grow memory (C9), and a cancelled sleep's entry is gone at once (principle 4).
+//!   A dead item reaching the top is popped when something asks for the next deadline.
 //! - Equal deadlines fire in insertion order (the sequence number breaks ties), and a key names
 //!   exactly one entry even after its slot is reused (the sequence number must match).
 //!
-//! The earliest live deadline is mirrored in an atomic so the hot paths (a checkpoint asking "is
-//! anything due?") read one word instead of taking the lock. Entries are fired outside the lock:
+//! The earliest deadline in the heap is mirrored in an atomic so the hot paths (a checkpoint
+//! asking "is anything due?") read one word instead of taking the lock. It may be a dead item's,
+//! so it is never later than the earliest live deadline: a check against it can only be early,
+//! and [`Timers::take_due`] then finds nothing due. Callers that act on the exact time (a
+//! worker choosing how long to sleep, autojump) use [`Timers::next_live_deadline`]. Entries are fired outside the lock:
 //! [`Timers::take_due`] removes what is due and hands it back, and the caller wakes the sleepers
 //! and cancels the scopes.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Weak};
 use std::task::Waker;
@@ -31,11 +38,12 @@ use crate::cancel::node::TreeNode;
 /// Dead heap items tolerated before a rebuild is considered (avoids rebuilding tiny heaps).
 const MIN_DEAD_BEFORE_REBUILD: usize = 64;
 
-/// Names one entry of the store.
+/// Names one entry of the store. Sequence numbers start at 1, so `Option<TimerKey>` is no
+/// bigger than the key (cancel-tree nodes keep one inline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimerKey {
     slot: usize,
-    seq: u64,
+    seq: NonZeroU64,
 }
 
 /// What happens when an entry's deadline arrives.
@@ -88,14 +96,17 @@ impl Inner {
         self.heap.peek().map(|Reverse((deadline, _, _))| *deadline)
     }
 
-    /// Rebuilds the heap without dead items once they outnumber the live ones.
-    fn maybe_rebuild(&mut self) {
+    /// Rebuilds the heap without dead items once they outnumber the live ones; says whether it
+    /// did (the top may have changed).
+    fn maybe_rebuild(&mut self) -> bool {
         let dead = self.heap.len() - self.live.len();
         if dead > MIN_DEAD_BEFORE_REBUILD && dead > self.live.len() {
             let live = &self.live;
             self.heap
                 .retain(|Reverse((_, seq, slot))| live.get(*slot).is_some_and(|e| e.seq == *seq));
+            return true;
         }
+        false
     }
 }
 
@@ -139,25 +150,25 @@ impl Timers {
         if first {
             self.publish_next(&inner);
         }
+        let seq = NonZeroU64::new(seq).expect("sequence numbers start at 1");
         (TimerKey { slot, seq }, first)
     }
 
     /// Removes an entry; returns false if it already fired (or was removed).
     pub(crate) fn remove(&self, key: TimerKey) -> bool {
         let mut inner = self.lock();
-        if inner.live.get(key.slot).is_none_or(|e| e.seq != key.seq) {
+        let key_seq = key.seq.get();
+        if inner.live.get(key.slot).is_none_or(|e| e.seq != key_seq) {
             return false;
         }
         let entry = inner.live.remove(key.slot);
-        let was_top = inner
-            .heap
-            .peek()
-            .is_some_and(|Reverse((_, seq, _))| *seq == key.seq);
-        if was_top {
-            inner.prune_top();
+        if inner.live.is_empty() {
+            // Only dead items left: forget them all, so "no timers" reads exactly.
+            inner.heap.clear();
+            self.publish_next(&inner);
+        } else if inner.maybe_rebuild() {
             self.publish_next(&inner);
         }
-        inner.maybe_rebuild();
         drop(inner);
         // A waker or weak node is dropped outside the lock.
         drop(entry);
@@ -171,7 +182,7 @@ impl Timers {
             Some(Entry {
                 seq,
                 target: TimerTarget::Wake(w),
-            }) if *seq == key.seq => {
+            }) if *seq == key.seq.get() => {
                 if !w.will_wake(waker) {
                     w.clone_from(waker);
                 }
@@ -181,7 +192,18 @@ impl Timers {
         }
     }
 
-    /// The earliest deadline, if any.
+    /// The earliest live deadline, if any: pops dead items off the top first.
+    pub(crate) fn next_live_deadline(&self) -> Option<Instant> {
+        self.next_deadline()?;
+        let mut inner = self.lock();
+        inner.prune_top();
+        self.publish_next(&inner);
+        inner.earliest()
+    }
+
+    /// A lower bound of the earliest live deadline: the earliest item in the heap, live or dead;
+    /// `None` when the heap is empty. One atomic load, for hot paths that only need to rule
+    /// timers out.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match self.next_nanos.load(Ordering::Acquire) {
             u64::MAX => None,
@@ -297,5 +319,29 @@ mod tests {
         assert!(!timers.remove(old));
         assert!(!timers.update_waker(old, Waker::noop()));
         assert!(timers.remove(new));
+    }
+
+    #[test]
+    fn removing_the_earliest_leaves_a_lower_bound_and_the_exact_next_on_request() {
+        let t0 = Instant::now();
+        let timers = Timers::new(t0);
+        let ms = |n| t0 + Duration::from_millis(n);
+        let (first, _) = timers.insert(ms(10), noop());
+        let (_second, _) = timers.insert(ms(20), noop());
+        assert!(timers.remove(first));
+        // The dead item stays on top: the cheap bound may be early, never late.
+        assert_eq!(timers.next_deadline(), Some(ms(10)));
+        assert_eq!(timers.next_live_deadline(), Some(ms(20)));
+        assert_eq!(timers.next_deadline(), Some(ms(20)));
+        // Nothing is due at the dead item's time.
+        let mut out = Vec::new();
+        let (third, _) = timers.insert(ms(30), noop());
+        assert!(timers.remove(third));
+        timers.take_due(ms(15), &mut out);
+        assert!(out.is_empty());
+        timers.take_due(ms(30), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(timers.next_live_deadline(), None);
+        assert_eq!(timers.len(), 0);
     }
 }
