@@ -28,6 +28,8 @@ pub struct Plan {
     pub runtimes: Vec<Runtime>,
     /// The longest one sample may take before the watchdog ends the process.
     pub sample_limit: Duration,
+    /// `Builder::yield_budget` of the trellis runtimes (0: the library default).
+    pub trellis_yield_budget: u32,
 }
 
 /// The result of one runtime on one workload.

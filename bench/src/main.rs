@@ -32,6 +32,8 @@ usage: trellis-bench [OPTIONS]
   --runtimes NAMES   run only these runtimes (comma-separated); `trellis` and `tokio`
                      select both flavours
   --json PATH        also write the results as JSON to PATH
+  --yield-budget N   build the trellis runtimes with `Builder::yield_budget(N)` (default 0,
+                     the library default: every ready operation yields, as in trio)
   -h, --help         this text
 
 workloads: spawn_join yield chained_spawn ping_pong mpsc lock_contention timers cancel_blocked tcp_echo
@@ -47,6 +49,7 @@ struct Args {
     workloads: Vec<Workload>,
     runtimes: Vec<Runtime>,
     json: Option<PathBuf>,
+    yield_budget: u32,
 }
 
 fn main() -> ExitCode {
@@ -78,9 +81,11 @@ fn main() -> ExitCode {
         workloads: args.workloads,
         runtimes: args.runtimes,
         sample_limit: Duration::from_secs(if args.smoke { 30 } else { 120 }),
+        trellis_yield_budget: args.yield_budget,
     };
+    runtimes::trellis_arms::set_yield_budget(args.yield_budget);
     println!(
-        "trellis-bench: {} worker threads, {} round(s){}, runtimes: {}",
+        "trellis-bench: {} worker threads, {} round(s){}, runtimes: {}{}",
         runtimes::worker_threads(),
         plan.rounds,
         if plan.warmup { " after a warm-up" } else { "" },
@@ -88,7 +93,11 @@ fn main() -> ExitCode {
             .iter()
             .map(|r| r.name())
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" "),
+        match args.yield_budget {
+            0 => String::new(),
+            n => format!(" (trellis yield budget {n})"),
+        }
     );
     let results = harness::run(&plan, |result| print!("{}", report::table(&plan, result)));
     print!("{}", report::summary(&plan, &results));
@@ -119,6 +128,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         workloads: Vec::new(),
         runtimes: Vec::new(),
         json: None,
+        yield_budget: 0,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -164,6 +174,12 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
                 }
             }
             "--json" => args.json = Some(PathBuf::from(value()?)),
+            "--yield-budget" => {
+                let v = value()?;
+                args.yield_budget = v.parse().map_err(|_| {
+                    format!("--yield-budget wants a non-negative integer, not {v:?}")
+                })?;
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }

@@ -219,6 +219,11 @@ pub fn json(plan: &Plan, smoke: bool, results: &[WorkloadResult]) -> String {
     let _ = writeln!(out, "  \"warmup\": {},", plan.warmup);
     let _ = writeln!(out, "  \"rounds\": {},", plan.rounds);
     let _ = writeln!(out, "  \"worker_threads\": {},", worker_threads());
+    let _ = writeln!(
+        out,
+        "  \"trellis_yield_budget\": {},",
+        plan.trellis_yield_budget
+    );
     let _ = writeln!(out, "  \"lower_is_better\": true,");
     out.push_str("  \"workloads\": [");
     for (i, result) in results.iter().enumerate() {

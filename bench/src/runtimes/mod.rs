@@ -8,17 +8,19 @@
 mod smol_arms;
 mod tokio_arms;
 #[cfg(feature = "trellis")]
-mod trellis_arms;
+pub mod trellis_arms;
 
 /// Without the `trellis` feature every trellis row is "n/a".
 #[cfg(not(feature = "trellis"))]
-mod trellis_arms {
+pub mod trellis_arms {
     use super::Outcome;
     use crate::workloads::{Sizes, Workload};
 
     pub fn run(_: Workload, _: bool, _: &Sizes) -> Outcome {
         Outcome::NotAvailable
     }
+
+    pub fn set_yield_budget(_: u32) {}
 }
 
 use std::time::Duration;

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,14 @@ pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> Outcome {
     }
 }
 
+/// The `--yield-budget` option: 0 keeps the library default.
+static YIELD_BUDGET: AtomicU32 = AtomicU32::new(0);
+
+/// Sets the yield budget every trellis runtime of this run is built with.
+pub fn set_yield_budget(n: u32) {
+    YIELD_BUDGET.store(n, Ordering::Relaxed);
+}
+
 /// Builds a fresh runtime and runs `body` as a child task of a nursery on it.
 fn block_on<F, T>(multi_thread: bool, body: F) -> T
 where
@@ -62,7 +70,10 @@ where
     } else {
         Runtime::builder().flavor(Flavor::CurrentThread)
     };
-    let rt = builder.build().expect("build trellis runtime");
+    let rt = builder
+        .yield_budget(YIELD_BUDGET.load(Ordering::Relaxed))
+        .build()
+        .expect("build trellis runtime");
     rt.block_on(nursery(
         |n: Nursery<Error>| async move { n.spawn(body)?.await },
     ))
