@@ -1101,6 +1101,46 @@ fn c5_effective_deadline_is_the_minimum_up_to_the_first_shield() {
     });
 }
 
+// contract C5, C2: a deadline set from a task of a *different* runtime arms the timer in the
+// runtime the scope lives in (its tree's root), not in the caller's: the blocked task is
+// cancelled exactly then, and the other runtime holds no timer.
+#[test]
+fn c5_a_deadline_set_from_another_runtime_arms_the_scopes_own_runtime() {
+    let (rt, _clock) = current_thread();
+    rt.block_on(async {
+        let t0 = now();
+        let scope = CancelScope::new();
+        let result = nursery(|n| {
+            let scope = scope.clone();
+            async move {
+                let remote = scope.clone();
+                n.spawn(async move {
+                    wait_all_tasks_blocked().await?;
+                    let other_timers = std::thread::spawn(move || {
+                        let (other, _other_clock) = current_thread();
+                        other.block_on(async move {
+                            remote.set_deadline(Some(t0 + secs(5)));
+                            trellis::lowlevel::statistics().timers
+                        })
+                    })
+                    .join()
+                    .unwrap();
+                    assert_eq!(other_timers, 0, "the timer went to the caller's runtime");
+                    assert_eq!(trellis::lowlevel::statistics().timers, 1);
+                    Ok(())
+                })?;
+                let out = scope.run(sleep_forever()).await;
+                assert_eq!(out, None, "the deadline ended the sleep");
+                Ok::<_, Error>(())
+            }
+        })
+        .await;
+        result.unwrap();
+        assert_eq!(now() - t0, secs(5));
+        assert!(scope.cancelled_caught());
+    });
+}
+
 // contract C5, C2: a deadline set from another OS thread on a scope that had none arms a timer
 // at once; the blocked task is cancelled exactly then.
 #[test]
