@@ -9,6 +9,8 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,8 +68,27 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// One cycle: spawn `CHILDREN` children, wait until every one has started, cancel the nursery,
-/// and return the runtime's counters once the nursery is done.
+/// Awaits `fut`, counting one in `started` right after its first poll. For a sleep that first poll
+/// is where its timer enters the timer store, so a child counted here has its timer in place. A
+/// count taken before the sleep could run ahead of the store: on the multi-threaded runtime a
+/// worker can be preempted between the two.
+async fn count_after_first_poll<F: Future>(started: &AtomicUsize, fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut counted = false;
+    std::future::poll_fn(|cx| {
+        let poll = fut.as_mut().poll(cx);
+        if !counted {
+            counted = true;
+            // Release: whoever sees the count also sees the timer inserted before it.
+            started.fetch_add(1, Ordering::Release);
+        }
+        poll
+    })
+    .await
+}
+
+/// One cycle: spawn `CHILDREN` children, wait until every one has started (and every sleeper has
+/// its timer), cancel the nursery, and return the runtime's counters once the nursery is done.
 async fn cycle() -> lowlevel::RuntimeStatistics {
     let started = Arc::new(AtomicUsize::new(0));
     let s = started.clone();
@@ -78,20 +99,20 @@ async fn cycle() -> lowlevel::RuntimeStatistics {
         for i in 0..CHILDREN {
             let s = s.clone();
             n.spawn(async move {
-                s.fetch_add(1, Ordering::Relaxed);
                 if i >= CHILDREN - loopers {
+                    s.fetch_add(1, Ordering::Release);
                     loop {
                         checkpoint().await?;
                     }
                 } else if i % 2 == 0 {
-                    sleep_forever().await?;
+                    count_after_first_poll(&s, sleep_forever()).await?;
                 } else {
-                    sleep(Duration::from_secs(3600)).await?;
+                    count_after_first_poll(&s, sleep(Duration::from_secs(3600))).await?;
                 }
                 Ok::<_, Error>(())
             })?;
         }
-        while s.load(Ordering::Relaxed) < CHILDREN {
+        while s.load(Ordering::Acquire) < CHILDREN {
             sleep(Duration::from_millis(1)).await?;
         }
         let stats = lowlevel::statistics();
