@@ -327,21 +327,13 @@ pub(crate) fn enter_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>,
         panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
     }
     link_locked(parent, child, &mut cs);
-    let Some(deadline) = cs.deadline else {
-        return;
-    };
-    if cs.cancel_called {
-        return;
-    }
-    if deadline <= rt.driver.now() {
-        drop(cs);
+    // Armed under the same lock that linked the node: a timed scope is entered on every
+    // `move_on_after`/`fail_after`, so each lock pass counts.
+    let past = arm_locked(child, &mut cs, rt);
+    drop(cs);
+    if past {
         cancel(child.as_ref(), CancelReason::Deadline);
-        return;
     }
-    // Armed under the same lock that linked the node (a timed scope is entered on every
-    // `move_on_after`/`fail_after`, so each lock pass counts). Lock order: node, then timer
-    // store; the store never takes a node lock (targets fire after it is released).
-    cs.armed = Some(rt.insert_timer(deadline, TimerTarget::Scope(Arc::downgrade(child))));
 }
 
 /// Leaves a cancel scope: unlinks it and drops its deadline timer. Returns whether the scope
@@ -580,60 +572,48 @@ pub(crate) fn deadline_fired(node: &Arc<dyn TreeNode>) {
 /// already past cancels at once (C5).
 pub(crate) fn set_deadline(target: &Arc<dyn TreeNode>, deadline: Option<Instant>) {
     let node = target.node();
-    let armed = {
+    {
         let mut s = node.lock();
         s.deadline = deadline;
         if !s.entered || s.slot.is_none() {
             return;
         }
-        s.armed.take()
-    };
+    }
     // The runtime at the root of the node's tree owns its timers, whichever thread (or other
-    // runtime) this is called from.
+    // runtime) this is called from. Found before the node is locked again: the walk locks it.
     let Some(rt) = runtime_of(node) else {
         return;
     };
-    if let Some(key) = armed {
+    let mut s = node.lock();
+    if let Some(key) = s.armed.take() {
         rt.driver.timers.remove(key);
     }
-    arm_deadline(target, &rt);
-}
-
-/// Arms the timer for a linked node's deadline, or cancels at once if it is already past.
-pub(crate) fn arm_deadline(target: &Arc<dyn TreeNode>, rt: &Arc<Shared>) {
-    let deadline = {
-        let s = target.node().lock();
-        if s.cancel_called {
-            return;
-        }
-        match s.deadline {
-            Some(d) => d,
-            None => return,
-        }
-    };
-    arm_deadline_at(target, rt, deadline);
-}
-
-fn arm_deadline_at(target: &Arc<dyn TreeNode>, rt: &Shared, deadline: Instant) {
-    let node = target.node();
-    if deadline <= rt.driver.now() {
-        cancel(target.as_ref(), CancelReason::Deadline);
+    if s.slot.is_none() {
         return;
     }
-    let key = rt.insert_timer(deadline, TimerTarget::Scope(Arc::downgrade(target)));
-    let stale = {
-        let mut s = node.lock();
-        if s.slot.is_none() || s.deadline != Some(deadline) || s.cancel_called {
-            Some(key)
-        } else {
-            // Two threads arming at once (a deadline set while the scope is being entered):
-            // keep one entry, never leak the other.
-            s.armed.replace(key)
-        }
-    };
-    if let Some(key) = stale {
-        rt.driver.timers.remove(key);
+    let past = arm_locked(target, &mut s, &rt);
+    drop(s);
+    if past {
+        cancel(target.as_ref(), CancelReason::Deadline);
     }
+}
+
+/// Arms the timer of a linked node's deadline; the caller holds the node's lock and has removed
+/// any earlier timer. Lock order: node, then timer store (the store never takes a node lock:
+/// targets fire after it is released). Returns whether the deadline has already passed: the
+/// caller then cancels the node with reason `Deadline` once the lock is released (C5).
+fn arm_locked(target: &Arc<dyn TreeNode>, s: &mut NodeState, rt: &Shared) -> bool {
+    let Some(deadline) = s.deadline else {
+        return false;
+    };
+    if s.cancel_called {
+        return false;
+    }
+    if deadline <= rt.driver.now() {
+        return true;
+    }
+    s.armed = Some(rt.insert_timer(deadline, TimerTarget::Scope(Arc::downgrade(target))));
+    false
 }
 
 /// The runtime whose tree `node` is linked into, found at the root.

@@ -618,7 +618,7 @@ fn abandon_slow<S: Site>(state: &Mutex<S::State>, phase: &mut Phase<S>) {
             let leftover = S::redeliver(&mut lock(state), value, &mut request, &mut wakes);
             (leftover, request)
         }
-        Phase::Start(_) | Phase::Finished => return,
+        Phase::Start(_) | Phase::Finished => unreachable!("`abandon` handles these"),
     };
     wakes.wake_all();
     drop(leftover);
