@@ -17,7 +17,7 @@ use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
 use crate::cancel::node::{self, Node, NodeKind, TreeNode};
@@ -292,9 +292,8 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
         let shared = Arc::new(StartShared {
             state: Mutex::new(StartState::Waiting(None)),
             child: OnceLock::new(),
-            forward: Mutex::new(None),
+            placement: Mutex::new(Placement::UnderCaller),
             kept: Mutex::new(None),
-            move_failed: AtomicBool::new(false),
         });
         let mut pending = PendingStart {
             nursery: self.inner.node.clone(),
@@ -312,10 +311,11 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             service: false,
             reporter: shared.clone(),
             // Recorded before the task can run: `started` may be called on another worker
-            // before `spawn_child` even returns here.
+            // before `spawn_child` even returns here. Weak: the task's cell holds `shared` as
+            // its reporter, so a strong reference back would keep both alive forever.
             local: false,
             on_linked: Some(&|child| {
-                let _ = shared.child.set(child.clone());
+                let _ = shared.child.set(Arc::downgrade(child));
             }),
         };
         // SAFETY: `Fut` and `T` are `Send`.
@@ -323,8 +323,8 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
         pending.child = Some(child);
         let outcome = StartWait { shared: &shared }.await;
         // `started` tried to move the task but the target had closed meanwhile (torn down by a
-        // drop, N11): the task was left with no parent, and `pending` tears it down.
-        let move_failed = shared.move_failed.load(Ordering::Acquire);
+        // drop, N11): the task stayed under the caller, and `pending` tears it down.
+        let move_failed = matches!(*shared.placement(), Placement::MoveFailed);
         drop(pending);
         match outcome {
             StartState::Started(_) if move_failed => Err(Error::NurseryClosed.into()),
@@ -384,7 +384,7 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
     /// if it ends well, else its error (typically that cancellation, which the caller's scope
     /// absorbs).
     pub fn started(self, value: V) {
-        let Some(child) = self.shared.child.get() else {
+        let Some(child) = self.shared.child.get().and_then(Weak::upgrade) else {
             return;
         };
         {
@@ -393,20 +393,30 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
                 return;
             }
         }
+        // The move is decided under `placement`, which `PendingStart`'s drop also takes: either
+        // the task moved before the `start` call was dropped (the target owns it now), or the
+        // dropper sees it still under the caller and tears it down. Never neither (N11).
+        let mut placement = self.shared.placement();
+        match *placement {
+            Placement::UnderCaller => {}
+            // The `start` call is gone and its drop tears the task down.
+            Placement::Abandoned => return,
+            Placement::Moved(_) | Placement::MoveFailed => return,
+        }
         if child.node().is_cancelled() {
+            drop(placement);
             *self.shared.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
             return;
         }
-        // From now on failures go to the nursery.
-        *self
-            .shared
-            .forward
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(self.nursery.clone());
         let target: Arc<dyn TreeNode> = self.nursery.node.clone();
-        if !node::reparent(child, &target) {
-            // Left with no parent: `start` fails and tears it down (`PendingStart`).
-            self.shared.move_failed.store(true, Ordering::Release);
+        if node::reparent(&child, &target) {
+            // From now on failures go to the nursery.
+            *placement = Placement::Moved(self.nursery.clone());
+        } else {
+            // The target closed (torn down, N11). The task stays under the caller: `start`
+            // fails and tears it down (`PendingStart`).
+            *placement = Placement::MoveFailed;
+            drop(placement);
             node::cancel(child.as_ref(), CancelReason::Explicit(None));
         }
         self.shared.resolve(StartState::Started(value));
@@ -415,14 +425,25 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
 
 struct StartShared<V, E> {
     state: Mutex<StartState<V, E>>,
-    child: OnceLock<Arc<dyn TreeNode>>,
-    /// Set by `started`: the nursery that now receives the task's failures.
-    forward: Mutex<Option<Arc<dyn Report<E>>>>,
+    /// The started task, once linked.
+    child: OnceLock<Weak<dyn TreeNode>>,
+    /// Where the task belongs; see [`Placement`].
+    placement: Mutex<Placement<E>>,
     /// The value given to a `started` call that left the task in place (its caller was
     /// cancelled); `start` returns it if the task then ends well.
     kept: Mutex<Option<V>>,
-    /// `started` could not move the task: the target had closed (torn down, N11).
-    move_failed: AtomicBool,
+}
+
+/// Where a started task belongs. Moves only forward: `UnderCaller` to one of the others.
+enum Placement<E> {
+    /// Still under the `start` caller, which tears it down if the call ends first.
+    UnderCaller,
+    /// Moved into the target nursery by `started`, which now receives its failures.
+    Moved(Arc<dyn Report<E>>),
+    /// `started` found the target closed; the task stayed under the caller.
+    MoveFailed,
+    /// The `start` call ended (or was dropped) before `started`: the task is torn down.
+    Abandoned,
 }
 
 enum StartState<V, E> {
@@ -438,21 +459,15 @@ impl<V, E> StartShared<V, E> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Has `started` moved the task to the target nursery?
-    fn moved(&self) -> bool {
-        let forwarded = self
-            .forward
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
-        forwarded && !self.move_failed.load(Ordering::Acquire)
+    fn placement(&self) -> MutexGuard<'_, Placement<E>> {
+        self.placement.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn forward(&self) -> Option<Arc<dyn Report<E>>> {
-        self.forward
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        match &*self.placement() {
+            Placement::Moved(nursery) => Some(nursery.clone()),
+            _ => None,
+        }
     }
 
     /// Moves from `Waiting` to `state` (first resolution wins).
@@ -534,9 +549,18 @@ impl<V, E> Drop for PendingStart<V, E> {
             // Ask `started`, not the tree: when `start` is called from the target nursery's own
             // body, the caller's node is the nursery's, so the task's parent is the target from
             // the beginning; and a task that finished has forgotten its parent.
-            if !self.shared.moved() {
+            let moved = {
+                let mut placement = self.shared.placement();
+                let moved = matches!(*placement, Placement::Moved(_));
+                if matches!(*placement, Placement::UnderCaller) {
+                    *placement = Placement::Abandoned;
+                }
+                moved
+            };
+            if !moved {
                 // `start` was dropped (or finished) before the task moved to the nursery: a task
-                // still under the caller must not outlive the call.
+                // still under the caller must not outlive the call. Outside the lock: a poll of
+                // the task in progress may be waiting for it in `started`.
                 child.teardown();
             }
         }

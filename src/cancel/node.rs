@@ -24,7 +24,8 @@
 //!   sees a propagation's flag or is in the snapshot the propagation walks next.
 //! - A blocked operation registers its waker in the node it is blocked in, under that node's
 //!   lock, and re-reads `eff_cancelled` after registering: it cannot miss a cancellation.
-//! - No code holds two node locks at once.
+//! - Two node locks are held together only child first, then parent (linking and re-parenting
+//!   a node); everything else holds one node lock at a time.
 //!
 //! Invariant behind "no child outlives its parent": a task node is unlinked from its nursery
 //! only after its future has been dropped, and a nursery completes only when it has no task
@@ -490,13 +491,36 @@ pub(crate) fn set_shield(target: &dyn TreeNode, shield: bool) {
     propagate(target);
 }
 
-/// Moves a task node under a new parent (a started task joins its nursery, N9).
+/// Moves a task node under a new parent (a started task joins its nursery, N9). Returns false,
+/// leaving the node where it was, if `new_parent` is closed.
+///
+/// The node is linked under its new parent before it leaves the old one, so it is in some
+/// parent's children at every instant: a forced teardown of either parent (N11) either finds it
+/// or knows it has moved on.
 pub(crate) fn reparent(child: &Arc<dyn TreeNode>, new_parent: &Arc<dyn TreeNode>) -> bool {
     let _tree = tree_lock();
     let was = child.node().is_cancelled();
-    unlink_for_move(child.node());
-    if !link(new_parent, child) {
-        return false;
+    {
+        let mut cs = child.node().lock();
+        let old_parent = cs.parent.take();
+        let old_slot = cs.slot.take();
+        if !link_locked(new_parent, child, &mut cs) {
+            cs.parent = old_parent;
+            cs.slot = old_slot;
+            return false;
+        }
+        if let (Some(parent), Some(slot)) = (old_parent, old_slot) {
+            // Lock order child, then parent, as in `link_locked`. No wake-up: the old parent
+            // loses a task only to an owner that is still running (`start`'s caller).
+            let mut ps = parent.node().lock();
+            ps.children.remove(slot);
+            if let NodeKind::Task(info) = &child.node().kind {
+                ps.tasks -= 1;
+                if info.service {
+                    ps.services -= 1;
+                }
+            }
+        }
     }
     // `link` has already set the moved node's own flag from its new parent, so `propagate`
     // would see no change there and stop: the node's waiters and its subtree (a started task
@@ -514,24 +538,6 @@ pub(crate) fn reparent(child: &Arc<dyn TreeNode>, new_parent: &Arc<dyn TreeNode>
         wake.into_iter().for_each(Waker::wake);
     }
     true
-}
-
-/// Unlinks without waking anything or touching timers (the node is re-linked at once).
-fn unlink_for_move(c: &Node) {
-    let (parent, slot) = {
-        let mut cs = c.lock();
-        (cs.parent.take(), cs.slot.take())
-    };
-    if let (Some(parent), Some(slot)) = (parent, slot) {
-        let mut ps = parent.node().lock();
-        ps.children.remove(slot);
-        if let NodeKind::Task(info) = &c.kind {
-            ps.tasks -= 1;
-            if info.service {
-                ps.services -= 1;
-            }
-        }
-    }
 }
 
 /// Runtime shutdown, once no worker runs any more: closes every node below `root` to new tasks,
