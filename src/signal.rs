@@ -3,7 +3,11 @@
 //! [`receiver`] installs a handler for the given signals and returns a [`SignalReceiver`];
 //! while it exists, those signals are delivered to it instead of having their usual effect.
 //! Dropping the last receiver of a signal restores exactly the handling that was in place
-//! before (the previous `sigaction`), as trio does.
+//! before (the previous `sigaction`), as trio does; then, as trio does, each signal that was
+//! delivered to the receiver but never returned by it is raised again once (with [`raise`], on
+//! the dropping thread), so the previous handling sees it: a previous handler runs, an ignored
+//! signal stays ignored, a signal whose default action ends the process ends it. A signal that
+//! another receiver still receives is not raised again: that receiver has the same arrival.
 //!
 //! Delivery: a signal that arrives several times before it is read is reported once
 //! (coalescing, as in trio). Signals that arrive together are reported in ascending signal
@@ -242,7 +246,8 @@ extern "C" fn on_signal(signal: libc::c_int) {
 }
 
 /// Starts receiving `signals`: until the receiver is dropped, they are delivered to it instead
-/// of having their usual effect.
+/// of having their usual effect. Those it was delivered but did not return are raised again when
+/// it is dropped, for the handling in place before (see the [module docs](self)).
 ///
 /// ```
 /// use trellis::signal::{self, Signal};
@@ -460,6 +465,17 @@ impl futures_core::Stream for SignalReceiver {
 impl Drop for SignalReceiver {
     fn drop(&mut self) {
         let mut reg = registry();
+        // Give back the handling of the signals this was the last receiver of before the slot
+        // is unpublished: an arrival in between is then recorded here (and re-raised below)
+        // or goes to the previous handler, never lost.
+        let mut restored = Vec::new();
+        for &n in &self.signals {
+            reg.users[n as usize] -= 1;
+            if reg.users[n as usize] == 0 {
+                restore(&mut reg, n);
+                restored.push(n);
+            }
+        }
         let entry = &TABLE[self.slot];
         entry.write_fd.store(-1, Ordering::SeqCst);
         entry.mask.store(0, Ordering::SeqCst);
@@ -468,12 +484,21 @@ impl Drop for SignalReceiver {
             std::thread::yield_now();
         }
         drop(self.write.take());
+        // No handler uses the slot any more: what it recorded is final.
+        self.collect();
         reg.used[self.slot] = false;
-        for &n in &self.signals {
-            reg.users[n as usize] -= 1;
-            if reg.users[n as usize] == 0 {
-                restore(&mut reg, n);
-            }
+        drop(reg);
+        // Delivered, never returned: re-raise each once, in number order, for the handling now
+        // in place (as trio does). A signal that another receiver still receives is not
+        // re-raised: that receiver was delivered the same arrival.
+        let mut unread: Vec<Signal> = std::mem::take(&mut self.queue)
+            .into_iter()
+            .filter(|s| restored.contains(&s.0))
+            .collect();
+        unread.sort_unstable();
+        for signal in unread {
+            // Only fails for an invalid number, and these were validated by `receiver`.
+            let _ = raise(signal);
         }
     }
 }

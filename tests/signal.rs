@@ -129,3 +129,73 @@ fn signals_that_cannot_be_received_are_clear_errors() {
         }
     });
 }
+
+/// Calls of [`count_call`] per signal number.
+static CALLS: [std::sync::atomic::AtomicUsize; 65] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; 65];
+
+extern "C" fn count_call(signal: libc::c_int) {
+    CALLS[signal as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn calls(signal: i32) -> usize {
+    CALLS[signal as usize].load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Sets the handling of `signal` to `handler` (a function address, or `SIG_DFL`).
+fn set_handler(signal: i32, handler: libc::sighandler_t) {
+    // SAFETY: a zeroed sigaction with an empty mask and a handler that is either the default or
+    // `count_call`, which only does an atomic increment (async-signal-safe).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(libc::sigaction(signal, &action, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Issue 16, item 3: as in trio, signals a receiver was delivered but did not return are raised
+/// again, once each, when it is dropped, so the handling that was in place before sees them.
+/// Signals it returned are not; a signal another receiver still receives is not either (that
+/// receiver was delivered the same arrival).
+#[test]
+fn unread_signals_go_to_the_previous_handler_when_the_receiver_is_dropped() {
+    const XCPU: i32 = libc::SIGXCPU;
+    const PWR: i32 = libc::SIGPWR;
+    let counter = count_call as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    set_handler(XCPU, counter);
+    set_handler(PWR, counter);
+    current_thread_on(None)
+        .block_on(async {
+            // Pending, never read: arrivals coalesce, so it is re-raised once.
+            let rx = signal::receiver(&[Signal::from_raw(PWR)])?;
+            signal::raise(Signal::from_raw(PWR))?;
+            signal::raise(Signal::from_raw(PWR))?;
+            assert_eq!(calls(PWR), 0, "the receiver took both arrivals");
+            drop(rx);
+            assert_eq!(calls(PWR), 1);
+            assert_eq!(handler_of(PWR), counter);
+
+            // One returned, one queued behind it: only the queued one is re-raised.
+            let mut rx = signal::receiver(&[Signal::from_raw(XCPU), Signal::from_raw(PWR)])?;
+            signal::raise(Signal::from_raw(PWR))?;
+            signal::raise(Signal::from_raw(XCPU))?;
+            assert_eq!(rx.recv().await?, Signal::from_raw(XCPU));
+            drop(rx);
+            assert_eq!((calls(XCPU), calls(PWR)), (0, 2));
+
+            // Another receiver of the signal remains: it has the arrival, nothing is re-raised.
+            let mut outer = signal::receiver(&[Signal::from_raw(PWR)])?;
+            let inner = signal::receiver(&[Signal::from_raw(PWR)])?;
+            signal::raise(Signal::from_raw(PWR))?;
+            drop(inner);
+            assert_eq!(calls(PWR), 2);
+            assert_eq!(outer.recv().await?, Signal::from_raw(PWR));
+            drop(outer);
+            assert_eq!((calls(XCPU), calls(PWR)), (0, 2));
+            Ok::<_, io::Error>(())
+        })
+        .unwrap();
+    set_handler(XCPU, libc::SIG_DFL);
+    set_handler(PWR, libc::SIG_DFL);
+}
