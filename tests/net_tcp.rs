@@ -260,6 +260,59 @@ fn nodelay_and_addresses() {
         .unwrap();
 }
 
+/// Issue 16, item 4: `TCP_NODELAY` is on for every stream trellis connects or accepts
+/// (`TcpStream::connect`, `connect_tcp`, `TcpListener::accept`, `poll_accept`/`incoming`, the
+/// streams `serve_tcp_on` hands to its handler), and the setter still turns it off.
+#[test]
+fn connected_and_accepted_streams_have_nodelay_on() {
+    current_thread_on(None)
+        .block_on(async {
+            let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let connected = TcpStream::connect(addr).await?;
+            let (accepted, _) = listener.accept().await?;
+            let happy = trellis::net::connect_tcp("127.0.0.1", addr.port()).await?;
+            let polled = futures_lite::StreamExt::next(&mut listener.incoming())
+                .await
+                .expect("never ends")?;
+            let served = first_error(
+                trellis::nursery(|n| async move {
+                    let (tx, rx) = trellis::channel::bounded(1);
+                    let addrs = n
+                        .start(|status| {
+                            trellis::net::serve_tcp_on(
+                                move |stream: TcpStream| {
+                                    let tx = tx.clone();
+                                    async move {
+                                        tx.send(stream.nodelay()?).await.map_err(io::Error::other)
+                                    }
+                                },
+                                "127.0.0.1:0",
+                                status,
+                            )
+                        })
+                        .await?;
+                    let _client = TcpStream::connect(addrs[0]).await?;
+                    let served = rx.recv().await.map_err(io::Error::other)?;
+                    n.cancel();
+                    Ok(served)
+                })
+                .await,
+            )?;
+            let streams = [&connected, &accepted, &happy, &polled];
+            let on = streams.map(|s| s.nodelay().unwrap());
+            assert_eq!(
+                (on, served),
+                ([true; 4], true),
+                "connect, accept, connect_tcp, incoming; serve_tcp_on"
+            );
+            connected.set_nodelay(false)?;
+            assert!(!connected.nodelay()?);
+            Ok::<_, io::Error>(())
+        })
+        .unwrap();
+}
+
 #[test]
 fn split_halves_work_from_two_tasks() {
     // One task writes 4 MiB through the write half while another reads the echo through the

@@ -77,10 +77,11 @@ impl TcpListener {
     }
 
     /// Waits for a connection and returns it with the peer's address. A checkpoint; a cancelled
-    /// accept takes no connection off the queue, so none is lost.
+    /// accept takes no connection off the queue, so none is lost. The stream has `TCP_NODELAY`
+    /// on (see [`TcpStream::set_nodelay`]).
     pub async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = self.fd.read_with(|l| l.accept()).await?;
-        Ok((TcpStream::from_std(stream)?, peer))
+        Ok((TcpStream::accepted(stream)?, peer))
     }
 
     /// Poll form of [`accept`](TcpListener::accept): cancellation-aware, not a schedule point.
@@ -93,7 +94,7 @@ impl TcpListener {
             .poll_io(Direction::Read, &mut self.waiter, cx, |l| l.accept())
         {
             Poll::Ready(Ok((stream, peer))) => {
-                Poll::Ready(TcpStream::from_std(stream).map(|s| (s, peer)))
+                Poll::Ready(TcpStream::accepted(stream).map(|s| (s, peer)))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
@@ -176,7 +177,8 @@ impl fmt::Debug for TcpStream {
 impl TcpStream {
     /// Connects to `addr`, trying its addresses one after the other until one accepts. A
     /// checkpoint; a cancelled connect closes its socket. For host names with several
-    /// addresses, [`connect_tcp`](crate::net::connect_tcp) races them (happy eyeballs).
+    /// addresses, [`connect_tcp`](crate::net::connect_tcp) races them (happy eyeballs). The
+    /// stream has `TCP_NODELAY` on (see [`set_nodelay`](TcpStream::set_nodelay)).
     ///
     /// # Errors
     /// The last attempt's error, naming its address ("could not connect to 127.0.0.1:1:
@@ -195,7 +197,7 @@ impl TcpStream {
         }))
     }
 
-    /// Wraps a connected std stream.
+    /// Wraps a connected std stream, keeping its options as they are (`TCP_NODELAY` included).
     ///
     /// # Panics
     /// Outside a runtime.
@@ -234,7 +236,32 @@ impl TcpStream {
         self.shutdown(Shutdown::Write)
     }
 
-    /// Sets `TCP_NODELAY` (disables Nagle's algorithm: small writes go out at once).
+    /// A stream a listener accepted, with `TCP_NODELAY` turned on.
+    fn accepted(stream: net::TcpStream) -> io::Result<TcpStream> {
+        // Best effort, as in trio: an option that cannot be set is no reason to drop the
+        // connection (a socket already reset by its peer reports that on its first read).
+        let _ = stream.set_nodelay(true);
+        TcpStream::from_std(stream)
+    }
+
+    /// Sets `TCP_NODELAY` (disables Nagle's algorithm: small writes go out at once). It is on
+    /// for streams trellis connects or accepts, as in trio: a stream API of separate `write`
+    /// calls otherwise waits for ACKs on small messages. Turn it off to let the system coalesce
+    /// small writes.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let stream = TcpStream::connect(listener.local_addr()?).await?;
+    ///     assert!(stream.nodelay()?);
+    ///     stream.set_nodelay(false)?;
+    ///     assert!(!stream.nodelay()?);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.reader.fd.get_ref().set_nodelay(nodelay)
     }
@@ -270,13 +297,15 @@ impl TcpStream {
 }
 
 /// Connects one address without blocking: a non-blocking `connect`, then wait for writability
-/// and read the outcome from `SO_ERROR`.
+/// and read the outcome from `SO_ERROR`. Used by [`TcpStream::connect`] and by happy eyeballs.
 pub(crate) async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
     let context = |e| with_context(e, || format!("could not connect to {addr}"));
     crate::checkpoint().await?;
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(context)?;
     socket.set_nonblocking(true).map_err(context)?;
+    // On by default, as in trio (see `TcpStream::set_nodelay`); best effort, as on accept.
+    let _ = socket.set_tcp_nodelay(true);
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
