@@ -79,12 +79,20 @@ impl CancelScope {
         scope
     }
 
-    /// A scope that cancels itself `timeout` after now (read from the runtime's clock).
+    /// A scope that cancels itself `timeout` after now (read from the runtime's clock). A
+    /// timeout too large to add to the clock's time (`Duration::MAX`) means no deadline.
     ///
     /// # Panics
     /// Outside a runtime: "now" is the runtime clock's.
     pub fn with_timeout(timeout: Duration) -> Self {
-        Self::with_deadline(deadline_after("CancelScope::with_timeout", timeout))
+        Self::with_optional_deadline(deadline_after("CancelScope::with_timeout", timeout))
+    }
+
+    fn with_optional_deadline(deadline: Option<Instant>) -> Self {
+        match deadline {
+            Some(deadline) => Self::with_deadline(deadline),
+            None => Self::new(),
+        }
     }
 
     /// Sets the shield (builder style). See [`set_shield`](CancelScope::set_shield).
@@ -196,9 +204,13 @@ impl CancelScope {
     }
 }
 
-pub(crate) fn deadline_after(function: &str, timeout: Duration) -> Instant {
+/// The deadline `timeout` from now, or `None` if that is past what an `Instant` can hold.
+///
+/// Read fresh from the clock, not from the per-poll cache: a task may have run for a long time
+/// since its poll began, and a deadline computed from a stale reading would fire early.
+pub(crate) fn deadline_after(function: &str, timeout: Duration) -> Option<Instant> {
     context::with_runtime(|rt| match rt {
-        Some(rt) => rt.driver.now() + timeout,
+        Some(rt) => rt.driver.fresh_now().checked_add(timeout),
         None => outside_runtime(function),
     })
 }
@@ -300,7 +312,7 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    CancelScope::with_deadline(deadline_after("move_on_after", timeout))
+    CancelScope::with_optional_deadline(deadline_after("move_on_after", timeout))
         .run_named("move_on_after", future)
 }
 
@@ -330,7 +342,7 @@ where
     F::Output: Outcome,
 {
     FailAt {
-        inner: CancelScope::with_deadline(deadline_after("fail_after", timeout))
+        inner: CancelScope::with_optional_deadline(deadline_after("fail_after", timeout))
             .run_named("fail_after", future),
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::runtime::context;
 use crate::time::clock::Clock;
+use crate::time::saturating_add;
 
 /// A clock whose time moves only when told: by [`jump`](MockClock::jump), by running at a
 /// [`rate`](MockClock::set_rate) of real time, or by *autojump* — when every task is blocked for
@@ -45,8 +46,9 @@ impl State {
         if self.rate == 0.0 {
             return self.virtual_base;
         }
-        let real = self.real_base.elapsed();
-        self.virtual_base + real.mul_f64(self.rate)
+        let real = self.real_base.elapsed().as_secs_f64() * self.rate;
+        let elapsed = Duration::try_from_secs_f64(real).unwrap_or(Duration::MAX);
+        saturating_add(self.virtual_base, elapsed)
     }
 
     fn rebase(&mut self) {
@@ -80,12 +82,13 @@ impl MockClock {
     }
 
     /// Moves time forward by `by`. Timers that became due fire at once when called inside the
-    /// runtime, so the next checkpoint sees a passed deadline.
+    /// runtime, so the next checkpoint sees a passed deadline. A jump past the latest time an
+    /// `Instant` can hold stops there.
     pub fn jump(&self, by: Duration) {
         {
             let mut s = self.state();
             s.rebase();
-            s.virtual_base += by;
+            s.virtual_base = saturating_add(s.virtual_base, by);
         }
         self.time_changed();
     }
@@ -144,7 +147,11 @@ impl Clock for MockClock {
         if s.rate == 0.0 {
             return None;
         }
-        Some(deadline.saturating_duration_since(s.now()).div_f64(s.rate))
+        // A wait too long to express is no timeout at all.
+        Duration::try_from_secs_f64(
+            deadline.saturating_duration_since(s.now()).as_secs_f64() / s.rate,
+        )
+        .ok()
     }
 
     fn autojump_threshold(&self) -> Option<Duration> {

@@ -30,7 +30,8 @@ pub fn now() -> Instant {
 }
 
 /// Sleeps for `duration` on the runtime's clock. A checkpoint: fails with `Cancelled` when the
-/// enclosing scope is cancelled, and yields even for a zero duration.
+/// enclosing scope is cancelled, and yields even for a zero duration. A duration too long to add
+/// to the clock's time (`Duration::MAX`) sleeps until cancelled, like [`sleep_forever`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -54,6 +55,17 @@ pub async fn sleep_forever() -> Result<Infallible, Cancelled> {
     match Sleep::new(SleepUntil::Never).await {
         Err(c) => Err(c),
         Ok(()) => unreachable!("a sleep with no deadline ends only by cancellation"),
+    }
+}
+
+/// `t + d`, or about the latest time after `t` that an `Instant` can hold if that overflows
+/// (within a factor of two of the remaining range: far enough to mean "never").
+pub(crate) fn saturating_add(t: Instant, mut d: Duration) -> Instant {
+    loop {
+        if let Some(later) = t.checked_add(d) {
+            return later;
+        }
+        d /= 2;
     }
 }
 
@@ -119,7 +131,8 @@ impl Sleep {
         let this = self;
         let deadline = match (this.deadline, this.until) {
             (Some(d), _) => Some(d),
-            (None, SleepUntil::After(d)) => Some(rt.driver.now() + d),
+            // A fresh reading (see `deadline_after`); a duration too long to add is forever.
+            (None, SleepUntil::After(d)) => rt.driver.fresh_now().checked_add(d),
             (None, SleepUntil::At(t)) => Some(t),
             (None, SleepUntil::Never) => None,
         };
