@@ -537,6 +537,95 @@ fn unix_stream_and_datagram_round_trips() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Issue 16, item 5: Linux abstract socket names (a leading NUL byte, no file) work for binding
+/// as well as connecting, for streams and datagrams; the addresses say so.
+#[cfg(target_os = "linux")]
+#[test]
+fn abstract_unix_names_bind_and_connect() {
+    use std::ffi::OsStr;
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+
+    let stream_name = format!("trellis-abstract-stream-{}", std::process::id());
+    let dgram_a = format!("trellis-abstract-a-{}", std::process::id());
+    let dgram_b = format!("trellis-abstract-b-{}", std::process::id());
+    let path = |name: &str| OsStr::from_bytes(&[b"\0", name.as_bytes()].concat()).to_owned();
+    current_thread_on(None)
+        .block_on(async {
+            let mut listener = UnixListener::bind(path(&stream_name))?;
+            assert_eq!(
+                listener.local_addr()?.as_abstract_name(),
+                Some(stream_name.as_bytes())
+            );
+            let mut client = UnixStream::connect(path(&stream_name)).await?;
+            let (mut server, _) = listener.accept().await?;
+            client.write_all(b"abstract").await?;
+            let mut buf = [0u8; 8];
+            let mut got = 0;
+            while got < buf.len() {
+                got += server.read(&mut buf[got..]).await?;
+            }
+            server.write_all(&buf).await?;
+            let mut echo = [0u8; 8];
+            let mut got = 0;
+            while got < echo.len() {
+                got += client.read(&mut echo[got..]).await?;
+            }
+            assert_eq!(&echo, b"abstract");
+            // The name is taken while the listener exists.
+            let err = UnixListener::bind(path(&stream_name)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+            assert!(
+                err.to_string().contains(&format!("@{stream_name}")),
+                "{err}"
+            );
+
+            let a = UnixDatagram::bind(path(&dgram_a))?;
+            let b = UnixDatagram::bind(path(&dgram_b))?;
+            a.send_to(b"dgram", path(&dgram_b)).await?;
+            let mut buf = [0u8; 16];
+            let (n, from) = b.recv_from(&mut buf).await?;
+            assert_eq!(&buf[..n], b"dgram");
+            assert_eq!(from.as_abstract_name(), Some(dgram_a.as_bytes()));
+            b.connect(path(&dgram_a))?;
+            b.send(b"reply").await?;
+            let (n, from) = a.recv_from(&mut buf).await?;
+            assert_eq!(&buf[..n], b"reply");
+            assert_eq!(from.as_abstract_name(), Some(dgram_b.as_bytes()));
+            Ok::<_, io::Error>(())
+        })
+        .unwrap();
+}
+
+/// A NUL byte inside a path (not the leading one of an abstract name) is a clear error, not a
+/// silently shortened path (issue 16, item 5).
+#[test]
+fn a_nul_inside_a_unix_path_is_an_error() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let path = OsStr::from_bytes(b"/tmp/trellis\0nul.sock");
+    current_thread_on(None)
+        .block_on(async {
+            let errors = [
+                UnixListener::bind(path).unwrap_err(),
+                UnixStream::connect(path).await.unwrap_err(),
+                UnixDatagram::bind(path).unwrap_err(),
+                UnixDatagram::unbound()?.connect(path).unwrap_err(),
+                UnixDatagram::unbound()?
+                    .send_to(b"x", path)
+                    .await
+                    .unwrap_err(),
+            ];
+            for err in errors {
+                assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+                assert!(err.to_string().contains("null byte"), "{err}");
+            }
+            Ok::<_, io::Error>(())
+        })
+        .unwrap();
+}
+
 #[test]
 fn connect_is_a_checkpoint_in_a_cancelled_scope() {
     current_thread_on(None)

@@ -1,14 +1,21 @@
 //! Unix-domain sockets: streams, listeners and datagrams.
+//!
+//! Addresses are paths. On Linux a path whose first byte is NUL names a socket in the abstract
+//! namespace instead (the bytes after the NUL are the name; no file is made, and the name goes
+//! away with the last socket bound to it), for binding, connecting and sending alike. A NUL
+//! byte anywhere else in a path is an `InvalidInput` error.
 
 use std::fmt;
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{self, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
 use super::{with_context, Busy};
 use crate::cancel::CancelWaiter;
@@ -50,7 +57,29 @@ impl fmt::Debug for UnixListener {
 }
 
 impl UnixListener {
-    /// Binds to `path` and listens. Binding does not block, so this is not async.
+    /// Binds to `path` and listens. Binding does not block, so this is not async. On Linux, a
+    /// path starting with a NUL byte is an abstract name (see the [module docs](self)).
+    ///
+    /// ```
+    /// # #[cfg(target_os = "linux")]
+    /// # {
+    /// use std::os::linux::net::SocketAddrExt;
+    /// use trellis::net::{UnixListener, UnixStream};
+    ///
+    /// trellis::run(async {
+    ///     let name = format!("\0trellis-doc-abstract-{}", std::process::id());
+    ///     let mut listener = UnixListener::bind(&name)?;
+    ///     assert_eq!(
+    ///         listener.local_addr()?.as_abstract_name(),
+    ///         Some(&name.as_bytes()[1..])
+    ///     );
+    ///     let _client = UnixStream::connect(&name).await?;
+    ///     let (_server_side, _) = listener.accept().await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// If the path cannot be bound (it exists, say); the error names the path.
@@ -59,8 +88,13 @@ impl UnixListener {
     /// Outside a runtime.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
         let path = path.as_ref();
-        let listener = net::UnixListener::bind(path)
-            .map_err(|e| with_context(e, || format!("could not bind {}", path.display())))?;
+        let listener = bind_socket(path, Type::STREAM)
+            .and_then(|socket| {
+                // The system caps this at net.core.somaxconn (as for TCP listeners).
+                socket.listen(libc::SOMAXCONN.max(4096))?;
+                Ok(net::UnixListener::from(OwnedFd::from(socket)))
+            })
+            .map_err(|e| with_context(e, || format!("could not bind {}", describe(path))))?;
         UnixListener::from_std(listener)
     }
 
@@ -120,23 +154,24 @@ impl fmt::Debug for UnixStream {
 }
 
 impl UnixStream {
-    /// Connects to the listener at `path`. A checkpoint.
+    /// Connects to the listener at `path` (on Linux, an abstract name if it starts with a NUL
+    /// byte: see the [module docs](self)). A checkpoint.
     ///
     /// # Errors
     /// If nothing listens there (the error names the path), or the listener's queue is full.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
         let path = path.as_ref();
-        let context = |e| with_context(e, || format!("could not connect to {}", path.display()));
+        let context = |e| with_context(e, || format!("could not connect to {}", describe(path)));
         crate::checkpoint().await?;
+        let addr = unix_addr(path).map_err(context)?;
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(context)?;
         socket.set_nonblocking(true).map_err(context)?;
-        let addr = SockAddr::unix(path).map_err(context)?;
         match socket.connect(&addr) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(context(e)),
         }
-        let fd = AsyncFd::new(net::UnixStream::from(std::os::fd::OwnedFd::from(socket)))?;
+        let fd = AsyncFd::new(net::UnixStream::from(OwnedFd::from(socket)))?;
         fd.writable().await?;
         if let Some(e) = fd.get_ref().take_error()? {
             return Err(context(e));
@@ -299,15 +334,19 @@ impl fmt::Debug for UnixDatagram {
 }
 
 impl UnixDatagram {
-    /// Binds to `path`.
+    /// Binds to `path` (on Linux, an abstract name if it starts with a NUL byte: see the
+    /// [module docs](self)).
+    ///
+    /// # Errors
+    /// If the path cannot be bound; the error names the path.
     ///
     /// # Panics
     /// Outside a runtime.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixDatagram> {
         let path = path.as_ref();
-        let socket = net::UnixDatagram::bind(path)
-            .map_err(|e| with_context(e, || format!("could not bind {}", path.display())))?;
-        UnixDatagram::from_std(socket)
+        let socket = bind_socket(path, Type::DGRAM)
+            .map_err(|e| with_context(e, || format!("could not bind {}", describe(path))))?;
+        UnixDatagram::from_std(net::UnixDatagram::from(OwnedFd::from(socket)))
     }
 
     /// An unbound socket (it can send, and receive replies once connected).
@@ -339,20 +378,23 @@ impl UnixDatagram {
         })
     }
 
-    /// Sets the default destination. Does not block.
+    /// Sets the default destination (a path, or an abstract name as for
+    /// [`bind`](UnixDatagram::bind)). Does not block.
     pub fn connect(&self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = path.as_ref();
-        self.fd
-            .get_ref()
-            .connect(path)
-            .map_err(|e| with_context(e, || format!("could not connect to {}", path.display())))
+        unix_addr(path)
+            .and_then(|addr| SockRef::from(self.fd.get_ref()).connect(&addr))
+            .map_err(|e| with_context(e, || format!("could not connect to {}", describe(path))))
     }
 
-    /// Sends a datagram to `path`. A checkpoint.
+    /// Sends a datagram to `path` (a path, or an abstract name as for
+    /// [`bind`](UnixDatagram::bind)). A checkpoint.
     pub async fn send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
-        let path = path.as_ref();
+        let addr = unix_addr(path.as_ref())?;
         let _busy = self.sending.enter()?;
-        self.fd.write_with(|s| s.send_to(buf, path)).await
+        self.fd
+            .write_with(|s| SockRef::from(s).send_to(buf, &addr))
+            .await
     }
 
     /// Receives a datagram and its sender's address. A checkpoint; a cancelled receive leaves
@@ -377,5 +419,41 @@ impl UnixDatagram {
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.fd.get_ref().local_addr()
+    }
+}
+
+/// Whether `path` names a socket in Linux's abstract namespace (a leading NUL byte).
+fn is_abstract(path: &Path) -> bool {
+    cfg!(any(target_os = "linux", target_os = "android"))
+        && path.as_os_str().as_bytes().first() == Some(&0)
+}
+
+/// The socket address `path` stands for: an abstract name (Linux, leading NUL byte; any bytes
+/// may follow) or a file path, which may not contain a NUL byte (the system would cut it there).
+fn unix_addr(path: &Path) -> io::Result<SockAddr> {
+    if !is_abstract(path) && path.as_os_str().as_bytes().contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "paths must not contain interior null bytes",
+        ));
+    }
+    SockAddr::unix(path)
+}
+
+/// A new Unix socket of type `ty` bound to `path`.
+fn bind_socket(path: &Path, ty: Type) -> io::Result<Socket> {
+    let addr = unix_addr(path)?;
+    let socket = Socket::new(Domain::UNIX, ty, None)?;
+    socket.bind(&addr)?;
+    Ok(socket)
+}
+
+/// `path` for messages: an abstract name is shown as `@name`, as `ss` and systemd show it.
+fn describe(path: &Path) -> String {
+    if is_abstract(path) {
+        let name = &path.as_os_str().as_bytes()[1..];
+        format!("@{}", String::from_utf8_lossy(name))
+    } else {
+        path.display().to_string()
     }
 }
