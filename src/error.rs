@@ -318,7 +318,17 @@ impl<E: fmt::Display> fmt::Display for NurseryError<E> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display> StdError for NurseryError<E> {}
+/// The source of a cancelled nursery is its [`Cancelled`]: a nursery's cancellation boxed into
+/// `Box<dyn Error>` or `anyhow::Error` is still recognised (and absorbed) by the scope that
+/// caused it, since [`AsCancelled`] walks the source chain of type-erased errors.
+impl<E: fmt::Debug + fmt::Display> StdError for NurseryError<E> {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            NurseryError::Cancelled(c) => Some(c),
+            NurseryError::Failed(_) => None,
+        }
+    }
+}
 
 impl<E> AsCancelled for NurseryError<E> {
     fn cancelled(&self) -> Option<Cancelled> {
