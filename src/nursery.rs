@@ -757,10 +757,12 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
         let node = running.inner.node.clone();
         node.lock().closed = true;
         node::cancel(node.as_ref(), CancelReason::Explicit(None));
-        {
+        // A panic from the body's drop must not skip the tasks' teardown: it is raised after.
+        let body_panic = {
             let _guard = context::set_node(node.as_ref());
-            running.body = None;
-        }
+            let body = running.body.take();
+            panic::catch_unwind(AssertUnwindSafe(move || drop(body))).err()
+        };
         loop {
             let tasks: Vec<_> = node
                 .children()
@@ -785,5 +787,17 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
             }
         }
         node::unlink(node.as_ref());
+        // The first panic of the teardown (the body's drop, else a task's drop: `teardown`
+        // reports those to this nursery) resumes here, as a task's panic would (N10). Not while
+        // already unwinding: a second panic would abort the process.
+        let payload = body_panic.or_else(|| {
+            let mut failures = running.inner.failures();
+            (!failures.panics.is_empty()).then(|| failures.panics.remove(0))
+        });
+        if let Some(payload) = payload {
+            if !std::thread::panicking() {
+                panic::resume_unwind(payload);
+            }
+        }
     }
 }

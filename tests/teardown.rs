@@ -274,10 +274,10 @@ fn dropping_a_nursery_on_the_multi_thread_runtime_waits_for_running_polls() {
 }
 
 // contract N11 with N10: a child whose destructor panics during a forced teardown does not abort
-// the process or stop the teardown; the other children are dropped too. The panic is discarded:
-// a drop cannot raise it safely (the drop may itself run during unwinding).
+// the process or stop the teardown; the other children are dropped too, and the panic resumes
+// from the drop once the teardown is complete (as a task's panic resumes in its owner).
 #[test]
-fn a_panicking_child_destructor_during_teardown_does_not_abort() {
+fn a_panicking_child_destructor_during_teardown_is_raised_after_it() {
     block_on_current(async {
         let drops = DropCounter::new();
         let d = drops.clone();
@@ -296,10 +296,38 @@ fn a_panicking_child_destructor_during_teardown_does_not_abort() {
         }));
         assert!(poll_once(fut.as_mut()).await.is_pending());
         checkpoint().await.unwrap();
-        drop(fut);
+        assert_eq!(panic_text(move || drop(fut)), "drop bomb");
         assert_eq!(drops.count(), 3);
         assert_eq!(lowlevel::statistics().live_tasks, 0);
     });
+}
+
+// contract N11 with N10: a nursery body whose destructor panics during a forced teardown still
+// has every task torn down before the drop returns; then the body's panic resumes. On both
+// flavours, with tasks blocked where only a drop ends them.
+#[test]
+fn a_panicking_body_destructor_during_teardown_still_drops_every_task() {
+    for flavor in [trellis::Flavor::CurrentThread, trellis::Flavor::MultiThread] {
+        runtime(flavor).block_on(async move {
+            let drops = DropCounter::new();
+            let d = drops.clone();
+            let mut fut = Box::pin(nursery(|n| async move {
+                let _bomb = DropBomb;
+                for _ in 0..3 {
+                    n.spawn(sleepy(&d))?;
+                }
+                sleep_forever().await?;
+                Ok::<_, TestError>(())
+            }));
+            assert!(poll_once(fut.as_mut()).await.is_pending());
+            while drops.created() < 3 {
+                checkpoint().await.unwrap();
+            }
+            assert_eq!(panic_text(move || drop(fut)), "drop bomb", "{flavor:?}");
+            assert_eq!(drops.count(), 3, "{flavor:?}: every task dropped");
+            assert_eq!(lowlevel::statistics().live_tasks, 0, "{flavor:?}");
+        });
+    }
 }
 
 // contract N11 with N9: a `start` into a nursery that is torn down before the task is ready fails
