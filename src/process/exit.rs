@@ -81,7 +81,16 @@ pub(super) fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
     Ok(())
 }
 
-/// Reaps `pid` if it has exited.
+/// What waiting for a child reports when the kernel already reaped it: `ECHILD`, which happens
+/// when the process ignores `SIGCHLD` (`SIG_IGN` or `SA_NOCLDWAIT`: children are reaped as they
+/// exit and their status is discarded). As trio and Python's `subprocess` do, that counts as a
+/// successful exit, status 0: there is no status left to report, and an error would make every
+/// wait fail in such a process.
+fn auto_reaped(err: &io::Error) -> Option<ExitStatus> {
+    (err.raw_os_error() == Some(libc::ECHILD)).then(|| ExitStatus::from_raw(0))
+}
+
+/// Reaps `pid` if it has exited (status 0 if the kernel reaped it already: see `auto_reaped`).
 pub(super) fn try_reap(pid: u32) -> io::Result<Option<ExitStatus>> {
     let mut status = 0;
     loop {
@@ -94,13 +103,17 @@ pub(super) fn try_reap(pid: u32) -> io::Result<Option<ExitStatus>> {
             return Ok(Some(ExitStatus::from_raw(status)));
         }
         let err = io::Error::last_os_error();
+        if let Some(status) = auto_reaped(&err) {
+            return Ok(Some(status));
+        }
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
     }
 }
 
-/// Blocks until `pid` has exited and reaps it.
+/// Blocks until `pid` has exited and reaps it (status 0 if the kernel reaped it: see
+/// `auto_reaped`).
 pub(super) fn wait_blocking(pid: u32) -> io::Result<ExitStatus> {
     let mut status = 0;
     loop {
@@ -110,6 +123,9 @@ pub(super) fn wait_blocking(pid: u32) -> io::Result<ExitStatus> {
             return Ok(ExitStatus::from_raw(status));
         }
         let err = io::Error::last_os_error();
+        if let Some(status) = auto_reaped(&err) {
+            return Ok(status);
+        }
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
@@ -167,6 +183,11 @@ impl ThreadWatch {
                 break Ok(());
             }
             let err = io::Error::last_os_error();
+            // The kernel reaped it as it exited (`SIGCHLD` ignored): `try_reap` below reports
+            // that as status 0.
+            if err.raw_os_error() == Some(libc::ECHILD) {
+                break Ok(());
+            }
             if err.kind() != io::ErrorKind::Interrupted {
                 break Err(err);
             }
@@ -240,6 +261,15 @@ mod tests {
             assert_eq!(sleeper.wait().await.unwrap().signal(), Some(libc::SIGKILL));
             // Killing a reaped child does nothing (its pid may belong to someone else now).
             sleeper.kill().unwrap();
+            // With SIGCHLD ignored the kernel reaps the child; the thread reports status 0
+            // (issue 16, item 6). No other test of this binary spawns processes.
+            // SAFETY: SIG_IGN for SIGCHLD, and back to what it was below; no handler involved.
+            let previous = unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+            let mut child = Command::new("true").spawn().unwrap();
+            let status = child.wait().await;
+            // SAFETY: as above.
+            unsafe { libc::signal(libc::SIGCHLD, previous) };
+            assert_eq!(status.unwrap().code(), Some(0));
         });
         NO_PIDFD.store(false, std::sync::atomic::Ordering::SeqCst);
     }

@@ -16,6 +16,9 @@
 //! - Waiting for exit: on Linux a pidfd (`pidfd_open`) is registered with the reactor and
 //!   becomes readable when the child exits; where pidfds are unavailable (kernels before 5.3),
 //!   a helper thread per child blocks in `waitid` until it exits.
+//! - A process that ignores `SIGCHLD` (`SIG_IGN`) has its children reaped by the kernel, which
+//!   keeps no exit status: waiting for such a child reports status 0 once it has exited, as
+//!   trio and Python's `subprocess` do, rather than failing with `ECHILD`.
 
 use std::ffi::OsStr;
 use std::fmt;
