@@ -305,6 +305,65 @@ fn out_of_descriptors_is_retried_after_100ms_and_dying_connections_are_skipped()
     );
 }
 
+/// Issue 16, item 7: an accept error about only the connection being accepted (it died in the
+/// queue: `ECONNABORTED` and the rest of trio's list) is skipped at once, and the server goes on
+/// accepting and serving; only the deadline stops it.
+#[test]
+fn accept_errors_about_one_dying_connection_do_not_stop_the_server() {
+    let per_connection = [
+        libc::ECONNABORTED,
+        libc::EPROTO,
+        libc::EPERM,
+        libc::ENETDOWN,
+        libc::ENOPROTOOPT,
+        libc::EHOSTDOWN,
+        libc::ENONET,
+        libc::EHOSTUNREACH,
+        libc::EOPNOTSUPP,
+        libc::ENETUNREACH,
+    ];
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    current_thread().0.block_on(async move {
+        let t0 = trellis::now();
+        let mut script = vec![Ok(1)];
+        for (i, errno) in per_connection.into_iter().enumerate() {
+            script.push(Err(io::Error::from_raw_os_error(errno)));
+            script.push(Ok(i as u32 + 2));
+        }
+        let listener = ScriptedListener {
+            script,
+            log: log2.clone(),
+            t0,
+        };
+        let handled = log2.clone();
+        let out = trellis::move_on_after(
+            Duration::from_secs(1),
+            serve_listeners(vec![listener], move |id: u32| {
+                let handled = handled.clone();
+                async move {
+                    handled.lock().unwrap().push(format!("handle {id}"));
+                    Ok::<_, Error>(())
+                }
+            }),
+        )
+        .await;
+        assert!(out.is_none(), "only the deadline stops the server");
+        assert_eq!(trellis::now() - t0, Duration::from_secs(1));
+    });
+    let mut expected = vec![
+        "accept at 0: connection 1".to_owned(),
+        "handle 1".to_owned(),
+    ];
+    for (i, errno) in per_connection.into_iter().enumerate() {
+        expected.push(format!("accept at 0: errno {errno}"));
+        expected.push(format!("accept at 0: connection {}", i + 2));
+        expected.push(format!("handle {}", i + 2));
+    }
+    expected.push("accept at 0: waits".to_owned());
+    assert_eq!(*log.lock().unwrap(), expected);
+}
+
 #[test]
 fn other_accept_errors_stop_the_server_and_are_reported() {
     current_thread().0.block_on(async {
