@@ -258,3 +258,46 @@ fn a_portal_runs_work_from_plain_threads() {
     // The runtime is gone.
     assert_eq!(portal.run_sync(|| 1), Err(FromThreadError::RunFinished));
 }
+
+/// A future that is ready at once with `value` and panics when dropped.
+struct ReadyThenPanicOnDrop(Option<u32>);
+
+impl std::future::Future for ReadyThenPanicOnDrop {
+    type Output = u32;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<u32> {
+        std::task::Poll::Ready(self.0.take().expect("polled once"))
+    }
+}
+
+impl Drop for ReadyThenPanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("work's destructor panicked");
+        }
+    }
+}
+
+// Work sent through a portal that produced its value and then panicked in its destructor: the
+// caller gets the value (it was produced), the runtime goes on, and a later call still works.
+#[test]
+fn a_portal_delivers_a_value_whose_future_panics_when_dropped() {
+    trellis::run(async {
+        let portal = Portal::current();
+        let (first, second) = thread::run_blocking(move || {
+            std::thread::spawn(move || {
+                let first = portal.run(|| ReadyThenPanicOnDrop(Some(42)));
+                let second = portal.run_sync(|| 7);
+                (first, second)
+            })
+            .join()
+            .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(first, Ok(42));
+        assert_eq!(second, Ok(7));
+    });
+}

@@ -513,9 +513,17 @@ where
             Ok(Poll::Ready(value)) => Ok(value),
             Err(payload) => Err(payload),
         };
-        this.fut = None;
+        // The future is dropped before the reply goes, so the caller sees its cleanup done. A
+        // panic in that drop does not cost the caller a value the work produced: the value is
+        // delivered, then the panic resumes here, in the task, like a panic in a detached
+        // thread after it handed its result over (the panic hook has reported it).
+        let fut = this.fut.take();
+        let drop_panic = panic::catch_unwind(AssertUnwindSafe(move || drop(fut))).err();
         // The thread may have given up (it cannot: it blocks until a reply or a drop).
         let _ = this.reply.send(reply);
+        if let Some(payload) = drop_panic {
+            panic::resume_unwind(payload);
+        }
         Poll::Ready(())
     }
 }
@@ -577,7 +585,9 @@ impl Portal {
     }
 
     /// Runs `f()` to completion as a task of the runtime and returns its output, blocking this
-    /// thread meanwhile. A panic in the future resumes here.
+    /// thread meanwhile. A panic in the future resumes here. A future that produced its value
+    /// and then panics in its destructor still delivers the value; that panic is reported by the
+    /// panic hook, as a detached thread's would be.
     ///
     /// # Errors
     /// [`FromThreadError::RunFinished`] if the runtime has finished or shuts down before the
