@@ -461,6 +461,49 @@ fn udp_round_trip_and_cancelled_receive_keeps_the_datagram() {
         .unwrap();
 }
 
+/// Issue 16, item 8: `send_to` picks the first address of the socket's own family, as when
+/// "localhost" resolves to `::1` first and then `127.0.0.1` (the list stands for that lookup);
+/// with no address of that family it says so.
+#[test]
+fn udp_send_to_picks_an_address_of_the_sockets_family() {
+    current_thread_on(None)
+        .block_on(async {
+            let a = UdpSocket::bind("127.0.0.1:0").await?;
+            let b = UdpSocket::bind("127.0.0.1:0").await?;
+            let port = b.local_addr()?.port();
+            let v6_first: Vec<SocketAddr> = vec![
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+            ];
+            assert_eq!(a.send_to(b"via v4", &v6_first).await?, 6);
+            let mut buf = [0u8; 16];
+            let (n, from) = b.recv_from(&mut buf).await?;
+            assert_eq!((&buf[..n], from), (&b"via v4"[..], a.local_addr()?));
+
+            let err = a.send_to(b"x", &v6_first[..1]).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert_eq!(
+                err.to_string(),
+                format!("no IPv4 address to send to from an IPv4 socket among [::1]:{port}")
+            );
+
+            // An IPv6 socket given IPv4 addresses only sends to the IPv4-mapped form.
+            let Ok(c) = UdpSocket::bind("[::]:0").await else {
+                return Ok(()); // no IPv6 on this host
+            };
+            let v4_only = [SocketAddr::from(([127, 0, 0, 1], port))];
+            assert_eq!(c.send_to(b"via v6", &v4_only[..]).await?, 6);
+            let (n, from) = b.recv_from(&mut buf).await?;
+            assert_eq!(&buf[..n], b"via v6");
+            assert_eq!(
+                from,
+                SocketAddr::from(([127, 0, 0, 1], c.local_addr()?.port()))
+            );
+            Ok::<_, io::Error>(())
+        })
+        .unwrap();
+}
+
 #[test]
 fn two_tasks_receiving_on_one_udp_socket_is_a_busy_error() {
     current_thread_on(None)

@@ -92,12 +92,19 @@ impl UdpSocket {
         }))
     }
 
-    /// Sends a datagram to `addr` (its first address); returns the bytes sent. A checkpoint.
+    /// Sends a datagram to `addr`; returns the bytes sent. A checkpoint.
+    ///
+    /// Of the addresses `addr` stands for, the first of the socket's own family is used (a
+    /// name such as `"localhost"` may resolve to `::1` before `127.0.0.1`, and an IPv4 socket
+    /// cannot send to `::1`). An IPv6 socket with no IPv6 address to choose sends to the first
+    /// IPv4 one in its IPv4-mapped form (`::ffff:a.b.c.d`), which a dual-stack socket reaches.
+    ///
+    /// # Errors
+    /// `InvalidInput` naming the addresses if an IPv4 socket is given no IPv4 address; the
+    /// resolver's error; the system's error for the send.
     pub async fn send_to(&self, buf: &[u8], addr: impl ToSocketAddrs) -> io::Result<usize> {
-        let target = *resolve(&addr)
-            .await?
-            .first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to send to"))?;
+        let addrs = resolve(&addr).await?;
+        let target = destination(self.local_addr()?, &addrs)?;
         let _busy = self.sending.enter()?;
         self.fd.write_with(|s| s.send_to(buf, target)).await
     }
@@ -129,5 +136,34 @@ impl UdpSocket {
     /// The connected peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.fd.get_ref().peer_addr()
+    }
+}
+
+/// Where a socket bound to `local` sends a datagram for `addrs`: the first address of its own
+/// family; for an IPv6 socket without one, the first IPv4 address, IPv4-mapped.
+fn destination(local: SocketAddr, addrs: &[SocketAddr]) -> io::Result<SocketAddr> {
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no address to send to",
+        ));
+    }
+    if let Some(same) = addrs.iter().find(|a| a.is_ipv4() == local.is_ipv4()) {
+        return Ok(*same);
+    }
+    match addrs[0] {
+        SocketAddr::V4(v4) if local.is_ipv6() => {
+            Ok(SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()))
+        }
+        _ => {
+            let listed: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "no IPv4 address to send to from an IPv4 socket among {}",
+                    listed.join(", ")
+                ),
+            ))
+        }
     }
 }
