@@ -37,6 +37,15 @@
 //! .unwrap();
 //! ```
 //!
+//! # Unix-domain addresses
+//!
+//! [`UnixListener`], [`UnixStream`] and [`UnixDatagram`] take paths. On Linux a path whose first
+//! byte is NUL names a socket in the abstract namespace instead: the bytes after the NUL are the
+//! name, no file is made, and the name goes away with the last socket bound to it. That holds
+//! for binding, connecting and sending alike (`std::os::linux::net::SocketAddrExt` reads such
+//! an address back); error messages show the name as `@name`. A NUL byte anywhere else in a path
+//! is an `InvalidInput` error.
+//!
 //! [`PartialWrite`]: crate::io::PartialWrite
 
 mod addr;

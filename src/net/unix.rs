@@ -1,9 +1,5 @@
-//! Unix-domain sockets: streams, listeners and datagrams.
-//!
-//! Addresses are paths. On Linux a path whose first byte is NUL names a socket in the abstract
-//! namespace instead (the bytes after the NUL are the name; no file is made, and the name goes
-//! away with the last socket bound to it), for binding, connecting and sending alike. A NUL
-//! byte anywhere else in a path is an `InvalidInput` error.
+//! Unix-domain sockets: streams, listeners and datagrams. Addresses are paths, or abstract
+//! names on Linux (see the `net` module docs).
 
 use std::fmt;
 use std::io;
@@ -58,7 +54,8 @@ impl fmt::Debug for UnixListener {
 
 impl UnixListener {
     /// Binds to `path` and listens. Binding does not block, so this is not async. On Linux, a
-    /// path starting with a NUL byte is an abstract name (see the [module docs](self)).
+    /// path starting with a NUL byte is an abstract name (see
+    /// [Unix-domain addresses](crate::net#unix-domain-addresses)).
     ///
     /// ```
     /// # #[cfg(target_os = "linux")]
@@ -155,7 +152,7 @@ impl fmt::Debug for UnixStream {
 
 impl UnixStream {
     /// Connects to the listener at `path` (on Linux, an abstract name if it starts with a NUL
-    /// byte: see the [module docs](self)). A checkpoint.
+    /// byte: see [Unix-domain addresses](crate::net#unix-domain-addresses)). A checkpoint.
     ///
     /// # Errors
     /// If nothing listens there (the error names the path), or the listener's queue is full.
@@ -334,8 +331,8 @@ impl fmt::Debug for UnixDatagram {
 }
 
 impl UnixDatagram {
-    /// Binds to `path` (on Linux, an abstract name if it starts with a NUL byte: see the
-    /// [module docs](self)).
+    /// Binds to `path` (on Linux, an abstract name if it starts with a NUL byte: see
+    /// [Unix-domain addresses](crate::net#unix-domain-addresses)).
     ///
     /// # Errors
     /// If the path cannot be bound; the error names the path.
