@@ -60,7 +60,7 @@ pub use cancel::{
 };
 pub use error::{AsCancelled, CancelReason, Cancelled, Error, NurseryError, Outcome, TimedOut};
 pub use nursery::{nursery, Nursery, NurseryFuture, TaskStatus};
-pub use runtime::{run, Builder, Flavor, Runtime};
+pub use runtime::{run, Builder, Flavor, Runtime, DEFAULT_THREAD_STACK_SIZE};
 pub use task::TaskHandle;
 pub use time::clock::{Clock, SystemClock};
 pub use time::{now, sleep, sleep_forever, sleep_until, Sleep};
