@@ -141,6 +141,7 @@ impl Drop for Child {
                     // The watching thread reaps it once it is dead.
                     let _ = watch.signal(self.pid, Signal::KILL);
                 }
+                Exit::Reaped => {}
             }
         }
     }

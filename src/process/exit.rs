@@ -9,12 +9,18 @@ pub(super) enum Exit {
     Pidfd(AsyncFd<OwnedFd>),
     /// A helper thread blocked in `waitid` (no pidfd support).
     Thread(Arc<ThreadWatch>),
+    /// Gone before it could be watched: the process ignores `SIGCHLD`, so the kernel reaped the
+    /// child as soon as it exited, and no status is left (reported as 0, see `auto_reaped`).
+    Reaped,
 }
 
 impl Exit {
     pub(super) fn watch(pid: u32) -> io::Result<Exit> {
         match pidfd_open(pid) {
             Ok(fd) => Ok(Exit::Pidfd(AsyncFd::new(fd)?)),
+            // Not reaped by us, and an exited child we have not reaped stays a zombie that a
+            // pidfd can still be opened for: so the kernel reaped it (`SIGCHLD` ignored).
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(Exit::Reaped),
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                 Ok(Exit::Thread(ThreadWatch::start(pid)?))
             }
@@ -32,6 +38,10 @@ impl Exit {
                 .await
             }
             Exit::Thread(watch) => watch.wait().await,
+            Exit::Reaped => {
+                crate::checkpoint().await?;
+                Ok(ExitStatus::from_raw(0))
+            }
         }
     }
 
@@ -39,6 +49,7 @@ impl Exit {
         match self {
             Exit::Pidfd(_) => try_reap(pid),
             Exit::Thread(watch) => Ok(watch.lock().status),
+            Exit::Reaped => Ok(Some(ExitStatus::from_raw(0))),
         }
     }
 
@@ -46,6 +57,8 @@ impl Exit {
         match self {
             Exit::Pidfd(_) => send_signal(pid, signal),
             Exit::Thread(watch) => watch.signal(pid, signal),
+            // Its pid may belong to another process by now.
+            Exit::Reaped => Ok(()),
         }
     }
 }
