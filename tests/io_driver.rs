@@ -488,3 +488,92 @@ fn writable_on_a_full_buffer_blocks_until_the_peer_drains() {
     })
     .unwrap();
 }
+
+// trio's wait_readable: readiness tells the truth. After the data is read behind the reactor's
+// back (a plain read, not `read_with`), `readable()` waits for new data instead of returning at
+// once forever (which made a `readable()` + read loop spin).
+#[test]
+fn readable_waits_again_once_the_data_was_read_by_other_means() {
+    let rt = current_thread().0;
+    rt.block_on(async {
+        let t0 = now();
+        let (a, mut b) = UnixStream::pair()?;
+        let a = AsyncFd::new(a)?;
+        b.write_all(b"ping")?;
+        a.readable().await?;
+        let mut buf = [0u8; 4];
+        a.get_ref().read_exact(&mut buf)?;
+        assert_eq!(&buf, b"ping");
+        let out = move_on_after(secs(3), a.readable()).await;
+        assert!(out.is_none(), "nothing is readable: the wait must block");
+        assert_eq!(now() - t0, secs(3));
+        b.write_all(b"pong")?;
+        a.readable().await?;
+        assert_eq!(read_text(&a).await?, "pong");
+        Ok::<_, io::Error>(())
+    })
+    .unwrap();
+}
+
+// trio's test_wait_basic: after the send buffer is filled, `writable()` waits until the peer
+// drains it, even though the descriptor was writable before.
+#[test]
+fn writable_waits_once_the_buffer_was_filled_by_other_means() {
+    let rt = current_thread().0;
+    rt.block_on(async {
+        let t0 = now();
+        let (a, mut b) = UnixStream::pair()?;
+        let a = AsyncFd::new(a)?;
+        a.writable().await?;
+        let filled = fill(&a);
+        let out = move_on_after(secs(2), a.writable()).await;
+        assert!(out.is_none(), "the buffer is full: the wait must block");
+        assert_eq!(now() - t0, secs(2));
+        let mut sink = vec![0u8; filled];
+        b.read_exact(&mut sink)?;
+        a.writable().await?;
+        Ok::<_, io::Error>(())
+    })
+    .unwrap();
+}
+
+// Two tasks waiting in the same direction on one AsyncFd: the second gets BusyResource (as
+// trio's wait_readable raises BusyResourceError) instead of silently never being woken; the
+// first is woken by the data, and afterwards another wait is accepted. Reading and writing at
+// the same time is fine. Both flavours.
+#[test]
+fn a_second_waiter_in_the_same_direction_gets_busy_resource() {
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        runtime(flavor)
+            .block_on(async {
+                let (a, mut b) = UnixStream::pair()?;
+                let a = Arc::new(AsyncFd::new(a)?);
+                let result = nursery(|n| {
+                    let a = a.clone();
+                    async move {
+                        let first = a.clone();
+                        let reader = n.spawn(async move { Ok(read_text(&first).await?) })?;
+                        wait_all_tasks_blocked().await?;
+                        let err = a.readable().await.unwrap_err();
+                        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
+                        assert_eq!(
+                            err.get_ref().unwrap().to_string(),
+                            Error::BusyResource.to_string()
+                        );
+                        let err = read_text(&a).await.unwrap_err();
+                        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
+                        // The other direction is free.
+                        a.writable().await?;
+                        b.write_all(b"hello")?;
+                        assert_eq!(reader.await?, "hello");
+                        b.write_all(b"again")?;
+                        assert_eq!(read_text(&a).await?, "again");
+                        Ok::<_, Error>(())
+                    }
+                })
+                .await;
+                result.map_err(|e| io::Error::other(e.to_string()))
+            })
+            .unwrap_or_else(|e| panic!("{flavor:?}: {e}"));
+    }
+}

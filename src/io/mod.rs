@@ -5,10 +5,12 @@
 //! `Cancelled` carried in the `io::Error`, and the operation it guarded did not happen). The
 //! socket types are built on it.
 
+mod busy;
 mod fd_stream;
 pub(crate) mod reactor;
 mod stream;
 
+pub(crate) use busy::Busy;
 pub(crate) use fd_stream::{fd_stream_impls, FdReader, FdWriter};
 
 pub use stream::{PartialWrite, ReadStream, SplitStream, WriteStream};
@@ -30,6 +32,17 @@ use reactor::Source;
 /// The descriptor is switched to non-blocking mode and deregistered (before it is closed) when
 /// the `AsyncFd` is dropped or [`into_inner`](AsyncFd::into_inner) is called.
 ///
+/// One task at a time may wait in each direction: the async methods take `&self`, so an
+/// `AsyncFd` can be shared, but a second task that waits to read (or to write) while another
+/// already does gets an `io::Error` of kind `ResourceBusy` carrying
+/// [`Error::BusyResource`](crate::Error::BusyResource), as trio's `wait_readable` raises
+/// `BusyResourceError`. Reading and writing at the same time, from two tasks, is fine.
+///
+/// [`readable`](AsyncFd::readable) and [`writable`](AsyncFd::writable) tell the truth at the
+/// moment they return, like trio's `wait_readable`/`wait_writable`: data read by other means
+/// (a plain `read` on the descriptor) or a send buffer filled meanwhile is noticed, and the wait
+/// waits for the next readiness event instead of returning at once.
+///
 /// ```
 /// use std::io::{Read, Write};
 /// use std::os::unix::net::UnixStream;
@@ -50,6 +63,9 @@ pub struct AsyncFd<T: AsRawFd> {
     source: Arc<Source>,
     rt: Arc<Shared>,
     io: Option<T>,
+    /// A task waits to read, or to write (the reactor wakes one waiter per direction).
+    reading: Busy,
+    writing: Busy,
 }
 
 impl<T: AsRawFd> std::fmt::Debug for AsyncFd<T> {
@@ -95,6 +111,8 @@ impl<T: AsRawFd> AsyncFd<T> {
             source,
             rt,
             io: Some(io),
+            reading: Busy::new(),
+            writing: Busy::new(),
         })
     }
 
@@ -115,26 +133,46 @@ impl<T: AsRawFd> AsyncFd<T> {
         result.map(|()| io)
     }
 
-    /// Waits until the descriptor is readable. A checkpoint.
+    /// Waits until the descriptor is readable (data, end of file, or an error to read). A
+    /// checkpoint.
+    ///
+    /// # Errors
+    /// `Cancelled` (inside the `io::Error`) if the scope is cancelled;
+    /// [`Error::BusyResource`](crate::Error::BusyResource) if another task is waiting to read.
     pub async fn readable(&self) -> io::Result<()> {
-        self.ready(Direction::Read, |_| Ok(())).await
+        let fd = self.source.fd();
+        self.read_with(|_| probe(fd, libc::POLLIN)).await
     }
 
-    /// Waits until the descriptor is writable. A checkpoint.
+    /// Waits until the descriptor is writable (room to write, or an error to report). A
+    /// checkpoint.
+    ///
+    /// # Errors
+    /// As [`readable`](AsyncFd::readable), for writing.
     pub async fn writable(&self) -> io::Result<()> {
-        self.ready(Direction::Write, |_| Ok(())).await
+        let fd = self.source.fd();
+        self.write_with(|_| probe(fd, libc::POLLOUT)).await
     }
 
     /// Runs `op` (a non-blocking read) until it does not return `WouldBlock`, waiting for
     /// readability in between. A checkpoint; if cancelled, `op` is not called again, so a
     /// cancelled read consumes nothing.
+    ///
+    /// # Errors
+    /// `op`'s error; `Cancelled` inside the `io::Error` if the scope is cancelled;
+    /// [`Error::BusyResource`](crate::Error::BusyResource) if another task is waiting to read.
     pub async fn read_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        let _busy = self.reading.enter()?;
         self.ready(Direction::Read, op).await
     }
 
     /// Runs `op` (a non-blocking write) until it does not return `WouldBlock`, waiting for
     /// writability in between. A checkpoint; if cancelled, `op` is not called again.
+    ///
+    /// # Errors
+    /// As [`read_with`](AsyncFd::read_with), for writing.
     pub async fn write_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        let _busy = self.writing.enter()?;
         self.ready(Direction::Write, op).await
     }
 
@@ -202,6 +240,29 @@ impl<T: AsRawFd> AsyncFd<T> {
                 Poll::Pending => Poll::Pending,
             },
         }
+    }
+}
+
+/// Asks the kernel whether `fd` is ready for `events` now (`poll` with a zero timeout):
+/// `WouldBlock` if not, so the caller forgets the cached readiness and waits for a new event.
+/// Hang-up and error conditions count as ready: the operation that follows reports them.
+fn probe(fd: RawFd, events: libc::c_short) -> io::Result<()> {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid `pollfd` for the duration of the call; a zero timeout never blocks.
+        let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
+        return match n {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n if n > 0 => Ok(()),
+            _ => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::Interrupted => continue,
+                e => Err(e),
+            },
+        };
     }
 }
 

@@ -5,7 +5,7 @@ use std::io;
 use std::net::{self, SocketAddr};
 
 use super::addr::{resolve, ToSocketAddrs};
-use super::{with_context, Busy};
+use super::with_context;
 use crate::io::AsyncFd;
 
 /// A UDP socket.
@@ -31,8 +31,6 @@ use crate::io::AsyncFd;
 /// ```
 pub struct UdpSocket {
     fd: AsyncFd<net::UdpSocket>,
-    receiving: Busy,
-    sending: Busy,
 }
 
 impl fmt::Debug for UdpSocket {
@@ -70,8 +68,6 @@ impl UdpSocket {
     pub fn from_std(socket: net::UdpSocket) -> io::Result<UdpSocket> {
         Ok(UdpSocket {
             fd: AsyncFd::new(socket)?,
-            receiving: Busy::new(),
-            sending: Busy::new(),
         })
     }
 
@@ -105,26 +101,22 @@ impl UdpSocket {
     pub async fn send_to(&self, buf: &[u8], addr: impl ToSocketAddrs) -> io::Result<usize> {
         let addrs = resolve(&addr).await?;
         let target = destination(self.local_addr()?, &addrs)?;
-        let _busy = self.sending.enter()?;
         self.fd.write_with(|s| s.send_to(buf, target)).await
     }
 
     /// Receives a datagram; returns its length (truncated to `buf`) and sender. A checkpoint; a
     /// cancelled receive leaves the datagram queued.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let _busy = self.receiving.enter()?;
         self.fd.read_with(|s| s.recv_from(buf)).await
     }
 
     /// Sends a datagram to the connected peer. A checkpoint.
     pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        let _busy = self.sending.enter()?;
         self.fd.write_with(|s| s.send(buf)).await
     }
 
     /// Receives a datagram from the connected peer. A checkpoint.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let _busy = self.receiving.enter()?;
         self.fd.read_with(|s| s.recv(buf)).await
     }
 

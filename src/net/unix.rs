@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
-use super::{with_context, Busy};
+use super::with_context;
 use crate::cancel::CancelWaiter;
 use crate::io::{fd_stream_impls, AsyncFd, Direction, FdReader, FdWriter, SplitStream};
 
@@ -318,8 +318,6 @@ impl SplitStream for UnixStream {
 /// one receiver and one sender at a time.
 pub struct UnixDatagram {
     fd: AsyncFd<net::UnixDatagram>,
-    receiving: Busy,
-    sending: Busy,
 }
 
 impl fmt::Debug for UnixDatagram {
@@ -370,8 +368,6 @@ impl UnixDatagram {
     pub fn from_std(socket: net::UnixDatagram) -> io::Result<UnixDatagram> {
         Ok(UnixDatagram {
             fd: AsyncFd::new(socket)?,
-            receiving: Busy::new(),
-            sending: Busy::new(),
         })
     }
 
@@ -388,7 +384,6 @@ impl UnixDatagram {
     /// [`bind`](UnixDatagram::bind)). A checkpoint.
     pub async fn send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
         let addr = unix_addr(path.as_ref())?;
-        let _busy = self.sending.enter()?;
         self.fd
             .write_with(|s| SockRef::from(s).send_to(buf, &addr))
             .await
@@ -397,19 +392,16 @@ impl UnixDatagram {
     /// Receives a datagram and its sender's address. A checkpoint; a cancelled receive leaves
     /// the datagram queued.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let _busy = self.receiving.enter()?;
         self.fd.read_with(|s| s.recv_from(buf)).await
     }
 
     /// Sends to the connected peer. A checkpoint.
     pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        let _busy = self.sending.enter()?;
         self.fd.write_with(|s| s.send(buf)).await
     }
 
     /// Receives from the connected peer. A checkpoint.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let _busy = self.receiving.enter()?;
         self.fd.read_with(|s| s.recv(buf)).await
     }
 
