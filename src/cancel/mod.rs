@@ -57,6 +57,7 @@ impl CancelWaiter {
             }
             self.clear();
         }
+        fire_passed_deadlines();
         let node = context::current_node_arc().expect("checked non-null above");
         match node.node().add_waiter(cx.waker()) {
             Some(key) => {
@@ -90,8 +91,21 @@ pub(crate) fn outside_runtime(function: &str) -> ! {
     )
 }
 
+/// Fires the deadlines that passed by the time of this poll, so the cancel check that follows
+/// sees them (C7): an operation that keeps completing at once must not outrun its deadline just
+/// because no worker got round to the timers.
+#[inline]
+fn fire_passed_deadlines() {
+    context::with_runtime(|rt| {
+        if let Some(rt) = rt {
+            rt.driver.fire_timers_due_this_poll();
+        }
+    });
+}
+
 /// Is the code being polled right now inside a cancelled scope? If so, the error to return.
 pub(crate) fn current_cancellation(function: &str) -> Option<Cancelled> {
+    fire_passed_deadlines();
     context::with_node(|node| match node {
         Some(n) if n.node().is_cancelled() => Some(node::cancelled_error(n.node())),
         Some(_) => None,

@@ -51,6 +51,18 @@ impl Driver {
         self.clock.real_duration_until(next)
     }
 
+    /// Fires the timers due as of this poll's cached time (at most one clock read per poll):
+    /// the cheap check every operation makes before it looks at cancellation, so that a deadline
+    /// that passed while the task ran is seen there (C7) however the scheduler is kept busy.
+    #[inline]
+    pub(crate) fn fire_timers_due_this_poll(&self) {
+        if let Some(next) = self.timers.next_deadline() {
+            if next <= self.now() {
+                self.fire_due_timers();
+            }
+        }
+    }
+
     /// Fires every timer due now. Returns whether any fired.
     pub(crate) fn fire_due_timers(&self) -> bool {
         let Some(next) = self.timers.next_deadline() else {

@@ -520,6 +520,14 @@ impl Scheduler {
                     if poll_main() {
                         break;
                     }
+                    // The main future's polls count toward the maintenance interval as tasks'
+                    // do: a main future that keeps finding its operations ready (and so wakes
+                    // itself) must not starve timers and I/O, with no task queued to count.
+                    let tick = local.tick.get().wrapping_add(1);
+                    local.tick.set(tick);
+                    if tick % MAINTENANCE_INTERVAL == 0 {
+                        self.maintenance(shared);
+                    }
                 }
             }
             if self.shutdown.load(Ordering::SeqCst) {
