@@ -20,6 +20,7 @@ use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -170,13 +171,37 @@ where
 }
 
 /// The future `async-task` polls: runs one poll of the child inside its node.
+///
+/// It points at its cell without owning a reference: the task's schedule function, stored in
+/// the same `async-task` allocation, owns one. That matters because `async-task` may free a task
+/// without dropping its future: a detached task left pending with no waker anywhere (which
+/// happens when a teardown on another thread drops the task's last waker while the worker is
+/// still finishing the poll that returned `Pending`) is deallocated as is. A strong reference
+/// here would then be forgotten, and with it the cell, its runtime and every descriptor the
+/// runtime holds. The schedule function, by contrast, is always dropped when the task is freed.
 struct ChildRunner<F, T, E>
 where
     F: Future<Output = Result<T, E>> + 'static,
     T: 'static,
     E: AsCancelled + 'static,
 {
-    cell: Arc<ChildCell<F, T, E>>,
+    cell: NonNull<ChildCell<F, T, E>>,
+}
+
+impl<F, T, E> ChildRunner<F, T, E>
+where
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: AsCancelled + 'static,
+{
+    fn cell(&self) -> &ChildCell<F, T, E> {
+        // SAFETY: the schedule function of this runner's task holds a strong reference to the
+        // cell (see `spawn_child`). `async-task` drops a task's future, if it drops it at all,
+        // before it drops the schedule function (`destroy` drops it last, then frees the memory),
+        // and it never polls the future after that; so whenever the runner is polled or dropped
+        // the cell is alive.
+        unsafe { self.cell.as_ref() }
+    }
 }
 
 /// `async-task` drops the runner without running it when the task is dropped unscheduled: at
@@ -190,8 +215,9 @@ where
     E: AsCancelled + 'static,
 {
     fn drop(&mut self) {
-        if self.cell.poll_state.load(Ordering::Acquire) & DONE == 0 {
-            self.cell.teardown();
+        let cell = self.cell();
+        if cell.poll_state.load(Ordering::Acquire) & DONE == 0 {
+            cell.teardown();
         }
     }
 }
@@ -205,7 +231,7 @@ where
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let cell = &*self.cell;
+        let cell = self.cell();
         if cell
             .poll_state
             .compare_exchange(IDLE, POLLING, Ordering::Acquire, Ordering::Relaxed)
@@ -297,15 +323,20 @@ where
         let _ = cell.drop_future();
         return Err(crate::Error::NurseryClosed);
     }
+    // The schedule function owns the task's reference to its cell (the runner only points at
+    // it; see `ChildRunner`).
     let schedule_cell = cell.clone();
     let schedule = move |runnable, info| {
         let rt = &schedule_cell.rt;
         rt.scheduler.schedule(rt, runnable, info)
     };
-    let runner = ChildRunner { cell: cell.clone() };
-    // SAFETY: `ChildRunner` is `Send` when `F` and `T` are (the caller guarantees the
-    // current-thread condition otherwise); it is `'static`; the schedule function is
-    // `Send + Sync + 'static`.
+    let runner = ChildRunner {
+        cell: NonNull::from(&*cell),
+    };
+    // SAFETY: the runner only points at the cell, which may be shared across threads when `F`
+    // and `T` are `Send` (the caller guarantees the current-thread condition otherwise); it is
+    // `'static` and valid for the task's life (see `ChildRunner::cell`); the schedule function
+    // is `Send + Sync + 'static`.
     let (runnable, task) = unsafe {
         Builder::new()
             .propagate_panic(false)
