@@ -123,6 +123,17 @@ impl<E: AsCancelled + Send + 'static> Report<E> for NurseryInner<E> {
     }
 
     fn cancelled(&self, error: E) {
+        self.record_cancellation(|| error.cancelled());
+    }
+
+    fn dropped(&self, cancelled: Cancelled) {
+        self.record_cancellation(|| Some(cancelled));
+    }
+}
+
+impl<E> NurseryInner<E> {
+    /// Keeps the first cancellation a task ended with.
+    fn record_cancellation(&self, cancelled: impl FnOnce() -> Option<Cancelled>) {
         // Only a cancellation that reached the task through this nursery (its own scope or one
         // above it) concerns the nursery. A task cancelled on its own — through its handle, or
         // a service cancelled because the work is done (N12) — absorbed that itself; recording
@@ -132,7 +143,7 @@ impl<E: AsCancelled + Send + 'static> Report<E> for NurseryInner<E> {
         }
         let mut failures = self.failures();
         if failures.cancelled.is_none() {
-            failures.cancelled = error.cancelled();
+            failures.cancelled = cancelled();
             // The first one is all that is kept: spare the thousands of siblings cancelled
             // with it the lock (and the contention between workers).
             self.cancel_recorded.store(true, Ordering::Release);
@@ -331,6 +342,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             StartState::Started(v) => Ok(v),
             StartState::Failed(e) => Err(e),
             StartState::Panicked(p) => panic::resume_unwind(p),
+            StartState::Dropped(c) => Err(Error::Cancelled(c).into()),
             StartState::Finished => Err(Error::StartedNotCalled.into()),
             StartState::Waiting(_) => unreachable!("StartWait returns a final state"),
         }
@@ -451,6 +463,8 @@ enum StartState<V, E> {
     Started(V),
     Failed(E),
     Panicked(Box<dyn Any + Send>),
+    /// Dropped in a foreign wait by its cancellation (B1) before `started`.
+    Dropped(Cancelled),
     Finished,
 }
 
@@ -505,6 +519,12 @@ impl<V: Send, E: Send> Report<E> for StartShared<V, E> {
             None => self.resolve(StartState::Failed(error)),
         }
     }
+    fn dropped(&self, cancelled: Cancelled) {
+        match self.forward() {
+            Some(nursery) => nursery.dropped(cancelled),
+            None => self.resolve(StartState::Dropped(cancelled)),
+        }
+    }
     fn finished(&self) {
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.resolve(match kept {
@@ -528,6 +548,9 @@ impl<V, E> Future for StartWait<'_, V, E> {
         match &mut *s {
             StartState::Waiting(waker) => {
                 *waker = Some(cx.waker().clone());
+                // Waiting for a started task is a trellis wait (B1): the task is cancelled
+                // with the caller and resolves this.
+                context::note_parked();
                 Poll::Pending
             }
             _ => Poll::Ready(std::mem::replace(&mut *s, StartState::Waiting(None))),
@@ -675,12 +698,31 @@ where
         let Some(body) = self.body.as_mut() else {
             return Poll::Ready(());
         };
+        let node = self.inner.node.as_ref();
+        if node::in_foreign_wait(node, true) && node::absorbs_cancellation(node) {
+            // The nursery's own cancellation found its body parked where it cannot see it
+            // (B1): the body ends with that cancellation; the tasks end on their own.
+            self.body_cancelled = Some(node::cancelled_error(node));
+            let _guard = context::set_node(node);
+            let body = self.body.take();
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(body))) {
+                self.inner.panicked(payload);
+            }
+            return Poll::Ready(());
+        }
+        let outer_watch = context::begin_park_watch();
         let polled = {
-            let _guard = context::set_node(self.inner.node.as_ref());
+            let _guard = context::set_node(node);
             panic::catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx)))
         };
+        let parked = context::end_park_watch(outer_watch);
         match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Pending) => {
+                node::record_poll(node, parked, cx.waker(), || {
+                    node::absorbs_cancellation(node)
+                });
+                return Poll::Pending;
+            }
             Ok(Poll::Ready(Ok(value))) => self.value = Some(value),
             Ok(Poll::Ready(Err(e))) => match e.cancelled() {
                 Some(c) if self.inner.node.is_cancelled() || c.is_absorbed() => {
@@ -702,6 +744,8 @@ where
             let mut s = self.inner.node.lock();
             if s.tasks > s.services || s.pending_starts > 0 {
                 s.exit_waker = Some(cx.waker().clone());
+                // Waiting for tasks is a trellis wait, not a foreign one (B1).
+                context::note_parked();
                 return Poll::Pending;
             }
             if s.tasks == 0 {
@@ -710,6 +754,7 @@ where
             }
             s.exit_waker = Some(cx.waker().clone());
             drop(s);
+            context::note_parked();
             self.inner.node.children()
         };
         for child in services {

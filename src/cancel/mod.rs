@@ -49,6 +49,7 @@ impl CancelWaiter {
                 // Woken by a cancellation (the usual reason to be polled again while
                 // registered): answer without refreshing the waker under the node's lock.
                 if !node.node().is_cancelled() && node.node().update_waiter(*key, cx.waker()) {
+                    context::note_parked();
                     return Poll::Pending;
                 }
                 let err = node::cancelled_error(node.node());
@@ -62,6 +63,7 @@ impl CancelWaiter {
         match node.node().add_waiter(cx.waker()) {
             Some(key) => {
                 self.registration = Some((node, key));
+                context::note_parked();
                 Poll::Pending
             }
             None => Poll::Ready(node::cancelled_error(node.node())),
@@ -127,6 +129,7 @@ impl YieldOnce {
         } else {
             self.yielded = true;
             cx.waker().wake_by_ref();
+            context::note_parked();
             Poll::Pending
         }
     }

@@ -88,6 +88,10 @@ pub(crate) struct Node {
     kind: NodeKind,
     /// Cached "a checkpoint inside this node fails". See the module comment for who writes it.
     eff_cancelled: AtomicBool,
+    /// The last poll of the code this node owns (a task's future, a scope's or nursery's body)
+    /// returned `Pending` with no trellis operation parked or yielding in it: it waits where
+    /// cancellation cannot reach (contract B1). Written by the owner after each poll.
+    foreign_wait: AtomicBool,
     state: Mutex<NodeState>,
 }
 
@@ -115,6 +119,9 @@ pub(crate) struct NodeState {
     armed: Option<TimerKey>,
     /// Woken when the number of non-service task children drops (the nursery owner waits).
     pub(crate) exit_waker: Option<Waker>,
+    /// The owner's waker while its code is in a foreign wait: woken when the node becomes
+    /// cancelled, or a task leaves it while it is cancelled, so the owner can end the wait (B1).
+    foreign: Option<Waker>,
 }
 
 /// Child nodes. Boxed and allocated on first use: most task nodes never get a child, and an
@@ -194,6 +201,7 @@ impl Node {
         Node {
             kind,
             eff_cancelled: AtomicBool::new(false),
+            foreign_wait: AtomicBool::new(false),
             state: Mutex::new(NodeState {
                 parent: None,
                 slot: None,
@@ -211,6 +219,7 @@ impl Node {
                 deadline: None,
                 armed: None,
                 exit_waker: None,
+                foreign: None,
             }),
         }
     }
@@ -389,7 +398,7 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
         return;
     };
     let p = parent.node();
-    let waker = {
+    let (waker, foreign) = {
         let mut ps = p.lock();
         ps.children.remove(slot);
         if let NodeKind::Task(info) = &c.kind {
@@ -397,16 +406,27 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
             if info.service {
                 ps.services -= 1;
             }
-            if ps.tasks == ps.services {
+            let exit = if ps.tasks == ps.services {
                 ps.exit_waker.take()
             } else {
                 None
-            }
+            };
+            // A task leaving a cancelled node may leave its owner with nothing but a foreign
+            // wait: let the owner look again (B1).
+            let foreign = if p.is_cancelled() {
+                ps.foreign.take()
+            } else {
+                None
+            };
+            (exit, foreign)
         } else {
-            None
+            (None, None)
         }
     };
     if let Some(w) = waker {
+        w.wake();
+    }
+    if let Some(w) = foreign {
         w.wake();
     }
 }
@@ -449,24 +469,25 @@ fn visit(
     stack: &mut Vec<(Arc<dyn TreeNode>, bool)>,
     wake: &mut Vec<Waker>,
 ) {
-    let s = node.lock();
+    let mut s = node.lock();
     let eff = s.cancel_called || (!s.shield && parent_eff);
     let was = node.eff_cancelled.swap(eff, Ordering::AcqRel);
     if eff != was {
-        changed(&s, eff, stack, wake);
+        changed(&mut s, eff, stack, wake);
     }
 }
 
-/// A node's cached flag just changed to `eff`: queue its waiters (if it became cancelled) and
-/// its children.
+/// A node's cached flag just changed to `eff`: queue its waiters and its owner's foreign-wait
+/// waker (if it became cancelled) and its children.
 fn changed(
-    s: &NodeState,
+    s: &mut NodeState,
     eff: bool,
     stack: &mut Vec<(Arc<dyn TreeNode>, bool)>,
     wake: &mut Vec<Waker>,
 ) {
     if eff {
         wake.extend(s.waiters.iter().cloned());
+        wake.extend(s.foreign.take());
     }
     // Un-cancelling (a shield was raised) wakes nothing: blocked operations keep waiting.
     // Pushed in reverse so they are popped in slot order: wake-ups go out in tree order (a
@@ -531,7 +552,7 @@ pub(crate) fn reparent(child: &Arc<dyn TreeNode>, new_parent: &Arc<dyn TreeNode>
     if now != was {
         let mut wake = Vec::new();
         let mut stack = Vec::new();
-        changed(&child.node().lock(), now, &mut stack, &mut wake);
+        changed(&mut child.node().lock(), now, &mut stack, &mut wake);
         while let Some((n, parent_eff)) = stack.pop() {
             visit(n.node(), parent_eff, &mut stack, &mut wake);
         }
@@ -635,6 +656,12 @@ fn runtime_of(node: &Node) -> Option<Arc<Shared>> {
     rt
 }
 
+/// Would this node absorb the cancellation its code ends with (C3): it was cancelled itself and
+/// no enclosing cancellation is visible from it?
+pub(crate) fn absorbs_cancellation(node: &Node) -> bool {
+    node.lock().cancel_called && !parent_cancel_visible(node)
+}
+
 /// Is cancellation from outside this node visible inside it? (the parent is effectively
 /// cancelled and this node is not shielded).
 pub(crate) fn parent_cancel_visible(node: &Node) -> bool {
@@ -690,4 +717,75 @@ pub(crate) fn effective_deadline(node: &Node) -> Option<Instant> {
         !s.shield
     });
     best
+}
+
+/// Records how a poll of the code `node` owns ended (contract B1): `parked` says a trellis
+/// operation parked or yielded in it. If it did not, the code waits where cancellation cannot
+/// reach; the owner's `waker` is kept so that cancelling the node wakes the owner, which then
+/// ends the wait. `can_end` says whether this owner would end it (a task always; a scope or
+/// nursery only for a cancellation it absorbs): if the node is already cancelled and its code
+/// is in a foreign wait, the owner is woken at once to do so.
+pub(crate) fn record_poll(
+    node: &Node,
+    parked: bool,
+    waker: &Waker,
+    can_end: impl FnOnce() -> bool,
+) {
+    if parked {
+        if node.foreign_wait.load(Ordering::Relaxed) {
+            node.foreign_wait.store(false, Ordering::Release);
+        }
+        return;
+    }
+    node.foreign_wait.store(true, Ordering::Release);
+    {
+        let mut s = node.lock();
+        match &s.foreign {
+            Some(w) if w.will_wake(waker) => {}
+            _ => s.foreign = Some(waker.clone()),
+        }
+    }
+    if in_foreign_wait(node, false) && can_end() {
+        waker.wake_by_ref();
+    }
+}
+
+/// Is the code `node` owns parked only in a foreign wait while its cancellation is due (B1)? It
+/// is when the node is cancelled, its owner's last poll parked in no trellis operation, and
+/// nothing below it is a trellis wait: no operation registered in any node of the subtree, no
+/// node shielded from the cancellation (B4), no task. `own_tasks_apart`: the node's own task
+/// children do not count (a nursery's body is judged apart from its tasks, which end on their
+/// own).
+pub(crate) fn in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
+    if !node.is_cancelled() || !node.foreign_wait.load(Ordering::Acquire) {
+        return false;
+    }
+    let mut stack: Vec<Arc<dyn TreeNode>> = Vec::new();
+    {
+        let s = node.lock();
+        if s.waiters.iter().next().is_some() {
+            return false;
+        }
+        for child in s.children.iter() {
+            if child.node().task_info().is_some() {
+                if own_tasks_apart {
+                    continue;
+                }
+                return false;
+            }
+            stack.push(child.clone());
+        }
+    }
+    while let Some(n) = stack.pop() {
+        let n = n.node();
+        if !n.is_cancelled() || n.task_info().is_some() {
+            return false;
+        }
+        let s = n.lock();
+        if s.waiters.iter().next().is_some() {
+            return false;
+        }
+        stack.extend(s.children.iter().cloned());
+    }
+    true
 }

@@ -123,7 +123,7 @@ impl CancelScope {
     {
         Scoped {
             node: self.node.clone(),
-            future,
+            future: Some(future),
             state: ScopedState::New(function),
         }
     }
@@ -228,8 +228,9 @@ pin_project_lite::pin_project! {
     #[must_use = "futures do nothing unless awaited"]
     pub struct Scoped<F> {
         node: Arc<Node>,
+        // `None` once dropped in a foreign wait (contract B1).
         #[pin]
-        future: F,
+        future: Option<F>,
         state: ScopedState,
     }
 
@@ -251,7 +252,7 @@ where
     type Output = Option<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         match this.state {
             ScopedState::New(function) => {
                 enter(this.node, function);
@@ -260,11 +261,39 @@ where
             ScopedState::Entered => {}
             ScopedState::Done => panic!("Scoped future polled after completion"),
         }
+        let node = this.node.as_ref();
+        if node::in_foreign_wait(node, false) && node::absorbs_cancellation(node) {
+            // This scope's cancellation found its body parked where it cannot see it (B1): end
+            // the body, and the scope with its own cancellation, as if the body had returned it.
+            {
+                let _guard = context::set_node(node);
+                this.future.set(None);
+            }
+            *this.state = ScopedState::Done;
+            context::with_runtime(|rt| {
+                let rt = rt.expect("a node is set, so a runtime is entered");
+                node::exit_scope(node, rt, true)
+            });
+            return Poll::Ready(None);
+        }
         let output = {
-            let _guard = context::set_node(this.node.as_ref());
-            match this.future.poll(cx) {
+            let _guard = context::set_node(node);
+            let outer_watch = context::begin_park_watch();
+            let polled = this
+                .future
+                .as_mut()
+                .as_pin_mut()
+                .expect("the body is present until the scope is done")
+                .poll(cx);
+            let parked = context::end_park_watch(outer_watch);
+            match polled {
                 Poll::Ready(out) => out,
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    node::record_poll(node, parked, cx.waker(), || {
+                        node::absorbs_cancellation(node)
+                    });
+                    return Poll::Pending;
+                }
             }
         };
         *this.state = ScopedState::Done;

@@ -313,6 +313,7 @@ impl<T: AsRawFd, R, F: FnMut(&T) -> io::Result<R>> Future for IoOp<'_, T, F, R> 
                 }
                 this.done = Some(result);
                 cx.waker().wake_by_ref();
+                context::note_parked();
                 Poll::Pending
             }
         }

@@ -22,6 +22,34 @@ thread_local! {
     static BUDGET_REFILL: Cell<u32> = const { Cell::new(0) };
     static RUNTIME: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
     static NODE: Cell<Option<*const dyn TreeNode>> = const { Cell::new(None) };
+    /// A trellis operation parked (registered with the cancel tree) or yielded during the poll
+    /// being made; see `begin_park_watch`.
+    static PARKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A trellis operation is about to return `Pending` having registered its wake-up with the
+/// cancel tree (or woken itself): the code being polled waits where cancellation can reach it.
+#[inline]
+pub(crate) fn note_parked() {
+    PARKED.with(|p| p.set(true));
+}
+
+/// Starts watching one poll of an inner future for trellis waits; returns the outer watch's
+/// state, to hand to [`end_park_watch`].
+#[inline]
+pub(crate) fn begin_park_watch() -> bool {
+    PARKED.with(|p| p.replace(false))
+}
+
+/// Ends a watch: returns whether a trellis operation parked or yielded during it, and folds
+/// that into the outer watch.
+#[inline]
+pub(crate) fn end_park_watch(outer: bool) -> bool {
+    PARKED.with(|p| {
+        let inner = p.get();
+        p.set(outer || inner);
+        inner
+    })
 }
 
 /// The runtime this thread serves, if any.

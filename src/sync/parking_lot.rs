@@ -528,6 +528,7 @@ pub(crate) fn poll_op<S: Site>(
                     }
                     *phase = Phase::Done(value, request);
                     cx.waker().wake_by_ref();
+                    context::note_parked();
                     Poll::Pending
                 }
                 None => {

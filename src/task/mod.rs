@@ -30,7 +30,7 @@ use std::thread::ThreadId;
 use async_task::{Builder, WithInfo};
 
 use crate::cancel::node::{self, Node, NodeKind, TaskInfo, TreeNode};
-use crate::error::{AsCancelled, CancelReason};
+use crate::error::{AsCancelled, CancelReason, Cancelled};
 use crate::runtime::{context, Shared};
 pub(crate) use handle::JoinState;
 pub use handle::TaskHandle;
@@ -52,6 +52,11 @@ pub(crate) trait Report<E>: Send + Sync {
     /// The child ended with its own cancellation (not an error for a nursery, N3).
     fn cancelled(&self, error: E) {
         drop(error);
+    }
+    /// The child's future was dropped because it waited where its cancellation could not reach
+    /// it (contract B1): it ended with `cancelled`, as if it had returned it.
+    fn dropped(&self, cancelled: Cancelled) {
+        drop(cancelled);
     }
     /// The child finished, whatever the outcome (after `failed`/`panicked`/`cancelled`). `start`
     /// uses this to report "finished without calling started".
@@ -128,6 +133,19 @@ where
         };
         reporter.finished();
         handle::complete(&self.join, state);
+        node::unlink(self);
+    }
+
+    /// Ends a task parked in a foreign wait after its cancellation (B1): drops its future and
+    /// reports the cancellation; the caller holds POLLING.
+    fn end_foreign_wait(&self) {
+        let cancelled = node::cancelled_error(&self.node);
+        match self.drop_future() {
+            Some(payload) => self.reporter.panicked(payload),
+            None => self.reporter.dropped(cancelled),
+        }
+        self.reporter.finished();
+        handle::complete(&self.join, JoinState::Cancelled);
         node::unlink(self);
     }
 }
@@ -241,6 +259,12 @@ where
             return Poll::Ready(());
         }
         context::begin_poll();
+        if node::in_foreign_wait(&cell.node, false) {
+            // Cancelled while parked where the cancellation cannot reach it (B1).
+            cell.end_foreign_wait();
+            return Poll::Ready(());
+        }
+        let outer_watch = context::begin_park_watch();
         let polled = {
             let _guard = context::set_node(cell);
             panic::catch_unwind(AssertUnwindSafe(|| {
@@ -250,8 +274,10 @@ where
                 future.poll(cx)
             }))
         };
+        let parked = context::end_park_watch(outer_watch);
         let outcome = match polled {
             Ok(Poll::Pending) => {
+                node::record_poll(&cell.node, parked, cx.waker(), || true);
                 // Clears POLLING only: a teardown's CLOSING flag must stay.
                 cell.poll_state.fetch_and(!POLLING, Ordering::Release);
                 return Poll::Pending;

@@ -348,6 +348,8 @@ impl<R> Future for WaitCall<R> {
                 return Poll::Ready(Err(c));
             }
         }
+        // Waiting for the thread is a trellis wait (B1), cancellable or not.
+        context::note_parked();
         Poll::Pending
     }
 }
