@@ -374,6 +374,14 @@ impl<T, E: AsCancelled> Outcome for Result<T, E> {
     }
 }
 
+/// The output of a drop-style [`timeout`](crate::timeout): a timeout is not a cancellation, but
+/// the work's own output may carry one (the enclosing scope was cancelled meanwhile).
+impl<O: Outcome> Outcome for Result<O, TimedOut> {
+    fn cancellation(&self) -> Option<Cancelled> {
+        self.as_ref().ok().and_then(Outcome::cancellation)
+    }
+}
+
 impl Outcome for () {
     fn cancellation(&self) -> Option<Cancelled> {
         None

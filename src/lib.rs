@@ -63,7 +63,7 @@ pub use nursery::{nursery, Nursery, NurseryFuture, TaskStatus};
 pub use runtime::{run, Builder, Flavor, Runtime, DEFAULT_THREAD_STACK_SIZE};
 pub use task::TaskHandle;
 pub use time::clock::{Clock, SystemClock};
-pub use time::{now, sleep, sleep_forever, sleep_until, Sleep};
+pub use time::{now, sleep, sleep_forever, sleep_until, timeout, timeout_at, Sleep, Timeout};
 
 /// The README's example, compiled and run as a doc test so it cannot rot.
 #[doc = include_str!("../README.md")]

@@ -244,6 +244,35 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<F> Scoped<F> {
+    /// The scope this future runs its body in. Keep it to learn, after the future completed,
+    /// whether its deadline passed or it was cancelled although the body finished anyway
+    /// ([`cancel_called`](CancelScope::cancel_called) is true, the output is `Some`): a body
+    /// that shields itself, waits for a thread, or finishes in the same poll its deadline passes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// trellis::run(async {
+    ///     let work = trellis::move_on_after(Duration::from_millis(1), async {
+    ///         // Cleanup that must finish: it outlives the deadline.
+    ///         trellis::CancelScope::new()
+    ///             .shielded(true)
+    ///             .run(trellis::sleep(Duration::from_millis(5)))
+    ///             .await;
+    ///         Ok::<_, trellis::Cancelled>("done")
+    ///     });
+    ///     let scope = work.cancel_scope();
+    ///     let out = work.await;
+    ///     assert_eq!(out, Some(Ok("done")));
+    ///     assert!(scope.cancel_called()); // the deadline passed all the same
+    /// });
+    /// ```
+    pub fn cancel_scope(&self) -> CancelScope {
+        CancelScope::from_node(self.node.clone())
+    }
+}
+
 impl<F> Future for Scoped<F>
 where
     F: Future,
@@ -393,6 +422,24 @@ pin_project_lite::pin_project! {
     pub struct FailAt<F> {
         #[pin]
         inner: Scoped<F>,
+    }
+}
+
+impl<F> FailAt<F> {
+    /// The scope this future runs its body in; see [`Scoped::cancel_scope`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// trellis::run(async {
+    ///     let work = trellis::fail_after(Duration::from_secs(60), async { Ok::<_, trellis::Error>(1) });
+    ///     let scope = work.cancel_scope();
+    ///     assert_eq!(work.await.unwrap().unwrap(), 1);
+    ///     assert!(!scope.cancel_called()); // finished well before its deadline
+    /// });
+    /// ```
+    pub fn cancel_scope(&self) -> CancelScope {
+        self.inner.cancel_scope()
     }
 }
 

@@ -5,7 +5,10 @@
 //! soon as the enclosing scope is cancelled, and `sleep(Duration::ZERO)` still yields.
 
 pub(crate) mod clock;
+mod timeout;
 pub(crate) mod timers;
+
+pub use timeout::{timeout, timeout_at, Timeout};
 
 use std::convert::Infallible;
 use std::future::Future;
