@@ -46,6 +46,7 @@ pub mod lowlevel;
 pub mod net;
 mod nursery;
 pub mod process;
+mod race;
 mod runtime;
 pub mod signal;
 pub mod sync;
@@ -59,7 +60,8 @@ pub use cancel::{
     fail_after, fail_at, move_on_after, move_on_at, CancelScope, Checkpoint, FailAt, Scoped,
 };
 pub use error::{AsCancelled, CancelReason, Cancelled, Error, NurseryError, Outcome, TimedOut};
-pub use nursery::{nursery, Nursery, NurseryFuture, TaskStatus};
+pub use nursery::{nursery, supervisor, Nursery, NurseryFuture, TaskStatus};
+pub use race::{race, Race, Raced};
 pub use runtime::{run, Builder, Flavor, Runtime, DEFAULT_THREAD_STACK_SIZE};
 pub use task::TaskHandle;
 pub use time::clock::{Clock, SystemClock};

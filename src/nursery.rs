@@ -58,6 +58,42 @@ where
 {
     NurseryFuture {
         stage: Stage::Init(Some(body)),
+        supervise: false,
+    }
+}
+
+/// Opens a *supervising* nursery: like [`nursery`], except that a task's failure does not cancel
+/// its siblings (Kotlin's `supervisorScope`, Erlang's one-for-one supervisor). Every failure is
+/// still collected and returned when the nursery ends (`NurseryError::Failed`), and a panic, a
+/// failure of the body, or a cancellation from outside still cancels everything, as in a plain
+/// nursery. For long-lived servers whose per-connection handlers fail independently.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// trellis::run(async {
+///     let result = trellis::supervisor(|n| async move {
+///         n.spawn(async { Err::<(), _>(trellis::Error::InvalidArgument("one handler failed")) })?;
+///         let other = n.spawn(async {
+///             trellis::sleep(Duration::from_millis(2)).await?;
+///             Ok("the other one finished")
+///         })?;
+///         assert_eq!(other.await?, "the other one finished"); // not cancelled
+///         Ok::<_, trellis::Error>(())
+///     })
+///     .await;
+///     assert_eq!(result.unwrap_err().into_errors().len(), 1);
+/// });
+/// ```
+pub fn supervisor<E, T, F, Fut>(body: F) -> NurseryFuture<E, T, F, Fut>
+where
+    F: FnOnce(Nursery<E>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: AsCancelled + Send + 'static,
+{
+    NurseryFuture {
+        stage: Stage::Init(Some(body)),
+        supervise: true,
     }
 }
 
@@ -88,6 +124,8 @@ impl<E> fmt::Debug for Nursery<E> {
 struct NurseryInner<E> {
     node: Arc<Node>,
     rt: Arc<Shared>,
+    /// A task's failure does not cancel the nursery (`supervisor`).
+    supervise: bool,
     failures: Mutex<Failures<E>>,
     /// `failures.cancelled` is set (read without the lock).
     cancel_recorded: AtomicBool,
@@ -114,7 +152,9 @@ impl<E> NurseryInner<E> {
 impl<E: AsCancelled + Send + 'static> Report<E> for NurseryInner<E> {
     fn failed(&self, error: E) {
         self.failures().errors.push(error);
-        node::cancel(self.node.as_ref(), CancelReason::Nursery);
+        if !self.supervise {
+            node::cancel(self.node.as_ref(), CancelReason::Nursery);
+        }
     }
 
     fn panicked(&self, payload: Box<dyn Any + Send>) {
@@ -606,6 +646,7 @@ impl<V, E> Drop for PendingStart<V, E> {
 #[must_use = "futures do nothing unless awaited"]
 pub struct NurseryFuture<E, T, F, Fut> {
     stage: Stage<E, T, F, Fut>,
+    supervise: bool,
 }
 
 enum Stage<E, T, F, Fut> {
@@ -634,7 +675,7 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Stage::Init(body) = &mut self.stage {
             let body = body.take().expect("nursery body present until started");
-            self.stage = Stage::Running(open(body));
+            self.stage = Stage::Running(open(body, self.supervise));
         }
         let Stage::Running(running) = &mut self.stage else {
             panic!("nursery future polled after completion");
@@ -652,7 +693,7 @@ where
     }
 }
 
-fn open<E, T, F, Fut>(body: F) -> Running<E, T, Fut>
+fn open<E, T, F, Fut>(body: F, supervise: bool) -> Running<E, T, Fut>
 where
     F: FnOnce(Nursery<E>) -> Fut,
     E: AsCancelled + Send + 'static,
@@ -673,6 +714,7 @@ where
             cancelled: None,
         }),
         cancel_recorded: AtomicBool::new(false),
+        supervise,
     });
     let body = {
         let _guard = context::set_node(inner.node.as_ref());
@@ -728,7 +770,11 @@ where
                 Some(c) if self.inner.node.is_cancelled() || c.is_absorbed() => {
                     self.body_cancelled = Some(c)
                 }
-                _ => self.inner.failed(e),
+                _ => {
+                    // The body's failure ends the nursery's work, supervising or not.
+                    self.inner.failures().errors.push(e);
+                    node::cancel(node, CancelReason::Nursery);
+                }
             },
             Err(payload) => self.inner.panicked(payload),
         }

@@ -8,6 +8,7 @@
 pub(crate) mod node;
 mod scope;
 
+pub(crate) use scope::Exit;
 pub use scope::{fail_after, fail_at, move_on_after, move_on_at, CancelScope, FailAt, Scoped};
 
 use std::future::Future;

@@ -273,14 +273,23 @@ impl<F> Scoped<F> {
     }
 }
 
-impl<F> Future for Scoped<F>
+/// How a scope's body ended.
+pub(crate) enum Exit<O> {
+    /// It returned `output`; `absorbed`: the output carries this scope's own cancellation,
+    /// which the scope absorbs (C3).
+    Returned { output: O, absorbed: bool },
+    /// The scope's cancellation found it in a foreign wait, and it was dropped (B1).
+    Dropped,
+}
+
+impl<F> Scoped<F>
 where
     F: Future,
     F::Output: Outcome,
 {
-    type Output = Option<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    /// Polls the body to its end; unlike `poll`, keeps an output that the scope absorbs (a
+    /// race hands a losing `send`'s value back to its caller).
+    pub(crate) fn poll_exit(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exit<F::Output>> {
         let mut this = self.project();
         match this.state {
             ScopedState::New(function) => {
@@ -303,7 +312,7 @@ where
                 let rt = rt.expect("a node is set, so a runtime is entered");
                 node::exit_scope(node, rt, true)
             });
-            return Poll::Ready(None);
+            return Poll::Ready(Exit::Dropped);
         }
         let output = {
             let _guard = context::set_node(node);
@@ -329,13 +338,27 @@ where
         let returned_cancellation = output.cancellation().is_some();
         let absorbed = context::with_runtime(|rt| {
             let rt = rt.expect("a node is set, so a runtime is entered");
-            node::exit_scope(this.node.as_ref(), rt, returned_cancellation)
+            node::exit_scope(node, rt, returned_cancellation)
         });
-        if absorbed {
-            Poll::Ready(None)
-        } else {
-            Poll::Ready(Some(output))
-        }
+        Poll::Ready(Exit::Returned { output, absorbed })
+    }
+}
+
+impl<F> Future for Scoped<F>
+where
+    F: Future,
+    F::Output: Outcome,
+{
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.poll_exit(cx).map(|exit| match exit {
+            Exit::Returned {
+                output,
+                absorbed: false,
+            } => Some(output),
+            Exit::Returned { absorbed: true, .. } | Exit::Dropped => None,
+        })
     }
 }
 
