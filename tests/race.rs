@@ -11,6 +11,7 @@ use trellis::channel::{self, SendError};
 use trellis::{nursery, race, sleep, sleep_forever, supervisor, AsCancelled, Cancelled, Error};
 
 type Arm<'a> = Pin<Box<dyn Future<Output = Result<&'static str, ArmError>> + Send + 'a>>;
+type Borrowing<'a> = Pin<Box<dyn Future<Output = Result<usize, Cancelled>> + 'a>>;
 
 #[derive(Debug)]
 enum ArmError {
@@ -114,7 +115,7 @@ fn a_race_passes_the_enclosing_cancellation_on() {
         let t0 = trellis::now();
         let local = String::from("borrowed");
         let out = trellis::move_on_after(secs(1), async {
-            let arms: [Pin<Box<dyn Future<Output = Result<usize, Cancelled>> + '_>>; 2] = [
+            let arms: [Borrowing; 2] = [
                 Box::pin(async {
                     sleep_forever().await?;
                     Ok(local.len())
