@@ -42,7 +42,13 @@ fn run() -> io::Result<()> {
         })?,
         None => 7878,
     };
-    trellis::run(async move {
+    // This program handles Ctrl-C itself (a graceful stop that says so), so it asks the runtime
+    // to leave SIGINT alone; by default Ctrl-C would cancel everything and end the process.
+    let rt = trellis::Runtime::builder()
+        .ctrl_c(trellis::CtrlC::Ignore)
+        .build()
+        .map_err(io::Error::other)?;
+    rt.block_on(async move {
         // Receive the stop signals before starting, so none is missed.
         let mut stop = signal::receiver(&[Signal::INT, Signal::TERM])?;
         trellis::nursery(|n| async move {

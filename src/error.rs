@@ -27,6 +27,8 @@ pub enum CancelReason {
     ServiceDone,
     /// The runtime is shutting down.
     Shutdown,
+    /// Ctrl-C (SIGINT) interrupted the program (see [`CtrlC`](crate::CtrlC)).
+    Interrupted,
 }
 
 impl fmt::Display for CancelReason {
@@ -38,6 +40,7 @@ impl fmt::Display for CancelReason {
             CancelReason::Nursery => f.write_str("a sibling task failed"),
             CancelReason::ServiceDone => f.write_str("the nursery's other tasks finished"),
             CancelReason::Shutdown => f.write_str("the runtime is shutting down"),
+            CancelReason::Interrupted => f.write_str("interrupted (Ctrl-C)"),
         }
     }
 }

@@ -62,7 +62,7 @@ pub use cancel::{
 pub use error::{AsCancelled, CancelReason, Cancelled, Error, NurseryError, Outcome, TimedOut};
 pub use nursery::{nursery, supervisor, Nursery, NurseryFuture, TaskStatus};
 pub use race::{race, Race, Raced};
-pub use runtime::{run, Builder, Flavor, Runtime, DEFAULT_THREAD_STACK_SIZE};
+pub use runtime::{run, Builder, CtrlC, Flavor, Runtime, DEFAULT_THREAD_STACK_SIZE};
 pub use task::TaskHandle;
 pub use time::clock::{Clock, SystemClock};
 pub use time::{now, sleep, sleep_forever, sleep_until, timeout, timeout_at, Sleep, Timeout};

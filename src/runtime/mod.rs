@@ -68,6 +68,36 @@ pub struct Builder {
     clock: Arc<dyn Clock>,
     thread_name: String,
     thread_stack_size: usize,
+    ctrl_c: CtrlC,
+}
+
+/// What Ctrl-C (SIGINT) does while a runtime's [`block_on`](Runtime::block_on) runs; set with
+/// [`Builder::ctrl_c`].
+///
+/// ```
+/// use trellis::{CtrlC, Runtime};
+///
+/// // A program that handles SIGINT itself, with `trellis::signal::receiver`.
+/// let rt = Runtime::builder().ctrl_c(CtrlC::Ignore).build().unwrap();
+/// assert_eq!(rt.block_on(async { 1 }), 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CtrlC {
+    /// The default. The first Ctrl-C cancels the main future with
+    /// [`CancelReason::Interrupted`](crate::CancelReason::Interrupted): every nursery is
+    /// cancelled, cleanup runs and shields are honoured. Once `block_on` has shut down, the
+    /// process ends as interrupted by SIGINT (status 130 in a shell), as an uncaught
+    /// `KeyboardInterrupt` ends a Python program. A second Ctrl-C during the cleanup ends the
+    /// process at once.
+    #[default]
+    Exit,
+    /// As `Exit`, but `block_on` then returns the main future's output (which usually carries
+    /// the cancellation) and the program goes on. A second Ctrl-C still ends it at once.
+    Cancel,
+    /// trellis leaves SIGINT alone: its usual action applies, or a
+    /// [`signal::receiver`](crate::signal::receiver) of the program's own.
+    Ignore,
 }
 
 /// Stack of each worker thread, by default. Rust polls nested futures recursively, so the depth
@@ -87,6 +117,7 @@ impl Default for Builder {
             clock: Arc::new(SystemClock),
             thread_name: "trellis-worker".into(),
             thread_stack_size: DEFAULT_THREAD_STACK_SIZE,
+            ctrl_c: CtrlC::default(),
         }
     }
 }
@@ -148,6 +179,20 @@ impl Builder {
         self
     }
 
+    /// What Ctrl-C does while the runtime runs (default [`CtrlC::Exit`]).
+    ///
+    /// ```
+    /// let rt = trellis::Runtime::builder()
+    ///     .ctrl_c(trellis::CtrlC::Cancel)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(rt.block_on(async { 2 }), 2);
+    /// ```
+    pub fn ctrl_c(mut self, ctrl_c: CtrlC) -> Self {
+        self.ctrl_c = ctrl_c;
+        self
+    }
+
     /// Builds the runtime. Fails if `worker_threads(0)` or `thread_stack_size(0)` was asked.
     pub fn build(self) -> Result<Runtime, crate::Error> {
         if self.thread_stack_size == 0 {
@@ -170,6 +215,7 @@ impl Builder {
             clock: self.clock,
             thread_name: self.thread_name,
             thread_stack_size: self.thread_stack_size,
+            ctrl_c: self.ctrl_c,
         })
     }
 }
@@ -184,6 +230,7 @@ pub struct Runtime {
     clock: Arc<dyn Clock>,
     thread_name: String,
     thread_stack_size: usize,
+    ctrl_c: CtrlC,
 }
 
 /// State shared by everything running on one runtime.
@@ -395,6 +442,11 @@ impl Runtime {
         })));
         let root: Arc<dyn TreeNode> = shared.root.clone();
         node::link(&root, &main_node);
+        // Ctrl-C handling is best effort: without a signal slot or pipe, the runtime still runs.
+        let ctrl_c = match self.ctrl_c {
+            CtrlC::Ignore => None,
+            CtrlC::Exit | CtrlC::Cancel => crate::signal::ctrl_c::register(main_node.clone()).ok(),
+        };
 
         let mut threads = Vec::new();
         if self.flavor == Flavor::MultiThread {
@@ -473,6 +525,11 @@ impl Runtime {
         shared.driver.timers.clear();
         shared.scheduler.drain();
         drop(waker);
+        let interrupted = ctrl_c.as_ref().is_some_and(|c| c.interrupted());
+        drop(ctrl_c);
+        if interrupted && self.ctrl_c == CtrlC::Exit {
+            crate::signal::ctrl_c::exit_now();
+        }
         match outcome {
             Ok(()) => output.expect("main future completed"),
             Err(panic) => panic::resume_unwind(panic),

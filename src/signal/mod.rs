@@ -22,6 +22,8 @@
 //! unpublishes the descriptor, then waits for `busy` to reach zero, and only then closes it, so
 //! the handler never writes to a descriptor number that was closed and reused.
 
+pub(crate) mod ctrl_c;
+
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -281,54 +283,118 @@ pub fn receiver(signals: &[Signal]) -> io::Result<SignalReceiver> {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
     }
-    let (read, write) = pipe()?;
-    let read = AsyncFd::new(read)?;
-    let mask = signals.iter().fold(0u64, |m, s| m | bit(s.0));
-    let mut reg = registry();
-    let slot = reg.used.iter().position(|used| !used).ok_or_else(|| {
-        io::Error::other(format!(
-            "too many signal receivers: at most {SLOTS} can exist at once"
-        ))
-    })?;
-    // Install our handler for signals that have no receiver yet, remembering what was there.
-    let mut installed = Vec::new();
-    for signal in signals {
-        let n = signal.0;
-        if reg.users[n as usize] == 0 && !installed.contains(&n) {
-            match install(n) {
-                Ok(previous) => {
-                    reg.previous.push((n, previous));
-                    installed.push(n);
-                }
-                Err(e) => {
-                    for &n in &installed {
-                        restore(&mut reg, n);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-    }
-    let mut wanted: Vec<i32> = signals.iter().map(|s| s.0).collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    for &n in &wanted {
-        reg.users[n as usize] += 1;
-    }
-    reg.used[slot] = true;
-    let entry = &TABLE[slot];
-    entry.pending.store(0, Ordering::SeqCst);
-    entry.mask.store(mask, Ordering::SeqCst);
-    entry.write_fd.store(write.as_raw_fd(), Ordering::SeqCst);
-    drop(reg);
+    let (subscription, read) = Subscription::open(signals)?;
     Ok(SignalReceiver {
-        slot,
-        signals: wanted,
-        read,
-        write: Some(write),
+        read: AsyncFd::new(read)?,
+        subscription,
         queue: Vec::new(),
         waiter: CancelWaiter::new(),
     })
+}
+
+/// A slot of the table, with our handler installed for its signals, from opening to close. The
+/// read end of its wake-up pipe goes to whoever waits for the signals (a [`SignalReceiver`] on
+/// the reactor, or the runtime's Ctrl-C watcher thread).
+pub(crate) struct Subscription {
+    slot: usize,
+    signals: Vec<i32>,
+    write: Option<OwnedFd>,
+}
+
+impl Subscription {
+    /// Takes a slot for `signals` (already validated) and installs our handler for those that
+    /// have no subscription yet. Returns the read end of the wake-up pipe (non-blocking).
+    pub(crate) fn open(signals: &[Signal]) -> io::Result<(Subscription, OwnedFd)> {
+        let (read, write) = pipe()?;
+        let mask = signals.iter().fold(0u64, |m, s| m | bit(s.0));
+        let mut reg = registry();
+        let slot = reg.used.iter().position(|used| !used).ok_or_else(|| {
+            io::Error::other(format!(
+                "too many signal receivers: at most {SLOTS} can exist at once"
+            ))
+        })?;
+        // Install our handler for signals that have no receiver yet, remembering what was there.
+        let mut installed = Vec::new();
+        for signal in signals {
+            let n = signal.0;
+            if reg.users[n as usize] == 0 && !installed.contains(&n) {
+                match install(n) {
+                    Ok(previous) => {
+                        reg.previous.push((n, previous));
+                        installed.push(n);
+                    }
+                    Err(e) => {
+                        for &n in &installed {
+                            restore(&mut reg, n);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let mut wanted: Vec<i32> = signals.iter().map(|s| s.0).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for &n in &wanted {
+            reg.users[n as usize] += 1;
+        }
+        reg.used[slot] = true;
+        let entry = &TABLE[slot];
+        entry.pending.store(0, Ordering::SeqCst);
+        entry.mask.store(mask, Ordering::SeqCst);
+        entry.write_fd.store(write.as_raw_fd(), Ordering::SeqCst);
+        drop(reg);
+        let subscription = Subscription {
+            slot,
+            signals: wanted,
+            write: Some(write),
+        };
+        Ok((subscription, read))
+    }
+
+    /// Signals delivered since the last call, as a mask (bit `n - 1` for signal `n`).
+    pub(crate) fn take_pending(&self) -> u64 {
+        TABLE[self.slot].pending.swap(0, Ordering::SeqCst)
+    }
+
+    /// The signals delivered and not yet taken, once nothing can deliver any more: restores
+    /// the previous handling of the signals this was the last subscription of (returned too),
+    /// unpublishes the slot, waits for handlers still using it, closes the pipe's write end
+    /// (whoever reads it sees the end) and frees the slot.
+    fn close(&mut self) -> (u64, Vec<i32>) {
+        let mut reg = registry();
+        // Give back the handling of the signals this was the last receiver of before the slot
+        // is unpublished: an arrival in between is then recorded here (and re-raised by the
+        // receiver) or goes to the previous handler, never lost.
+        let mut restored = Vec::new();
+        for &n in &self.signals {
+            reg.users[n as usize] -= 1;
+            if reg.users[n as usize] == 0 {
+                restore(&mut reg, n);
+                restored.push(n);
+            }
+        }
+        let entry = &TABLE[self.slot];
+        entry.write_fd.store(-1, Ordering::SeqCst);
+        entry.mask.store(0, Ordering::SeqCst);
+        // A handler running on another thread finishes in a few instructions.
+        while entry.busy.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+        drop(self.write.take());
+        // No handler uses the slot any more: what it recorded is final.
+        let pending = self.take_pending();
+        reg.used[self.slot] = false;
+        (pending, restored)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.write.is_some() {
+            self.close();
+        }
+    }
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -368,10 +434,8 @@ fn restore(reg: &mut Registry, signal: i32) {
 /// Delivered signals; see [`receiver`]. Also a `futures_core::Stream` of `io::Result<Signal>`
 /// that never ends.
 pub struct SignalReceiver {
-    slot: usize,
-    signals: Vec<i32>,
+    subscription: Subscription,
     read: AsyncFd<OwnedFd>,
-    write: Option<OwnedFd>,
     /// Delivered, not yet returned (each signal at most once).
     queue: Vec<Signal>,
     waiter: CancelWaiter,
@@ -379,7 +443,12 @@ pub struct SignalReceiver {
 
 impl fmt::Debug for SignalReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let signals: Vec<Signal> = self.signals.iter().map(|&n| Signal(n)).collect();
+        let signals: Vec<Signal> = self
+            .subscription
+            .signals
+            .iter()
+            .map(|&n| Signal(n))
+            .collect();
         f.debug_struct("SignalReceiver")
             .field("signals", &signals)
             .field("queued", &self.queue)
@@ -402,7 +471,11 @@ impl SignalReceiver {
 
     /// Moves the pending mask into the queue, skipping signals already queued (coalescing).
     fn collect(&mut self) {
-        let pending = TABLE[self.slot].pending.swap(0, Ordering::SeqCst);
+        let pending = self.subscription.take_pending();
+        self.queue_mask(pending);
+    }
+
+    fn queue_mask(&mut self, pending: u64) {
         for n in 1..=MAX_SIGNAL {
             let signal = Signal(n);
             if pending & bit(n) != 0 && !self.queue.contains(&signal) {
@@ -464,30 +537,8 @@ impl futures_core::Stream for SignalReceiver {
 
 impl Drop for SignalReceiver {
     fn drop(&mut self) {
-        let mut reg = registry();
-        // Give back the handling of the signals this was the last receiver of before the slot
-        // is unpublished: an arrival in between is then recorded here (and re-raised below)
-        // or goes to the previous handler, never lost.
-        let mut restored = Vec::new();
-        for &n in &self.signals {
-            reg.users[n as usize] -= 1;
-            if reg.users[n as usize] == 0 {
-                restore(&mut reg, n);
-                restored.push(n);
-            }
-        }
-        let entry = &TABLE[self.slot];
-        entry.write_fd.store(-1, Ordering::SeqCst);
-        entry.mask.store(0, Ordering::SeqCst);
-        // A handler running on another thread finishes in a few instructions.
-        while entry.busy.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
-        drop(self.write.take());
-        // No handler uses the slot any more: what it recorded is final.
-        self.collect();
-        reg.used[self.slot] = false;
-        drop(reg);
+        let (pending, restored) = self.subscription.close();
+        self.queue_mask(pending);
         // Delivered, never returned: re-raise each once, in number order, for the handling now
         // in place (as trio does). A signal that another receiver still receives is not
         // re-raised: that receiver was delivered the same arrival.
