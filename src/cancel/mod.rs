@@ -99,7 +99,7 @@ pub(crate) fn outside_runtime(function: &str) -> ! {
 /// because no worker got round to the timers.
 #[inline]
 fn fire_passed_deadlines() {
-    context::with_runtime(|rt| {
+    context::with_shared(|rt| {
         if let Some(rt) = rt {
             rt.driver.fire_timers_due_this_poll();
         }
@@ -107,8 +107,14 @@ fn fire_passed_deadlines() {
 }
 
 /// Is the code being polled right now inside a cancelled scope? If so, the error to return.
+/// Fires the deadlines that passed by the time of this poll first.
 pub(crate) fn current_cancellation(function: &str) -> Option<Cancelled> {
     fire_passed_deadlines();
+    cancellation_here(function)
+}
+
+/// [`current_cancellation`] for callers that have just fired the due timers themselves.
+fn cancellation_here(function: &str) -> Option<Cancelled> {
     context::with_node(|node| match node {
         Some(n) if n.node().is_cancelled() => Some(node::cancelled_error(n.node())),
         Some(_) => None,
@@ -196,7 +202,7 @@ impl Future for Checkpoint {
         // C7: a deadline that passed while this task ran is seen at this checkpoint, even if
         // no worker has looked at the timers since.
         context::with_runtime(|rt| rt.map(|rt| rt.driver.fire_due_timers()));
-        match current_cancellation("checkpoint") {
+        match cancellation_here("checkpoint") {
             Some(c) => Poll::Ready(Err(c)),
             None => Poll::Ready(Ok(())),
         }
@@ -207,7 +213,7 @@ impl Future for Checkpoint {
 /// `checkpoint_if_cancelled`).
 pub async fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
     context::with_runtime(|rt| rt.map(|rt| rt.driver.fire_due_timers()));
-    match current_cancellation("checkpoint_if_cancelled") {
+    match cancellation_here("checkpoint_if_cancelled") {
         Some(c) => Err(c),
         None => Ok(()),
     }

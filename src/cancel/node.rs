@@ -725,6 +725,7 @@ pub(crate) fn effective_deadline(node: &Node) -> Option<Instant> {
 /// ends the wait. `can_end` says whether this owner would end it (a task always; a scope or
 /// nursery only for a cancellation it absorbs): if the node is already cancelled and its code
 /// is in a foreign wait, the owner is woken at once to do so.
+#[inline]
 pub(crate) fn record_poll(
     node: &Node,
     parked: bool,
@@ -732,11 +733,17 @@ pub(crate) fn record_poll(
     can_end: impl FnOnce() -> bool,
 ) {
     if parked {
+        // The common case, on every poll of every task: one load.
         if node.foreign_wait.load(Ordering::Relaxed) {
             node.foreign_wait.store(false, Ordering::Release);
         }
         return;
     }
+    record_foreign_wait(node, waker, can_end);
+}
+
+#[cold]
+fn record_foreign_wait(node: &Node, waker: &Waker, can_end: impl FnOnce() -> bool) {
     node.foreign_wait.store(true, Ordering::Release);
     {
         let mut s = node.lock();
@@ -756,10 +763,18 @@ pub(crate) fn record_poll(
 /// node shielded from the cancellation (B4), no task. `own_tasks_apart`: the node's own task
 /// children do not count (a nursery's body is judged apart from its tasks, which end on their
 /// own).
+#[inline]
 pub(crate) fn in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
+    // The common case, at the start of every owner's poll: one load.
     if !node.is_cancelled() || !node.foreign_wait.load(Ordering::Acquire) {
         return false;
     }
+    subtree_in_foreign_wait(node, own_tasks_apart)
+}
+
+/// The walk of [`in_foreign_wait`], once the node is cancelled and its code in a foreign wait.
+#[cold]
+fn subtree_in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
     let mut stack: Vec<Arc<dyn TreeNode>> = Vec::new();
     {
         let s = node.lock();
