@@ -28,13 +28,14 @@ struct Watched {
 struct Watch {
     next_id: u64,
     runtimes: Vec<Watched>,
-    subscription: Option<Subscription>,
+    /// The subscription to SIGINT and the thread that reads its pipe, while any runtime runs.
+    watcher: Option<(Subscription, std::thread::JoinHandle<()>)>,
 }
 
 static WATCH: Mutex<Watch> = Mutex::new(Watch {
     next_id: 0,
     runtimes: Vec::new(),
-    subscription: None,
+    watcher: None,
 });
 
 fn watch() -> MutexGuard<'static, Watch> {
@@ -59,12 +60,12 @@ impl Registration {
 /// not at all: the error is returned for the caller to decide.
 pub(crate) fn register(main: Arc<dyn TreeNode>) -> std::io::Result<Registration> {
     let mut w = watch();
-    if w.subscription.is_none() {
+    if w.watcher.is_none() {
         let (subscription, read) = Subscription::open(&[Signal::INT])?;
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("trellis-ctrl-c".into())
             .spawn(move || watcher(read))?;
-        w.subscription = Some(subscription);
+        w.watcher = Some((subscription, thread));
     }
     let id = w.next_id;
     w.next_id += 1;
@@ -79,17 +80,22 @@ pub(crate) fn register(main: Arc<dyn TreeNode>) -> std::io::Result<Registration>
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let subscription = {
+        let watcher = {
             let mut w = watch();
             w.runtimes.retain(|r| r.id != self.id);
             if w.runtimes.is_empty() {
-                w.subscription.take()
+                w.watcher.take()
             } else {
                 None
             }
         };
-        // Outside the lock: closing waits for a handler in flight, and ends the watcher thread.
-        drop(subscription);
+        // Outside the lock (the thread may be waiting for it): closing the subscription waits
+        // for a handler in flight and closes the pipe's write end, which ends the thread; it is
+        // joined so that its end of the pipe is closed too when the runtime is gone.
+        if let Some((subscription, thread)) = watcher {
+            drop(subscription);
+            let _ = thread.join();
+        }
     }
 }
 
@@ -120,7 +126,7 @@ fn watcher(read: OwnedFd) {
 /// cleaning up after an earlier one, end the process now.
 fn interrupt() {
     let w = watch();
-    let Some(subscription) = w.subscription.as_ref() else {
+    let Some((subscription, _)) = w.watcher.as_ref() else {
         return;
     };
     if subscription.take_pending() == 0 {
