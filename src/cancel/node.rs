@@ -351,7 +351,7 @@ pub(crate) fn enter_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>,
 /// cancelled itself and no enclosing cancellation is visible from it (C3).
 pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellation: bool) -> bool {
     let c = child.node();
-    let (parent, slot, armed, absorbed) = {
+    let (parent, slot, armed, absorbed, foreign) = {
         let mut cs = c.lock();
         let parent_visible =
             !cs.shield && cs.parent.as_ref().is_some_and(|p| p.node().is_cancelled());
@@ -359,9 +359,16 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
         if absorbed {
             cs.cancelled_caught = true;
         }
-        // Forget the parent (see `unlink`).
-        (cs.parent.take(), cs.slot.take(), cs.armed.take(), absorbed)
+        // Forget the parent and the owner's waker (see `unlink`).
+        (
+            cs.parent.take(),
+            cs.slot.take(),
+            cs.armed.take(),
+            absorbed,
+            cs.foreign.take(),
+        )
     };
+    drop(foreign);
     if let Some(key) = armed {
         rt.driver.timers.remove(key);
     }
@@ -384,10 +391,18 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
     } else {
         None
     };
-    let (parent, slot, armed) = {
+    let (parent, slot, armed, foreign) = {
         let mut cs = c.lock();
-        (cs.parent.take(), cs.slot.take(), cs.armed.take())
+        // The owner's waker goes too: a task's node keeping its own task's waker would keep the
+        // task, its cell and its runtime alive in a cycle.
+        (
+            cs.parent.take(),
+            cs.slot.take(),
+            cs.armed.take(),
+            cs.foreign.take(),
+        )
     };
+    drop(foreign);
     if let Some(key) = armed {
         // `None` only if the runtime is gone, and its timers with it.
         if let Some(rt) = timer_store.or_else(crate::runtime::context::try_current) {
