@@ -314,14 +314,14 @@ fn shielded_cleanup_completes_next_to_a_dropped_foreign_sibling() {
                 })?;
                 sleep(secs(1)).await?;
                 n.cancel();
-                // Yield until the woken child has run, and was dropped (on the multi-threaded
-                // flavour it runs on another worker); no virtual time passes meanwhile.
-                for _ in 0..10_000 {
-                    if d.count() == 1 {
-                        break;
-                    }
-                    trellis::cancel_shielded_checkpoint().await.unwrap();
-                }
+                // Wait (shielded: the body is cancelled) until every task is blocked: the woken
+                // child has run by then, and was dropped. No virtual time passes meanwhile.
+                CancelScope::new()
+                    .shielded(true)
+                    .run(trellis::testing::wait_all_tasks_blocked())
+                    .await
+                    .unwrap()
+                    .unwrap();
                 l.push(format!(
                     "foreign child dropped: {} at {:?}",
                     d.count(),
