@@ -741,9 +741,10 @@ where
             return Poll::Ready(());
         };
         let node = self.inner.node.as_ref();
-        if node::in_foreign_wait(node, true) && node::absorbs_cancellation(node) {
+        if node::must_end(node, true) && node::absorbs_cancellation(node) {
             // The nursery's own cancellation found its body parked where it cannot see it
-            // (B1): the body ends with that cancellation; the tasks end on their own.
+            // (B1), or its grace period ran out (B3): the body ends with that cancellation; the
+            // tasks end on their own.
             self.body_cancelled = Some(node::cancelled_error(node));
             let _guard = context::set_node(node);
             let body = self.body.take();

@@ -34,7 +34,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -92,6 +92,9 @@ pub(crate) struct Node {
     /// returned `Pending` with no trellis operation parked or yielding in it: it waits where
     /// cancellation cannot reach (contract B1). Written by the owner after each poll.
     foreign_wait: AtomicBool,
+    /// The grace period of a cancellation that reaches this node ran out (B3): its owner drops
+    /// what is left. Set under `TREE_LOCK`, never cleared.
+    forced: AtomicBool,
     state: Mutex<NodeState>,
 }
 
@@ -122,6 +125,17 @@ pub(crate) struct NodeState {
     /// The owner's waker while its code is in a foreign wait: woken when the node becomes
     /// cancelled, or a task leaves it while it is cancelled, so the owner can end the wait (B1).
     foreign: Option<Waker>,
+    /// Grace-period settings and timer, allocated by the few scopes that use one (B3).
+    grace: Option<Box<Grace>>,
+}
+
+/// A scope's grace period (B3): how long its code may take to finish after it is cancelled,
+/// and the timer that ends that time.
+#[derive(Default)]
+struct Grace {
+    /// `None`: the runtime's default applies.
+    period: Option<Duration>,
+    timer: Option<TimerKey>,
 }
 
 /// Child nodes. Boxed and allocated on first use: most task nodes never get a child, and an
@@ -132,6 +146,10 @@ struct Children(Option<Box<Slab<Arc<dyn TreeNode>>>>);
 impl Children {
     fn insert(&mut self, child: Arc<dyn TreeNode>) -> usize {
         self.0.get_or_insert_with(Default::default).insert(child)
+    }
+
+    fn get(&self, key: usize) -> Option<&Arc<dyn TreeNode>> {
+        self.0.as_ref().and_then(|slab| slab.get(key))
     }
 
     fn remove(&mut self, key: usize) {
@@ -202,6 +220,7 @@ impl Node {
             kind,
             eff_cancelled: AtomicBool::new(false),
             foreign_wait: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
             state: Mutex::new(NodeState {
                 parent: None,
                 slot: None,
@@ -220,6 +239,7 @@ impl Node {
                 armed: None,
                 exit_waker: None,
                 foreign: None,
+                grace: None,
             }),
         }
     }
@@ -321,6 +341,10 @@ fn link_locked(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>, cs: &mut N
         }
         let eff = cs.cancel_called || (!cs.shield && p.is_cancelled());
         c.eff_cancelled.store(eff, Ordering::Release);
+        if !cs.shield && is_forced(p) {
+            // Born under a scope whose grace period ran out (B3).
+            c.forced.store(true, Ordering::Release);
+        }
         cs.slot = Some(slot);
     }
     cs.parent = Some(parent.clone());
@@ -340,9 +364,13 @@ pub(crate) fn enter_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>,
     // Armed under the same lock that linked the node: a timed scope is entered on every
     // `move_on_after`/`fail_after`, so each lock pass counts.
     let past = arm_locked(child, &mut cs, rt);
+    let cancelled_before = cs.cancel_called;
     drop(cs);
     if past {
         cancel(child.as_ref(), CancelReason::Deadline);
+    } else if cancelled_before {
+        // Cancelled before it was entered (C2): its grace period starts now.
+        start_grace(child.as_ref());
     }
 }
 
@@ -372,6 +400,9 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
     if let Some(key) = armed {
         rt.driver.timers.remove(key);
     }
+    if let Some(key) = take_grace_timer(c) {
+        rt.driver.timers.remove(key);
+    }
     if let (Some(parent), Some(slot)) = (parent, slot) {
         parent.node().lock().children.remove(slot);
     }
@@ -386,11 +417,20 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
 pub(crate) fn unlink(child: &dyn TreeNode) {
     let c = child.node();
     // A pending deadline's store is found at the root, so look before forgetting the parent.
-    let timer_store = if c.lock().armed.is_some() {
-        runtime_of(c)
-    } else {
-        None
-    };
+    let timer_store = {
+        let s = c.lock();
+        s.armed.is_some() || s.grace.as_ref().is_some_and(|g| g.timer.is_some())
+    }
+    .then(|| runtime_of(c))
+    .flatten();
+    if let Some(key) = take_grace_timer(c) {
+        if let Some(rt) = timer_store
+            .clone()
+            .or_else(crate::runtime::context::try_current)
+        {
+            rt.driver.timers.remove(key);
+        }
+    }
     let (parent, slot, armed, foreign) = {
         let mut cs = c.lock();
         // The owner's waker goes too: a task's node keeping its own task's waker would keep the
@@ -448,16 +488,118 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
 
 /// Cancels `target` with `reason` (the first reason wins) and propagates to the subtree.
 pub(crate) fn cancel(target: &dyn TreeNode, reason: CancelReason) {
-    let _tree = tree_lock();
     {
-        let mut s = target.node().lock();
-        if s.cancel_called {
-            return;
+        let _tree = tree_lock();
+        {
+            let mut s = target.node().lock();
+            if s.cancel_called {
+                return;
+            }
+            s.cancel_called = true;
+            s.reason = Some(reason);
         }
-        s.cancel_called = true;
-        s.reason = Some(reason);
+        propagate(target);
     }
-    propagate(target);
+    start_grace(target);
+}
+
+/// A scope was just cancelled: if a grace period applies to it (its own, else the runtime's
+/// default), arm the timer that ends it (B3). Scopes that never set one and runtimes without a
+/// default pay one lock pass here, on a path that runs once per cancellation.
+fn start_grace(target: &dyn TreeNode) {
+    let node = target.node();
+    let own = node.lock().grace.as_ref().and_then(|g| g.period);
+    let Some(rt) = runtime_of(node) else {
+        return;
+    };
+    let Some(period) = own.or(rt.grace_period()) else {
+        return;
+    };
+    let mut s = node.lock();
+    if !is_linked(&s) {
+        return;
+    }
+    let Some(weak) = weak_self(target, &s) else {
+        return;
+    };
+    let at = crate::time::saturating_add(rt.driver.fresh_now(), period);
+    let key = rt.insert_timer(at, TimerTarget::Grace(weak));
+    let grace = s.grace.get_or_insert_with(Default::default);
+    if let Some(old) = grace.timer.replace(key) {
+        rt.driver.timers.remove(old);
+    }
+}
+
+/// A weak handle on `target` for a timer, found through the parent's child list (the tree
+/// holds nodes as `Arc<dyn TreeNode>`).
+fn weak_self(target: &dyn TreeNode, s: &NodeState) -> Option<Weak<dyn TreeNode>> {
+    let parent = s.parent.as_ref()?;
+    let slot = s.slot?;
+    let ps = parent.node().lock();
+    let this = ps.children.get(slot)?;
+    let same = std::ptr::eq(
+        Arc::as_ptr(this) as *const (),
+        target as *const dyn TreeNode as *const (),
+    );
+    same.then(|| Arc::downgrade(this))
+}
+
+fn take_grace_timer(node: &Node) -> Option<TimerKey> {
+    node.lock().grace.as_mut().and_then(|g| g.timer.take())
+}
+
+/// Sets a scope's own grace period (B3); `None` leaves the runtime's default.
+pub(crate) fn set_grace_period(node: &Node, period: Option<Duration>) {
+    let mut s = node.lock();
+    match (period, s.grace.as_mut()) {
+        (None, None) => {}
+        (_, Some(grace)) => grace.period = period,
+        (Some(_), None) => {
+            s.grace = Some(Box::new(Grace {
+                period,
+                timer: None,
+            }))
+        }
+    }
+}
+
+/// A scope's own grace period.
+pub(crate) fn grace_period(node: &Node) -> Option<Duration> {
+    node.lock().grace.as_ref().and_then(|g| g.period)
+}
+
+/// Called by the timer store when a cancelled scope's grace period runs out (B3): what is left
+/// under it is to be dropped. Marks the scope and its subtree forced, stopping at shields (B4),
+/// and wakes the owners and blocked operations there so the owners act.
+pub(crate) fn grace_expired(target: &Arc<dyn TreeNode>) {
+    if let Some(grace) = target.node().lock().grace.as_mut() {
+        grace.timer = None;
+    }
+    let mut wake = Vec::new();
+    {
+        let _tree = tree_lock();
+        let mut stack: Vec<Arc<dyn TreeNode>> = vec![target.clone()];
+        let mut first = true;
+        while let Some(n) = stack.pop() {
+            let node = n.node();
+            let mut s = node.lock();
+            if !first && s.shield {
+                continue;
+            }
+            first = false;
+            node.forced.store(true, Ordering::Release);
+            wake.extend(s.waiters.iter().cloned());
+            wake.extend(s.foreign.take());
+            stack.extend(s.children.iter().cloned());
+        }
+    }
+    wake.into_iter().for_each(Waker::wake);
+}
+
+/// Did a grace period that reached this node run out (B3)?
+#[inline]
+pub(crate) fn is_forced(node: &Node) -> bool {
+    node.forced.load(Ordering::Acquire)
 }
 
 /// Recomputes `eff_cancelled` from `start` downwards, waking what became cancelled. Caller holds
@@ -787,9 +929,59 @@ pub(crate) fn in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
     subtree_in_foreign_wait(node, own_tasks_apart)
 }
 
+/// Must the owner of `node` end its code now, by dropping it? Yes when a grace period that
+/// reaches the node ran out (B3), or when its code is in a foreign wait after a cancellation
+/// that has no grace period (B1). `own_tasks_apart` as for [`in_foreign_wait`].
+#[inline]
+pub(crate) fn must_end(node: &Node, own_tasks_apart: bool) -> bool {
+    if !node.is_cancelled() {
+        return false;
+    }
+    (is_forced(node) && nothing_shielded_below(node)) || in_foreign_wait(node, own_tasks_apart)
+}
+
+/// Is every node below a forced `node` forced too? A shield stops the forcing (B4), and its
+/// body must not be dropped with the code around it: the owner waits until it has left.
+#[cold]
+fn nothing_shielded_below(node: &Node) -> bool {
+    let mut stack: Vec<Arc<dyn TreeNode>> = node.lock().children.iter().cloned().collect();
+    while let Some(n) = stack.pop() {
+        if !is_forced(n.node()) {
+            return false;
+        }
+        stack.extend(n.node().lock().children.iter().cloned());
+    }
+    true
+}
+
+/// Does a grace period apply to the cancellation visible at `node` (that of the scope that
+/// absorbs it, C3, or the runtime's default)? Then even a foreign wait gets that long (B3).
+fn grace_applies(node: &Node) -> bool {
+    let mut absorber: Option<Option<Duration>> = None;
+    walk_up(node, |n, s| {
+        if !n.is_cancelled() {
+            return false;
+        }
+        if s.cancel_called {
+            absorber = Some(s.grace.as_ref().and_then(|g| g.period));
+        }
+        !s.shield
+    });
+    match absorber {
+        None => false,
+        Some(Some(_)) => true,
+        Some(None) => crate::runtime::context::with_shared(|rt| {
+            rt.is_some_and(|rt| rt.grace_period().is_some())
+        }),
+    }
+}
+
 /// The walk of [`in_foreign_wait`], once the node is cancelled and its code in a foreign wait.
 #[cold]
 fn subtree_in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
+    if grace_applies(node) {
+        return false;
+    }
     let mut stack: Vec<Arc<dyn TreeNode>> = Vec::new();
     {
         let s = node.lock();

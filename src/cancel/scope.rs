@@ -197,6 +197,63 @@ impl CancelScope {
         self.node.lock().shield
     }
 
+    /// Sets this scope's grace period (contract B3): once it is cancelled, code under it gets
+    /// `period` to finish, foreign waits included; whatever is still waiting then is dropped,
+    /// as a forced teardown drops it (N11), and [`grace_expired`](Self::grace_expired) says so.
+    /// Shielded code inside is not dropped (B4): a shield means "this must finish". `None` (the
+    /// default) uses the runtime's default ([`Builder::grace_period`]). Takes effect for a
+    /// cancellation that happens after the call.
+    ///
+    /// [`Builder::grace_period`]: crate::Builder::grace_period
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// trellis::run(async {
+    ///     let scope = trellis::CancelScope::with_timeout(Duration::from_millis(1))
+    ///         .with_grace_period(Some(Duration::from_millis(2)));
+    ///     // A wait trellis cannot see: given the grace period, then dropped.
+    ///     let out = scope.run(std::future::pending::<()>()).await;
+    ///     assert!(out.is_none());
+    ///     assert!(scope.grace_expired());
+    /// });
+    /// ```
+    pub fn set_grace_period(&self, period: Option<Duration>) {
+        node::set_grace_period(&self.node, period);
+    }
+
+    /// [`set_grace_period`](Self::set_grace_period), builder style.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let scope = trellis::CancelScope::new().with_grace_period(Some(Duration::from_secs(1)));
+    /// assert_eq!(scope.grace_period(), Some(Duration::from_secs(1)));
+    /// ```
+    pub fn with_grace_period(self, period: Option<Duration>) -> Self {
+        self.set_grace_period(period);
+        self
+    }
+
+    /// This scope's own grace period (`None`: the runtime's default applies).
+    ///
+    /// ```
+    /// assert_eq!(trellis::CancelScope::new().grace_period(), None);
+    /// ```
+    pub fn grace_period(&self) -> Option<Duration> {
+        node::grace_period(&self.node)
+    }
+
+    /// Whether a grace period that reached this scope ran out, so that what was left of its
+    /// code was dropped instead of finishing (B3).
+    ///
+    /// ```
+    /// assert!(!trellis::CancelScope::new().grace_expired());
+    /// ```
+    pub fn grace_expired(&self) -> bool {
+        node::is_forced(&self.node)
+    }
+
     /// Raises or lowers the shield; takes effect at once (C4). A shielded scope hides
     /// cancellation from enclosing scopes; its own cancel and deadline still apply.
     pub fn set_shield(&self, shield: bool) {
@@ -300,9 +357,10 @@ where
             ScopedState::Done => panic!("Scoped future polled after completion"),
         }
         let node = this.node.as_ref();
-        if node::in_foreign_wait(node, false) && node::absorbs_cancellation(node) {
-            // This scope's cancellation found its body parked where it cannot see it (B1): end
-            // the body, and the scope with its own cancellation, as if the body had returned it.
+        if node::must_end(node, false) && node::absorbs_cancellation(node) {
+            // This scope's cancellation found its body parked where it cannot see it (B1), or
+            // its grace period ran out (B3): end the body, and the scope with its own
+            // cancellation, as if the body had returned it.
             {
                 let _guard = context::set_node(node);
                 this.future.set(None);

@@ -69,6 +69,7 @@ pub struct Builder {
     thread_name: String,
     thread_stack_size: usize,
     ctrl_c: CtrlC,
+    grace_period: Option<Duration>,
 }
 
 /// What Ctrl-C (SIGINT) does while a runtime's [`block_on`](Runtime::block_on) runs; set with
@@ -118,6 +119,7 @@ impl Default for Builder {
             thread_name: "trellis-worker".into(),
             thread_stack_size: DEFAULT_THREAD_STACK_SIZE,
             ctrl_c: CtrlC::default(),
+            grace_period: None,
         }
     }
 }
@@ -193,6 +195,26 @@ impl Builder {
         self
     }
 
+    /// The grace period of every cancel scope and nursery that sets none of its own (contract
+    /// B3): once cancelled, code under it gets this long to finish cooperatively; whatever is
+    /// left then is dropped, as a forced teardown drops it (N11). `None`, the default, is
+    /// trio's behaviour: code parked in trellis operations is waited for however long its
+    /// cleanup takes, and code in a wait trellis cannot see is dropped at once (B1).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let rt = trellis::Runtime::builder()
+    ///     .grace_period(Some(Duration::from_secs(5)))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(rt.block_on(async { 3 }), 3);
+    /// ```
+    pub fn grace_period(mut self, period: Option<Duration>) -> Self {
+        self.grace_period = period;
+        self
+    }
+
     /// Builds the runtime. Fails if `worker_threads(0)` or `thread_stack_size(0)` was asked.
     pub fn build(self) -> Result<Runtime, crate::Error> {
         if self.thread_stack_size == 0 {
@@ -216,6 +238,7 @@ impl Builder {
             thread_name: self.thread_name,
             thread_stack_size: self.thread_stack_size,
             ctrl_c: self.ctrl_c,
+            grace_period: self.grace_period,
         })
     }
 }
@@ -231,6 +254,7 @@ pub struct Runtime {
     thread_name: String,
     thread_stack_size: usize,
     ctrl_c: CtrlC,
+    grace_period: Option<Duration>,
 }
 
 /// State shared by everything running on one runtime.
@@ -244,6 +268,7 @@ pub(crate) struct Shared {
     pub(crate) live_tasks: AtomicUsize,
     idle_waiters: Mutex<IdleWaiters>,
     yield_budget: u32,
+    grace_period: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -268,6 +293,11 @@ pub(crate) enum IdleAction {
 impl Shared {
     pub(crate) fn yield_budget(&self) -> u32 {
         self.yield_budget
+    }
+
+    /// The grace period of scopes that set none (B3).
+    pub(crate) fn grace_period(&self) -> Option<Duration> {
+        self.grace_period
     }
 
     pub(crate) fn is_current_thread(&self) -> bool {
@@ -433,6 +463,7 @@ impl Runtime {
             live_tasks: AtomicUsize::new(0),
             idle_waiters: Mutex::new(IdleWaiters::default()),
             yield_budget: self.yield_budget,
+            grace_period: self.grace_period,
         });
         let _rt_guard = context::enter_runtime(shared.clone());
         let main_node: Arc<dyn TreeNode> = Arc::new(Node::new(NodeKind::Task(TaskInfo {

@@ -136,8 +136,9 @@ where
         node::unlink(self);
     }
 
-    /// Ends a task parked in a foreign wait after its cancellation (B1): drops its future and
-    /// reports the cancellation; the caller holds POLLING.
+    /// Ends a task parked in a foreign wait after its cancellation (B1), or still running when
+    /// its grace period ran out (B3): drops its future and reports the cancellation; the caller
+    /// holds POLLING.
     fn end_foreign_wait(&self) {
         let cancelled = node::cancelled_error(&self.node);
         match self.drop_future() {
@@ -259,8 +260,9 @@ where
             return Poll::Ready(());
         }
         context::begin_poll();
-        if node::in_foreign_wait(&cell.node, false) {
-            // Cancelled while parked where the cancellation cannot reach it (B1).
+        if node::must_end(&cell.node, false) {
+            // Cancelled while parked where the cancellation cannot reach it (B1), or its grace
+            // period ran out (B3).
             cell.end_foreign_wait();
             return Poll::Ready(());
         }

@@ -52,6 +52,8 @@ pub(crate) enum TimerTarget {
     Wake(Waker),
     /// A cancel scope: cancel it with reason `Deadline`.
     Scope(Weak<dyn TreeNode>),
+    /// A cancelled scope's grace period ran out: drop what is left under it (B3).
+    Grace(Weak<dyn TreeNode>),
 }
 
 pub(crate) struct Timers {
@@ -258,6 +260,11 @@ pub(crate) fn fire(targets: &mut Vec<TimerTarget>) {
             TimerTarget::Scope(node) => {
                 if let Some(node) = node.upgrade() {
                     crate::cancel::node::deadline_fired(&node);
+                }
+            }
+            TimerTarget::Grace(node) => {
+                if let Some(node) = node.upgrade() {
+                    crate::cancel::node::grace_expired(&node);
                 }
             }
         }
