@@ -56,10 +56,7 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: AsCancelled + Send + 'static,
 {
-    NurseryFuture {
-        stage: Stage::Init(Some(body)),
-        supervise: false,
-    }
+    NurseryFuture::new(body, false)
 }
 
 /// Opens a *supervising* nursery: like [`nursery`], except that a task's failure does not cancel
@@ -91,10 +88,7 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: AsCancelled + Send + 'static,
 {
-    NurseryFuture {
-        stage: Stage::Init(Some(body)),
-        supervise: true,
-    }
+    NurseryFuture::new(body, true)
 }
 
 /// A handle on an open nursery: spawn tasks into it, cancel it. Cheap to clone; may be passed to
@@ -660,6 +654,15 @@ struct Running<E, T, Fut> {
     body: Option<Pin<Box<Fut>>>,
     value: Option<T>,
     body_cancelled: Option<Cancelled>,
+}
+
+impl<E, T, F, Fut> NurseryFuture<E, T, F, Fut> {
+    fn new(body: F, supervise: bool) -> Self {
+        NurseryFuture {
+            stage: Stage::Init(Some(body)),
+            supervise,
+        }
+    }
 }
 
 impl<E, T, F, Fut> Unpin for NurseryFuture<E, T, F, Fut> {}

@@ -57,20 +57,7 @@ impl Framed {
 #[test]
 fn a_drop_style_timeout_leaves_a_stateful_codec_usable() {
     for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
-        let (rt, _clock) = match flavor {
-            Flavor::CurrentThread => current_thread(),
-            Flavor::MultiThread => {
-                let clock = autojump_clock(std::time::Duration::ZERO);
-                (
-                    trellis::Runtime::builder()
-                        .worker_threads(2)
-                        .clock(clock.clone())
-                        .build()
-                        .unwrap(),
-                    clock,
-                )
-            }
-        };
+        let rt = autojump_runtime(flavor);
         rt.block_on(async move {
             let t0 = trellis::now();
             // Cancellation: the codec dies.

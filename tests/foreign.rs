@@ -12,10 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use common::*;
-use trellis::testing::MockClock;
 use trellis::{
     fail_after, move_on_after, nursery, sleep, sleep_forever, CancelScope, Cancelled, Error,
-    Flavor, NurseryError, Runtime, TimedOut,
+    NurseryError, TimedOut,
 };
 
 /// A one-shot channel written without trellis: its receiver is a foreign wait.
@@ -72,19 +71,6 @@ impl<T> Drop for ForeignReceiver<T> {
     }
 }
 
-/// A runtime of `flavor` on a mock clock that autojumps as soon as every task is blocked.
-fn on_mock_clock(flavor: Flavor) -> Runtime {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(std::time::Duration::ZERO));
-    let builder = match flavor {
-        Flavor::CurrentThread => Runtime::builder().flavor(Flavor::CurrentThread),
-        Flavor::MultiThread => Runtime::builder().worker_threads(2),
-    };
-    builder.clock(clock).build().unwrap()
-}
-
-const FLAVORS: [Flavor; 2] = [Flavor::CurrentThread, Flavor::MultiThread];
-
 /// A foreign wait that never ends, owning a guard of `drops`.
 fn never(drops: &DropCounter) -> impl Future<Output = ()> + Send + 'static {
     let guard = drops.guard();
@@ -99,7 +85,7 @@ fn never(drops: &DropCounter) -> impl Future<Output = ()> + Send + 'static {
 #[test]
 fn move_on_after_ends_a_foreign_wait_at_its_deadline() {
     for flavor in FLAVORS {
-        on_mock_clock(flavor).block_on(async move {
+        autojump_runtime(flavor).block_on(async move {
             let t0 = trellis::now();
             let drops = DropCounter::new();
             let out = move_on_after(ms(20), never(&drops)).await;
@@ -115,7 +101,7 @@ fn move_on_after_ends_a_foreign_wait_at_its_deadline() {
 #[test]
 fn fail_after_ends_a_foreign_oneshot_wait() {
     for flavor in FLAVORS {
-        on_mock_clock(flavor).block_on(async move {
+        autojump_runtime(flavor).block_on(async move {
             let t0 = trellis::now();
             let (tx, rx) = foreign_oneshot::<u32>();
             let out = fail_after(ms(20), async move { Ok::<_, Error>(rx.await) }).await;
@@ -131,7 +117,7 @@ fn fail_after_ends_a_foreign_oneshot_wait() {
 #[test]
 fn a_cancelled_nursery_drops_a_child_in_a_foreign_wait() {
     for flavor in FLAVORS {
-        on_mock_clock(flavor).block_on(async move {
+        autojump_runtime(flavor).block_on(async move {
             // The body cancels the nursery.
             let t0 = trellis::now();
             let drops = DropCounter::new();
@@ -201,7 +187,7 @@ fn a_cancelled_nursery_drops_a_child_in_a_foreign_wait() {
 #[test]
 fn a_nursery_body_in_a_foreign_wait_is_dropped() {
     for flavor in FLAVORS {
-        on_mock_clock(flavor).block_on(async move {
+        autojump_runtime(flavor).block_on(async move {
             let t0 = trellis::now();
             let drops = DropCounter::new();
             let d = drops.clone();
@@ -245,7 +231,7 @@ fn a_nursery_body_in_a_foreign_wait_is_dropped() {
 #[test]
 fn a_foreign_combinator_over_a_trellis_wait_stays_cooperative() {
     for flavor in FLAVORS {
-        on_mock_clock(flavor).block_on(async move {
+        autojump_runtime(flavor).block_on(async move {
             let t0 = trellis::now();
             let log = Log::new();
             let l = log.clone();
@@ -292,7 +278,7 @@ fn a_foreign_combinator_over_a_trellis_wait_stays_cooperative() {
 #[test]
 fn shielded_cleanup_completes_next_to_a_dropped_foreign_sibling() {
     for flavor in FLAVORS {
-        on_mock_clock(flavor).block_on(async move {
+        autojump_runtime(flavor).block_on(async move {
             let t0 = trellis::now();
             let drops = DropCounter::new();
             let d = drops.clone();
@@ -349,7 +335,7 @@ fn shielded_cleanup_completes_next_to_a_dropped_foreign_sibling() {
 #[test]
 fn a_shield_keeps_a_foreign_wait_from_being_dropped() {
     for flavor in FLAVORS {
-        on_mock_clock(flavor).block_on(async move {
+        autojump_runtime(flavor).block_on(async move {
             let t0 = trellis::now();
             let (tx, rx) = foreign_oneshot::<u32>();
             let out = nursery(|n| async move {
@@ -380,7 +366,7 @@ fn a_shield_keeps_a_foreign_wait_from_being_dropped() {
 #[test]
 fn a_task_in_a_trellis_wait_is_cancelled_not_dropped() {
     for flavor in FLAVORS {
-        on_mock_clock(flavor).block_on(async move {
+        autojump_runtime(flavor).block_on(async move {
             let log = Log::new();
             let l = log.clone();
             let out = nursery(|n| async move {

@@ -14,18 +14,11 @@ use trellis::{
 
 /// A runtime of `flavor` on an autojumping mock clock, with `grace` as its default.
 fn runtime_with(flavor: Flavor, grace: Option<Duration>) -> Runtime {
-    let builder = match flavor {
-        Flavor::CurrentThread => Runtime::builder().flavor(Flavor::CurrentThread),
-        Flavor::MultiThread => Runtime::builder().worker_threads(2),
-    };
-    builder
-        .clock(autojump_clock(Duration::ZERO))
+    autojump_builder(flavor)
         .grace_period(grace)
         .build()
         .unwrap()
 }
-
-const FLAVORS: [Flavor; 2] = [Flavor::CurrentThread, Flavor::MultiThread];
 
 /// Cleanup that takes `cleanup` (shielded from the cancellation it follows), owning a guard.
 async fn slow_cleanup(drops: DropCounter, cleanup: Duration, log: Log) -> Result<(), Cancelled> {

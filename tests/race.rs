@@ -40,14 +40,7 @@ impl From<Error> for ArmError {
 #[test]
 fn the_first_result_wins_and_nothing_is_lost() {
     for flavor in [trellis::Flavor::CurrentThread, trellis::Flavor::MultiThread] {
-        let rt = match flavor {
-            trellis::Flavor::CurrentThread => current_thread().0,
-            trellis::Flavor::MultiThread => trellis::Runtime::builder()
-                .worker_threads(2)
-                .clock(autojump_clock(std::time::Duration::ZERO))
-                .build()
-                .unwrap(),
-        };
+        let rt = autojump_runtime(flavor);
         rt.block_on(async move {
             let t0 = trellis::now();
             let (tx, _rx) = channel::bounded::<u32>(0); // nobody receives

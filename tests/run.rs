@@ -16,8 +16,6 @@ use trellis::{
     checkpoint, nursery, sleep, sleep_forever, CancelScope, Error, Flavor, Nursery, Runtime,
 };
 
-const FLAVORS: [Flavor; 2] = [Flavor::CurrentThread, Flavor::MultiThread];
-
 /// A payload that is neither `&str` nor `String`, to show it arrives untouched.
 #[derive(Debug, PartialEq)]
 struct Payload(u32);

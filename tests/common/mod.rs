@@ -55,6 +55,24 @@ pub fn multi_thread(workers: usize) -> Runtime {
         .expect("a multi-thread runtime builds")
 }
 
+/// The builder of a runtime of `flavor` on a mock clock that autojumps as soon as every task is
+/// blocked; a multi-threaded one has two workers. Virtual times are exact on both flavours.
+pub fn autojump_builder(flavor: Flavor) -> trellis::Builder {
+    let builder = match flavor {
+        Flavor::CurrentThread => Runtime::builder().flavor(Flavor::CurrentThread),
+        Flavor::MultiThread => Runtime::builder().worker_threads(2),
+    };
+    builder.clock(autojump_clock(Duration::ZERO))
+}
+
+/// [`autojump_builder`], built.
+pub fn autojump_runtime(flavor: Flavor) -> Runtime {
+    autojump_builder(flavor).build().expect("a runtime builds")
+}
+
+/// Both flavours, for tests that check a rule on each.
+pub const FLAVORS: [Flavor; 2] = [Flavor::CurrentThread, Flavor::MultiThread];
+
 /// A runtime of either flavour on the system clock; a multi-threaded one has two workers.
 pub fn runtime(flavor: Flavor) -> Runtime {
     match flavor {
