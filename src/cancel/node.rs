@@ -122,20 +122,38 @@ pub(crate) struct NodeState {
     armed: Option<TimerKey>,
     /// Woken when the number of non-service task children drops (the nursery owner waits).
     pub(crate) exit_waker: Option<Waker>,
+    /// What only a few nodes need, allocated on first use: an idle task's size is a benchmarked
+    /// figure.
+    extras: Option<Box<Extras>>,
+}
+
+#[derive(Default)]
+struct Extras {
     /// The owner's waker while its code is in a foreign wait: woken when the node becomes
     /// cancelled, or a task leaves it while it is cancelled, so the owner can end the wait (B1).
     foreign: Option<Waker>,
-    /// Grace-period settings and timer, allocated by the few scopes that use one (B3).
-    grace: Option<Box<Grace>>,
+    /// The node's own grace period (B3); `None`: the runtime's default applies.
+    grace_period: Option<Duration>,
+    /// The timer that ends the grace period, once the node is cancelled.
+    grace_timer: Option<TimerKey>,
 }
 
-/// A scope's grace period (B3): how long its code may take to finish after it is cancelled,
-/// and the timer that ends that time.
-#[derive(Default)]
-struct Grace {
-    /// `None`: the runtime's default applies.
-    period: Option<Duration>,
-    timer: Option<TimerKey>,
+impl NodeState {
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    fn take_foreign(&mut self) -> Option<Waker> {
+        self.extras.as_mut().and_then(|e| e.foreign.take())
+    }
+
+    fn grace_period(&self) -> Option<Duration> {
+        self.extras.as_ref().and_then(|e| e.grace_period)
+    }
+
+    fn take_grace_timer(&mut self) -> Option<TimerKey> {
+        self.extras.as_mut().and_then(|e| e.grace_timer.take())
+    }
 }
 
 /// Child nodes. Boxed and allocated on first use: most task nodes never get a child, and an
@@ -238,8 +256,7 @@ impl Node {
                 deadline: None,
                 armed: None,
                 exit_waker: None,
-                foreign: None,
-                grace: None,
+                extras: None,
             }),
         }
     }
@@ -393,7 +410,7 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
             cs.slot.take(),
             cs.armed.take(),
             absorbed,
-            cs.foreign.take(),
+            cs.take_foreign(),
         )
     };
     drop(foreign);
@@ -419,7 +436,7 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
     // A pending deadline's store is found at the root, so look before forgetting the parent.
     let timer_store = {
         let s = c.lock();
-        s.armed.is_some() || s.grace.as_ref().is_some_and(|g| g.timer.is_some())
+        s.armed.is_some() || s.extras.as_ref().is_some_and(|e| e.grace_timer.is_some())
     }
     .then(|| runtime_of(c))
     .flatten();
@@ -439,7 +456,7 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
             cs.parent.take(),
             cs.slot.take(),
             cs.armed.take(),
-            cs.foreign.take(),
+            cs.take_foreign(),
         )
     };
     drop(foreign);
@@ -469,7 +486,7 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
             // A task leaving a cancelled node may leave its owner with nothing but a foreign
             // wait: let the owner look again (B1).
             let foreign = if p.is_cancelled() {
-                ps.foreign.take()
+                ps.take_foreign()
             } else {
                 None
             };
@@ -508,7 +525,7 @@ pub(crate) fn cancel(target: &dyn TreeNode, reason: CancelReason) {
 /// default pay one lock pass here, on a path that runs once per cancellation.
 fn start_grace(target: &dyn TreeNode) {
     let node = target.node();
-    let own = node.lock().grace.as_ref().and_then(|g| g.period);
+    let own = node.lock().grace_period();
     let Some(rt) = runtime_of(node) else {
         return;
     };
@@ -524,8 +541,7 @@ fn start_grace(target: &dyn TreeNode) {
     };
     let at = crate::time::saturating_add(rt.driver.fresh_now(), period);
     let key = rt.insert_timer(at, TimerTarget::Grace(weak));
-    let grace = s.grace.get_or_insert_with(Default::default);
-    if let Some(old) = grace.timer.replace(key) {
+    if let Some(old) = s.extras().grace_timer.replace(key) {
         rt.driver.timers.remove(old);
     }
 }
@@ -545,36 +561,27 @@ fn weak_self(target: &dyn TreeNode, s: &NodeState) -> Option<Weak<dyn TreeNode>>
 }
 
 fn take_grace_timer(node: &Node) -> Option<TimerKey> {
-    node.lock().grace.as_mut().and_then(|g| g.timer.take())
+    node.lock().take_grace_timer()
 }
 
 /// Sets a scope's own grace period (B3); `None` leaves the runtime's default.
 pub(crate) fn set_grace_period(node: &Node, period: Option<Duration>) {
     let mut s = node.lock();
-    match (period, s.grace.as_mut()) {
-        (None, None) => {}
-        (_, Some(grace)) => grace.period = period,
-        (Some(_), None) => {
-            s.grace = Some(Box::new(Grace {
-                period,
-                timer: None,
-            }))
-        }
+    if period.is_some() || s.extras.is_some() {
+        s.extras().grace_period = period;
     }
 }
 
 /// A scope's own grace period.
 pub(crate) fn grace_period(node: &Node) -> Option<Duration> {
-    node.lock().grace.as_ref().and_then(|g| g.period)
+    node.lock().grace_period()
 }
 
 /// Called by the timer store when a cancelled scope's grace period runs out (B3): what is left
 /// under it is to be dropped. Marks the scope and its subtree forced, stopping at shields (B4),
 /// and wakes the owners and blocked operations there so the owners act.
 pub(crate) fn grace_expired(target: &Arc<dyn TreeNode>) {
-    if let Some(grace) = target.node().lock().grace.as_mut() {
-        grace.timer = None;
-    }
+    target.node().lock().take_grace_timer();
     let mut wake = Vec::new();
     {
         let _tree = tree_lock();
@@ -589,7 +596,7 @@ pub(crate) fn grace_expired(target: &Arc<dyn TreeNode>) {
             first = false;
             node.forced.store(true, Ordering::Release);
             wake.extend(s.waiters.iter().cloned());
-            wake.extend(s.foreign.take());
+            wake.extend(s.take_foreign());
             stack.extend(s.children.iter().cloned());
         }
     }
@@ -644,7 +651,7 @@ fn changed(
 ) {
     if eff {
         wake.extend(s.waiters.iter().cloned());
-        wake.extend(s.foreign.take());
+        wake.extend(s.take_foreign());
     }
     // Un-cancelling (a shield was raised) wakes nothing: blocked operations keep waiting.
     // Pushed in reverse so they are popped in slot order: wake-ups go out in tree order (a
@@ -904,9 +911,10 @@ fn record_foreign_wait(node: &Node, waker: &Waker, can_end: impl FnOnce() -> boo
     node.foreign_wait.store(true, Ordering::Release);
     {
         let mut s = node.lock();
-        match &s.foreign {
+        let foreign = &mut s.extras().foreign;
+        match foreign {
             Some(w) if w.will_wake(waker) => {}
-            _ => s.foreign = Some(waker.clone()),
+            _ => *foreign = Some(waker.clone()),
         }
     }
     if in_foreign_wait(node, false) && can_end() {
@@ -963,7 +971,7 @@ fn grace_applies(node: &Node) -> bool {
             return false;
         }
         if s.cancel_called {
-            absorber = Some(s.grace.as_ref().and_then(|g| g.period));
+            absorber = Some(s.grace_period());
         }
         !s.shield
     });

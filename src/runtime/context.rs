@@ -90,11 +90,19 @@ pub(crate) fn clear_cached_now() {
     NOW.with(|c| c.set(None));
 }
 
-/// Called at the start of every task poll: forgets the cached time and refills the budget of
-/// skipped yields (see `Builder::yield_budget`).
+/// Called at the start of every task poll: forgets the cached time, refills the budget of
+/// skipped yields (see `Builder::yield_budget`) and starts the task's park watch.
 pub(crate) fn begin_poll() {
     NOW.with(|c| c.set(None));
     BUDGET.with(|b| b.set(BUDGET_REFILL.with(Cell::get)));
+    PARKED.with(|p| p.set(false));
+}
+
+/// Whether a trellis operation parked or yielded since the task poll began (`begin_poll`): the
+/// watch of the outermost owner, the task itself, without a save and restore.
+#[inline]
+pub(crate) fn parked_in_poll() -> bool {
+    PARKED.with(Cell::get)
 }
 
 /// Must an operation that completed without blocking yield now? Spends one unit of the task's

@@ -266,7 +266,6 @@ where
             cell.end_foreign_wait();
             return Poll::Ready(());
         }
-        let outer_watch = context::begin_park_watch();
         let polled = {
             let _guard = context::set_node(cell);
             panic::catch_unwind(AssertUnwindSafe(|| {
@@ -276,7 +275,7 @@ where
                 future.poll(cx)
             }))
         };
-        let parked = context::end_park_watch(outer_watch);
+        let parked = context::parked_in_poll();
         let outcome = match polled {
             Ok(Poll::Pending) => {
                 node::record_poll(&cell.node, parked, cx.waker(), || true);
