@@ -1,15 +1,20 @@
 //! Tools for testing code that runs on trellis: a mock clock, a way to wait until every task
-//! is blocked, in-memory streams and a conformance check for streams.
+//! is blocked, a sequencer that forces an order of steps across tasks, assertions on where
+//! code checkpoints, in-memory streams and a conformance check for streams.
 
+mod checkpoints;
 mod memory_stream;
 mod mock_clock;
+mod sequencer;
 mod stream_check;
 
+pub use checkpoints::{assert_checkpoints, assert_no_checkpoints, AssertCheckpoints};
 pub use memory_stream::{
     memory_stream_pair, memory_stream_pair_with_capacity, MemoryReadHalf, MemoryStream,
     MemoryWriteHalf, DEFAULT_CAPACITY as MEMORY_STREAM_CAPACITY,
 };
 pub use mock_clock::MockClock;
+pub use sequencer::{Sequencer, Turn};
 pub use stream_check::check_two_way_stream;
 
 use std::future::Future;
