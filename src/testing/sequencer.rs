@@ -23,7 +23,9 @@ use crate::sync::Event;
 /// trellis::run(async {
 ///     let seq = Sequencer::new();
 ///     let log = Arc::new(Mutex::new(Vec::new()));
+///     let shared_log = log.clone();
 ///     trellis::nursery(|n| async move {
+///         let log = shared_log;
 ///         for (task, steps) in [("a", [1, 2]), ("b", [0, 3])] {
 ///             let (seq, log) = (seq.clone(), log.clone());
 ///             n.spawn(async move {
