@@ -71,3 +71,15 @@ pub use time::{now, sleep, sleep_forever, sleep_until, timeout, timeout_at, Slee
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// A guide to async Rust the trellis way, from zero; its chapters live in `docs/guide/` and
+/// every code block in them is compiled and run as a doc test.
+#[cfg(any(doc, doctest))]
+pub mod guide {
+    #[doc = include_str!("../docs/guide/01-what-async-is.md")]
+    pub mod ch01_what_async_is {}
+    #[doc = include_str!("../docs/guide/02-first-program.md")]
+    pub mod ch02_first_program {}
+    #[doc = include_str!("../docs/guide/03-tasks-and-nurseries.md")]
+    pub mod ch03_tasks_and_nurseries {}
+}
