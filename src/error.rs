@@ -363,6 +363,32 @@ where
 ///
 /// Implemented for `Result<T, E>` where `E: AsCancelled`, for `()`, and for `Option<O>` (the
 /// output of another scope), so that scopes nest directly: `outer.run(inner.run(fut))`.
+///
+/// A plain value cannot say that the scope's cancellation ended the work, so the compiler
+/// refuses it, with a note saying what to return instead:
+///
+/// ```compile_fail
+/// trellis::run(async {
+///     let _ = trellis::move_on_after(std::time::Duration::from_secs(1), async { 1 }).await;
+/// });
+/// ```
+///
+/// ```
+/// trellis::run(async {
+///     let out = trellis::move_on_after(std::time::Duration::from_secs(1), async {
+///         Ok::<_, trellis::Cancelled>(1)
+///     })
+///     .await;
+///     assert_eq!(out, Some(Ok(1)));
+/// });
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot carry a cancellation, so a cancel scope cannot run a future with \
+               this output",
+    label = "the future given to the scope outputs `{Self}`",
+    note = "return a `Result` whose error can carry the cancellation, e.g. \
+            `async {{ Ok::<_, trellis::Cancelled>(value) }}`, or `()`"
+)]
 pub trait Outcome {
     /// The cancellation this outcome carries, if any.
     fn cancellation(&self) -> Option<Cancelled>;

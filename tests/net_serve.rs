@@ -158,10 +158,16 @@ fn serve_tcp_binds_every_interface() {
                 .find(|a| a.is_ipv4())
                 .expect("an IPv4 listener");
             assert!(v4.ip().is_unspecified());
+            // Port 0: one free port, the same for every family.
+            assert!(addrs.iter().all(|a| a.port() == v4.port()), "{addrs:?}");
             let mut c = TcpStream::connect(("127.0.0.1", v4.port())).await?;
             c.write_all(b"x").await?;
             let mut b = [0u8; 1];
             assert_eq!(c.read(&mut b).await?, 1);
+            // The connection's handler task is named after its peer.
+            let peer = c.local_addr()?;
+            let tree = trellis::lowlevel::task_tree();
+            assert!(tree.contains(&format!("connection from {peer}")), "{tree}");
             n.cancel();
             Ok::<_, Error>(())
         })

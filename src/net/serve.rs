@@ -35,6 +35,13 @@ pub trait Listener: Send + 'static {
 
     /// Waits for the next connection. A checkpoint that loses no connection when cancelled.
     fn accept(&mut self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// A name for the task that handles `stream`, shown by
+    /// [`task_tree`](crate::lowlevel::task_tree) (TCP: the peer's address). `None`: unnamed.
+    fn name(stream: &Self::Stream) -> Option<String> {
+        let _ = stream;
+        None
+    }
 }
 
 impl Listener for TcpListener {
@@ -42,6 +49,13 @@ impl Listener for TcpListener {
 
     async fn accept(&mut self) -> io::Result<TcpStream> {
         TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+
+    fn name(stream: &TcpStream) -> Option<String> {
+        stream
+            .peer_addr()
+            .ok()
+            .map(|peer| format!("connection from {peer}"))
     }
 }
 
@@ -126,7 +140,10 @@ where
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                handlers.spawn(handler(stream))?;
+                match L::name(&stream) {
+                    Some(name) => handlers.spawn_named(name, handler(stream))?,
+                    None => handlers.spawn(handler(stream))?,
+                };
             }
             Err(e) if e.cancelled().is_some() => return Err(e.into()),
             Err(e) if is_capacity_error(&e) => {
@@ -141,8 +158,8 @@ where
 }
 
 /// Binds TCP listeners on every interface at `port` (IPv6 and IPv4, as available; port 0
-/// picks free ports, one per family), reports their addresses with `status.started`, then
-/// serves them with [`serve_listeners`]. Made for [`Nursery::start`](crate::Nursery::start):
+/// picks a free port, the same for both families), reports their addresses with
+/// `status.started`, then serves them with [`serve_listeners`]. Made for [`Nursery::start`](crate::Nursery::start):
 ///
 /// ```no_run
 /// use trellis::net::{serve_tcp, TcpStream};
@@ -182,12 +199,18 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: AsCancelled + From<io::Error> + From<Error> + Send + 'static,
 {
-    let mut listeners = Vec::new();
+    let mut listeners: Vec<TcpListener> = Vec::new();
     let mut unsupported = None;
     for ip in [
         std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
         std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED),
     ] {
+        // Port 0 picks a free port for the first family; the second binds the same one, so the
+        // server has one port whichever family a client uses.
+        let port = match listeners.first() {
+            Some(first) if port == 0 => first.local_addr()?.port(),
+            _ => port,
+        };
         match TcpListener::bind((ip, port)).await {
             Ok(listener) => listeners.push(listener),
             // A family this host does not have (no IPv6, say) is skipped, as trio does.

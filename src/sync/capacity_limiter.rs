@@ -158,6 +158,11 @@ pub struct CapacityLimiterStatistics {
 
 struct AcquireSite;
 
+/// Why a borrower's second acquire is refused.
+const ALREADY_HOLDS: &str = "CapacityLimiter: this borrower already holds one of the limiter's \
+     tokens, and a borrower holds at most one; acquire on behalf of a distinct Borrower \
+     (Borrower::unique()) for several at once from one task";
+
 impl Site for AcquireSite {
     type State = State;
     type Value = ();
@@ -172,10 +177,9 @@ impl Site for AcquireSite {
 
     fn attempt(state: &mut State, borrower: &mut Borrower, _: &mut WakeList) -> Option<()> {
         if state.borrowers.contains_key(borrower) {
-            panic!(
-                "CapacityLimiter: {borrower:?} already holds one of this limiter's tokens; a \
-                 borrower may hold only one (acquire on behalf of a distinct Borrower instead)"
-            );
+            // Refused up front (`ALREADY_HOLDS`); this is only reached by two tasks racing with
+            // one explicit `Borrower`: the second waits for the first's token to come back.
+            return None;
         }
         // Fairness: a free token is not taken past waiters (there are none when a token is free,
         // see the module comment; checked anyway).
@@ -222,27 +226,33 @@ impl CapacityLimiter {
 
     /// Takes a token for the current task, waiting for one if none is free. A checkpoint.
     ///
+    /// The current task is the borrower, and a borrower holds at most one token (as in trio).
+    /// Several acquires from one task at once (futures run together with `join!` or
+    /// `buffer_unordered`, which all run in the calling task) need a borrower each:
+    /// `acquire_on_behalf_of(Borrower::unique())`.
+    ///
     /// # Errors
-    /// [`Cancelled`] if the enclosing scope was cancelled before a token was handed over; no
-    /// token is then held.
+    /// [`Error::Cancelled`] if the enclosing scope was cancelled before a token was handed
+    /// over (no token is then held); [`Error::InvalidArgument`] if the task already holds one
+    /// of this limiter's tokens (trio raises `RuntimeError`).
     ///
     /// # Panics
-    /// If the current task already holds a token of this limiter; outside a runtime.
-    pub async fn acquire(&self) -> Result<LimiterToken, Cancelled> {
+    /// Outside a runtime.
+    pub async fn acquire(&self) -> Result<LimiterToken, Error> {
         self.acquire_on_behalf_of(Borrower::current_task()).await
     }
 
     /// Takes a token for `borrower`, waiting for one if none is free. A checkpoint.
     ///
     /// # Errors
-    /// [`Cancelled`], as for [`acquire`](CapacityLimiter::acquire).
+    /// As for [`acquire`](CapacityLimiter::acquire).
     ///
     /// # Panics
-    /// If `borrower` already holds a token of this limiter; outside a runtime.
-    pub async fn acquire_on_behalf_of(
-        &self,
-        borrower: Borrower,
-    ) -> Result<LimiterToken, Cancelled> {
+    /// Outside a runtime.
+    pub async fn acquire_on_behalf_of(&self, borrower: Borrower) -> Result<LimiterToken, Error> {
+        if lock(&self.inner).borrowers.contains_key(&borrower) {
+            return Err(Error::InvalidArgument(ALREADY_HOLDS));
+        }
         let borrower = Op::<AcquireSite>::new(&self.inner, borrower).await?;
         Ok(self.token(borrower))
     }
@@ -250,10 +260,11 @@ impl CapacityLimiter {
     /// Takes a token for the current task if one is free now. Not a checkpoint.
     ///
     /// # Errors
-    /// [`Error::WouldBlock`] if no token is free or others are waiting.
+    /// [`Error::WouldBlock`] if no token is free or others are waiting;
+    /// [`Error::InvalidArgument`] if the task already holds one.
     ///
     /// # Panics
-    /// If the current task already holds a token; outside a runtime.
+    /// Outside a runtime.
     pub fn try_acquire(&self) -> Result<LimiterToken, Error> {
         self.try_acquire_on_behalf_of(Borrower::current_task())
     }
@@ -262,14 +273,16 @@ impl CapacityLimiter {
     /// runtime.
     ///
     /// # Errors
-    /// [`Error::WouldBlock`] if no token is free or others are waiting.
-    ///
-    /// # Panics
-    /// If `borrower` already holds a token of this limiter.
+    /// [`Error::WouldBlock`] if no token is free or others are waiting;
+    /// [`Error::InvalidArgument`] if `borrower` already holds one.
     pub fn try_acquire_on_behalf_of(&self, borrower: Borrower) -> Result<LimiterToken, Error> {
         let mut wakes = WakeList::new();
         let mut b = borrower;
-        match AcquireSite::attempt(&mut lock(&self.inner), &mut b, &mut wakes) {
+        let mut state = lock(&self.inner);
+        if state.borrowers.contains_key(&borrower) {
+            return Err(Error::InvalidArgument(ALREADY_HOLDS));
+        }
+        match AcquireSite::attempt(&mut state, &mut b, &mut wakes) {
             Some(()) => Ok(self.token(borrower)),
             None => Err(Error::WouldBlock),
         }

@@ -153,7 +153,12 @@ where
     R: Send + 'static,
 {
     // Each call is its own borrower (trio uses a placeholder object per call the same way).
-    let permit = limiter.acquire_on_behalf_of(Borrower::unique()).await?;
+    let permit = match limiter.acquire_on_behalf_of(Borrower::unique()).await {
+        Ok(permit) => permit,
+        Err(crate::Error::Cancelled(c)) => return Err(c),
+        // A unique borrower never holds a token already.
+        Err(e) => unreachable!("a fresh borrower was refused a token: {e}"),
+    };
     let call = Arc::new(Call {
         node: context::current_node_arc(),
         state: Mutex::new(CallState {
