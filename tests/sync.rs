@@ -309,7 +309,7 @@ impl LockLike for Semaphore {
 impl LockLike for CapacityLimiter {
     type Guard<'a> = LimiterToken;
     async fn acquire(&self) -> Result<LimiterToken, Error> {
-        Ok(CapacityLimiter::acquire(self).await?)
+        CapacityLimiter::acquire(self).await
     }
     fn try_acquire(&self) -> Result<LimiterToken, Error> {
         CapacityLimiter::try_acquire(self)
