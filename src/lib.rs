@@ -82,4 +82,8 @@ pub mod guide {
     pub mod ch02_first_program {}
     #[doc = include_str!("../docs/guide/03-tasks-and-nurseries.md")]
     pub mod ch03_tasks_and_nurseries {}
+    #[doc = include_str!("../docs/guide/04-errors-and-panics.md")]
+    pub mod ch04_errors_and_panics {}
+    #[doc = include_str!("../docs/guide/05-cancellation.md")]
+    pub mod ch05_cancellation {}
 }
