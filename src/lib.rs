@@ -86,4 +86,8 @@ pub mod guide {
     pub mod ch04_errors_and_panics {}
     #[doc = include_str!("../docs/guide/05-cancellation.md")]
     pub mod ch05_cancellation {}
+    #[doc = include_str!("../docs/guide/06-time-and-the-mock-clock.md")]
+    pub mod ch06_time_and_the_mock_clock {}
+    #[doc = include_str!("../docs/guide/07-start-and-services.md")]
+    pub mod ch07_start_and_services {}
 }
