@@ -90,4 +90,6 @@ pub mod guide {
     pub mod ch06_time_and_the_mock_clock {}
     #[doc = include_str!("../docs/guide/07-start-and-services.md")]
     pub mod ch07_start_and_services {}
+    #[doc = include_str!("../docs/guide/08-sync-primitives.md")]
+    pub mod ch08_sync_primitives {}
 }
