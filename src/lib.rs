@@ -92,4 +92,6 @@ pub mod guide {
     pub mod ch07_start_and_services {}
     #[doc = include_str!("../docs/guide/08-sync-primitives.md")]
     pub mod ch08_sync_primitives {}
+    #[doc = include_str!("../docs/guide/09-channels-and-pipelines.md")]
+    pub mod ch09_channels_and_pipelines {}
 }
