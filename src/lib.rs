@@ -94,4 +94,6 @@ pub mod guide {
     pub mod ch08_sync_primitives {}
     #[doc = include_str!("../docs/guide/09-channels-and-pipelines.md")]
     pub mod ch09_channels_and_pipelines {}
+    #[doc = include_str!("../docs/guide/10-streams-and-sockets.md")]
+    pub mod ch10_streams_and_sockets {}
 }
