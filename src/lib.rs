@@ -98,4 +98,6 @@ pub mod guide {
     pub mod ch10_streams_and_sockets {}
     #[doc = include_str!("../docs/guide/15-testing.md")]
     pub mod ch15_testing {}
+    #[doc = include_str!("../docs/guide/16-foreign-futures.md")]
+    pub mod ch16_foreign_futures {}
 }
