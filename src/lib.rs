@@ -98,6 +98,8 @@ pub mod guide {
     pub mod ch10_streams_and_sockets {}
     #[doc = include_str!("../docs/guide/12-threads.md")]
     pub mod ch12_threads {}
+    #[doc = include_str!("../docs/guide/13-signals-and-ctrl-c.md")]
+    pub mod ch13_signals_and_ctrl_c {}
     #[doc = include_str!("../docs/guide/15-testing.md")]
     pub mod ch15_testing {}
     #[doc = include_str!("../docs/guide/16-foreign-futures.md")]
