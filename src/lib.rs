@@ -96,6 +96,8 @@ pub mod guide {
     pub mod ch09_channels_and_pipelines {}
     #[doc = include_str!("../docs/guide/10-streams-and-sockets.md")]
     pub mod ch10_streams_and_sockets {}
+    #[doc = include_str!("../docs/guide/11-subprocesses.md")]
+    pub mod ch11_subprocesses {}
     #[doc = include_str!("../docs/guide/12-threads.md")]
     pub mod ch12_threads {}
     #[doc = include_str!("../docs/guide/13-signals-and-ctrl-c.md")]
