@@ -102,6 +102,8 @@ pub mod guide {
     pub mod ch12_threads {}
     #[doc = include_str!("../docs/guide/13-signals-and-ctrl-c.md")]
     pub mod ch13_signals_and_ctrl_c {}
+    #[doc = include_str!("../docs/guide/14-files.md")]
+    pub mod ch14_files {}
     #[doc = include_str!("../docs/guide/15-testing.md")]
     pub mod ch15_testing {}
     #[doc = include_str!("../docs/guide/16-foreign-futures.md")]
