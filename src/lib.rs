@@ -108,4 +108,6 @@ pub mod guide {
     pub mod ch15_testing {}
     #[doc = include_str!("../docs/guide/16-foreign-futures.md")]
     pub mod ch16_foreign_futures {}
+    #[doc = include_str!("../docs/guide/17-architecture.md")]
+    pub mod ch17_architecture {}
 }
