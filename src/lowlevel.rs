@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::cancel::node::{Node, NodeKind, TreeNode};
 use crate::cancel::outside_runtime;
-use crate::runtime::context;
+use crate::runtime::{context, Shared};
 
 /// Identity of a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,11 @@ pub fn task_tree() -> String {
     let Some(rt) = context::try_current() else {
         outside_runtime("lowlevel::task_tree");
     };
+    tree_of(&rt)
+}
+
+/// [`task_tree`] of a given runtime (for the deadlock report).
+pub(crate) fn tree_of(rt: &Shared) -> String {
     let mut out = String::new();
     let mut stack: Vec<(Arc<dyn TreeNode>, usize)> = rt
         .root

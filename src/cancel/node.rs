@@ -1019,3 +1019,16 @@ fn subtree_in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
     }
     true
 }
+
+/// Is any code below `root` in a foreign wait (B1)? Such code may be woken by something trellis
+/// cannot see, so the deadlock detector counts it as "something could still happen".
+pub(crate) fn any_foreign_wait(root: &Node) -> bool {
+    let mut stack: Vec<Arc<dyn TreeNode>> = root.children();
+    while let Some(n) = stack.pop() {
+        if n.node().foreign_wait.load(Ordering::Acquire) {
+            return true;
+        }
+        stack.extend(n.node().children());
+    }
+    false
+}

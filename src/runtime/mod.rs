@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
@@ -70,6 +70,7 @@ pub struct Builder {
     thread_stack_size: usize,
     ctrl_c: CtrlC,
     grace_period: Option<Duration>,
+    detect_deadlocks: bool,
 }
 
 /// What Ctrl-C (SIGINT) does while a runtime's [`block_on`](Runtime::block_on) runs; set with
@@ -120,6 +121,7 @@ impl Default for Builder {
             thread_stack_size: DEFAULT_THREAD_STACK_SIZE,
             ctrl_c: CtrlC::default(),
             grace_period: None,
+            detect_deadlocks: false,
         }
     }
 }
@@ -215,11 +217,53 @@ impl Builder {
         self
     }
 
+    /// Detects deadlocks instead of hanging (default off): when every task and the main future
+    /// are blocked in trellis waits and nothing can wake any of them — no timer pending that
+    /// the clock will reach (a stopped mock clock without autojump reaches none), no
+    /// descriptor registered with the reactor, no `run_blocking` call in flight, no
+    /// [`Portal`](crate::thread::Portal) alive, no task in a wait trellis cannot see — `block_on`
+    /// panics with a message that shows the task tree, instead of waiting for ever.
+    ///
+    /// A wake-up from a thread trellis does not know of (a plain thread setting an
+    /// [`Event`](crate::sync::Event) or sending on a channel) would be missed: route such
+    /// threads through a `Portal` or `run_blocking`, or leave detection off.
+    ///
+    /// Current-thread flavour only, where the one thread that runs every task also decides,
+    /// so nothing can happen between "everything is blocked" and the report; `build` refuses
+    /// it on the multi-threaded flavour.
+    ///
+    /// ```
+    /// use trellis::{testing::MockClock, Flavor, Runtime};
+    ///
+    /// let rt = Runtime::builder()
+    ///     .flavor(Flavor::CurrentThread)
+    ///     .clock(MockClock::new())
+    ///     .detect_deadlocks(true)
+    ///     .build()
+    ///     .unwrap();
+    /// let deadlock = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    ///     rt.block_on(async {
+    ///         let never_set = trellis::sync::Event::new();
+    ///         never_set.wait().await // nobody can ever set it
+    ///     })
+    /// }));
+    /// assert!(deadlock.is_err());
+    /// ```
+    pub fn detect_deadlocks(mut self, detect: bool) -> Self {
+        self.detect_deadlocks = detect;
+        self
+    }
+
     /// Builds the runtime. Fails if `worker_threads(0)` or `thread_stack_size(0)` was asked.
     pub fn build(self) -> Result<Runtime, crate::Error> {
         if self.thread_stack_size == 0 {
             return Err(crate::Error::InvalidArgument(
                 "thread_stack_size must be > 0",
+            ));
+        }
+        if self.detect_deadlocks && self.flavor == Flavor::MultiThread {
+            return Err(crate::Error::InvalidArgument(
+                "detect_deadlocks needs the current-thread flavour (Flavor::CurrentThread)",
             ));
         }
         let workers = match self.flavor {
@@ -239,6 +283,7 @@ impl Builder {
             thread_stack_size: self.thread_stack_size,
             ctrl_c: self.ctrl_c,
             grace_period: self.grace_period,
+            detect_deadlocks: self.detect_deadlocks,
         })
     }
 }
@@ -255,6 +300,7 @@ pub struct Runtime {
     thread_stack_size: usize,
     ctrl_c: CtrlC,
     grace_period: Option<Duration>,
+    detect_deadlocks: bool,
 }
 
 /// State shared by everything running on one runtime.
@@ -269,6 +315,35 @@ pub(crate) struct Shared {
     idle_waiters: Mutex<IdleWaiters>,
     yield_budget: u32,
     grace_period: Option<Duration>,
+    /// Deadlock detection (`Builder::detect_deadlocks`), and its findings.
+    pub(crate) watchdog: Watchdog,
+}
+
+/// What the deadlock detector needs to know, beyond the scheduler and the driver: things that
+/// may still wake a blocked task from outside.
+#[derive(Default)]
+pub(crate) struct Watchdog {
+    enabled: bool,
+    /// The main future's last poll waited where trellis cannot see (it may be woken from
+    /// anywhere).
+    pub(crate) main_foreign: AtomicBool,
+    /// `run_blocking` calls in flight.
+    pub(crate) offloaded: AtomicUsize,
+    /// `Portal`s alive.
+    pub(crate) portals: AtomicUsize,
+    /// The report, once a deadlock was found.
+    report: Mutex<Option<String>>,
+}
+
+impl Watchdog {
+    fn report(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.report.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A deadlock was found: `block_on` must stop.
+    pub(crate) fn tripped(&self) -> bool {
+        self.enabled && self.report().is_some()
+    }
 }
 
 #[derive(Default)]
@@ -284,6 +359,8 @@ pub(crate) struct IdlePlan {
 }
 
 pub(crate) enum IdleAction {
+    /// Nothing can wake any task: report the deadlock (`Builder::detect_deadlocks`).
+    Deadlock,
     /// Wake the `wait_all_tasks_blocked` waiters with this cushion.
     WakeWaiters(Duration),
     /// Jump the mock clock to the next timer.
@@ -327,7 +404,9 @@ impl Shared {
     }
 
     pub(crate) fn has_idle_watchers(&self) -> bool {
-        self.driver.clock.autojump_threshold().is_some() || !self.idle_waiters().waiters.is_empty()
+        self.watchdog.enabled
+            || self.driver.clock.autojump_threshold().is_some()
+            || !self.idle_waiters().waiters.is_empty()
     }
 
     /// Registers a `wait_all_tasks_blocked` waiter; returns its key.
@@ -382,8 +461,28 @@ impl Shared {
                     action = Some(IdleAction::Autojump);
                 }
             }
+            if action.is_none() && self.nothing_can_wake() {
+                timeout = Some(Duration::ZERO);
+                action = Some(IdleAction::Deadlock);
+            }
         }
         IdlePlan { timeout, action }
+    }
+
+    /// Every task is blocked (the caller saw the scheduler quiescent): can anything still wake
+    /// one? Only when deadlock detection is on; a false "nothing" would stop a healthy run, so
+    /// anything trellis cannot see through counts as "something".
+    fn nothing_can_wake(&self) -> bool {
+        let w = &self.watchdog;
+        // A timer the clock will never reach by itself (a stopped mock clock without autojump)
+        // counts as none.
+        w.enabled
+            && self.driver.timer_timeout().is_none()
+            && !self.driver.reactor.has_sources()
+            && w.offloaded.load(Ordering::SeqCst) == 0
+            && w.portals.load(Ordering::SeqCst) == 0
+            && !w.main_foreign.load(Ordering::SeqCst)
+            && !node::any_foreign_wait(self.root.as_ref())
     }
 
     pub(crate) fn run_idle_action(&self, plan: IdlePlan) {
@@ -406,6 +505,17 @@ impl Shared {
                     self.driver.clock.autojump_to(next);
                     self.driver.fire_due_timers();
                 }
+            }
+            Some(IdleAction::Deadlock) => {
+                // Checked again now that the driver found nothing to do.
+                if !self.nothing_can_wake() {
+                    return;
+                }
+                let tree = crate::lowlevel::tree_of(self);
+                *self.watchdog.report() = Some(tree);
+                // Let `block_on` see it: its thread may be parked (multi-threaded flavour) or
+                // be this one (current-thread flavour, which checks after parking).
+                self.scheduler.main.parker.unpark();
             }
             None => {}
         }
@@ -464,6 +574,10 @@ impl Runtime {
             idle_waiters: Mutex::new(IdleWaiters::default()),
             yield_budget: self.yield_budget,
             grace_period: self.grace_period,
+            watchdog: Watchdog {
+                enabled: self.detect_deadlocks,
+                ..Watchdog::default()
+            },
         });
         let _rt_guard = context::enter_runtime(shared.clone());
         let main_node: Arc<dyn TreeNode> = Arc::new(Node::new(NodeKind::Task(TaskInfo {
@@ -512,7 +626,14 @@ impl Runtime {
                         output = Some(v);
                         true
                     }
-                    Poll::Pending => false,
+                    Poll::Pending => {
+                        let parked = context::parked_in_poll();
+                        shared
+                            .watchdog
+                            .main_foreign
+                            .store(!parked, Ordering::SeqCst);
+                        false
+                    }
                 }
             };
             panic::catch_unwind(AssertUnwindSafe(|| {
@@ -536,6 +657,9 @@ impl Runtime {
                             continue;
                         }
                         main.running.store(false, Ordering::SeqCst);
+                        if shared.watchdog.tripped() {
+                            break;
+                        }
                         if shared.scheduler.is_quiescent() && shared.has_idle_watchers() {
                             shared.scheduler.kick_driver(&shared);
                         }
@@ -556,6 +680,16 @@ impl Runtime {
         shared.driver.timers.clear();
         shared.scheduler.drain();
         drop(waker);
+        let report = shared.watchdog.report().take();
+        // A report made in the instant between the main future's completion and the shutdown
+        // (everything idle, nothing left to wake) is no deadlock: the run finished.
+        if let Some(tree) = report.filter(|_| output.is_none() && outcome.is_ok()) {
+            panic!(
+                "trellis: deadlock: every task is blocked and nothing can wake any of them (no \
+                 timer pending, no I/O registered, no thread or portal that could); the tasks \
+                 were:\n{tree}"
+            );
+        }
         let interrupted = ctrl_c.as_ref().is_some_and(|c| c.interrupted());
         drop(ctrl_c);
         if interrupted && self.ctrl_c == CtrlC::Exit {

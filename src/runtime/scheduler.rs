@@ -536,6 +536,9 @@ impl Scheduler {
             // Between two polls of the main future, run a bounded batch so it is not starved.
             if self.run_tasks(shared, &local, 256, poll_main.is_some()) == 0 {
                 self.park(shared, &local);
+                if shared.watchdog.tripped() {
+                    break;
+                }
             }
         }
         // A task left in the LIFO slot goes where the final drain finds it.

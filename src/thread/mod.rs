@@ -25,6 +25,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
@@ -147,11 +148,34 @@ where
     }
 }
 
+/// Counts a `run_blocking` call in flight on its runtime, for the deadlock detector.
+struct InFlight(Option<Arc<Shared>>);
+
+impl InFlight {
+    fn new() -> Self {
+        let rt = context::try_current();
+        if let Some(rt) = &rt {
+            rt.watchdog.offloaded.fetch_add(1, Ordering::SeqCst);
+        }
+        InFlight(rt)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(rt) = &self.0 {
+            rt.watchdog.offloaded.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 async fn run_on_pool<F, R>(f: F, abandon: bool, limiter: CapacityLimiter) -> Result<R, Cancelled>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
+    // A thread in flight may wake the task: the deadlock detector must know.
+    let _in_flight = InFlight::new();
     // Each call is its own borrower (trio uses a placeholder object per call the same way).
     let permit = match limiter.acquire_on_behalf_of(Borrower::unique()).await {
         Ok(permit) => permit,
@@ -556,9 +580,29 @@ impl<F, Fut, T> Unpin for Forward<F, Fut, T> {}
 /// })
 /// .unwrap();
 /// ```
-#[derive(Clone)]
 pub struct Portal {
     rt: Weak<Shared>,
+}
+
+/// Live portals are counted on their runtime: a plain thread holding one may wake a task, which
+/// the deadlock detector must know.
+impl Clone for Portal {
+    fn clone(&self) -> Self {
+        if let Some(rt) = self.rt.upgrade() {
+            rt.watchdog.portals.fetch_add(1, Ordering::SeqCst);
+        }
+        Portal {
+            rt: self.rt.clone(),
+        }
+    }
+}
+
+impl Drop for Portal {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.upgrade() {
+            rt.watchdog.portals.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl fmt::Debug for Portal {
@@ -584,9 +628,12 @@ impl Portal {
     /// Outside a runtime.
     pub fn current() -> Portal {
         match context::try_current() {
-            Some(rt) => Portal {
-                rt: Arc::downgrade(&rt),
-            },
+            Some(rt) => {
+                rt.watchdog.portals.fetch_add(1, Ordering::SeqCst);
+                Portal {
+                    rt: Arc::downgrade(&rt),
+                }
+            }
             None => outside_runtime("thread::Portal::current"),
         }
     }
