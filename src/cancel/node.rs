@@ -526,6 +526,10 @@ pub(crate) fn cancel(target: &dyn TreeNode, reason: CancelReason) {
 fn start_grace(target: &dyn TreeNode) {
     let node = target.node();
     let own = node.lock().grace_period();
+    if own.is_none() && !crate::runtime::any_default_grace_period() {
+        // The common case, without the walk to the root that finds the runtime.
+        return;
+    }
     let Some(rt) = runtime_of(node) else {
         return;
     };

@@ -319,6 +319,16 @@ pub(crate) struct Shared {
     pub(crate) watchdog: Watchdog,
 }
 
+/// Some runtime of the process was built with a default grace period (B3): until then a
+/// cancellation need not look for one.
+static ANY_DEFAULT_GRACE: AtomicBool = AtomicBool::new(false);
+
+/// Might a scope without a grace period of its own have one from its runtime?
+#[inline]
+pub(crate) fn any_default_grace_period() -> bool {
+    ANY_DEFAULT_GRACE.load(Ordering::Relaxed)
+}
+
 /// What the deadlock detector needs to know, beyond the scheduler and the driver: things that
 /// may still wake a blocked task from outside.
 #[derive(Default)]
@@ -573,7 +583,12 @@ impl Runtime {
             live_tasks: AtomicUsize::new(0),
             idle_waiters: Mutex::new(IdleWaiters::default()),
             yield_budget: self.yield_budget,
-            grace_period: self.grace_period,
+            grace_period: {
+                if self.grace_period.is_some() {
+                    ANY_DEFAULT_GRACE.store(true, Ordering::Relaxed);
+                }
+                self.grace_period
+            },
             watchdog: Watchdog {
                 enabled: self.detect_deadlocks,
                 ..Watchdog::default()
