@@ -65,7 +65,9 @@ pub use race::{race, Race, Raced};
 pub use runtime::{run, Builder, CtrlC, Flavor, Runtime, DEFAULT_THREAD_STACK_SIZE};
 pub use task::TaskHandle;
 pub use time::clock::{Clock, SystemClock};
-pub use time::{now, sleep, sleep_forever, sleep_until, timeout, timeout_at, Sleep, Timeout};
+pub use time::{
+    interval, now, sleep, sleep_forever, sleep_until, timeout, timeout_at, Interval, Sleep, Timeout,
+};
 
 /// The README's example, compiled and run as a doc test so it cannot rot.
 #[doc = include_str!("../README.md")]

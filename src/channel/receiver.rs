@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_core::stream::FusedStream;
 use futures_core::Stream;
 
 use super::state::{Chan, RecvSite, Side};
@@ -47,6 +48,8 @@ pub struct Receiver<T> {
     /// The receive in progress for the `Stream` implementation (`Finished` when idle).
     stream: Phase<RecvSite<T>>,
     stream_cancel: CancelWaiter,
+    /// The stream returned `None` (the channel ended): `FusedStream` says so from then on.
+    stream_ended: bool,
 }
 
 // SAFETY: `&Receiver` gives access only to the shared channel (a mutex around the state, like
@@ -64,6 +67,7 @@ impl<T> Receiver<T> {
             handle,
             stream: Phase::Finished,
             stream_cancel: CancelWaiter::new(),
+            stream_ended: false,
         }
     }
 
@@ -126,9 +130,32 @@ impl<T> Stream for Receiver<T> {
             cx,
         ) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(Error::EndOfChannel)) => Poll::Ready(None),
+            Poll::Ready(Err(Error::EndOfChannel)) => {
+                this.stream_ended = true;
+                Poll::Ready(None)
+            }
             Poll::Ready(item) => Poll::Ready(Some(item)),
         }
+    }
+}
+
+/// The stream ends for good once the channel has ended (all senders gone and the buffer
+/// drained), so `futures::select!` may skip it from then on.
+///
+/// ```
+/// use futures_core::stream::{FusedStream, Stream};
+///
+/// trellis::run(async {
+///     let (tx, mut rx) = trellis::channel::unbounded::<u8>();
+///     drop(tx);
+///     assert!(!rx.is_terminated());
+///     assert!(std::future::poll_fn(|cx| std::pin::Pin::new(&mut rx).poll_next(cx)).await.is_none());
+///     assert!(rx.is_terminated());
+/// });
+/// ```
+impl<T> FusedStream for Receiver<T> {
+    fn is_terminated(&self) -> bool {
+        self.stream_ended
     }
 }
 

@@ -5,9 +5,11 @@
 //! soon as the enclosing scope is cancelled, and `sleep(Duration::ZERO)` still yields.
 
 pub(crate) mod clock;
+mod interval;
 mod timeout;
 pub(crate) mod timers;
 
+pub use interval::{interval, Interval};
 pub use timeout::{timeout, timeout_at, Timeout};
 
 use std::convert::Infallible;
