@@ -50,12 +50,14 @@
 //! });
 //! ```
 
+mod oneshot;
 mod receiver;
 mod sender;
 mod state;
 
 use std::sync::Arc;
 
+pub use oneshot::{oneshot, OneshotReceiver, OneshotSender};
 pub use receiver::Receiver;
 pub use sender::{SendError, Sender};
 
