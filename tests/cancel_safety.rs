@@ -283,30 +283,26 @@ macro_rules! lock_cancel_safety {
     };
 }
 
-fn leak<T>(value: T) -> &'static T {
-    Box::leak(Box::new(value))
-}
-
 lock_cancel_safety!(
     mutex_cancel_safety,
-    leak(Mutex::new(())),
-    |m: &&'static Mutex<()>| {
-        let m = *m;
-        async move { m.lock().await }
+    Arc::new(Mutex::new(())),
+    |m: &Arc<Mutex<()>>| {
+        let m = m.clone();
+        async move { m.lock_owned().await }
     },
-    |m: &&'static Mutex<()>| m.is_locked(),
-    |m: &&'static Mutex<()>| m.statistics().tasks_waiting
+    |m: &Arc<Mutex<()>>| m.is_locked(),
+    |m: &Arc<Mutex<()>>| m.statistics().tasks_waiting
 );
 
 lock_cancel_safety!(
     semaphore_cancel_safety,
-    leak(Semaphore::new(1)),
-    |s: &&'static Semaphore| {
-        let s = *s;
-        async move { s.acquire().await }
+    Arc::new(Semaphore::new(1)),
+    |s: &Arc<Semaphore>| {
+        let s = s.clone();
+        async move { s.acquire_owned().await }
     },
-    |s: &&'static Semaphore| s.value() == 0,
-    |s: &&'static Semaphore| s.statistics().tasks_waiting
+    |s: &Arc<Semaphore>| s.value() == 0,
+    |s: &Arc<Semaphore>| s.statistics().tasks_waiting
 );
 
 lock_cancel_safety!(

@@ -40,6 +40,6 @@ pub use barrier::{Barrier, BarrierStatistics, BarrierWaitResult};
 pub use capacity_limiter::{Borrower, CapacityLimiter, CapacityLimiterStatistics, LimiterToken};
 pub use condition::{Condition, ConditionGuard, ConditionStatistics, WaitCancelled};
 pub use event::{Event, EventStatistics};
-pub use mutex::{LockStatistics, Mutex, MutexGuard};
+pub use mutex::{LockStatistics, Mutex, MutexGuard, OwnedMutexGuard};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockStatistics, RwLockWriteGuard};
-pub use semaphore::{Semaphore, SemaphorePermit, SemaphoreStatistics};
+pub use semaphore::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, SemaphoreStatistics};

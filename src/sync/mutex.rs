@@ -15,6 +15,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
 
 use super::parking_lot::{self, lock, Op, ParkingLot, Site, WakeList, MAIN};
@@ -201,6 +202,39 @@ impl<T: ?Sized> Mutex<T> {
         })
     }
 
+    /// [`lock`](Mutex::lock) for a mutex in an `Arc`: the guard owns a reference to the mutex
+    /// instead of borrowing it, so it can move into a spawned task (`'static`).
+    ///
+    /// # Errors
+    /// [`Cancelled`], as for [`lock`](Mutex::lock).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use trellis::sync::Mutex;
+    ///
+    /// trellis::run(async {
+    ///     let count = Arc::new(Mutex::new(0));
+    ///     trellis::nursery(|n| async move {
+    ///         let mut guard = count.clone().lock_owned().await?;
+    ///         n.spawn(async move {
+    ///             *guard += 1; // the task holds the lock until it ends
+    ///             Ok(())
+    ///         })?;
+    ///         assert_eq!(*count.lock().await?, 1); // waits for the task's guard
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
+    pub async fn lock_owned(self: Arc<Self>) -> Result<OwnedMutexGuard<T>, Cancelled> {
+        Op::<LockSite>::new(&self.state, parking_lot::current_task_id()).await?;
+        Ok(OwnedMutexGuard {
+            mutex: self,
+            _marker: PhantomData,
+        })
+    }
+
     /// Takes the lock if it is free now. Not a checkpoint; usable outside a runtime.
     ///
     /// # Errors
@@ -279,6 +313,44 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         self.mutex.unlock();
+    }
+}
+
+/// Access to the data of a locked [`Mutex`] in an `Arc`, owning a reference to it (see
+/// [`Mutex::lock_owned`]); releases the lock when dropped.
+#[must_use = "dropping the guard releases the lock at once"]
+pub struct OwnedMutexGuard<T: ?Sized> {
+    mutex: Arc<Mutex<T>>,
+    // Send iff T: Send, Sync iff T: Sync (the `Arc` alone would be Sync for any `T: Send`).
+    _marker: PhantomData<T>,
+}
+
+impl<T: ?Sized> Deref for OwnedMutexGuard<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while its holder holds the lock, so no other reference
+        // to the data is live.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for OwnedMutexGuard<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` makes this borrow unique.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for OwnedMutexGuard<T> {
+    fn drop(&mut self) {
+        self.mutex.unlock();
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for OwnedMutexGuard<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
     }
 }
 

@@ -5,7 +5,7 @@
 //! first of them instead of raising `value`.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::parking_lot::{lock, Op, ParkingLot, Site, WakeList, MAIN};
 use crate::error::{Cancelled, Error};
@@ -142,6 +142,38 @@ impl Semaphore {
         Ok(SemaphorePermit { sem: self })
     }
 
+    /// [`acquire`](Semaphore::acquire) for a semaphore in an `Arc`: the permit owns a
+    /// reference to the semaphore, so it can move into a spawned task (`'static`).
+    ///
+    /// # Errors
+    /// [`Cancelled`], as for [`acquire`](Semaphore::acquire).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use trellis::sync::Semaphore;
+    ///
+    /// trellis::run(async {
+    ///     let slots = Arc::new(Semaphore::new(2));
+    ///     trellis::nursery(|n| async move {
+    ///         for _ in 0..4 {
+    ///             let permit = slots.clone().acquire_owned().await?;
+    ///             n.spawn(async move {
+    ///                 let _permit = permit; // at most two tasks hold one at a time
+    ///                 trellis::sleep(std::time::Duration::from_millis(1)).await?;
+    ///                 Ok(())
+    ///             })?;
+    ///         }
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
+    pub async fn acquire_owned(self: Arc<Self>) -> Result<OwnedSemaphorePermit, Cancelled> {
+        Op::<AcquireSite>::new(&self.state, ()).await?;
+        Ok(OwnedSemaphorePermit { sem: self })
+    }
+
     /// Takes a permit if one is free now and nobody waits. Not a checkpoint.
     ///
     /// # Errors
@@ -215,6 +247,42 @@ impl SemaphorePermit<'_> {
 impl fmt::Debug for SemaphorePermit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SemaphorePermit").finish_non_exhaustive()
+    }
+}
+
+/// A permit of a [`Semaphore`] in an `Arc`, owning a reference to it (see
+/// [`Semaphore::acquire_owned`]); given back when dropped.
+#[must_use = "dropping the permit gives it back at once"]
+pub struct OwnedSemaphorePermit {
+    sem: Arc<Semaphore>,
+}
+
+impl OwnedSemaphorePermit {
+    /// Keeps the permit taken; give it back later with [`Semaphore::release`].
+    ///
+    /// ```
+    /// # trellis::run(async {
+    /// let sem = std::sync::Arc::new(trellis::sync::Semaphore::new(1));
+    /// sem.clone().acquire_owned().await.unwrap().forget();
+    /// assert_eq!(sem.value(), 0);
+    /// # });
+    /// ```
+    pub fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl fmt::Debug for OwnedSemaphorePermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedSemaphorePermit")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for OwnedSemaphorePermit {
+    fn drop(&mut self) {
+        // As for `SemaphorePermit`.
+        let _ = self.sem.release();
     }
 }
 
