@@ -226,3 +226,62 @@ fn many_children_at_once_on_a_multi_thread_runtime() {
         .unwrap();
     });
 }
+
+/// Whether `pid` still runs: it exists and is not a zombie waiting for its parent.
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Runs `sh -c "sleep 600 & echo $!; wait"` (as a group leader if `group`), reads the
+/// grandchild's pid, cancels the call, and returns that pid once the shell is reaped.
+fn cancel_a_shell_with_a_grandchild(group: bool) -> u32 {
+    current_thread_on(None)
+        .block_on(async {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "sleep 600 & echo $!; wait"])
+                .stdout(Stdio::piped());
+            if group {
+                cmd.process_group(0);
+            }
+            let mut child = cmd.spawn()?;
+            let mut stdout = child.stdout.take().unwrap();
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while stdout.read(&mut byte).await? == 1 && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            let grandchild: u32 = String::from_utf8(line).unwrap().trim().parse().unwrap();
+            let scope = trellis::CancelScope::new();
+            scope.cancel();
+            let out = scope.run(child.wait_or_terminate()).await;
+            assert!(out.is_none());
+            Ok::<_, io::Error>(grandchild)
+        })
+        .unwrap()
+}
+
+// A cancelled call on a child that leads its own process group ends the whole group: the
+// shell's background `sleep` does not survive it. Without the group, it does (which is why the
+// option exists); it is killed by hand then.
+#[test]
+fn cancelling_a_group_leader_ends_its_grandchildren() {
+    let survivor = cancel_a_shell_with_a_grandchild(false);
+    assert!(running(survivor), "without a group the grandchild lives on");
+    // SAFETY: a plain kill of the test's own leftover `sleep`.
+    unsafe { libc::kill(survivor as i32, libc::SIGKILL) };
+
+    let grandchild = cancel_a_shell_with_a_grandchild(true);
+    for _ in 0..200 {
+        if !running(grandchild) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("the grandchild {grandchild} survived the group's termination");
+}

@@ -10,6 +10,9 @@ pub struct Child {
     /// Set once reaped.
     pub(super) status: Option<ExitStatus>,
     pub(super) grace: Duration,
+    /// The child leads a process group of its own (`Command::process_group(0)`): signals, and
+    /// the termination of a cancelled call, go to the whole group.
+    pub(super) group: bool,
     /// The child's standard input, if piped.
     pub stdin: Option<ChildStdin>,
     /// The child's standard output, if piped.
@@ -120,7 +123,7 @@ impl Child {
         if self.status.is_some() {
             return Ok(());
         }
-        self.exit.signal(self.pid, signal)
+        self.exit.signal(self.pid, self.group, signal)
     }
 
     /// Kills the child (`SIGKILL`) unless it has already been reaped. Does not wait.
@@ -136,10 +139,10 @@ impl Drop for Child {
     fn drop(&mut self) {
         if self.status.is_none() {
             match &self.exit {
-                Exit::Pidfd(_) => kill_and_reap_in_background(self.pid),
+                Exit::Pidfd(_) => kill_and_reap_in_background(self.pid, self.group),
                 Exit::Thread(watch) => {
                     // The watching thread reaps it once it is dead.
-                    let _ = watch.signal(self.pid, Signal::KILL);
+                    let _ = watch.signal(self.pid, self.group, Signal::KILL);
                 }
                 Exit::Reaped => {}
             }
@@ -148,9 +151,9 @@ impl Drop for Child {
 }
 
 /// Kills `pid` (ours, not yet reaped) and reaps it on a pool thread.
-pub(super) fn kill_and_reap_in_background(pid: u32) {
-    // SAFETY: signalling a child we have not reaped: the pid cannot have been reused.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+pub(super) fn kill_and_reap_in_background(pid: u32, group: bool) {
+    // Not reaped yet, so neither the pid nor the group it leads can have been reused.
+    let _ = exit::send_signal(pid, group, Signal::KILL);
     crate::thread::execute_detached(Box::new(move || {
         let _ = wait_blocking(pid);
     }));

@@ -53,10 +53,12 @@ impl Exit {
         }
     }
 
-    pub(super) fn signal(&self, pid: u32, signal: Signal) -> io::Result<()> {
+    /// Sends `signal` to the child `pid`, or to its whole process group if it leads one
+    /// (`group`), unless it was reaped.
+    pub(super) fn signal(&self, pid: u32, group: bool, signal: Signal) -> io::Result<()> {
         match self {
-            Exit::Pidfd(_) => send_signal(pid, signal),
-            Exit::Thread(watch) => watch.signal(pid, signal),
+            Exit::Pidfd(_) => send_signal(pid, group, signal),
+            Exit::Thread(watch) => watch.signal(pid, group, signal),
             // Its pid may belong to another process by now.
             Exit::Reaped => Ok(()),
         }
@@ -82,13 +84,25 @@ pub(super) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-pub(super) fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
-    // SAFETY: plain system call; callers guarantee `pid` is an unreaped child of ours.
-    if unsafe { libc::kill(pid as libc::pid_t, signal.as_raw()) } < 0 {
+/// Sends `signal` to `pid`, or to the process group it leads (`group`: `kill(-pid)`).
+pub(super) fn send_signal(pid: u32, group: bool, signal: Signal) -> io::Result<()> {
+    let target = if group {
+        -(pid as libc::pid_t)
+    } else {
+        pid as libc::pid_t
+    };
+    // SAFETY: plain system call; callers guarantee `pid` is an unreaped child of ours, so
+    // neither its pid nor the group it leads can belong to anyone else.
+    if unsafe { libc::kill(target, signal.as_raw()) } < 0 {
         let err = io::Error::last_os_error();
+        let whom = if group {
+            "the process group of"
+        } else {
+            "process"
+        };
         return Err(io::Error::new(
             err.kind(),
-            format!("could not send {signal} to process {pid}: {err}"),
+            format!("could not send {signal} to {whom} {pid}: {err}"),
         ));
     }
     Ok(())
@@ -219,12 +233,12 @@ impl ThreadWatch {
         }
     }
 
-    pub(super) fn signal(&self, pid: u32, signal: Signal) -> io::Result<()> {
+    pub(super) fn signal(&self, pid: u32, group: bool, signal: Signal) -> io::Result<()> {
         let state = self.lock();
         if state.status.is_some() || state.error.is_some() {
             return Ok(());
         }
-        send_signal(pid, signal)
+        send_signal(pid, group, signal)
     }
 
     pub(super) async fn wait(&self) -> io::Result<ExitStatus> {

@@ -72,6 +72,8 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
 pub struct Command {
     inner: sp::Command,
     grace: Duration,
+    /// `process_group(0)`: the child leads a new process group.
+    group: bool,
     stdin_set: bool,
     stdout_set: bool,
     stderr_set: bool,
@@ -89,6 +91,7 @@ impl Command {
         Command {
             inner: sp::Command::new(program),
             grace: DEFAULT_GRACE_PERIOD,
+            group: false,
             stdin_set: false,
             stdout_set: false,
             stderr_set: false,
@@ -165,6 +168,31 @@ impl Command {
         self
     }
 
+    /// Puts the child in process group `pgid`; 0 makes it the leader of a new group of its own.
+    /// Then, and only then, the signals sent through [`Child`] and the termination of a
+    /// cancelled call go to the whole group: cancelling `sh -c "a | b"` ends `a` and `b` too,
+    /// not only the shell. Another `pgid` joins that group (signals still go to the child
+    /// alone).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let mut shell = Command::new("sh");
+    ///     shell.args(["-c", "sleep 60 & wait"]).process_group(0);
+    ///     // Cancelled: SIGTERM goes to the shell and to its `sleep`.
+    ///     let out = trellis::move_on_after(Duration::from_millis(5), shell.status()).await;
+    ///     assert!(out.is_none());
+    /// });
+    /// ```
+    pub fn process_group(&mut self, pgid: i32) -> &mut Command {
+        use std::os::unix::process::CommandExt;
+        self.inner.process_group(pgid);
+        self.group = pgid == 0;
+        self
+    }
+
     /// Starts the process. Not async: `fork`/`exec` does not wait for the program.
     ///
     /// # Errors
@@ -189,7 +217,7 @@ impl Command {
             Ok(exit) => exit,
             Err(e) => {
                 // Cannot watch it: do not leave it running unobserved.
-                kill_and_reap_in_background(pid);
+                kill_and_reap_in_background(pid, self.group);
                 return Err(e);
             }
         };
@@ -199,6 +227,7 @@ impl Command {
             exit,
             status: None,
             grace: self.grace,
+            group: self.group,
             stdin: None,
             stdout: None,
             stderr: None,
