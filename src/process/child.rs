@@ -3,6 +3,38 @@
 use super::*;
 
 /// A running (or exited, not yet reaped) child process.
+///
+/// Made by [`Command::spawn`]. Its piped standard streams are the public fields, to be taken
+/// out (`child.stdout.take()`) and moved into the tasks that use them. A `Child` dropped before
+/// it was reaped is killed and reaped in the background.
+///
+/// ```
+/// use trellis::process::{Command, Stdio};
+///
+/// trellis::run(async {
+///     let mut child = Command::new("sh")
+///         .args(["-c", "read name; echo \"hello, $name\""])
+///         .stdin(Stdio::piped())
+///         .stdout(Stdio::piped())
+///         .spawn()?;
+///     let mut stdin = child.stdin.take().unwrap();
+///     let mut stdout = child.stdout.take().unwrap();
+///     stdin.write_all(b"trellis\n").await?;
+///     let mut reply = Vec::new();
+///     let mut buf = [0u8; 64];
+///     loop {
+///         let n = stdout.read(&mut buf).await?;
+///         if n == 0 {
+///             break; // end of file: the child closed its output
+///         }
+///         reply.extend_from_slice(&buf[..n]);
+///     }
+///     assert_eq!(reply, b"hello, trellis\n");
+///     assert!(child.wait().await?.success());
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct Child {
     pub(super) pid: u32,
     pub(super) program: String,
@@ -33,6 +65,16 @@ impl fmt::Debug for Child {
 
 impl Child {
     /// The process id.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     let mut child = trellis::process::Command::new("true").spawn()?;
+    ///     assert!(child.id() > 0);
+    ///     child.wait().await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn id(&self) -> u32 {
         self.pid
     }
@@ -40,6 +82,23 @@ impl Child {
     /// Waits for the child to exit and reaps it. A checkpoint; a cancelled wait leaves the child
     /// running (and unreaped), to be waited for again. Waiting again after an exit returns the
     /// same status.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let mut child = Command::new("sleep").arg("5").spawn()?;
+    ///     // A cancelled wait only stops waiting: the child is still running afterwards.
+    ///     let waited = trellis::move_on_after(Duration::from_millis(5), child.wait()).await;
+    ///     assert!(waited.is_none());
+    ///     assert!(child.try_wait()?.is_none());
+    ///     child.kill()?;
+    ///     assert!(!child.wait().await?.success());
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         if let Some(status) = self.status {
             crate::checkpoint().await?;
@@ -51,6 +110,19 @@ impl Child {
     }
 
     /// The exit status if the child has exited (reaping it), else `None`. Not a checkpoint.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     let mut child = trellis::process::Command::new("true").spawn()?;
+    ///     // Poll without waiting; an exited child is reaped and its status kept.
+    ///     while child.try_wait()?.is_none() {
+    ///         trellis::sleep(std::time::Duration::from_millis(1)).await?;
+    ///     }
+    ///     assert!(child.try_wait()?.unwrap().success());
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.status.is_none() {
             self.status = self.exit.try_wait(self.pid)?;
@@ -60,6 +132,21 @@ impl Child {
 
     /// Waits for the child; if cancelled, [terminates](Child::terminate) it, then returns the
     /// cancellation.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let mut child = Command::new("sleep").arg("5").spawn()?;
+    ///     let out = trellis::move_on_after(Duration::from_millis(5), child.wait_or_terminate()).await;
+    ///     assert!(out.is_none());
+    ///     // Unlike a plain `wait`, the cancelled call has ended the child and reaped it.
+    ///     assert!(child.try_wait()?.is_some());
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn wait_or_terminate(&mut self) -> io::Result<ExitStatus> {
         match self.wait().await {
             Err(e) if e.cancelled().is_some() => {
@@ -72,6 +159,22 @@ impl Child {
 
     /// Closes the child's standard input, reads its standard output and error to the end and
     /// waits for it. If cancelled, terminates it first, then returns the cancellation.
+    ///
+    /// ```
+    /// use trellis::process::{Command, Stdio};
+    ///
+    /// trellis::run(async {
+    ///     let mut child = Command::new("sh")
+    ///         .args(["-c", "echo out; echo err >&2"])
+    ///         .stdout(Stdio::piped())
+    ///         .stderr(Stdio::piped())
+    ///         .spawn()?;
+    ///     let out = child.wait_with_output().await?;
+    ///     assert_eq!((&out.stdout[..], &out.stderr[..]), (&b"out\n"[..], &b"err\n"[..]));
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn wait_with_output(&mut self) -> io::Result<Output> {
         drop(self.stdin.take());
         let stdout = self.stdout.take();
@@ -97,6 +200,19 @@ impl Child {
     /// Asks the child to stop: `SIGTERM`, then `SIGKILL` if it is still running after the grace
     /// period; returns its exit status once reaped. Shielded from cancellation, so it completes
     /// inside a cancelled scope.
+    ///
+    /// ```
+    /// use std::os::unix::process::ExitStatusExt;
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let mut child = Command::new("sleep").arg("5").spawn()?;
+    ///     let status = child.terminate().await?;
+    ///     assert_eq!(status.signal(), Some(15)); // ended by SIGTERM
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn terminate(&mut self) -> io::Result<ExitStatus> {
         let grace = self.grace;
         let shielded = CancelScope::new().shielded(true);
@@ -119,6 +235,22 @@ impl Child {
     ///
     /// # Errors
     /// If the signal cannot be sent (an invalid number).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::process::ExitStatusExt;
+    /// use trellis::process::Command;
+    /// use trellis::signal::Signal;
+    ///
+    /// trellis::run(async {
+    ///     let mut child = Command::new("sleep").arg("5").spawn()?;
+    ///     child.signal(Signal::USR1)?; // its default action ends the process
+    ///     assert_eq!(child.wait().await?.signal(), Some(Signal::USR1.as_raw()));
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
         if self.status.is_some() {
             return Ok(());
@@ -130,6 +262,20 @@ impl Child {
     ///
     /// # Errors
     /// As [`signal`](Child::signal).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::process::ExitStatusExt;
+    ///
+    /// trellis::run(async {
+    ///     let mut child = trellis::process::Command::new("sleep").arg("5").spawn()?;
+    ///     child.kill()?;
+    ///     assert_eq!(child.wait().await?.signal(), Some(9));
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn kill(&mut self) -> io::Result<()> {
         self.signal(Signal::KILL)
     }

@@ -1,6 +1,41 @@
 //! Child processes: spawning with piped standard streams as async streams, waiting for exit,
 //! and what a cancellation does to a child (trio's `run_process` / `open_process`).
 //!
+//! The common case, running a program to completion and collecting what it printed:
+//!
+//! ```
+//! use trellis::process::Command;
+//!
+//! trellis::run(async {
+//!     // Fails with an `ExitError` inside the `io::Error` if the exit status is not success.
+//!     let out = Command::new("printf").arg("%s-%s").args(["a", "b"]).output_checked().await?;
+//!     assert_eq!(out.stdout, b"a-b");
+//!     Ok::<_, std::io::Error>(())
+//! })
+//! .unwrap();
+//! ```
+//!
+//! With piped standard streams, a [`Child`] is talked to while it runs:
+//!
+//! ```
+//! use trellis::process::{Command, Stdio};
+//!
+//! trellis::run(async {
+//!     let mut child = Command::new("tr")
+//!         .args(["a-z", "A-Z"])
+//!         .stdin(Stdio::piped())
+//!         .stdout(Stdio::piped())
+//!         .spawn()?;
+//!     let mut stdin = child.stdin.take().unwrap();
+//!     stdin.write_all(b"shout\n").await?;
+//!     drop(stdin); // end of file for `tr`
+//!     let out = child.wait_with_output().await?;
+//!     assert_eq!(out.stdout, b"SHOUT\n");
+//!     Ok::<_, std::io::Error>(())
+//! })
+//! .unwrap();
+//! ```
+//!
 //! - [`Command`] builds a process like `std::process::Command` (it wraps one).
 //!   [`spawn`](Command::spawn) gives a [`Child`] whose piped `stdin`/`stdout`/`stderr` are async
 //!   streams; [`status`](Command::status), [`output`](Command::output) and
@@ -163,6 +198,20 @@ impl Command {
 
     /// Time between `SIGTERM` and `SIGKILL` when a call owning the child is cancelled
     /// ([`DEFAULT_GRACE_PERIOD`] unless set).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     // This child ignores SIGTERM, so only SIGKILL, 10 ms later, ends it.
+    ///     let mut stubborn = Command::new("sh");
+    ///     stubborn.args(["-c", "trap '' TERM; while :; do sleep 1; done"]);
+    ///     stubborn.grace_period(Duration::from_millis(10));
+    ///     let out = trellis::move_on_after(Duration::from_millis(20), stubborn.status()).await;
+    ///     assert!(out.is_none()); // cancelled; the child was killed and reaped
+    /// });
+    /// ```
     pub fn grace_period(&mut self, grace: Duration) -> &mut Command {
         self.grace = grace;
         self
@@ -242,6 +291,17 @@ impl Command {
     /// status. A checkpoint; if cancelled, the child is terminated and reaped first (see the
     /// module docs).
     ///
+    /// ```
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let status = Command::new("sh").args(["-c", "exit 4"]).status().await?;
+    ///     assert_eq!(status.code(), Some(4));
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
+    ///
     /// # Errors
     /// As [`spawn`](Command::spawn), or the cancellation.
     pub async fn status(&mut self) -> io::Result<ExitStatus> {
@@ -250,6 +310,16 @@ impl Command {
     }
 
     /// Like [`status`](Command::status), failing unless the exit status is success.
+    ///
+    /// ```
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     assert!(Command::new("true").status_checked().await.is_ok());
+    ///     let err = Command::new("false").status_checked().await.unwrap_err();
+    ///     assert_eq!(err.to_string(), "`false` failed with exit status: 1");
+    /// });
+    /// ```
     ///
     /// # Errors
     /// As `status`, or an error carrying an [`ExitError`] for an unsuccessful exit.

@@ -9,16 +9,71 @@ pub(super) fn pipe_file(fd: OwnedFd) -> io::Result<Arc<AsyncFd<File>>> {
 /// The child's standard input: an async write stream. Dropping it (or
 /// [`shutdown_write`](crate::io::WriteStream::shutdown_write)) closes the pipe, so the child
 /// reads end of file.
+///
+/// ```
+/// use trellis::process::{Command, Stdio};
+///
+/// trellis::run(async {
+///     let mut sort = Command::new("sort").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+///     let mut stdin = sort.stdin.take().unwrap();
+///     stdin.write_all(b"pear\napple\n").await?;
+///     stdin.close(); // `sort` sorts once its input ends
+///     assert_eq!(sort.wait_with_output().await?.stdout, b"apple\npear\n");
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct ChildStdin {
     writer: Option<FdWriter<File>>,
 }
 
 /// The child's standard output: an async read stream.
+///
+/// ```
+/// use trellis::process::{Command, Stdio};
+///
+/// trellis::run(async {
+///     let mut child = Command::new("printf").arg("abc").stdout(Stdio::piped()).spawn()?;
+///     let mut stdout = child.stdout.take().unwrap();
+///     let mut buf = [0u8; 8];
+///     let mut got = Vec::new();
+///     loop {
+///         match stdout.read(&mut buf).await? {
+///             0 => break, // end of file
+///             n => got.extend_from_slice(&buf[..n]),
+///         }
+///     }
+///     assert_eq!(got, b"abc");
+///     child.wait().await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct ChildStdout {
     reader: FdReader<File>,
 }
 
 /// The child's standard error: an async read stream.
+///
+/// ```
+/// use trellis::io::ReadStream;
+/// use trellis::process::{Command, Stdio};
+///
+/// trellis::run(async {
+///     let mut child = Command::new("sh")
+///         .args(["-c", "echo warning >&2"])
+///         .stderr(Stdio::piped())
+///         .spawn()?;
+///     let mut stderr = child.stderr.take().unwrap();
+///     let mut buf = [0u8; 64];
+///     // Through the `ReadStream` trait, as code generic over streams would read it.
+///     let n = ReadStream::read(&mut stderr, &mut buf).await?;
+///     assert_eq!(&buf[..n], b"warning\n");
+///     child.wait().await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct ChildStderr {
     reader: FdReader<File>,
 }
