@@ -1,4 +1,33 @@
 //! Introspection: who is running, the live task tree, and runtime counters.
+//!
+//! For debugging and for tools: which task is running ([`current_task`]), what the whole tree of
+//! tasks and nurseries looks like right now ([`task_tree`], also printed by the deadlock
+//! detector), and a few counters ([`statistics`]). Name tasks with
+//! [`Nursery::spawn_named`](crate::Nursery::spawn_named) so that they are easy to spot.
+//!
+//! ```
+//! use trellis::lowlevel;
+//! use trellis::testing::wait_all_tasks_blocked;
+//!
+//! trellis::run(async {
+//!     trellis::nursery(|n| async move {
+//!         n.spawn_named("worker", async {
+//!             assert_eq!(lowlevel::current_task().name.as_deref(), Some("worker"));
+//!             trellis::sleep_forever().await?;
+//!             Ok(())
+//!         })?;
+//!         wait_all_tasks_blocked().await?;
+//!         let tree = lowlevel::task_tree();
+//!         assert!(tree.starts_with("task 0 \"main\""));
+//!         assert!(tree.contains("\"worker\""));
+//!         assert!(lowlevel::statistics().live_tasks >= 1);
+//!         n.cancel();
+//!         Ok::<_, trellis::Error>(())
+//!     })
+//!     .await
+//!     .ok();
+//! });
+//! ```
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -9,6 +38,20 @@ use crate::cancel::outside_runtime;
 use crate::runtime::{context, Shared};
 
 /// Identity of a task.
+///
+/// ```
+/// trellis::run(async {
+///     let main = trellis::lowlevel::current_task();
+///     assert_eq!((main.id, main.name.as_deref(), main.parent), (0, Some("main"), None));
+///     let child = trellis::nursery(|n| async move {
+///         let handle = n.spawn(async { Ok::<_, trellis::Error>(trellis::lowlevel::current_task()) })?;
+///         handle.await
+///     })
+///     .await
+///     .unwrap();
+///     assert_eq!(child.parent, Some(0)); // spawned in a nursery of the main task
+/// });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskInfo {
     /// Unique within the runtime; the `main` future is task 0.
@@ -57,6 +100,19 @@ fn task_of(node: &Node) -> Option<TaskInfo> {
 ///
 /// # Panics
 /// Outside a runtime.
+///
+/// ```
+/// trellis::run(async {
+///     let id = trellis::nursery(|n| async move {
+///         let handle = n.spawn(async { Ok::<_, trellis::Error>(trellis::lowlevel::current_task().id) })?;
+///         let id = handle.id();
+///         Ok::<_, trellis::Error>((handle.await?, id))
+///     })
+///     .await
+///     .unwrap();
+///     assert_eq!(id.0, id.1); // a task sees the id its handle reports
+/// });
+/// ```
 pub fn current_task() -> TaskInfo {
     context::with_node(|node| match node {
         Some(n) => task_of(n.node()).expect("every node hangs below a task"),
@@ -75,6 +131,21 @@ pub fn current_task() -> TaskInfo {
 ///
 /// # Panics
 /// Outside a runtime.
+///
+/// ```
+/// trellis::run(async {
+///     trellis::nursery(|n| async move {
+///         n.spawn_service(async {
+///             // Print the tree from anywhere, e.g. when something seems stuck.
+///             println!("{}", trellis::lowlevel::task_tree());
+///             Ok(())
+///         })?;
+///         Ok::<_, trellis::Error>(())
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// ```
 pub fn task_tree() -> String {
     let Some(rt) = context::try_current() else {
         outside_runtime("lowlevel::task_tree");
@@ -124,6 +195,12 @@ pub(crate) fn tree_of(rt: &Shared) -> String {
 }
 
 /// Counters of the running runtime.
+///
+/// ```
+/// let rt = trellis::Runtime::builder().worker_threads(2).build().unwrap();
+/// let stats = rt.block_on(async { trellis::lowlevel::statistics() });
+/// assert_eq!(stats.workers, 2);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RuntimeStatistics {
@@ -139,6 +216,18 @@ pub struct RuntimeStatistics {
 ///
 /// # Panics
 /// Outside a runtime.
+///
+/// ```
+/// trellis::run(async {
+///     let before = trellis::lowlevel::statistics().timers;
+///     // A deadline is an entry in the timer store while its scope is open.
+///     trellis::move_on_after(std::time::Duration::from_secs(60), async {
+///         assert!(trellis::lowlevel::statistics().timers > before);
+///         Ok::<_, trellis::Cancelled>(())
+///     })
+///     .await;
+/// });
+/// ```
 pub fn statistics() -> RuntimeStatistics {
     let Some(rt) = context::try_current() else {
         outside_runtime("lowlevel::statistics");
