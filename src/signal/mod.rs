@@ -1,5 +1,28 @@
 //! Receiving Unix signals as an async stream (trio's `open_signal_receiver`).
 //!
+//! For a program that should react to `SIGTERM`, `SIGHUP` or a user signal: receive them with
+//! [`receiver`] and wait with [`SignalReceiver::recv`], typically in a task of the program's
+//! nursery. (Ctrl-C has its own handling in the runtime: see
+//! [`Builder::ctrl_c`](crate::Builder::ctrl_c).)
+//!
+//! ```
+//! use trellis::signal::{self, Signal};
+//!
+//! trellis::run(async {
+//!     let mut stop = signal::receiver(&[Signal::TERM, Signal::HUP])?;
+//!     // Elsewhere, `kill -HUP <pid>`; here the program sends it to itself.
+//!     signal::raise(Signal::HUP)?;
+//!     match stop.recv().await? {
+//!         Signal::HUP => println!("reloading the configuration"),
+//!         other => println!("{other}: stopping"),
+//!     }
+//!     Ok::<_, std::io::Error>(())
+//! })
+//! .unwrap();
+//! ```
+//!
+//! The details:
+//!
 //! [`receiver`] installs a handler for the given signals and returns a [`SignalReceiver`];
 //! while it exists, those signals are delivered to it instead of having their usual effect.
 //! Dropping the last receiver of a signal restores exactly the handling that was in place
@@ -36,6 +59,14 @@ use crate::cancel::CancelWaiter;
 use crate::io::{AsyncFd, Direction};
 
 /// A Unix signal number.
+///
+/// ```
+/// use trellis::signal::Signal;
+///
+/// assert_eq!(Signal::TERM.as_raw(), 15);
+/// assert_eq!(Signal::from_raw(1), Signal::HUP);
+/// assert_eq!(Signal::INT.to_string(), "SIGINT");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Signal(i32);
 
@@ -70,6 +101,13 @@ impl Signal {
     pub const WINCH: Signal = Signal(libc::SIGWINCH);
 
     /// The signal with this number (not checked: [`receiver`] and the senders check).
+    ///
+    /// ```
+    /// use trellis::signal::Signal;
+    ///
+    /// let rtmin = Signal::from_raw(libc::SIGRTMIN() + 1); // a real-time signal has no constant
+    /// assert_eq!(rtmin.as_raw(), libc::SIGRTMIN() + 1);
+    /// ```
     pub const fn from_raw(number: i32) -> Signal {
         Signal(number)
     }
@@ -160,6 +198,18 @@ impl fmt::Debug for Signal {
 ///
 /// # Errors
 /// If the signal number is invalid.
+///
+/// ```
+/// use trellis::signal::{self, Signal};
+///
+/// trellis::run(async {
+///     let mut usr2 = signal::receiver(&[Signal::USR2])?;
+///     signal::raise(Signal::USR2)?; // handled before `raise` returns
+///     assert_eq!(usr2.recv().await?, Signal::USR2);
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub fn raise(signal: Signal) -> io::Result<()> {
     // SAFETY: a plain C library call with an integer argument.
     if unsafe { libc::raise(signal.0) } != 0 {
@@ -433,6 +483,22 @@ fn restore(reg: &mut Registry, signal: i32) {
 
 /// Delivered signals; see [`receiver`]. Also a `futures_core::Stream` of `io::Result<Signal>`
 /// that never ends.
+///
+/// ```
+/// use futures_lite::StreamExt;
+/// use trellis::signal::{self, Signal};
+///
+/// trellis::run(async {
+///     let mut signals = signal::receiver(&[Signal::USR1, Signal::USR2])?;
+///     signal::raise(Signal::USR2)?;
+///     signal::raise(Signal::USR1)?;
+///     // As a stream; signals pending together come in ascending number (USR1 = 10, USR2 = 12).
+///     assert_eq!(signals.next().await.unwrap()?, Signal::USR1);
+///     assert_eq!(signals.next().await.unwrap()?, Signal::USR2);
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct SignalReceiver {
     subscription: Subscription,
     read: AsyncFd<OwnedFd>,
@@ -458,6 +524,21 @@ impl fmt::Debug for SignalReceiver {
 
 impl SignalReceiver {
     /// Waits for the next signal. A checkpoint; a cancelled `recv` loses no signal.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::signal::{self, Signal};
+    ///
+    /// trellis::run(async {
+    ///     let mut hup = signal::receiver(&[Signal::HUP])?;
+    ///     // Nothing arrives: the wait is cancelled by its deadline, and no signal is lost.
+    ///     assert!(trellis::move_on_after(Duration::from_millis(2), hup.recv()).await.is_none());
+    ///     signal::raise(Signal::HUP)?;
+    ///     assert_eq!(hup.recv().await?, Signal::HUP);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn recv(&mut self) -> io::Result<Signal> {
         loop {
             if !self.queue.is_empty() {
