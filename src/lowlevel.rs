@@ -40,11 +40,13 @@ use crate::runtime::{context, Shared};
 /// Identity of a task.
 ///
 /// ```
+/// use trellis::lowlevel;
+///
 /// trellis::run(async {
 ///     let main = trellis::lowlevel::current_task();
 ///     assert_eq!((main.id, main.name.as_deref(), main.parent), (0, Some("main"), None));
 ///     let child = trellis::nursery(|n| async move {
-///         let handle = n.spawn(async { Ok::<_, trellis::Error>(trellis::lowlevel::current_task()) })?;
+///         let handle = n.spawn(async { Ok::<_, trellis::Error>(lowlevel::current_task()) })?;
 ///         handle.await
 ///     })
 ///     .await
@@ -102,9 +104,11 @@ fn task_of(node: &Node) -> Option<TaskInfo> {
 /// Outside a runtime.
 ///
 /// ```
+/// use trellis::lowlevel;
+///
 /// trellis::run(async {
 ///     let id = trellis::nursery(|n| async move {
-///         let handle = n.spawn(async { Ok::<_, trellis::Error>(trellis::lowlevel::current_task().id) })?;
+///         let handle = n.spawn(async { Ok::<_, trellis::Error>(lowlevel::current_task().id) })?;
 ///         let id = handle.id();
 ///         Ok::<_, trellis::Error>((handle.await?, id))
 ///     })

@@ -1,5 +1,18 @@
 //! Running blocking code on other threads, and the way back.
 //!
+//! For code that would block the runtime's threads: a blocking library call, heavy computation,
+//! a C library with no async interface. Hand it to [`run_blocking`] and await the result; the
+//! other tasks run meanwhile.
+//!
+//! ```
+//! trellis::run(async {
+//!     let sum = trellis::thread::run_blocking(|| (1..=1_000u64).sum::<u64>()).await?;
+//!     assert_eq!(sum, 500_500);
+//!     Ok::<_, trellis::Cancelled>(())
+//! })
+//! .unwrap();
+//! ```
+//!
 //! - [`run_blocking`] runs a closure on a pool thread and waits for it without blocking the
 //!   runtime (trio's `to_thread.run_sync`, tokio's `spawn_blocking`). At most 40 such threads run
 //!   at once by default, as with trio's default thread limiter.
@@ -46,6 +59,18 @@ pub const DEFAULT_LIMIT: usize = 40;
 ///
 /// Deviation from trio, whose default limiter belongs to one `trio.run`: a pool thread is not
 /// tied to a runtime, so neither is the limit on them.
+///
+/// ```
+/// trellis::run(async {
+///     let limiter = trellis::thread::default_limiter();
+///     assert_eq!(limiter.total_tokens(), trellis::thread::DEFAULT_LIMIT);
+///     // While a call runs, its thread holds one of the tokens.
+///     let held = trellis::thread::run_blocking(move || limiter.borrowed_tokens()).await?;
+///     assert!(held >= 1);
+///     Ok::<_, trellis::Cancelled>(())
+/// })
+/// .unwrap();
+/// ```
 pub fn default_limiter() -> CapacityLimiter {
     static DEFAULT: OnceLock<CapacityLimiter> = OnceLock::new();
     DEFAULT
@@ -106,6 +131,17 @@ where
 {
     /// If `true`, a cancellation makes the call return `Err(Cancelled)` at once, leaving the
     /// thread to finish on its own (its result is dropped). Default `false`: wait for the thread.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// trellis::run(async {
+    ///     let slow = trellis::thread::run_blocking(|| std::thread::sleep(Duration::from_millis(50)))
+    ///         .abandon_on_cancel(true);
+    ///     // Returns at the deadline; the thread finishes its sleep in the background.
+    ///     assert!(trellis::move_on_after(Duration::from_millis(1), slow).await.is_none());
+    /// });
+    /// ```
     pub fn abandon_on_cancel(mut self, abandon: bool) -> Self {
         self.abandon_on_cancel = abandon;
         self
@@ -113,6 +149,34 @@ where
 
     /// Takes the thread's token from `limiter` instead of the [`default_limiter`]. Each call is
     /// its own borrower, so one task may have several calls in flight.
+    ///
+    /// ```
+    /// use trellis::sync::CapacityLimiter;
+    /// use trellis::thread::run_blocking;
+    ///
+    /// trellis::run(async {
+    ///     // At most two of these calls run at once, whatever the default limit is.
+    ///     let disk = CapacityLimiter::new(2);
+    ///     trellis::nursery(|n| async move {
+    ///         for _ in 0..4 {
+    ///             let disk = disk.clone();
+    ///             n.spawn(async move {
+    ///                 let in_use = run_blocking({
+    ///                     let disk = disk.clone();
+    ///                     move || disk.borrowed_tokens()
+    ///                 })
+    ///                 .limiter(&disk)
+    ///                 .await?;
+    ///                 assert!(in_use <= 2);
+    ///                 Ok(())
+    ///             })?;
+    ///         }
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub fn limiter(mut self, limiter: &CapacityLimiter) -> Self {
         self.limiter = Some(limiter.clone());
         self
@@ -442,6 +506,30 @@ pub enum FromThreadError {
 }
 
 /// Runs async work or closures back on the runtime from other threads.
+///
+/// ```
+/// use trellis::thread::{from_thread, run_blocking};
+///
+/// trellis::run(async {
+///     // A blocking loop that reports progress to async code between its steps.
+///     let (tx, rx) = trellis::channel::unbounded::<u32>();
+///     let steps = run_blocking(move || {
+///         for step in 1..=3 {
+///             let tx = tx.clone();
+///             from_thread::run(move || async move { tx.send(step).await })
+///                 .expect("the task is waiting for this thread")
+///                 .expect("the receiver is still there");
+///         }
+///         3
+///     })
+///     .await?;
+///     assert_eq!(steps, 3);
+///     let got: Vec<u32> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+///     assert_eq!(got, [1, 2, 3]);
+///     Ok::<_, trellis::Cancelled>(())
+/// })
+/// .unwrap();
+/// ```
 pub mod from_thread {
     use super::*;
 
@@ -486,6 +574,19 @@ pub mod from_thread {
     ///
     /// # Errors
     /// As [`run`].
+    ///
+    /// ```
+    /// use trellis::thread::{from_thread, run_blocking};
+    ///
+    /// trellis::run(async {
+    ///     let id = || trellis::lowlevel::current_task().id;
+    ///     let on_runtime = run_blocking(move || from_thread::run_sync(id)).await?;
+    ///     // The closure ran inside the task that waits for the thread: here, main.
+    ///     assert_eq!(on_runtime, Ok(0));
+    ///     Ok::<_, trellis::Cancelled>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn run_sync<F, T>(f: F) -> Result<T, FromThreadError>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -626,6 +727,18 @@ impl Portal {
     ///
     /// # Panics
     /// Outside a runtime.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     let portal = trellis::thread::Portal::current();
+    ///     // A thread of our own, not one from `run_blocking`.
+    ///     let worker = std::thread::spawn(move || portal.run(|| async { trellis::now() }).is_ok());
+    ///     let ok = trellis::thread::run_blocking(move || worker.join().unwrap()).await?;
+    ///     assert!(ok);
+    ///     Ok::<_, trellis::Cancelled>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn current() -> Portal {
         match context::try_current() {
             Some(rt) => {
@@ -649,6 +762,29 @@ impl Portal {
     ///
     /// # Panics
     /// On a thread of the runtime itself (blocking it could deadlock); use `.await` there.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::thread::{FromThreadError, Portal};
+    ///
+    /// let portal = trellis::run(async {
+    ///     let portal = Portal::current();
+    ///     let copy = portal.clone();
+    ///     let slept = trellis::thread::run_blocking(move || {
+    ///         std::thread::spawn(move || {
+    ///             copy.run(|| async { trellis::sleep(Duration::from_millis(1)).await.is_ok() })
+    ///         })
+    ///         .join()
+    ///         .unwrap()
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    ///     assert_eq!(slept, Ok(true));
+    ///     portal
+    /// });
+    /// // After the runtime has finished, a portal runs nothing.
+    /// assert_eq!(portal.run(|| async { 1 }), Err(FromThreadError::RunFinished));
+    /// ```
     pub fn run<F, Fut, T>(&self, f: F) -> Result<T, FromThreadError>
     where
         F: FnOnce() -> Fut + Send + 'static,
