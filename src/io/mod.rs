@@ -1,4 +1,45 @@
-//! I/O readiness on the runtime's reactor.
+//! Byte streams and I/O readiness on the runtime's reactor.
+//!
+//! Two things live here. The stream traits, [`ReadStream`] and [`WriteStream`] (and
+//! [`SplitStream`] for streams that split into halves), are what TCP and Unix sockets, the pipes
+//! of a child process and the testing kit's memory streams have in common: write code against
+//! them once and it works over any of those. [`AsyncFd`] is the layer below, for a file
+//! descriptor of your own (a device, a pipe, a socket from another library).
+//!
+//! ```
+//! use trellis::io::{ReadStream, WriteStream};
+//!
+//! /// Sends `request` and reads the reply until the peer closes its side; any stream will do.
+//! async fn ask<S: ReadStream + WriteStream>(stream: &mut S, request: &[u8]) -> std::io::Result<Vec<u8>> {
+//!     stream.write_all(request).await?;
+//!     stream.shutdown_write().await?;
+//!     let mut reply = Vec::new();
+//!     let mut buf = [0u8; 1024];
+//!     loop {
+//!         match stream.read(&mut buf).await? {
+//!             0 => return Ok(reply),
+//!             n => reply.extend_from_slice(&buf[..n]),
+//!         }
+//!     }
+//! }
+//!
+//! trellis::run(async {
+//!     // Here over a Unix socket pair; a TcpStream or a MemoryStream works the same.
+//!     let (mut client, mut server) = trellis::net::UnixStream::pair()?;
+//!     trellis::nursery(|n| async move {
+//!         n.spawn(async move {
+//!             let mut buf = [0u8; 64];
+//!             let got = server.read(&mut buf).await?;
+//!             server.write_all(&buf[..got].to_ascii_uppercase()).await
+//!         })?;
+//!         assert_eq!(ask(&mut client, b"ping").await?, b"PING");
+//!         Ok::<_, std::io::Error>(())
+//!     })
+//!     .await
+//!     .map_err(|e| e.into_errors().remove(0))
+//! })
+//! .unwrap();
+//! ```
 //!
 //! [`AsyncFd`] wraps a non-blocking file descriptor and waits for it to become readable or
 //! writable. Every wait is a checkpoint (cancellation-aware: a cancelled wait fails with a
@@ -117,6 +158,19 @@ impl<T: AsRawFd> AsyncFd<T> {
     }
 
     /// The wrapped I/O object.
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use trellis::io::AsyncFd;
+    ///
+    /// trellis::run(async {
+    ///     let (a, _b) = UnixStream::pair()?;
+    ///     let a = AsyncFd::new(a)?;
+    ///     assert!(a.get_ref().peer_addr().is_ok()); // the std socket's own methods
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn get_ref(&self) -> &T {
         self.io.as_ref().expect("present until into_inner")
     }
@@ -127,6 +181,19 @@ impl<T: AsRawFd> AsyncFd<T> {
     }
 
     /// Deregisters and returns the I/O object (still non-blocking).
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use trellis::io::AsyncFd;
+    ///
+    /// trellis::run(async {
+    ///     let (a, _b) = UnixStream::pair()?;
+    ///     let a: UnixStream = AsyncFd::new(a)?.into_inner()?;
+    ///     a.set_nonblocking(false)?; // back to a plain blocking socket, if wanted
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn into_inner(mut self) -> io::Result<T> {
         let result = self.rt.driver.reactor.deregister(&self.source);
         let io = self.io.take().expect("present until into_inner");
@@ -139,6 +206,23 @@ impl<T: AsRawFd> AsyncFd<T> {
     /// # Errors
     /// `Cancelled` (inside the `io::Error`) if the scope is cancelled;
     /// [`Error::BusyResource`](crate::Error::BusyResource) if another task is waiting to read.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    /// use trellis::io::AsyncFd;
+    ///
+    /// trellis::run(async {
+    ///     let (a, mut b) = UnixStream::pair()?;
+    ///     let a = AsyncFd::new(a)?;
+    ///     b.write_all(b"x")?;
+    ///     a.readable().await?;
+    ///     let mut buf = [0u8; 1];
+    ///     assert_eq!((&*a.get_ref()).read(&mut buf)?, 1);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn readable(&self) -> io::Result<()> {
         let fd = self.source.fd();
         self.read_with(|_| probe(fd, libc::POLLIN)).await
@@ -149,6 +233,21 @@ impl<T: AsRawFd> AsyncFd<T> {
     ///
     /// # Errors
     /// As [`readable`](AsyncFd::readable), for writing.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::unix::net::UnixStream;
+    /// use trellis::io::AsyncFd;
+    ///
+    /// trellis::run(async {
+    ///     let (a, _b) = UnixStream::pair()?;
+    ///     let a = AsyncFd::new(a)?;
+    ///     a.writable().await?; // an empty send buffer: at once
+    ///     assert_eq!((&*a.get_ref()).write(b"hello")?, 5);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn writable(&self) -> io::Result<()> {
         let fd = self.source.fd();
         self.write_with(|_| probe(fd, libc::POLLOUT)).await
@@ -171,6 +270,23 @@ impl<T: AsRawFd> AsyncFd<T> {
     ///
     /// # Errors
     /// As [`read_with`](AsyncFd::read_with), for writing.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    /// use trellis::io::AsyncFd;
+    ///
+    /// trellis::run(async {
+    ///     let (a, mut b) = UnixStream::pair()?;
+    ///     let a = AsyncFd::new(a)?;
+    ///     let n = a.write_with(|s| (&*s).write(b"ping")).await?;
+    ///     let mut buf = [0u8; 4];
+    ///     b.read_exact(&mut buf[..n])?;
+    ///     assert_eq!(&buf, b"ping");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn write_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
         let _busy = self.writing.enter()?;
         self.ready(Direction::Write, op).await
