@@ -44,6 +44,17 @@ where
 }
 
 /// Reads a whole file.
+///
+/// ```
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-read-{}", std::process::id()));
+///     trellis::fs::write(&path, [0u8, 1, 2]).await?;
+///     assert_eq!(trellis::fs::read(&path).await?, [0, 1, 2]);
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -66,6 +77,19 @@ pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Re
 }
 
 /// Metadata of a path, following symbolic links.
+///
+/// ```
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-metadata-{}", std::process::id()));
+///     trellis::fs::write(&path, "12345").await?;
+///     let meta = trellis::fs::metadata(&path).await?;
+///     assert!(meta.is_file());
+///     assert_eq!(meta.len(), 5);
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -80,6 +104,18 @@ pub async fn symlink_metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
 }
 
 /// Whether a path exists (false on any error, like `Path::exists`).
+///
+/// ```
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-exists-{}", std::process::id()));
+///     assert!(!trellis::fs::exists(&path).await?);
+///     trellis::fs::write(&path, "").await?;
+///     assert!(trellis::fs::exists(&path).await?);
+///     trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn exists(path: impl AsRef<Path>) -> io::Result<bool> {
     let p = path.as_ref().to_owned();
     Ok(run_blocking(move || p.exists()).await?)
@@ -121,6 +157,21 @@ pub async fn remove_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
 }
 
 /// Renames (moves) `from` to `to`, replacing `to` if it is a file.
+///
+/// ```
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-rename-{}", std::process::id()));
+///     // Write to a temporary name, then rename: readers see the old file or the new one,
+///     // never a half-written one.
+///     let partial = path.with_extension("partial");
+///     trellis::fs::write(&partial, "complete contents").await?;
+///     trellis::fs::rename(&partial, &path).await?;
+///     assert_eq!(trellis::fs::read_to_string(&path).await?, "complete contents");
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
     let from = from.as_ref().to_owned();
     let to = to.as_ref().to_owned();
@@ -152,6 +203,24 @@ pub async fn canonicalize(path: impl AsRef<Path>) -> io::Result<PathBuf> {
 }
 
 /// The entries of a directory (not `.` and `..`), in the order the system lists them.
+///
+/// ```
+/// trellis::run(async {
+///     # let dir = std::env::temp_dir().join(format!("trellis-doc-read-dir-{}", std::process::id()));
+///     trellis::fs::create_dir_all(dir.join("sub")).await?;
+///     trellis::fs::write(dir.join("a.txt"), "a").await?;
+///     let mut names: Vec<_> = trellis::fs::read_dir(&dir)
+///         .await?
+///         .iter()
+///         .map(|entry| (entry.file_name().clone(), entry.file_type().is_dir()))
+///         .collect();
+///     names.sort();
+///     assert_eq!(names, [("a.txt".into(), false), ("sub".into(), true)]);
+///     # trellis::fs::remove_dir_all(&dir).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn read_dir(path: impl AsRef<Path>) -> io::Result<Vec<DirEntry>> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -280,6 +349,26 @@ impl OpenOptions {
 
 /// An open file whose operations run on the thread pool. Each operation is a checkpoint;
 /// one that started on its thread completes even if cancelled (see the module docs).
+///
+/// ```
+/// use std::io::SeekFrom;
+/// use trellis::fs::File;
+///
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-{}", std::process::id()));
+///     let mut file = File::create(&path).await?;
+///     file.write_all(b"hello, world").await?;
+///     file.sync_all().await?;
+///
+///     let mut file = File::open(&path).await?;
+///     file.seek(SeekFrom::Start(7)).await?;
+///     assert_eq!(file.read_to_end().await?, b"world");
+///     assert_eq!(file.metadata().await?.len(), 12);
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct File {
     inner: Arc<sfs::File>,
     path: PathBuf,
@@ -317,6 +406,20 @@ impl File {
     }
 
     /// Reads some bytes at the current position; `Ok(0)` at end of file.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-read-{}", std::process::id()));
+    ///     # trellis::fs::write(&path, "abcdef").await?;
+    ///     let mut file = trellis::fs::File::open(&path).await?;
+    ///     let mut buf = [0u8; 4];
+    ///     let n = file.read(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"abcd");
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let len = buf.len();
         let data = self
@@ -358,6 +461,19 @@ impl File {
     }
 
     /// Truncates or extends the file to `len` bytes.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-set-len-{}", std::process::id()));
+    ///     let mut file = trellis::fs::File::create(&path).await?;
+    ///     file.write_all(b"0123456789").await?;
+    ///     file.set_len(4).await?;
+    ///     assert_eq!(trellis::fs::read(&path).await?, b"0123");
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn set_len(&self, len: u64) -> io::Result<()> {
         self.run("resize", move |f| f.set_len(len)).await
     }
