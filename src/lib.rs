@@ -39,6 +39,7 @@
 
 mod cancel;
 pub mod channel;
+pub mod compat;
 mod error;
 pub mod fs;
 pub mod io;

@@ -1,0 +1,248 @@
+//! hyper 1.x on trellis (feature `hyper`): HTTP/1 servers and clients over trellis sockets, with
+//! no glue code or `unsafe` of the user's.
+//!
+//! - [`HyperIo`] gives any `futures-io` stream (a [`TcpStream`](crate::net::TcpStream), a Unix
+//!   stream, a memory stream) hyper's `Read`/`Write` traits.
+//! - [`NurseryExecutor`] runs hyper's background tasks as tasks of a nursery, so they obey the
+//!   structure (they end before the nursery does).
+//! - [`TrellisTimer`] gives hyper trellis's clock (the mock clock in tests).
+//! - [`serve_http1`] serves one connection; on cancellation it lets the request in flight finish
+//!   and closes the connection (hyper's graceful shutdown), then returns.
+//!
+//! A server is [`serve_tcp`](crate::net::serve_tcp) with `serve_http1` as the handler:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use trellis::compat::hyper::{serve_http1, HyperIo};
+//!
+//! async fn hello(
+//!     _req: hyper::Request<hyper::body::Incoming>,
+//! ) -> Result<hyper::Response<String>, Infallible> {
+//!     Ok(hyper::Response::new("hello from trellis\n".to_string()))
+//! }
+//!
+//! trellis::run(async {
+//!     trellis::nursery(|n| async move {
+//!         let addrs = n
+//!             .start(|status| {
+//!                 trellis::net::serve_tcp_on(
+//!                     |stream| serve_http1(stream, hyper::service::service_fn(hello)),
+//!                     ("127.0.0.1", 0),
+//!                     status,
+//!                 )
+//!             })
+//!             .await?;
+//!         // A client on trellis too.
+//!         let stream = trellis::net::TcpStream::connect(addrs[0]).await?;
+//!         let (mut send, conn) = hyper::client::conn::http1::handshake(HyperIo::new(stream))
+//!             .await
+//!             .map_err(std::io::Error::other)?;
+//!         n.spawn(async move { conn.await.map_err(std::io::Error::other) })?;
+//!         let request = hyper::Request::get("/").body(String::new()).unwrap();
+//!         let response = send.send_request(request).await.map_err(std::io::Error::other)?;
+//!         assert_eq!(response.status(), 200);
+//!         n.cancel(); // stops the server, and the client's connection task
+//!         Ok::<_, std::io::Error>(())
+//!     })
+//!     .await
+//!     .map_err(|e| e.into_errors().remove(0))
+//! })
+//! .unwrap();
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_io::{AsyncRead, AsyncWrite};
+use hyper::rt::{Read, ReadBufCursor, Write};
+
+use crate::error::Error;
+use crate::nursery::Nursery;
+
+/// A `futures-io` stream with hyper's `Read` and `Write` traits.
+///
+/// ```
+/// # trellis::run(async {
+/// let (a, _b) = trellis::testing::memory_stream_pair();
+/// let io = trellis::compat::hyper::HyperIo::new(a);
+/// let _stream = io.into_inner();
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct HyperIo<T>(T);
+
+impl<T> HyperIo<T> {
+    /// Wraps `stream`.
+    pub fn new(stream: T) -> Self {
+        HyperIo(stream)
+    }
+
+    /// The stream back.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// Bytes read per poll: hyper asks for at most what its buffer has room for.
+const READ_CHUNK: usize = 8 * 1024;
+
+impl<T: AsyncRead + Unpin> Read for HyperIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Read into initialised memory, then copy: no `unsafe` for hyper's uninitialised buffer.
+        let mut chunk = [0u8; READ_CHUNK];
+        let room = buf.remaining().min(READ_CHUNK);
+        match Pin::new(&mut self.0).poll_read(cx, &mut chunk[..room]) {
+            Poll::Ready(Ok(n)) => {
+                buf.put_slice(&chunk[..n]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Write for HyperIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// hyper's executor as a nursery: every background task hyper spawns is a task of that
+/// nursery. A task spawned after the nursery closed is dropped (hyper treats the work as gone).
+///
+/// ```
+/// trellis::run(async {
+///     trellis::nursery(|n| async move {
+///         let exec = trellis::compat::hyper::NurseryExecutor::new(n.clone());
+///         hyper::rt::Executor::execute(&exec, async { /* hyper's work */ });
+///         Ok::<_, trellis::Error>(())
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// ```
+#[derive(Clone, Debug)]
+pub struct NurseryExecutor(Nursery<Error>);
+
+impl NurseryExecutor {
+    /// An executor spawning into `nursery`.
+    pub fn new(nursery: Nursery<Error>) -> Self {
+        NurseryExecutor(nursery)
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for NurseryExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        let _ = self.0.spawn(async move {
+            future.await;
+            Ok(())
+        });
+    }
+}
+
+/// hyper's timer on the runtime's clock (so a mock clock drives hyper's timeouts in tests).
+///
+/// ```
+/// let mut builder = hyper::server::conn::http1::Builder::new();
+/// builder.timer(trellis::compat::hyper::TrellisTimer);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrellisTimer;
+
+impl hyper::rt::Timer for TrellisTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(crate::sleep(duration)))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(crate::sleep_until(deadline)))
+    }
+}
+
+/// A trellis sleep as hyper's `Sleep`. A cancellation of the scope around it ends it too, as if
+/// it had elapsed: hyper then gives up on what it was timing.
+struct HyperSleep(crate::Sleep);
+
+impl Future for HyperSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+impl hyper::rt::Sleep for HyperSleep {}
+
+/// Serves HTTP/1 requests on one connection with `service` until the client closes it. When
+/// the enclosing scope is cancelled, the request in flight (if any) is allowed to finish, the
+/// connection is closed (hyper's graceful shutdown), and this returns `Ok(())`. hyper's errors
+/// come back inside an `io::Error`.
+///
+/// See the [module](self) for a server.
+///
+/// # Errors
+/// A protocol or I/O error of the connection, as hyper reports it.
+pub async fn serve_http1<T, S, B>(stream: T, service: S) -> io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = hyper::Response<B>,
+    >,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TrellisTimer)
+        .serve_connection(HyperIo::new(stream), service);
+    // The connection runs in a shielded scope, so a cancellation does not cut its reads and
+    // writes short; the cancellation is watched beside it, outside the shield, and turned into
+    // hyper's graceful shutdown. (A grace period on an enclosing scope still bounds it, B3.)
+    // A mutex, not a `RefCell`, only so that the future stays `Send`: the two borrows below
+    // never overlap.
+    let conn = std::sync::Mutex::new(Box::pin(conn));
+    let lock = || conn.lock().unwrap_or_else(|e| e.into_inner());
+    let inner = std::future::poll_fn(|cx| lock().as_mut().poll(cx));
+    let shielded = crate::CancelScope::new()
+        .shielded(true)
+        .run(async { inner.await.map_err(io::Error::other) });
+    let mut shielded = std::pin::pin!(shielded);
+    let mut cancelled = std::pin::pin!(crate::sleep_forever());
+    let mut shutting_down = false;
+    let out = std::future::poll_fn(|cx| {
+        if !shutting_down && cancelled.as_mut().poll(cx).is_ready() {
+            shutting_down = true;
+            lock().as_mut().graceful_shutdown();
+        }
+        shielded.as_mut().poll(cx)
+    })
+    .await;
+    out.unwrap_or(Ok(()))
+}
