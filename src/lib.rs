@@ -55,6 +55,8 @@ pub(crate) mod task;
 pub mod testing;
 pub mod thread;
 mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use cancel::{
     cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, current_effective_deadline,

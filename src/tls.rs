@@ -1,0 +1,144 @@
+//! TLS on trellis streams (feature `tls`): rustls through `futures-rustls`, with ring for the
+//! cryptography.
+//!
+//! [`connect_tls`] connects (happy eyeballs) and shakes hands as a client; [`serve_tls_on`] is
+//! [`serve_tcp_on`] with a TLS handshake in front of every connection. The stream types are
+//! `futures-rustls`'s, re-exported: they implement `futures-io`'s traits, so codecs, hyper
+//! (through [`compat::hyper`](crate::compat)) and `AsyncReadExt` work on them as on a plain
+//! stream.
+//!
+//! Cancellation: a cancelled read of a TLS stream fails with `Cancelled` inside the
+//! `io::Error`, like any trellis stream's; the transport read it was waiting in consumed
+//! nothing, so the TLS stream stays usable (tested both with `move_on_after` and with the
+//! drop-style [`timeout`](crate::timeout)). A codec on top that treats every error as fatal (a
+//! websocket, say) is another matter: give it `timeout`, which drops its pending read instead.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use futures_lite::{AsyncReadExt, AsyncWriteExt};
+//! use trellis::tls::{self, rustls};
+//!
+//! // A certificate for "localhost", made for the example (real programs load theirs).
+//! let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+//! let cert_der = cert.cert.der().clone();
+//! let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+//! let server = Arc::new(
+//!     rustls::ServerConfig::builder()
+//!         .with_no_client_auth()
+//!         .with_single_cert(vec![cert_der.clone()], key)
+//!         .unwrap(),
+//! );
+//! let mut roots = rustls::RootCertStore::empty();
+//! roots.add(cert_der).unwrap();
+//! let client = Arc::new(
+//!     rustls::ClientConfig::builder()
+//!         .with_root_certificates(roots)
+//!         .with_no_client_auth(),
+//! );
+//!
+//! trellis::run(async move {
+//!     trellis::nursery(|n| async move {
+//!         let addrs = n
+//!             .start(|status| {
+//!                 tls::serve_tls_on(
+//!                     |mut stream| async move {
+//!                         let mut buf = [0u8; 4];
+//!                         stream.read_exact(&mut buf).await?;
+//!                         stream.write_all(&buf).await?;
+//!                         stream.close().await // close_notify
+//!                     },
+//!                     ("127.0.0.1", 0),
+//!                     server,
+//!                     status,
+//!                 )
+//!             })
+//!             .await?;
+//!         let mut stream = tls::connect_tls("localhost", addrs[0].port(), client).await?;
+//!         stream.write_all(b"ping").await?;
+//!         let mut back = Vec::new();
+//!         stream.read_to_end(&mut back).await?; // ends at the server's close_notify
+//!         assert_eq!(back, b"ping");
+//!         n.cancel();
+//!         Ok::<_, std::io::Error>(())
+//!     })
+//!     .await
+//!     .map_err(|e| e.into_errors().remove(0))
+//! })
+//! .unwrap();
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use futures_rustls::client::TlsStream as ClientTlsStream;
+pub use futures_rustls::rustls;
+pub use futures_rustls::server::TlsStream as ServerTlsStream;
+pub use futures_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::error::{AsCancelled, Error};
+use crate::net::{serve_tcp_on, TcpStream, ToSocketAddrs};
+use crate::nursery::TaskStatus;
+
+/// Connects to `host:port` (happy eyeballs, [`connect_tcp`](crate::net::connect_tcp)) and
+/// performs the TLS handshake, checking the server's certificate for `host` with `config`.
+///
+/// # Errors
+/// `InvalidInput` if `host` is not a valid TLS server name; the connection's errors; the
+/// handshake's, such as an untrusted certificate ("invalid peer certificate: UnknownIssuer").
+///
+/// See the [module](self) for an example.
+pub async fn connect_tls(
+    host: &str,
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+) -> io::Result<ClientTlsStream<TcpStream>> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{host}` is not a valid TLS server name: {e}"),
+        )
+    })?;
+    let stream = crate::net::connect_tcp(host, port).await?;
+    TlsConnector::from(config).connect(name, stream).await
+}
+
+/// [`serve_tcp_on`] for TLS: every accepted connection shakes hands with `config` first, then
+/// runs `handler` on the TLS stream. A connection whose handshake fails (a client that does not
+/// trust the certificate, a port scanner) is closed and skipped: it does not stop the server.
+///
+/// See the [module](self) for an example.
+///
+/// # Errors
+/// As [`serve_tcp_on`].
+pub async fn serve_tls_on<H, Fut, E>(
+    handler: H,
+    addr: impl ToSocketAddrs,
+    config: Arc<rustls::ServerConfig>,
+    status: TaskStatus<Vec<SocketAddr>, E>,
+) -> Result<Infallible, E>
+where
+    H: Fn(ServerTlsStream<TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: AsCancelled + From<io::Error> + From<Error> + Send + 'static,
+{
+    let acceptor = TlsAcceptor::from(config);
+    let handler = Arc::new(handler);
+    serve_tcp_on(
+        move |stream| {
+            let (acceptor, handler) = (acceptor.clone(), handler.clone());
+            async move {
+                match acceptor.accept(stream).await {
+                    Ok(tls) => handler(tls).await,
+                    // The handshake failed: this connection only.
+                    Err(_) => Ok(()),
+                }
+            }
+        },
+        addr,
+        status,
+    )
+    .await
+}
