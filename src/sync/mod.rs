@@ -10,6 +10,36 @@
 //! | [`Condition`] | a lock plus "wait until notified" |
 //! | [`Barrier`] | N tasks wait for each other |
 //!
+//! The common case: tasks share state behind a [`Mutex`] and tell each other that something
+//! happened with an [`Event`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use trellis::sync::{Event, Mutex};
+//!
+//! trellis::run(async {
+//!     let log = Arc::new(Mutex::new(Vec::new()));
+//!     let ready = Arc::new(Event::new());
+//!     trellis::nursery(|n| {
+//!         let (log, ready) = (log.clone(), ready.clone());
+//!         async move {
+//!             let (log2, ready2) = (log.clone(), ready.clone());
+//!             n.spawn(async move {
+//!                 ready2.wait().await?; // runs only after the event is set
+//!                 log2.lock().await?.push("consumer");
+//!                 Ok(())
+//!             })?;
+//!             log.lock().await?.push("producer");
+//!             ready.set();
+//!             Ok::<_, trellis::Error>(())
+//!         }
+//!     })
+//!     .await
+//!     .unwrap();
+//!     assert_eq!(*log.lock().await.unwrap(), ["producer", "consumer"]);
+//! });
+//! ```
+//!
 //! Every primitive follows the same rules, implemented once in the parking lot underneath them
 //! all (`parking_lot.rs`):
 //!
