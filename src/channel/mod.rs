@@ -67,12 +67,39 @@ pub use sender::{SendError, Sender};
 ///
 /// The buffer grows up to `capacity` as it is used, then is reused: sending and receiving
 /// allocate nothing per message in the steady state.
+///
+/// ```
+/// trellis::run(async {
+///     let (tx, rx) = trellis::channel::bounded::<&str>(1);
+///     tx.send("first").await.unwrap();
+///     // The buffer is full: a second send would wait, so `try_send` refuses it.
+///     assert!(tx.try_send("second").is_err());
+///     assert_eq!(rx.recv().await.unwrap(), "first");
+///     tx.try_send("second").unwrap();
+///     assert_eq!(rx.recv().await.unwrap(), "second");
+/// });
+/// ```
 pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     channel(capacity)
 }
 
 /// A channel whose buffer grows as needed; `send` never waits (`try_send` never reports
 /// `WouldBlock`).
+///
+/// ```
+/// trellis::run(async {
+///     let (tx, rx) = trellis::channel::unbounded();
+///     for i in 0..1000 {
+///         tx.try_send(i).unwrap(); // never full
+///     }
+///     drop(tx);
+///     let mut sum = 0;
+///     while let Ok(v) = rx.recv().await {
+///         sum += v;
+///     }
+///     assert_eq!(sum, 499_500);
+/// });
+/// ```
 pub fn unbounded<T>() -> (Sender<T>, Receiver<T>) {
     channel(usize::MAX)
 }
@@ -84,6 +111,20 @@ fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 }
 
 /// Counters of a channel (trio's `MemoryChannelStatistics`).
+///
+/// ```
+/// trellis::run(async {
+///     let (tx, rx) = trellis::channel::bounded::<u8>(4);
+///     let _tx2 = tx.clone();
+///     tx.send(7).await.unwrap();
+///     let stats = rx.statistics();
+///     assert_eq!(stats.current_buffer_used, 1);
+///     assert_eq!(stats.max_buffer_size, Some(4));
+///     assert_eq!(stats.open_send_channels, 2);
+///     assert_eq!(stats.open_receive_channels, 1);
+///     assert_eq!(stats.tasks_waiting_receive, 0);
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ChannelStatistics {

@@ -1,6 +1,29 @@
 //! Tools for testing code that runs on trellis: a mock clock, a way to wait until every task
 //! is blocked, a sequencer that forces an order of steps across tasks, assertions on where
 //! code checkpoints, in-memory streams and a conformance check for streams.
+//!
+//! The common case: run the code under test on a [`MockClock`] with autojump, so that timeouts
+//! and sleeps take no real time and the test is deterministic.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use trellis::testing::MockClock;
+//!
+//! let clock = MockClock::new();
+//! clock.set_autojump_threshold(Some(Duration::ZERO));
+//! let rt = trellis::Runtime::builder()
+//!     .flavor(trellis::Flavor::CurrentThread)
+//!     .clock(clock)
+//!     .build()
+//!     .unwrap();
+//! let real_start = Instant::now();
+//! rt.block_on(async {
+//!     // The code under test gives up after 30 s of (virtual) time.
+//!     let out = trellis::move_on_after(Duration::from_secs(30), trellis::sleep_forever()).await;
+//!     assert!(out.is_none());
+//! });
+//! assert!(real_start.elapsed() < Duration::from_secs(10));
+//! ```
 
 mod checkpoints;
 mod memory_stream;
@@ -56,6 +79,36 @@ pub fn wait_all_tasks_blocked() -> WaitAllTasksBlocked {
 /// time. When several tasks wait, those with the smallest cushion wake first, in the order they
 /// started waiting. While any task waits here, a mock clock does not autojump (as in trio): the
 /// waiters see the state before time moves on.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use trellis::testing::wait_all_tasks_blocked_for;
+///
+/// trellis::run(async {
+///     let steps = Arc::new(AtomicU32::new(0));
+///     trellis::nursery(|n| {
+///         let steps = steps.clone();
+///         async move {
+///             let s = steps.clone();
+///             n.spawn(async move {
+///                 for _ in 0..3 {
+///                     s.fetch_add(1, Ordering::SeqCst);
+///                     trellis::checkpoint().await?;
+///                 }
+///                 Ok(())
+///             })?;
+///             // Returns once the other task has finished and nothing has run for 1 ms.
+///             wait_all_tasks_blocked_for(Duration::from_millis(1)).await?;
+///             assert_eq!(steps.load(Ordering::SeqCst), 3);
+///             Ok::<_, trellis::Error>(())
+///         }
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// ```
 pub fn wait_all_tasks_blocked_for(cushion: Duration) -> WaitAllTasksBlocked {
     WaitAllTasksBlocked {
         cushion,
@@ -65,6 +118,19 @@ pub fn wait_all_tasks_blocked_for(cushion: Duration) -> WaitAllTasksBlocked {
 }
 
 /// Future of [`wait_all_tasks_blocked`]. A checkpoint: fails if the scope is cancelled.
+///
+/// ```
+/// use trellis::testing::{wait_all_tasks_blocked, WaitAllTasksBlocked};
+///
+/// trellis::run(async {
+///     // Cancelled like any checkpoint: in an already-cancelled scope it ends at once, and the
+///     // scope absorbs its own cancellation.
+///     let scope = trellis::CancelScope::new();
+///     scope.cancel();
+///     let waiting: WaitAllTasksBlocked = wait_all_tasks_blocked();
+///     assert!(scope.run(waiting).await.is_none());
+/// });
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct WaitAllTasksBlocked {
     cushion: Duration,
