@@ -11,6 +11,27 @@
 //!    connected anyway is closed.
 //! 4. If every attempt fails, all the failures are reported together ([`ConnectError`]).
 //!
+//! The common case is [`connect_tcp`]. Here a resolver names a dead address before a live one:
+//! the first attempt is refused, and the second starts at once and wins.
+//!
+//! ```
+//! use trellis::net::happy_eyeballs::HappyEyeballs;
+//!
+//! trellis::run(async {
+//!     let mut listener = trellis::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let live = listener.local_addr()?;
+//!     // A port that nothing listens on any more.
+//!     let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+//!     let connector = HappyEyeballs::new().resolver(move |_: &str, _: u16| async move {
+//!         Ok::<_, std::io::Error>(vec![dead, live])
+//!     });
+//!     let stream = connector.connect("example.test", live.port()).await?;
+//!     assert_eq!(stream.peer_addr()?, live);
+//!     Ok::<_, std::io::Error>(())
+//! })
+//! .unwrap();
+//! ```
+//!
 //! The attempts are tasks of a nursery, so none outlives the call. The resolver is pluggable
 //! ([`HappyEyeballs::resolver`]) and the race itself is generic over the connection ([`race`]),
 //! which is how it is tested under a mock clock with scripted delays.
@@ -55,8 +76,53 @@ pub async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
 
 /// Resolves host names for [`HappyEyeballs`]. Implemented for closures
 /// `Fn(&str, u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>>`.
+///
+/// A fixed table of names, as a type of its own:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::future::Future;
+/// use std::io;
+/// use std::net::{IpAddr, SocketAddr};
+/// use std::pin::Pin;
+/// use trellis::net::happy_eyeballs::Resolve;
+///
+/// struct Table(HashMap<String, IpAddr>);
+///
+/// impl Resolve for Table {
+///     fn resolve(
+///         &self,
+///         host: &str,
+///         port: u16,
+///     ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'static>> {
+///         let found = self.0.get(host).map(|ip| vec![SocketAddr::new(*ip, port)]);
+///         Box::pin(async move { found.ok_or_else(|| io::ErrorKind::NotFound.into()) })
+///     }
+/// }
+///
+/// trellis::run(async {
+///     let table = Table(HashMap::from([("db.test".to_owned(), [127, 0, 0, 1].into())]));
+///     let addrs = table.resolve("db.test", 5432).await.unwrap();
+///     assert_eq!(addrs, vec![SocketAddr::from(([127, 0, 0, 1], 5432))]);
+///     assert!(table.resolve("nowhere.test", 1).await.is_err());
+/// });
+/// ```
 pub trait Resolve: Send + Sync {
     /// The addresses of `host`, each with `port`.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use trellis::net::happy_eyeballs::Resolve;
+    ///
+    /// // A closure is a resolver.
+    /// let fixed = |_: &str, port: u16| async move {
+    ///     Ok::<_, std::io::Error>(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    /// };
+    /// trellis::run(async {
+    ///     let addrs = fixed.resolve("anything", 8080).await.unwrap();
+    ///     assert_eq!(addrs[0].port(), 8080);
+    /// });
+    /// ```
     fn resolve(
         &self,
         host: &str,
@@ -79,6 +145,17 @@ where
 }
 
 /// The system resolver (`getaddrinfo` on the thread pool): [`lookup_host`](super::lookup_host).
+///
+/// ```
+/// use trellis::net::happy_eyeballs::{Resolve, SystemResolver};
+///
+/// trellis::run(async {
+///     let addrs = SystemResolver.resolve("127.0.0.1", 443).await?;
+///     assert_eq!(addrs, vec!["127.0.0.1:443".parse().unwrap()]);
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemResolver;
 
@@ -145,6 +222,19 @@ impl Default for HappyEyeballs {
 
 impl HappyEyeballs {
     /// The system resolver and [`DEFAULT_DELAY`].
+    ///
+    /// ```
+    /// use trellis::net::happy_eyeballs::HappyEyeballs;
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = trellis::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     let port = listener.local_addr()?.port();
+    ///     let stream = HappyEyeballs::new().connect("127.0.0.1", port).await?;
+    ///     assert_eq!(stream.peer_addr()?.port(), port);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn new() -> Self {
         HappyEyeballs {
             resolver: Arc::new(SystemResolver),
@@ -153,6 +243,20 @@ impl HappyEyeballs {
     }
 
     /// Uses `resolver` to look host names up.
+    ///
+    /// ```
+    /// use std::io;
+    /// use trellis::net::happy_eyeballs::{ConnectError, HappyEyeballs};
+    ///
+    /// trellis::run(async {
+    ///     // A resolver that finds no address: nothing to try.
+    ///     let connector = HappyEyeballs::new()
+    ///         .resolver(|_: &str, _: u16| async { Ok::<_, io::Error>(Vec::new()) });
+    ///     let err = connector.connect("empty.test", 80).await.unwrap_err();
+    ///     assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    ///     assert!(ConnectError::of(&err).unwrap().attempts().is_empty());
+    /// });
+    /// ```
     pub fn resolver(mut self, resolver: impl Resolve + 'static) -> Self {
         self.resolver = Arc::new(resolver);
         self
@@ -160,12 +264,43 @@ impl HappyEyeballs {
 
     /// The delay before the next attempt starts when the previous one has neither failed nor
     /// succeeded.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::net::happy_eyeballs::HappyEyeballs;
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = trellis::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     let port = listener.local_addr()?.port();
+    ///     // Start the next attempt after 50 ms instead of the default 250 ms.
+    ///     let connector = HappyEyeballs::new().delay(Duration::from_millis(50));
+    ///     connector.connect("127.0.0.1", port).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
     }
 
     /// Resolves `host` and races connections to its addresses. A checkpoint.
+    ///
+    /// ```
+    /// use trellis::net::happy_eyeballs::HappyEyeballs;
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = trellis::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     let port = listener.local_addr()?.port();
+    ///     let connector = HappyEyeballs::new();
+    ///     // One connector serves any number of connections.
+    ///     let a = connector.connect("127.0.0.1", port).await?;
+    ///     let b = connector.connect("127.0.0.1", port).await?;
+    ///     assert_ne!(a.local_addr()?, b.local_addr()?);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     ///
     /// # Errors
     /// As [`connect_tcp`].
@@ -189,6 +324,18 @@ impl HappyEyeballs {
 
 /// Puts addresses in RFC 8305 order: alternate families, starting with the family of the
 /// first address, keeping the order within each family.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use trellis::net::happy_eyeballs::interleave;
+///
+/// let a: Vec<SocketAddr> = ["[::1]:80", "[::2]:80", "10.0.0.1:80", "10.0.0.2:80"]
+///     .iter()
+///     .map(|s| s.parse().unwrap())
+///     .collect();
+/// let order: Vec<String> = interleave(a).iter().map(|a| a.to_string()).collect();
+/// assert_eq!(order, ["[::1]:80", "10.0.0.1:80", "[::2]:80", "10.0.0.2:80"]);
+/// ```
 pub fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     let Some(first) = addrs.first() else {
         return addrs;
@@ -210,6 +357,36 @@ pub fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 /// Races `connect` over `addrs` (put in RFC 8305 order first) as described in the
 /// [module docs](self); returns the winner. Losing connections are dropped (closed). A
 /// checkpoint.
+///
+/// The connection can be anything; here the first address never answers, so after the delay
+/// (virtual time, on a mock clock) the second attempt starts and wins.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::time::Duration;
+/// use trellis::net::happy_eyeballs::race;
+/// use trellis::testing::MockClock;
+///
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// let rt = trellis::Runtime::builder()
+///     .flavor(trellis::Flavor::CurrentThread)
+///     .clock(clock)
+///     .build()
+///     .unwrap();
+/// let slow: SocketAddr = "10.0.0.1:80".parse().unwrap();
+/// let fast: SocketAddr = "10.0.0.2:80".parse().unwrap();
+/// let winner = rt.block_on(async {
+///     race(vec![slow, fast], Duration::from_millis(250), move |addr| async move {
+///         if addr == slow {
+///             trellis::sleep_forever().await?; // hangs until the race cancels it
+///         }
+///         Ok(addr)
+///     })
+///     .await
+/// });
+/// assert_eq!(winner.unwrap(), fast);
+/// ```
 ///
 /// # Errors
 /// An error carrying a [`ConnectError`] if every attempt failed (or there was no address), or
@@ -317,6 +494,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Every connection attempt failed. Carried inside the `io::Error` that
 /// [`connect_tcp`] returns; get it with [`ConnectError::of`].
+///
+/// ```
+/// use std::io;
+/// use std::time::Duration;
+/// use trellis::net::happy_eyeballs::race;
+/// use trellis::net::ConnectError;
+///
+/// trellis::run(async {
+///     let addrs = vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.2:1".parse().unwrap()];
+///     let err = race(addrs, Duration::from_millis(250), |_| async {
+///         Err::<(), _>(io::Error::from(io::ErrorKind::ConnectionRefused))
+///     })
+///     .await
+///     .unwrap_err();
+///     // Every attempt failed the same way, so the error has that kind.
+///     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+///     let all = ConnectError::of(&err).unwrap();
+///     assert_eq!(all.attempts().len(), 2);
+///     assert!(err.to_string().contains("all 2 attempts failed"));
+/// });
+/// ```
 #[derive(Debug)]
 pub struct ConnectError {
     target: Option<String>,
@@ -325,11 +523,49 @@ pub struct ConnectError {
 
 impl ConnectError {
     /// The `ConnectError` inside `err`, if it is one.
+    ///
+    /// ```
+    /// use std::io;
+    /// use trellis::net::ConnectError;
+    ///
+    /// let other = io::Error::new(io::ErrorKind::Other, "not a connect error");
+    /// assert!(ConnectError::of(&other).is_none());
+    /// ```
     pub fn of(err: &io::Error) -> Option<&ConnectError> {
         err.get_ref().and_then(|e| e.downcast_ref::<ConnectError>())
     }
 
     /// Each attempt's address and error, in the order the attempts started.
+    ///
+    /// ```
+    /// use std::io;
+    /// use std::net::SocketAddr;
+    /// use std::time::Duration;
+    /// use trellis::net::happy_eyeballs::race;
+    /// use trellis::net::ConnectError;
+    ///
+    /// trellis::run(async {
+    ///     let first: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    ///     let second: SocketAddr = "127.0.0.1:2".parse().unwrap();
+    ///     let err = race(vec![first, second], Duration::from_millis(250), |addr| async move {
+    ///         let kind = if addr.port() == 1 {
+    ///             io::ErrorKind::ConnectionRefused
+    ///         } else {
+    ///             io::ErrorKind::TimedOut
+    ///         };
+    ///         Err::<(), _>(io::Error::from(kind))
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    ///     let attempts = ConnectError::of(&err).unwrap().attempts();
+    ///     assert_eq!(attempts[0].0, first);
+    ///     assert_eq!(attempts[0].1.kind(), io::ErrorKind::ConnectionRefused);
+    ///     assert_eq!(attempts[1].0, second);
+    ///     assert_eq!(attempts[1].1.kind(), io::ErrorKind::TimedOut);
+    ///     // Different kinds: the combined error is `Other`.
+    ///     assert_eq!(err.kind(), io::ErrorKind::Other);
+    /// });
+    /// ```
     pub fn attempts(&self) -> &[(SocketAddr, io::Error)] {
         &self.attempts
     }
