@@ -122,6 +122,17 @@ impl fmt::Debug for Command {
 
 impl Command {
     /// A command running `program` (looked up in `PATH` if it has no slash).
+    ///
+    /// ```
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let out = Command::new("echo").arg("hi").output().await?;
+    ///     assert_eq!(out.stdout, b"hi\n");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn new(program: impl AsRef<OsStr>) -> Command {
         Command {
             inner: sp::Command::new(program),
@@ -134,12 +145,35 @@ impl Command {
     }
 
     /// Adds an argument.
+    ///
+    /// ```
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     // One argument, spaces and all: no shell splits it.
+    ///     let out = Command::new("printf").arg("[%s]").arg("a b").output().await?;
+    ///     assert_eq!(out.stdout, b"[a b]");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Command {
         self.inner.arg(arg);
         self
     }
 
     /// Adds arguments.
+    ///
+    /// ```
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let out = Command::new("printf").args(["%s-%s", "x", "y"]).output().await?;
+    ///     assert_eq!(out.stdout, b"x-y");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn args<I, S>(&mut self, args: I) -> &mut Command
     where
         I: IntoIterator<Item = S>,
@@ -150,24 +184,85 @@ impl Command {
     }
 
     /// Sets an environment variable.
+    ///
+    /// ```
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let out = Command::new("sh")
+    ///         .args(["-c", "printf %s \"$GREETING\""])
+    ///         .env("GREETING", "hello")
+    ///         .output()
+    ///         .await?;
+    ///     assert_eq!(out.stdout, b"hello");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Command {
         self.inner.env(key, value);
         self
     }
 
     /// Removes an environment variable.
+    ///
+    /// ```
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let out = Command::new("sh")
+    ///         .args(["-c", "printf %s \"${GREETING-unset}\""])
+    ///         .env("GREETING", "hello")
+    ///         .env_remove("GREETING")
+    ///         .output()
+    ///         .await?;
+    ///     assert_eq!(out.stdout, b"unset");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Command {
         self.inner.env_remove(key);
         self
     }
 
     /// Starts from an empty environment.
+    ///
+    /// ```
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     // Nothing is inherited (not even PATH, hence the full path of the shell).
+    ///     let out = Command::new("/bin/sh")
+    ///         .args(["-c", "printf %s \"${HOME-unset} $ONLY\""])
+    ///         .env_clear()
+    ///         .env("ONLY", "this")
+    ///         .output()
+    ///         .await?;
+    ///     assert_eq!(out.stdout, b"unset this");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn env_clear(&mut self) -> &mut Command {
         self.inner.env_clear();
         self
     }
 
     /// Sets the working directory.
+    ///
+    /// ```
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let dir = std::env::temp_dir().canonicalize()?;
+    ///     let out = Command::new("pwd").current_dir(&dir).output().await?;
+    ///     let printed = String::from_utf8(out.stdout).unwrap();
+    ///     assert_eq!(std::path::Path::new(printed.trim_end()).canonicalize()?, dir);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Command {
         self.inner.current_dir(dir);
         self
@@ -175,6 +270,24 @@ impl Command {
 
     /// The child's standard input: [`Stdio::piped`] makes [`Child::stdin`] an async stream.
     /// Default: inherited for `spawn` and `status`, empty (`null`) for `output`.
+    ///
+    /// ```
+    /// use trellis::process::{Command, Stdio};
+    ///
+    /// trellis::run(async {
+    ///     let mut child = Command::new("cat")
+    ///         .stdin(Stdio::piped())
+    ///         .stdout(Stdio::piped())
+    ///         .spawn()?;
+    ///     let mut input = child.stdin.take().unwrap();
+    ///     input.write_all(b"through cat").await?;
+    ///     drop(input); // end of input: cat exits
+    ///     let out = child.wait_with_output().await?;
+    ///     assert_eq!(out.stdout, b"through cat");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn stdin(&mut self, cfg: impl Into<Stdio>) -> &mut Command {
         self.inner.stdin(cfg);
         self.stdin_set = true;
@@ -183,6 +296,19 @@ impl Command {
 
     /// The child's standard output. Default: inherited for `spawn` and `status`, piped for
     /// `output`.
+    ///
+    /// ```
+    /// use trellis::process::{Command, Stdio};
+    ///
+    /// trellis::run(async {
+    ///     // Discard what the child prints; `output` then collects nothing.
+    ///     let out = Command::new("echo").arg("noise").stdout(Stdio::null()).output().await?;
+    ///     assert!(out.status.success());
+    ///     assert!(out.stdout.is_empty());
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn stdout(&mut self, cfg: impl Into<Stdio>) -> &mut Command {
         self.inner.stdout(cfg);
         self.stdout_set = true;
@@ -190,6 +316,24 @@ impl Command {
     }
 
     /// The child's standard error. Defaults as for [`stdout`](Command::stdout).
+    ///
+    /// ```
+    /// use trellis::process::{Command, Stdio};
+    ///
+    /// trellis::run(async {
+    ///     let mut child = Command::new("sh")
+    ///         .args(["-c", "echo warning >&2"])
+    ///         .stderr(Stdio::piped())
+    ///         .spawn()?;
+    ///     let mut err = child.stderr.take().unwrap();
+    ///     let mut buf = [0u8; 64];
+    ///     let n = err.read(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"warning\n");
+    ///     assert!(child.wait().await?.success());
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn stderr(&mut self, cfg: impl Into<Stdio>) -> &mut Command {
         self.inner.stderr(cfg);
         self.stderr_set = true;
@@ -243,6 +387,21 @@ impl Command {
     }
 
     /// Starts the process. Not async: `fork`/`exec` does not wait for the program.
+    ///
+    /// ```
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let mut child = Command::new("sh").args(["-c", "exit 0"]).spawn()?;
+    ///     assert!(child.id() > 0);
+    ///     assert!(child.wait().await?.success());
+    ///
+    ///     let missing = Command::new("trellis-no-such-program").spawn().unwrap_err();
+    ///     assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     ///
     /// # Errors
     /// If the program cannot be started; the error names it ("could not run `nosuch`: No such
@@ -337,6 +496,22 @@ impl Command {
     /// input empty unless set). A checkpoint; if cancelled, the child is terminated and reaped
     /// first, and what it wrote is dropped.
     ///
+    /// ```
+    /// use trellis::process::Command;
+    ///
+    /// trellis::run(async {
+    ///     let out = Command::new("sh")
+    ///         .args(["-c", "echo out; echo err >&2; exit 2"])
+    ///         .output()
+    ///         .await?;
+    ///     assert_eq!(out.status.code(), Some(2)); // not an error: see `output_checked`
+    ///     assert_eq!(out.stdout, b"out\n");
+    ///     assert_eq!(out.stderr, b"err\n");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
+    ///
     /// # Errors
     /// As [`spawn`](Command::spawn), a read error, or the cancellation.
     pub async fn output(&mut self) -> io::Result<Output> {
@@ -390,6 +565,16 @@ impl Command {
 }
 
 /// A process exited unsuccessfully; carried inside the `io::Error` of the `*_checked` calls.
+///
+/// ```
+/// use trellis::process::{Command, ExitError};
+///
+/// trellis::run(async {
+///     let err = Command::new("sh").args(["-c", "exit 7"]).status_checked().await.unwrap_err();
+///     let failed: &ExitError = ExitError::of(&err).unwrap();
+///     assert_eq!(failed.status().code(), Some(7));
+/// });
+/// ```
 #[derive(Debug)]
 pub struct ExitError {
     program: String,
@@ -398,16 +583,54 @@ pub struct ExitError {
 
 impl ExitError {
     /// The `ExitError` inside `err`, if there is one.
+    ///
+    /// ```
+    /// use trellis::process::{Command, ExitError};
+    ///
+    /// trellis::run(async {
+    ///     // A program that cannot start is not an exit error.
+    ///     let err = Command::new("trellis-no-such-program").status_checked().await.unwrap_err();
+    ///     assert!(ExitError::of(&err).is_none());
+    ///     let err = Command::new("false").status_checked().await.unwrap_err();
+    ///     assert!(ExitError::of(&err).is_some());
+    /// });
+    /// ```
     pub fn of(err: &io::Error) -> Option<&ExitError> {
         err.get_ref().and_then(|e| e.downcast_ref::<ExitError>())
     }
 
     /// The exit status.
+    ///
+    /// ```
+    /// use trellis::process::{Command, ExitError};
+    ///
+    /// trellis::run(async {
+    ///     let err = Command::new("false").output_checked().await.unwrap_err();
+    ///     let status = ExitError::of(&err).unwrap().status();
+    ///     assert!(!status.success());
+    ///     assert_eq!(status.code(), Some(1));
+    /// });
+    /// ```
     pub fn status(&self) -> ExitStatus {
         self.output.status
     }
 
     /// What the process wrote (empty for `status_checked`).
+    ///
+    /// ```
+    /// use trellis::process::{Command, ExitError};
+    ///
+    /// trellis::run(async {
+    ///     let err = Command::new("sh")
+    ///         .args(["-c", "echo partial; echo broken >&2; exit 1"])
+    ///         .output_checked()
+    ///         .await
+    ///         .unwrap_err();
+    ///     let out = ExitError::of(&err).unwrap().output();
+    ///     assert_eq!(out.stdout, b"partial\n");
+    ///     assert_eq!(out.stderr, b"broken\n");
+    /// });
+    /// ```
     pub fn output(&self) -> &Output {
         &self.output
     }
