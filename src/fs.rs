@@ -62,6 +62,22 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
 }
 
 /// Reads a whole file as UTF-8.
+///
+/// ```
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-read-to-string-{}", std::process::id()));
+///     trellis::fs::write(&path, "line one\nline two\n").await?;
+///     let text = trellis::fs::read_to_string(&path).await?;
+///     assert_eq!(text.lines().count(), 2);
+///     // Not UTF-8: an InvalidData error.
+///     trellis::fs::write(&path, [0xff, 0xfe]).await?;
+///     let err = trellis::fs::read_to_string(&path).await.unwrap_err();
+///     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn read_to_string(path: impl AsRef<Path>) -> io::Result<String> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -69,6 +85,18 @@ pub async fn read_to_string(path: impl AsRef<Path>) -> io::Result<String> {
 }
 
 /// Writes `contents` to a file, creating it or replacing its contents.
+///
+/// ```
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-write-{}", std::process::id()));
+///     trellis::fs::write(&path, "first version, longer").await?;
+///     trellis::fs::write(&path, b"second").await?; // replaces, does not append
+///     assert_eq!(trellis::fs::read(&path).await?, b"second");
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<()> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -97,6 +125,21 @@ pub async fn metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
 }
 
 /// Metadata of a path itself (a symbolic link is not followed).
+///
+/// ```
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-symlink-metadata-{}", std::process::id()));
+///     let link = path.with_extension("link");
+///     trellis::fs::write(&path, "target").await?;
+///     std::os::unix::fs::symlink(&path, &link)?;
+///     assert!(trellis::fs::symlink_metadata(&link).await?.file_type().is_symlink());
+///     assert!(trellis::fs::metadata(&link).await?.is_file());
+///     trellis::fs::remove_file(&link).await?;
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn symlink_metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -122,6 +165,22 @@ pub async fn exists(path: impl AsRef<Path>) -> io::Result<bool> {
 }
 
 /// Creates a directory (its parent must exist).
+///
+/// ```
+/// trellis::run(async {
+///     # let dir = std::env::temp_dir().join(format!("trellis-doc-create-dir-{}", std::process::id()));
+///     trellis::fs::create_dir(&dir).await?;
+///     assert!(trellis::fs::metadata(&dir).await?.is_dir());
+///     // Again: it exists now.
+///     let err = trellis::fs::create_dir(&dir).await.unwrap_err();
+///     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+///     // A missing parent is an error too.
+///     assert!(trellis::fs::create_dir(dir.join("a/b")).await.is_err());
+///     # trellis::fs::remove_dir(&dir).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -129,6 +188,19 @@ pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
 }
 
 /// Creates a directory and any missing parents.
+///
+/// ```
+/// trellis::run(async {
+///     # let dir = std::env::temp_dir().join(format!("trellis-doc-create-dir-all-{}", std::process::id()));
+///     let deep = dir.join("a").join("b").join("c");
+///     trellis::fs::create_dir_all(&deep).await?;
+///     assert!(trellis::fs::metadata(&deep).await?.is_dir());
+///     trellis::fs::create_dir_all(&deep).await?; // already there: not an error
+///     # trellis::fs::remove_dir_all(&dir).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -136,6 +208,22 @@ pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
 }
 
 /// Removes a file.
+///
+/// ```
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-remove-file-{}", std::process::id()));
+///     trellis::fs::write(&path, "temporary").await?;
+///     trellis::fs::remove_file(&path).await?;
+///     assert!(!trellis::fs::exists(&path).await?);
+///     // The error names the path.
+///     let err = trellis::fs::remove_file(&path).await.unwrap_err();
+///     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+///     assert!(err.to_string().contains("trellis-doc-remove-file"));
+///
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -143,6 +231,21 @@ pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
 }
 
 /// Removes an empty directory.
+///
+/// ```
+/// trellis::run(async {
+///     # let dir = std::env::temp_dir().join(format!("trellis-doc-remove-dir-{}", std::process::id()));
+///     trellis::fs::create_dir_all(&dir).await?;
+///     trellis::fs::write(dir.join("f"), "x").await?;
+///     assert!(trellis::fs::remove_dir(&dir).await.is_err()); // not empty
+///     trellis::fs::remove_file(dir.join("f")).await?;
+///     trellis::fs::remove_dir(&dir).await?;
+///     assert!(!trellis::fs::exists(&dir).await?);
+///
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -150,6 +253,19 @@ pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
 }
 
 /// Removes a directory and everything in it.
+///
+/// ```
+/// trellis::run(async {
+///     # let dir = std::env::temp_dir().join(format!("trellis-doc-remove-dir-all-{}", std::process::id()));
+///     trellis::fs::create_dir_all(dir.join("nested/deeper")).await?;
+///     trellis::fs::write(dir.join("nested/file.txt"), "x").await?;
+///     trellis::fs::remove_dir_all(&dir).await?;
+///     assert!(!trellis::fs::exists(&dir).await?);
+///
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn remove_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -184,6 +300,20 @@ pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<
 }
 
 /// Copies a file's contents and permissions; returns the bytes copied.
+///
+/// ```
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-copy-{}", std::process::id()));
+///     let copy = path.with_extension("copy");
+///     trellis::fs::write(&path, "original").await?;
+///     assert_eq!(trellis::fs::copy(&path, &copy).await?, 8);
+///     assert_eq!(trellis::fs::read(&copy).await?, b"original");
+///     trellis::fs::remove_file(&copy).await?;
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn copy(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<u64> {
     let from = from.as_ref().to_owned();
     let to = to.as_ref().to_owned();
@@ -196,6 +326,21 @@ pub async fn copy(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<u6
 }
 
 /// The absolute path with symbolic links resolved.
+///
+/// ```
+/// trellis::run(async {
+///     # let dir = std::env::temp_dir().join(format!("trellis-doc-canonicalize-{}", std::process::id()));
+///     trellis::fs::create_dir_all(dir.join("sub")).await?;
+///     let roundabout = dir.join("sub").join("..").join("sub");
+///     let resolved = trellis::fs::canonicalize(&roundabout).await?;
+///     assert!(resolved.is_absolute());
+///     assert_eq!(resolved, trellis::fs::canonicalize(dir.join("sub")).await?);
+///     assert!(!resolved.to_string_lossy().contains(".."));
+///     # trellis::fs::remove_dir_all(&dir).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub async fn canonicalize(path: impl AsRef<Path>) -> io::Result<PathBuf> {
     let path = path.as_ref().to_owned();
     let p = path.clone();
@@ -240,6 +385,23 @@ pub async fn read_dir(path: impl AsRef<Path>) -> io::Result<Vec<DirEntry>> {
 }
 
 /// One entry of [`read_dir`].
+///
+/// ```
+/// trellis::run(async {
+///     # let dir = std::env::temp_dir().join(format!("trellis-doc-dir-entry-{}", std::process::id()));
+///     trellis::fs::create_dir_all(&dir).await?;
+///     trellis::fs::write(dir.join("only.txt"), "abc").await?;
+///     let entries = trellis::fs::read_dir(&dir).await?;
+///     let entry = &entries[0];
+///     assert_eq!(entry.file_name(), "only.txt");
+///     assert_eq!(entry.path(), dir.join("only.txt"));
+///     assert!(entry.file_type().is_file());
+///     assert_eq!(entry.metadata().await?.len(), 3);
+///     # trellis::fs::remove_dir_all(&dir).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct DirEntry {
     path: PathBuf,
@@ -249,21 +411,79 @@ pub struct DirEntry {
 
 impl DirEntry {
     /// The entry's full path.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let dir = std::env::temp_dir().join(format!("trellis-doc-entry-path-{}", std::process::id()));
+    ///     trellis::fs::create_dir_all(&dir).await?;
+    ///     trellis::fs::write(dir.join("f.txt"), "").await?;
+    ///     let entries = trellis::fs::read_dir(&dir).await?;
+    ///     assert_eq!(entries[0].path(), dir.join("f.txt"));
+    ///     # trellis::fs::remove_dir_all(&dir).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The entry's name within its directory.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let dir = std::env::temp_dir().join(format!("trellis-doc-entry-file-name-{}", std::process::id()));
+    ///     trellis::fs::create_dir_all(&dir).await?;
+    ///     trellis::fs::write(dir.join("name.txt"), "").await?;
+    ///     let entries = trellis::fs::read_dir(&dir).await?;
+    ///     assert_eq!(entries[0].file_name(), "name.txt");
+    ///     # trellis::fs::remove_dir_all(&dir).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn file_name(&self) -> &OsString {
         &self.file_name
     }
 
     /// File, directory or symbolic link (read with the listing, no extra system call).
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let dir = std::env::temp_dir().join(format!("trellis-doc-entry-file-type-{}", std::process::id()));
+    ///     trellis::fs::create_dir_all(dir.join("child")).await?;
+    ///     let entries = trellis::fs::read_dir(&dir).await?;
+    ///     assert!(entries[0].file_type().is_dir());
+    ///     # trellis::fs::remove_dir_all(&dir).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn file_type(&self) -> FileType {
         self.file_type
     }
 
     /// The entry's metadata (not following a symbolic link).
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let dir = std::env::temp_dir().join(format!("trellis-doc-entry-metadata-{}", std::process::id()));
+    ///     trellis::fs::create_dir_all(&dir).await?;
+    ///     trellis::fs::write(dir.join("target"), "1234").await?;
+    ///     std::os::unix::fs::symlink(dir.join("target"), dir.join("link"))?;
+    ///     for entry in trellis::fs::read_dir(&dir).await? {
+    ///         let meta = entry.metadata().await?;
+    ///         if entry.file_name() == "link" {
+    ///             assert!(meta.file_type().is_symlink());
+    ///         } else {
+    ///             assert_eq!(meta.len(), 4);
+    ///         }
+    ///     }
+    ///     # trellis::fs::remove_dir_all(&dir).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn metadata(&self) -> io::Result<Metadata> {
         symlink_metadata(&self.path).await
     }
@@ -294,47 +514,159 @@ impl Default for OpenOptions {
 
 impl OpenOptions {
     /// All options off.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-options-new-{}", std::process::id()));
+    ///     trellis::fs::write(&path, "x").await?;
+    ///     // With no access mode set, opening fails.
+    ///     assert!(trellis::fs::OpenOptions::new().open(&path).await.is_err());
+    ///     let file = trellis::fs::OpenOptions::new().read(true).open(&path).await?;
+    ///     assert_eq!(file.path(), path);
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn new() -> Self {
         OpenOptions(sfs::OpenOptions::new())
     }
 
     /// Open for reading.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-options-read-{}", std::process::id()));
+    ///     trellis::fs::write(&path, "data").await?;
+    ///     let mut file = trellis::fs::OpenOptions::new().read(true).open(&path).await?;
+    ///     assert_eq!(file.read_to_end().await?, b"data");
+    ///     // Read-only: writing fails.
+    ///     assert!(file.write_all(b"more").await.is_err());
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn read(&mut self, yes: bool) -> &mut Self {
         self.0.read(yes);
         self
     }
 
     /// Open for writing.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-options-write-{}", std::process::id()));
+    ///     trellis::fs::write(&path, "abcdef").await?;
+    ///     // Writing without truncating overwrites from the start.
+    ///     let mut file = trellis::fs::OpenOptions::new().write(true).open(&path).await?;
+    ///     file.write_all(b"XY").await?;
+    ///     assert_eq!(trellis::fs::read(&path).await?, b"XYcdef");
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn write(&mut self, yes: bool) -> &mut Self {
         self.0.write(yes);
         self
     }
 
     /// Writes go to the end.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-options-append-{}", std::process::id()));
+    ///     trellis::fs::write(&path, "one\n").await?;
+    ///     let mut log = trellis::fs::OpenOptions::new().append(true).open(&path).await?;
+    ///     log.write_all(b"two\n").await?;
+    ///     assert_eq!(trellis::fs::read_to_string(&path).await?, "one\ntwo\n");
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn append(&mut self, yes: bool) -> &mut Self {
         self.0.append(yes);
         self
     }
 
     /// Empty the file on opening.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-options-truncate-{}", std::process::id()));
+    ///     trellis::fs::write(&path, "old contents").await?;
+    ///     let mut file = trellis::fs::OpenOptions::new()
+    ///         .write(true)
+    ///         .truncate(true)
+    ///         .open(&path)
+    ///         .await?;
+    ///     file.write_all(b"new").await?;
+    ///     assert_eq!(trellis::fs::read(&path).await?, b"new");
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn truncate(&mut self, yes: bool) -> &mut Self {
         self.0.truncate(yes);
         self
     }
 
     /// Create the file if it does not exist.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-options-create-{}", std::process::id()));
+    ///     assert!(!trellis::fs::exists(&path).await?);
+    ///     trellis::fs::OpenOptions::new().write(true).create(true).open(&path).await?;
+    ///     assert!(trellis::fs::exists(&path).await?);
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn create(&mut self, yes: bool) -> &mut Self {
         self.0.create(yes);
         self
     }
 
     /// Create the file, failing if it exists.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-options-create-new-{}", std::process::id()));
+    ///     let mut options = trellis::fs::OpenOptions::new();
+    ///     options.write(true).create_new(true);
+    ///     options.open(&path).await?;
+    ///     let err = options.open(&path).await.unwrap_err();
+    ///     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn create_new(&mut self, yes: bool) -> &mut Self {
         self.0.create_new(yes);
         self
     }
 
     /// Opens `path` with these options.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-options-open-{}", std::process::id()));
+    ///     let err = trellis::fs::OpenOptions::new().read(true).open(&path).await.unwrap_err();
+    ///     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    ///     assert!(err.to_string().starts_with("could not open"));
+    ///     trellis::fs::write(&path, "now it exists").await?;
+    ///     trellis::fs::OpenOptions::new().read(true).open(&path).await?;
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         let path = path.as_ref().to_owned();
         let p = path.clone();
@@ -382,11 +714,36 @@ impl fmt::Debug for File {
 
 impl File {
     /// Opens a file for reading.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-open-{}", std::process::id()));
+    ///     trellis::fs::write(&path, "contents").await?;
+    ///     let mut file = trellis::fs::File::open(&path).await?;
+    ///     assert_eq!(file.read_to_end().await?, b"contents");
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
         OpenOptions::new().read(true).open(path).await
     }
 
     /// Creates (or truncates) a file for writing.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-create-{}", std::process::id()));
+    ///     trellis::fs::write(&path, "a much longer old text").await?;
+    ///     let mut file = trellis::fs::File::create(&path).await?;
+    ///     file.write_all(b"short").await?;
+    ///     assert_eq!(trellis::fs::read(&path).await?, b"short");
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn create(path: impl AsRef<Path>) -> io::Result<File> {
         OpenOptions::new()
             .write(true)
@@ -435,6 +792,21 @@ impl File {
     }
 
     /// Reads from the current position to the end.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-read-to-end-{}", std::process::id()));
+    ///     trellis::fs::write(&path, "header;body").await?;
+    ///     let mut file = trellis::fs::File::open(&path).await?;
+    ///     let mut head = [0u8; 7];
+    ///     file.read(&mut head).await?;
+    ///     assert_eq!(file.read_to_end().await?, b"body");
+    ///     assert!(file.read_to_end().await?.is_empty()); // at the end now
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
         self.run("read", |mut f| {
             let mut data = Vec::new();
@@ -445,17 +817,58 @@ impl File {
     }
 
     /// Writes all of `buf` at the current position.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-write-all-{}", std::process::id()));
+    ///     let mut file = trellis::fs::File::create(&path).await?;
+    ///     file.write_all(b"part one, ").await?;
+    ///     file.write_all(b"part two").await?;
+    ///     assert_eq!(trellis::fs::read_to_string(&path).await?, "part one, part two");
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         let data = buf.to_vec();
         self.run("write", move |mut f| f.write_all(&data)).await
     }
 
     /// Moves the position; returns the new position from the start.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-seek-{}", std::process::id()));
+    ///     use std::io::SeekFrom;
+    ///     trellis::fs::write(&path, "0123456789").await?;
+    ///     let mut file = trellis::fs::File::open(&path).await?;
+    ///     assert_eq!(file.seek(SeekFrom::End(-3)).await?, 7);
+    ///     assert_eq!(file.read_to_end().await?, b"789");
+    ///     assert_eq!(file.seek(SeekFrom::Start(2)).await?, 2);
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.run("seek in", move |mut f| f.seek(pos)).await
     }
 
     /// Flushes data and metadata to the device.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-sync-all-{}", std::process::id()));
+    ///     let mut file = trellis::fs::File::create(&path).await?;
+    ///     file.write_all(b"must survive a crash").await?;
+    ///     file.sync_all().await?; // on disk now, not only in the page cache
+    ///     assert_eq!(file.metadata().await?.len(), 20);
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn sync_all(&self) -> io::Result<()> {
         self.run("sync", |f| f.sync_all()).await
     }
@@ -479,11 +892,36 @@ impl File {
     }
 
     /// The file's metadata.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-metadata-{}", std::process::id()));
+    ///     let mut file = trellis::fs::File::create(&path).await?;
+    ///     file.write_all(b"12345").await?;
+    ///     let meta = file.metadata().await?;
+    ///     assert!(meta.is_file());
+    ///     assert_eq!(meta.len(), 5);
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn metadata(&self) -> io::Result<Metadata> {
         self.run("stat", |f| f.metadata()).await
     }
 
     /// The path the file was opened with.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-path-{}", std::process::id()));
+    ///     let file = trellis::fs::File::create(&path).await?;
+    ///     assert_eq!(file.path(), path.as_path());
+    ///     # trellis::fs::remove_file(&path).await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn path(&self) -> &Path {
         &self.path
     }
