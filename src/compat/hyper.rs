@@ -76,11 +76,35 @@ pub struct HyperIo<T>(T);
 
 impl<T> HyperIo<T> {
     /// Wraps `stream`.
+    ///
+    /// ```
+    /// use trellis::compat::hyper::HyperIo;
+    ///
+    /// trellis::run(async {
+    ///     let (a, mut b) = trellis::testing::memory_stream_pair();
+    ///     // hyper's handshake takes the wrapped stream.
+    ///     let io = HyperIo::new(a);
+    ///     let mut a = io.into_inner();
+    ///     a.write_all(b"still the same stream").await?;
+    ///     let mut buf = [0u8; 64];
+    ///     let n = b.read(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"still the same stream");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn new(stream: T) -> Self {
         HyperIo(stream)
     }
 
     /// The stream back.
+    ///
+    /// ```
+    /// use trellis::compat::hyper::HyperIo;
+    ///
+    /// let io = HyperIo::new(std::io::Cursor::new(vec![1u8, 2, 3]));
+    /// assert_eq!(io.into_inner().into_inner(), [1, 2, 3]);
+    /// ```
     pub fn into_inner(self) -> T {
         self.0
     }
@@ -146,6 +170,27 @@ pub struct NurseryExecutor(Nursery<Error>);
 
 impl NurseryExecutor {
     /// An executor spawning into `nursery`.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use trellis::compat::hyper::NurseryExecutor;
+    ///
+    /// trellis::run(async {
+    ///     let ran = Arc::new(AtomicBool::new(false));
+    ///     let flag = ran.clone();
+    ///     trellis::nursery(|n| async move {
+    ///         let exec = NurseryExecutor::new(n.clone());
+    ///         let work = async move { flag.store(true, Ordering::SeqCst) };
+    ///         hyper::rt::Executor::execute(&exec, work);
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    ///     // The nursery waited for the task hyper spawned.
+    ///     assert!(ran.load(Ordering::SeqCst));
+    /// });
+    /// ```
     pub fn new(nursery: Nursery<Error>) -> Self {
         NurseryExecutor(nursery)
     }
@@ -203,6 +248,38 @@ impl hyper::rt::Sleep for HyperSleep {}
 /// come back inside an `io::Error`.
 ///
 /// See the [module](self) for a server.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use trellis::compat::hyper::{serve_http1, HyperIo};
+///
+/// trellis::run(async {
+///     // One connection over an in-memory stream: a server task and a hyper client.
+///     let (server_side, client_side) = trellis::testing::memory_stream_pair();
+///     trellis::nursery(|n| async move {
+///         n.spawn(serve_http1(
+///             server_side,
+///             hyper::service::service_fn(|req: hyper::Request<_>| async move {
+///                 let reply = format!("you asked for {}", req.uri().path());
+///                 Ok::<_, Infallible>(hyper::Response::new(reply))
+///             }),
+///         ))?;
+///         let (mut send, conn) = hyper::client::conn::http1::handshake(HyperIo::new(client_side))
+///             .await
+///             .map_err(std::io::Error::other)?;
+///         n.spawn(async move { conn.await.map_err(std::io::Error::other) })?;
+///         let request = hyper::Request::get("/status").body(String::new()).unwrap();
+///         let response = send.send_request(request).await.map_err(std::io::Error::other)?;
+///         assert_eq!(response.status(), 200);
+///         // Dropping the client closes the connection; serve_http1 then returns Ok(()).
+///         drop(send);
+///         Ok::<_, std::io::Error>(())
+///     })
+///     .await
+///     .map_err(|e| e.into_errors().remove(0))
+/// })
+/// .unwrap();
+/// ```
 ///
 /// # Errors
 /// A protocol or I/O error of the connection, as hyper reports it.
