@@ -89,7 +89,23 @@ use crate::nursery::TaskStatus;
 /// `InvalidInput` if `host` is not a valid TLS server name; the connection's errors; the
 /// handshake's, such as an untrusted certificate ("invalid peer certificate: UnknownIssuer").
 ///
-/// See the [module](self) for an example.
+/// See the [module](self) for a complete exchange; here, a name is rejected before any
+/// connection is made.
+///
+/// ```
+/// use std::sync::Arc;
+/// use trellis::tls::{self, rustls};
+///
+/// let client = Arc::new(
+///     rustls::ClientConfig::builder()
+///         .with_root_certificates(rustls::RootCertStore::empty())
+///         .with_no_client_auth(),
+/// );
+/// trellis::run(async {
+///     let err = tls::connect_tls("not a host name", 443, client).await.unwrap_err();
+///     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+/// });
+/// ```
 pub async fn connect_tls(
     host: &str,
     port: u16,
@@ -109,10 +125,69 @@ pub async fn connect_tls(
 /// runs `handler` on the TLS stream. A connection whose handshake fails (a client that does not
 /// trust the certificate, a port scanner) is closed and skipped: it does not stop the server.
 ///
-/// See the [module](self) for an example.
+/// See the [module](self) for an echo server; here, a client that does not trust the
+/// certificate fails its handshake and the server goes on serving.
 ///
 /// # Errors
 /// As [`serve_tcp_on`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use futures_lite::AsyncReadExt;
+/// use trellis::tls::{self, rustls};
+///
+/// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+/// # let cert_der = cert.cert.der().clone();
+/// # let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+/// // `server` holds a certificate for "localhost"; `trusting` trusts it, `wary` trusts nothing.
+/// let server = Arc::new(
+///     rustls::ServerConfig::builder()
+///         .with_no_client_auth()
+///         .with_single_cert(vec![cert_der.clone()], key)
+///         .unwrap(),
+/// );
+/// let client = |roots| {
+///     Arc::new(
+///         rustls::ClientConfig::builder()
+///             .with_root_certificates(roots)
+///             .with_no_client_auth(),
+///     )
+/// };
+/// let mut roots = rustls::RootCertStore::empty();
+/// roots.add(cert_der).unwrap();
+/// let (trusting, wary) = (client(roots), client(rustls::RootCertStore::empty()));
+///
+/// trellis::run(async move {
+///     trellis::nursery(|n| async move {
+///         let addrs = n
+///             .start(|status| {
+///                 tls::serve_tls_on(
+///                     |mut stream| async move {
+///                         futures_lite::AsyncWriteExt::write_all(&mut stream, b"welcome").await?;
+///                         futures_lite::AsyncWriteExt::close(&mut stream).await
+///                     },
+///                     ("127.0.0.1", 0),
+///                     server,
+///                     status,
+///                 )
+///             })
+///             .await?;
+///         let port = addrs[0].port();
+///         // A failed handshake ends that connection only...
+///         assert!(tls::connect_tls("localhost", port, wary).await.is_err());
+///         // ...and the server goes on serving.
+///         let mut stream = tls::connect_tls("localhost", port, trusting).await?;
+///         let mut greeting = String::new();
+///         stream.read_to_string(&mut greeting).await?;
+///         assert_eq!(greeting, "welcome");
+///         n.cancel();
+///         Ok::<_, std::io::Error>(())
+///     })
+///     .await
+///     .map_err(|e| e.into_errors().remove(0))
+/// })
+/// .unwrap();
+/// ```
 pub async fn serve_tls_on<H, Fut, E>(
     handler: H,
     addr: impl ToSocketAddrs,

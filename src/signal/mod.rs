@@ -113,6 +113,13 @@ impl Signal {
     }
 
     /// The signal's number.
+    ///
+    /// ```
+    /// use trellis::signal::Signal;
+    ///
+    /// assert_eq!(Signal::TERM.as_raw(), libc::SIGTERM);
+    /// assert_eq!(Signal::from_raw(Signal::USR1.as_raw()), Signal::USR1);
+    /// ```
     pub const fn as_raw(self) -> i32 {
         self.0
     }

@@ -107,6 +107,21 @@ where
 
 /// A blocking call: configure it with the builder methods, then `.await` it. See
 /// [`run_blocking`].
+///
+/// ```
+/// use trellis::thread::{run_blocking, RunBlocking};
+///
+/// trellis::run(async {
+///     let limiter = trellis::sync::CapacityLimiter::new(1);
+///     // Configured, not yet running: nothing happens until it is awaited.
+///     let call: RunBlocking<_, u32> = run_blocking(|| 6 * 7)
+///         .limiter(&limiter)
+///         .abandon_on_cancel(true);
+///     assert_eq!(call.await?, 42);
+///     Ok::<_, trellis::Cancelled>(())
+/// })
+/// .unwrap();
+/// ```
 #[must_use = "a blocking call does nothing unless awaited"]
 pub struct RunBlocking<F, R> {
     f: Option<F>,
@@ -487,6 +502,14 @@ pub fn check_cancelled() -> Result<(), Cancelled> {
 }
 
 /// Why work sent from a plain thread to the runtime did not run.
+///
+/// ```
+/// use trellis::thread::{from_thread, FromThreadError};
+///
+/// // A thread that `run_blocking` did not start cannot use `from_thread`.
+/// let err = std::thread::spawn(|| from_thread::run_sync(|| 1)).join().unwrap();
+/// assert_eq!(err, Err(FromThreadError::NotBlockingThread));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FromThreadError {
@@ -823,6 +846,26 @@ impl Portal {
     }
 
     /// Like [`run`](Portal::run) for a plain closure.
+    ///
+    /// ```
+    /// use trellis::thread::Portal;
+    ///
+    /// trellis::run(async {
+    ///     let portal = Portal::current();
+    ///     let (tx, rx) = trellis::channel::unbounded();
+    ///     // A thread of its own hands a value to the runtime with a plain closure.
+    ///     let sent = trellis::thread::run_blocking(move || {
+    ///         std::thread::spawn(move || portal.run_sync(move || tx.try_send("from a thread")))
+    ///             .join()
+    ///             .unwrap()
+    ///     })
+    ///     .await?;
+    ///     assert!(matches!(sent, Ok(Ok(()))));
+    ///     assert_eq!(rx.recv().await.unwrap(), "from a thread");
+    ///     Ok::<_, trellis::Cancelled>(())
+    /// })
+    /// .unwrap();
+    /// ```
     ///
     /// # Errors
     /// As [`run`](Portal::run).
