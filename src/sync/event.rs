@@ -45,6 +45,29 @@ struct State {
 }
 
 /// Counters of an [`Event`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use trellis::sync::Event;
+///
+/// trellis::run(async {
+///     let event = Arc::new(Event::new());
+///     trellis::nursery(|n| {
+///         let event = event.clone();
+///         async move {
+///             let waiter = event.clone();
+///             n.spawn(async move { Ok(waiter.wait().await?) })?;
+///             trellis::testing::wait_all_tasks_blocked().await?;
+///             assert_eq!(event.statistics().tasks_waiting, 1);
+///             event.set();
+///             Ok::<_, trellis::Error>(())
+///         }
+///     })
+///     .await
+///     .unwrap();
+///     assert_eq!(event.statistics().tasks_waiting, 0);
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EventStatistics {
@@ -86,12 +109,29 @@ impl Site for WaitSite {
 
 impl Event {
     /// A new, unset event.
+    ///
+    /// ```
+    /// let event = trellis::sync::Event::new();
+    /// assert!(!event.is_set());
+    /// ```
     pub fn new() -> Self {
         Event::default()
     }
 
     /// Sets the flag and wakes every waiter. Idempotent; not a checkpoint; usable from any
     /// thread, inside or outside the runtime.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use trellis::sync::Event;
+    ///
+    /// let event = Arc::new(Event::new());
+    /// let setter = event.clone();
+    /// // From a plain thread, no runtime needed.
+    /// std::thread::spawn(move || setter.set()).join().unwrap();
+    /// event.set(); // again: no effect
+    /// assert!(event.is_set());
+    /// ```
     pub fn set(&self) {
         let mut wakes = WakeList::new();
         let mut st = lock(&self.state);
@@ -102,11 +142,43 @@ impl Event {
     }
 
     /// Whether [`set`](Event::set) has been called.
+    ///
+    /// ```
+    /// let event = trellis::sync::Event::new();
+    /// assert!(!event.is_set());
+    /// event.set();
+    /// assert!(event.is_set());
+    /// ```
     pub fn is_set(&self) -> bool {
         lock(&self.state).set
     }
 
     /// Waits until the flag is set. A checkpoint, also when the flag is already set.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use trellis::sync::Event;
+    ///
+    /// trellis::run(async {
+    ///     let done = Arc::new(Event::new());
+    ///     trellis::nursery(|n| {
+    ///         let done = done.clone();
+    ///         async move {
+    ///             let signal = done.clone();
+    ///             n.spawn(async move {
+    ///                 trellis::checkpoint().await?;
+    ///                 signal.set();
+    ///                 Ok(())
+    ///             })?;
+    ///             done.wait().await?; // returns once the task has set it
+    ///             assert!(done.is_set());
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     ///
     /// # Errors
     /// [`Cancelled`] if the enclosing scope is cancelled first.
@@ -115,6 +187,11 @@ impl Event {
     }
 
     /// Counters, for debugging.
+    ///
+    /// ```
+    /// let event = trellis::sync::Event::new();
+    /// assert_eq!(event.statistics().tasks_waiting, 0);
+    /// ```
     pub fn statistics(&self) -> EventStatistics {
         EventStatistics {
             tasks_waiting: lock(&self.state).lot.len(MAIN),

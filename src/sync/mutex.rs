@@ -110,6 +110,21 @@ impl Site for LockSite {
 }
 
 /// Counters of a [`Mutex`] (trio's `LockStatistics`).
+///
+/// ```
+/// use trellis::sync::Mutex;
+///
+/// trellis::run(async {
+///     let mutex = Mutex::new(());
+///     assert!(!mutex.statistics().locked);
+///     let guard = mutex.lock().await.unwrap();
+///     let stats = mutex.statistics();
+///     assert!(stats.locked);
+///     assert_eq!(stats.owner, Some(trellis::lowlevel::current_task().id));
+///     assert_eq!(stats.tasks_waiting, 0);
+///     drop(guard);
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LockStatistics {
@@ -175,6 +190,11 @@ unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
 
 impl<T> Mutex<T> {
     /// A new, unlocked mutex holding `value`.
+    ///
+    /// ```
+    /// let mutex = trellis::sync::Mutex::new(vec![1, 2]);
+    /// assert!(!mutex.is_locked());
+    /// ```
     pub fn new(value: T) -> Self {
         Mutex {
             state: StdMutex::new(RawLock::default()),
@@ -183,6 +203,14 @@ impl<T> Mutex<T> {
     }
 
     /// Consumes the mutex and returns the data.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     let mutex = trellis::sync::Mutex::new(String::from("a"));
+    ///     mutex.lock().await.unwrap().push('b');
+    ///     assert_eq!(mutex.into_inner(), "ab");
+    /// });
+    /// ```
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -190,6 +218,22 @@ impl<T> Mutex<T> {
 
 impl<T: ?Sized> Mutex<T> {
     /// Waits for the lock. A checkpoint, also when the lock is free.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::sync::Mutex;
+    ///
+    /// trellis::run(async {
+    ///     let mutex = Mutex::new(0);
+    ///     let held = mutex.lock().await.unwrap();
+    ///     // While it is held, a second `lock` waits; a deadline ends the wait, holding nothing.
+    ///     let second = trellis::move_on_after(Duration::from_millis(5), mutex.lock()).await;
+    ///     assert!(second.is_none());
+    ///     drop(held);
+    ///     *mutex.lock().await.unwrap() += 1;
+    ///     assert_eq!(*mutex.lock().await.unwrap(), 1);
+    /// });
+    /// ```
     ///
     /// # Errors
     /// [`Cancelled`] if the enclosing scope was cancelled before the lock was handed over; the
@@ -237,6 +281,16 @@ impl<T: ?Sized> Mutex<T> {
 
     /// Takes the lock if it is free now. Not a checkpoint; usable outside a runtime.
     ///
+    /// ```
+    /// use trellis::sync::Mutex;
+    ///
+    /// let mutex = Mutex::new(5);
+    /// let guard = mutex.try_lock().unwrap();
+    /// assert!(matches!(mutex.try_lock(), Err(trellis::Error::WouldBlock)));
+    /// drop(guard);
+    /// assert_eq!(*mutex.try_lock().unwrap(), 5);
+    /// ```
+    ///
     /// # Errors
     /// [`Error::WouldBlock`] if the lock is held.
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, Error> {
@@ -250,16 +304,37 @@ impl<T: ?Sized> Mutex<T> {
     }
 
     /// Whether the lock is held.
+    ///
+    /// ```
+    /// let mutex = trellis::sync::Mutex::new(());
+    /// let guard = mutex.try_lock().unwrap();
+    /// assert!(mutex.is_locked());
+    /// drop(guard);
+    /// assert!(!mutex.is_locked());
+    /// ```
     pub fn is_locked(&self) -> bool {
         lock(&self.state).locked
     }
 
     /// The data, through a unique borrow (no locking needed).
+    ///
+    /// ```
+    /// let mut mutex = trellis::sync::Mutex::new(1);
+    /// *mutex.get_mut() += 1; // no other reference can exist, so no lock is taken
+    /// assert_eq!(mutex.into_inner(), 2);
+    /// ```
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
     }
 
     /// Counters, for debugging.
+    ///
+    /// ```
+    /// let mutex = trellis::sync::Mutex::new(());
+    /// let stats = mutex.statistics();
+    /// assert!(!stats.locked);
+    /// assert_eq!(stats.owner, None);
+    /// ```
     pub fn statistics(&self) -> LockStatistics {
         lock(&self.state).statistics()
     }
@@ -286,6 +361,20 @@ impl<T: ?Sized> fmt::Debug for Mutex<T> {
 }
 
 /// Access to the data of a locked [`Mutex`]; releases the lock when dropped.
+///
+/// ```
+/// use trellis::sync::{Mutex, MutexGuard};
+///
+/// trellis::run(async {
+///     let mutex = Mutex::new(vec![1]);
+///     {
+///         let mut guard: MutexGuard<'_, Vec<i32>> = mutex.lock().await.unwrap();
+///         guard.push(2); // DerefMut to the data
+///         assert_eq!(guard.len(), 2);
+///     } // released here
+///     assert!(!mutex.is_locked());
+/// });
+/// ```
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct MutexGuard<'a, T: ?Sized> {
     mutex: &'a Mutex<T>,
@@ -318,6 +407,30 @@ impl<T: ?Sized> Drop for MutexGuard<'_, T> {
 
 /// Access to the data of a locked [`Mutex`] in an `Arc`, owning a reference to it (see
 /// [`Mutex::lock_owned`]); releases the lock when dropped.
+///
+/// ```
+/// use std::sync::Arc;
+/// use trellis::sync::Mutex;
+///
+/// trellis::run(async {
+///     let mutex = Arc::new(Mutex::new(0));
+///     trellis::nursery(|n| {
+///         let mutex = mutex.clone();
+///         async move {
+///             // The guard owns an `Arc`, so it can move into a task with no borrow to outlive.
+///             let mut guard = mutex.clone().lock_owned().await?;
+///             n.spawn(async move {
+///                 *guard += 1;
+///                 Ok(())
+///             })?;
+///             Ok::<_, trellis::Error>(())
+///         }
+///     })
+///     .await
+///     .unwrap();
+///     assert_eq!(*mutex.lock().await.unwrap(), 1);
+/// });
+/// ```
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct OwnedMutexGuard<T: ?Sized> {
     mutex: Arc<Mutex<T>>,

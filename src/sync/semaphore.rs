@@ -62,6 +62,31 @@ impl State {
 }
 
 /// Counters of a [`Semaphore`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use trellis::sync::Semaphore;
+///
+/// trellis::run(async {
+///     let sem = Arc::new(Semaphore::new(0));
+///     trellis::nursery(|n| {
+///         let sem = sem.clone();
+///         async move {
+///             let waiter = sem.clone();
+///             n.spawn(async move {
+///                 waiter.acquire().await?.forget();
+///                 Ok(())
+///             })?;
+///             trellis::testing::wait_all_tasks_blocked().await?;
+///             assert_eq!(sem.statistics().tasks_waiting, 1);
+///             sem.release()?;
+///             Ok::<_, trellis::Error>(())
+///         }
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SemaphoreStatistics {
@@ -107,6 +132,12 @@ impl Site for AcquireSite {
 
 impl Semaphore {
     /// A semaphore with `permits` free permits and no maximum.
+    ///
+    /// ```
+    /// let sem = trellis::sync::Semaphore::new(3);
+    /// assert_eq!(sem.value(), 3);
+    /// assert_eq!(sem.max_value(), None);
+    /// ```
     pub fn new(permits: usize) -> Self {
         Semaphore {
             state: Mutex::new(State {
@@ -122,6 +153,13 @@ impl Semaphore {
     ///
     /// # Panics
     /// If `max < permits`.
+    ///
+    /// ```
+    /// let sem = trellis::sync::Semaphore::with_max(1, 2);
+    /// sem.release().unwrap(); // 2 permits: the maximum
+    /// assert!(sem.release().is_err()); // a third would exceed it
+    /// assert_eq!(sem.value(), 2);
+    /// ```
     pub fn with_max(permits: usize, max: usize) -> Self {
         assert!(
             max >= permits,
@@ -137,6 +175,38 @@ impl Semaphore {
     /// # Errors
     /// [`Cancelled`] if the enclosing scope was cancelled before a permit was handed over; no
     /// permit is then held.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use trellis::sync::Semaphore;
+    ///
+    /// trellis::run(async {
+    ///     // At most two tasks inside at once.
+    ///     let sem = Arc::new(Semaphore::new(2));
+    ///     let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    ///     trellis::nursery(|n| {
+    ///         let (sem, inside, most) = (sem.clone(), inside.clone(), most.clone());
+    ///         async move {
+    ///             for _ in 0..5 {
+    ///                 let (sem, inside, most) = (sem.clone(), inside.clone(), most.clone());
+    ///                 n.spawn(async move {
+    ///                     let _permit = sem.acquire().await?;
+    ///                     let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+    ///                     most.fetch_max(now, Ordering::SeqCst);
+    ///                     trellis::checkpoint().await?;
+    ///                     inside.fetch_sub(1, Ordering::SeqCst);
+    ///                     Ok(())
+    ///                 })?;
+    ///             }
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    ///     assert_eq!(most.load(Ordering::SeqCst), 2);
+    /// });
+    /// ```
     pub async fn acquire(&self) -> Result<SemaphorePermit<'_>, Cancelled> {
         Op::<AcquireSite>::new(&self.state, ()).await?;
         Ok(SemaphorePermit { sem: self })
@@ -178,6 +248,14 @@ impl Semaphore {
     ///
     /// # Errors
     /// [`Error::WouldBlock`] otherwise.
+    ///
+    /// ```
+    /// let sem = trellis::sync::Semaphore::new(1);
+    /// let permit = sem.try_acquire().unwrap();
+    /// assert!(matches!(sem.try_acquire(), Err(trellis::Error::WouldBlock)));
+    /// drop(permit); // given back
+    /// assert!(sem.try_acquire().is_ok());
+    /// ```
     pub fn try_acquire(&self) -> Result<SemaphorePermit<'_>, Error> {
         let mut wakes = WakeList::new();
         match AcquireSite::attempt(&mut lock(&self.state), &mut (), &mut wakes) {
@@ -191,6 +269,12 @@ impl Semaphore {
     /// # Errors
     /// [`Error::InvalidArgument`] if the count is already at its maximum (the semaphore was
     /// released more often than acquired); nothing changes then.
+    ///
+    /// ```
+    /// let sem = trellis::sync::Semaphore::new(0);
+    /// sem.release().unwrap();
+    /// assert_eq!(sem.value(), 1);
+    /// ```
     pub fn release(&self) -> Result<(), Error> {
         let mut wakes = WakeList::new();
         let ok = lock(&self.state).release(&mut wakes);
@@ -203,16 +287,34 @@ impl Semaphore {
     }
 
     /// Free permits now.
+    ///
+    /// ```
+    /// let sem = trellis::sync::Semaphore::new(2);
+    /// let _permit = sem.try_acquire().unwrap();
+    /// assert_eq!(sem.value(), 1);
+    /// ```
     pub fn value(&self) -> usize {
         lock(&self.state).value
     }
 
     /// The maximum, if any.
+    ///
+    /// ```
+    /// use trellis::sync::Semaphore;
+    ///
+    /// assert_eq!(Semaphore::with_max(0, 4).max_value(), Some(4));
+    /// assert_eq!(Semaphore::new(0).max_value(), None);
+    /// ```
     pub fn max_value(&self) -> Option<usize> {
         lock(&self.state).max
     }
 
     /// Counters, for debugging.
+    ///
+    /// ```
+    /// let sem = trellis::sync::Semaphore::new(1);
+    /// assert_eq!(sem.statistics().tasks_waiting, 0);
+    /// ```
     pub fn statistics(&self) -> SemaphoreStatistics {
         SemaphoreStatistics {
             tasks_waiting: lock(&self.state).lot.len(MAIN),
@@ -232,6 +334,19 @@ impl fmt::Debug for Semaphore {
 }
 
 /// A permit taken from a [`Semaphore`]; released when dropped.
+///
+/// ```
+/// use trellis::sync::{Semaphore, SemaphorePermit};
+///
+/// trellis::run(async {
+///     let sem = Semaphore::new(1);
+///     {
+///         let _permit: SemaphorePermit<'_> = sem.acquire().await.unwrap();
+///         assert_eq!(sem.value(), 0);
+///     }
+///     assert_eq!(sem.value(), 1); // released when dropped
+/// });
+/// ```
 #[must_use = "dropping the permit releases it at once"]
 pub struct SemaphorePermit<'a> {
     sem: &'a Semaphore,
@@ -239,6 +354,14 @@ pub struct SemaphorePermit<'a> {
 
 impl SemaphorePermit<'_> {
     /// Keeps the permit taken; give it back later with [`Semaphore::release`].
+    ///
+    /// ```
+    /// let sem = trellis::sync::Semaphore::new(1);
+    /// sem.try_acquire().unwrap().forget();
+    /// assert_eq!(sem.value(), 0); // still taken
+    /// sem.release().unwrap(); // given back by hand
+    /// assert_eq!(sem.value(), 1);
+    /// ```
     pub fn forget(self) {
         std::mem::forget(self);
     }
