@@ -58,6 +58,18 @@ struct State {
 }
 
 /// What [`Barrier::wait`] returns.
+///
+/// ```
+/// use std::sync::Arc;
+/// use trellis::sync::{Barrier, BarrierWaitResult};
+///
+/// trellis::run(async {
+///     let barrier = Arc::new(Barrier::new(1));
+///     // A barrier for one trips at once, and that task is the leader.
+///     let result: BarrierWaitResult = barrier.wait().await.unwrap();
+///     assert!(result.is_leader());
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BarrierWaitResult {
     leader: bool,
@@ -65,12 +77,68 @@ pub struct BarrierWaitResult {
 
 impl BarrierWaitResult {
     /// Whether this task was the last to arrive (exactly one per round).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use trellis::sync::Barrier;
+    ///
+    /// trellis::run(async {
+    ///     let barrier = Arc::new(Barrier::new(3));
+    ///     let leaders = Arc::new(AtomicUsize::new(0));
+    ///     trellis::nursery(|n| {
+    ///         let (barrier, leaders) = (barrier.clone(), leaders.clone());
+    ///         async move {
+    ///             for _ in 0..3 {
+    ///                 let (barrier, leaders) = (barrier.clone(), leaders.clone());
+    ///                 n.spawn(async move {
+    ///                     if barrier.wait().await?.is_leader() {
+    ///                         leaders.fetch_add(1, Ordering::SeqCst);
+    ///                     }
+    ///                     Ok(())
+    ///                 })?;
+    ///             }
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    ///     assert_eq!(leaders.load(Ordering::SeqCst), 1); // exactly one per round
+    /// });
+    /// ```
     pub fn is_leader(&self) -> bool {
         self.leader
     }
 }
 
 /// Counters of a [`Barrier`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use trellis::sync::Barrier;
+///
+/// trellis::run(async {
+///     let barrier = Arc::new(Barrier::new(2));
+///     trellis::nursery(|n| {
+///         let barrier = barrier.clone();
+///         async move {
+///             let other = barrier.clone();
+///             n.spawn(async move {
+///                 other.wait().await?;
+///                 Ok(())
+///             })?;
+///             trellis::testing::wait_all_tasks_blocked().await?;
+///             let stats = barrier.statistics();
+///             assert_eq!((stats.parties, stats.tasks_waiting, stats.rounds), (2, 1, 0));
+///             barrier.wait().await?;
+///             assert_eq!(barrier.statistics().rounds, 1);
+///             Ok::<_, trellis::Error>(())
+///         }
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BarrierStatistics {
@@ -124,6 +192,11 @@ impl Barrier {
     ///
     /// # Panics
     /// If `parties` is 0.
+    ///
+    /// ```
+    /// let barrier = trellis::sync::Barrier::new(4);
+    /// assert_eq!(barrier.statistics().parties, 4);
+    /// ```
     pub fn new(parties: usize) -> Self {
         assert!(parties > 0, "Barrier::new: parties must be at least 1");
         Barrier {
@@ -141,11 +214,47 @@ impl Barrier {
     /// # Errors
     /// [`Cancelled`] if the enclosing scope was cancelled before the round completed; the task
     /// then no longer counts as arrived.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use trellis::sync::{Barrier, Mutex};
+    ///
+    /// trellis::run(async {
+    ///     // Two tasks finish phase 1 before either starts phase 2.
+    ///     let barrier = Arc::new(Barrier::new(2));
+    ///     let log = Arc::new(Mutex::new(Vec::new()));
+    ///     trellis::nursery(|n| {
+    ///         let (barrier, log) = (barrier.clone(), log.clone());
+    ///         async move {
+    ///             for id in 0..2 {
+    ///                 let (barrier, log) = (barrier.clone(), log.clone());
+    ///                 n.spawn(async move {
+    ///                     log.lock().await?.push((1, id));
+    ///                     barrier.wait().await?;
+    ///                     log.lock().await?.push((2, id));
+    ///                     Ok(())
+    ///                 })?;
+    ///             }
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    ///     let phases: Vec<u8> = log.lock().await.unwrap().iter().map(|(p, _)| *p).collect();
+    ///     assert_eq!(phases, [1, 1, 2, 2]);
+    /// });
+    /// ```
     pub async fn wait(&self) -> Result<BarrierWaitResult, Cancelled> {
         Op::<WaitSite>::new(&self.state, ()).await
     }
 
     /// Counters, for debugging.
+    ///
+    /// ```
+    /// let barrier = trellis::sync::Barrier::new(2);
+    /// let stats = barrier.statistics();
+    /// assert_eq!((stats.tasks_waiting, stats.rounds), (0, 0));
+    /// ```
     pub fn statistics(&self) -> BarrierStatistics {
         let st = lock(&self.state);
         BarrierStatistics {

@@ -118,6 +118,20 @@ impl Site for AccessSite {
 }
 
 /// Counters of an [`RwLock`].
+///
+/// ```
+/// use trellis::sync::RwLock;
+///
+/// trellis::run(async {
+///     let lock = RwLock::new(0);
+///     let (a, b) = (lock.read().await.unwrap(), lock.read().await.unwrap());
+///     let stats = lock.statistics();
+///     assert_eq!(stats.readers, 2);
+///     assert!(!stats.writer);
+///     assert_eq!((stats.readers_waiting, stats.writers_waiting), (0, 0));
+///     drop((a, b));
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RwLockStatistics {
@@ -170,6 +184,11 @@ unsafe impl<T: ?Sized + Send> Send for RwLock<T> {}
 
 impl<T> RwLock<T> {
     /// A new, unlocked lock holding `value`.
+    ///
+    /// ```
+    /// let lock = trellis::sync::RwLock::new("config");
+    /// assert_eq!(*lock.try_read().unwrap(), "config");
+    /// ```
     pub fn new(value: T) -> Self {
         RwLock {
             state: StdMutex::new(State::default()),
@@ -178,6 +197,14 @@ impl<T> RwLock<T> {
     }
 
     /// Consumes the lock and returns the data.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     let lock = trellis::sync::RwLock::new(vec![1]);
+    ///     lock.write().await.unwrap().push(2);
+    ///     assert_eq!(lock.into_inner(), [1, 2]);
+    /// });
+    /// ```
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -188,6 +215,33 @@ impl<T: ?Sized> RwLock<T> {
     ///
     /// # Errors
     /// [`Cancelled`] if the enclosing scope was cancelled first; nothing is held then.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use trellis::sync::RwLock;
+    ///
+    /// trellis::run(async {
+    ///     let lock = Arc::new(RwLock::new(10));
+    ///     trellis::nursery(|n| {
+    ///         let lock = lock.clone();
+    ///         async move {
+    ///             // Readers share the lock: all three hold it at once.
+    ///             for _ in 0..3 {
+    ///                 let lock = lock.clone();
+    ///                 n.spawn(async move {
+    ///                     let value = lock.read().await?;
+    ///                     trellis::checkpoint().await?;
+    ///                     assert_eq!(*value, 10);
+    ///                     Ok(())
+    ///                 })?;
+    ///             }
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub async fn read(&self) -> Result<RwLockReadGuard<'_, T>, Cancelled> {
         Op::<AccessSite>::new(&self.state, Access::Read).await?;
         Ok(RwLockReadGuard {
@@ -200,6 +254,22 @@ impl<T: ?Sized> RwLock<T> {
     ///
     /// # Errors
     /// [`Cancelled`] if the enclosing scope was cancelled first; nothing is held then.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::sync::RwLock;
+    ///
+    /// trellis::run(async {
+    ///     let lock = RwLock::new(1);
+    ///     let reader = lock.read().await.unwrap();
+    ///     // A writer waits for every reader to leave.
+    ///     let early = trellis::move_on_after(Duration::from_millis(5), lock.write()).await;
+    ///     assert!(early.is_none());
+    ///     drop(reader);
+    ///     *lock.write().await.unwrap() = 2;
+    ///     assert_eq!(*lock.read().await.unwrap(), 2);
+    /// });
+    /// ```
     pub async fn write(&self) -> Result<RwLockWriteGuard<'_, T>, Cancelled> {
         Op::<AccessSite>::new(&self.state, Access::Write).await?;
         Ok(RwLockWriteGuard {
@@ -212,6 +282,14 @@ impl<T: ?Sized> RwLock<T> {
     ///
     /// # Errors
     /// [`Error::WouldBlock`] otherwise.
+    ///
+    /// ```
+    /// let lock = trellis::sync::RwLock::new(0);
+    /// let r1 = lock.try_read().unwrap();
+    /// let _r2 = lock.try_read().unwrap(); // readers share
+    /// assert!(lock.try_write().is_err());
+    /// drop(r1);
+    /// ```
     pub fn try_read(&self) -> Result<RwLockReadGuard<'_, T>, Error> {
         match try_now::<AccessSite>(&self.state, Access::Read) {
             Ok(_) => Ok(RwLockReadGuard {
@@ -226,6 +304,15 @@ impl<T: ?Sized> RwLock<T> {
     ///
     /// # Errors
     /// [`Error::WouldBlock`] otherwise.
+    ///
+    /// ```
+    /// let lock = trellis::sync::RwLock::new(0);
+    /// let mut w = lock.try_write().unwrap();
+    /// *w += 1;
+    /// assert!(matches!(lock.try_read(), Err(trellis::Error::WouldBlock)));
+    /// drop(w);
+    /// assert_eq!(*lock.try_read().unwrap(), 1);
+    /// ```
     pub fn try_write(&self) -> Result<RwLockWriteGuard<'_, T>, Error> {
         match try_now::<AccessSite>(&self.state, Access::Write) {
             Ok(_) => Ok(RwLockWriteGuard {
@@ -237,11 +324,23 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     /// The data, through a unique borrow (no locking needed).
+    ///
+    /// ```
+    /// let mut lock = trellis::sync::RwLock::new(String::new());
+    /// lock.get_mut().push_str("no locking");
+    /// assert_eq!(lock.into_inner(), "no locking");
+    /// ```
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
     }
 
     /// Counters, for debugging.
+    ///
+    /// ```
+    /// let lock = trellis::sync::RwLock::new(());
+    /// let _w = lock.try_write().unwrap();
+    /// assert!(lock.statistics().writer);
+    /// ```
     pub fn statistics(&self) -> RwLockStatistics {
         let st = lock(&self.state);
         let writers = st
@@ -280,6 +379,16 @@ impl<T: ?Sized> fmt::Debug for RwLock<T> {
 }
 
 /// Shared access to the data of an [`RwLock`]; released when dropped.
+///
+/// ```
+/// use trellis::sync::{RwLock, RwLockReadGuard};
+///
+/// let lock = RwLock::new(vec![1, 2, 3]);
+/// let guard: RwLockReadGuard<'_, Vec<i32>> = lock.try_read().unwrap();
+/// assert_eq!(guard.len(), 3); // Deref to the data
+/// drop(guard);
+/// assert_eq!(lock.statistics().readers, 0);
+/// ```
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
     lock: &'a RwLock<T>,
@@ -310,6 +419,16 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockReadGuard<'_, T> {
 }
 
 /// Exclusive access to the data of an [`RwLock`]; released when dropped.
+///
+/// ```
+/// use trellis::sync::{RwLock, RwLockWriteGuard};
+///
+/// let lock = RwLock::new(vec![1]);
+/// let mut guard: RwLockWriteGuard<'_, Vec<i32>> = lock.try_write().unwrap();
+/// guard.push(2); // DerefMut to the data
+/// drop(guard);
+/// assert_eq!(*lock.try_read().unwrap(), [1, 2]);
+/// ```
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct RwLockWriteGuard<'a, T: ?Sized> {
     lock: &'a RwLock<T>,
