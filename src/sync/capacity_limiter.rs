@@ -23,6 +23,18 @@ use crate::error::{Cancelled, Error};
 /// By default the borrower is the task that calls [`acquire`](CapacityLimiter::acquire); use
 /// [`Borrower::unique`] for work that is not tied to one task (a job handed to a thread pool), or
 /// [`Borrower::from_id`] to name borrowers yourself.
+///
+/// ```
+/// use trellis::sync::{Borrower, CapacityLimiter};
+///
+/// let limiter = CapacityLimiter::new(2);
+/// // Two jobs not tied to a task, each its own borrower.
+/// let (job_a, job_b) = (Borrower::unique(), Borrower::unique());
+/// let a = limiter.try_acquire_on_behalf_of(job_a).unwrap();
+/// let _b = limiter.try_acquire_on_behalf_of(job_b).unwrap();
+/// assert_eq!(a.borrower(), job_a);
+/// assert_eq!(limiter.available_tokens(), 0);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Borrower(BorrowerKind);
 
@@ -38,6 +50,16 @@ impl Borrower {
     ///
     /// # Panics
     /// Outside a trellis task.
+    ///
+    /// ```
+    /// use trellis::sync::{Borrower, CapacityLimiter};
+    ///
+    /// trellis::run(async {
+    ///     let limiter = CapacityLimiter::new(1);
+    ///     let token = limiter.acquire().await.unwrap();
+    ///     assert_eq!(token.borrower(), Borrower::current_task());
+    /// });
+    /// ```
     pub fn current_task() -> Borrower {
         match parking_lot::current_task_id() {
             Some(id) => Borrower(BorrowerKind::Task(id)),
@@ -46,6 +68,12 @@ impl Borrower {
     }
 
     /// A borrower distinct from every other borrower created in this process.
+    ///
+    /// ```
+    /// use trellis::sync::Borrower;
+    ///
+    /// assert_ne!(Borrower::unique(), Borrower::unique());
+    /// ```
     pub fn unique() -> Borrower {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         Borrower(BorrowerKind::Unique(NEXT.fetch_add(1, Ordering::Relaxed)))
@@ -53,6 +81,16 @@ impl Borrower {
 
     /// A borrower named by the caller: equal ids are the same borrower (never equal to a task or
     /// a [`unique`](Borrower::unique) borrower).
+    ///
+    /// ```
+    /// use trellis::sync::{Borrower, CapacityLimiter};
+    ///
+    /// assert_eq!(Borrower::from_id(7), Borrower::from_id(7));
+    /// let limiter = CapacityLimiter::new(5);
+    /// let _held = limiter.try_acquire_on_behalf_of(Borrower::from_id(7)).unwrap();
+    /// // The same borrower may not hold two tokens.
+    /// assert!(limiter.try_acquire_on_behalf_of(Borrower::from_id(7)).is_err());
+    /// ```
     pub fn from_id(id: u64) -> Borrower {
         Borrower(BorrowerKind::Id(id))
     }
@@ -143,6 +181,18 @@ impl State {
 }
 
 /// Counters of a [`CapacityLimiter`] (trio's `CapacityLimiterStatistics`).
+///
+/// ```
+/// use trellis::sync::{Borrower, CapacityLimiter};
+///
+/// let limiter = CapacityLimiter::new(3);
+/// let who = Borrower::from_id(1);
+/// let _token = limiter.try_acquire_on_behalf_of(who).unwrap();
+/// let stats = limiter.statistics();
+/// assert_eq!((stats.borrowed_tokens, stats.total_tokens), (1, 3));
+/// assert_eq!(stats.borrowers, [who]);
+/// assert_eq!(stats.tasks_waiting, 0);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CapacityLimiterStatistics {
@@ -213,6 +263,12 @@ impl Site for AcquireSite {
 impl CapacityLimiter {
     /// A limiter with `total_tokens` tokens (`usize::MAX` for no limit; 0 lets nobody through
     /// until the total is raised).
+    ///
+    /// ```
+    /// let limiter = trellis::sync::CapacityLimiter::new(4);
+    /// assert_eq!(limiter.total_tokens(), 4);
+    /// assert_eq!(limiter.available_tokens(), 4);
+    /// ```
     pub fn new(total_tokens: usize) -> Self {
         CapacityLimiter {
             inner: Arc::new(Mutex::new(State {
@@ -238,6 +294,38 @@ impl CapacityLimiter {
     ///
     /// # Panics
     /// Outside a runtime.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use trellis::sync::CapacityLimiter;
+    ///
+    /// trellis::run(async {
+    ///     // At most two tasks do the expensive part at once.
+    ///     let limiter = CapacityLimiter::new(2);
+    ///     let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    ///     trellis::nursery(|n| {
+    ///         let (limiter, inside, most) = (limiter.clone(), inside.clone(), most.clone());
+    ///         async move {
+    ///             for _ in 0..6 {
+    ///                 let (lim, inside, most) = (limiter.clone(), inside.clone(), most.clone());
+    ///                 n.spawn(async move {
+    ///                     let _token = lim.acquire().await?;
+    ///                     let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+    ///                     most.fetch_max(now, Ordering::SeqCst);
+    ///                     trellis::checkpoint().await?;
+    ///                     inside.fetch_sub(1, Ordering::SeqCst);
+    ///                     Ok(())
+    ///                 })?;
+    ///             }
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    ///     assert_eq!(most.load(Ordering::SeqCst), 2);
+    /// });
+    /// ```
     pub async fn acquire(&self) -> Result<LimiterToken, Error> {
         self.acquire_on_behalf_of(Borrower::current_task()).await
     }
@@ -249,6 +337,20 @@ impl CapacityLimiter {
     ///
     /// # Panics
     /// Outside a runtime.
+    ///
+    /// ```
+    /// use trellis::sync::{Borrower, CapacityLimiter};
+    ///
+    /// trellis::run(async {
+    ///     let limiter = CapacityLimiter::new(2);
+    ///     // One task holding two tokens, for two jobs it hands out.
+    ///     let one = limiter.acquire_on_behalf_of(Borrower::unique()).await.unwrap();
+    ///     let two = limiter.acquire_on_behalf_of(Borrower::unique()).await.unwrap();
+    ///     assert_eq!(limiter.borrowed_tokens(), 2);
+    ///     drop((one, two));
+    ///     assert_eq!(limiter.borrowed_tokens(), 0);
+    /// });
+    /// ```
     pub async fn acquire_on_behalf_of(&self, borrower: Borrower) -> Result<LimiterToken, Error> {
         if lock(&self.inner).borrowers.contains_key(&borrower) {
             return Err(Error::InvalidArgument(ALREADY_HOLDS));
@@ -265,6 +367,19 @@ impl CapacityLimiter {
     ///
     /// # Panics
     /// Outside a runtime.
+    ///
+    /// ```
+    /// use trellis::sync::CapacityLimiter;
+    ///
+    /// trellis::run(async {
+    ///     let limiter = CapacityLimiter::new(1);
+    ///     let token = limiter.try_acquire().unwrap();
+    ///     // This task already holds the only token.
+    ///     assert!(limiter.try_acquire().is_err());
+    ///     drop(token);
+    ///     assert!(limiter.try_acquire().is_ok());
+    /// });
+    /// ```
     pub fn try_acquire(&self) -> Result<LimiterToken, Error> {
         self.try_acquire_on_behalf_of(Borrower::current_task())
     }
@@ -275,6 +390,15 @@ impl CapacityLimiter {
     /// # Errors
     /// [`Error::WouldBlock`] if no token is free or others are waiting;
     /// [`Error::InvalidArgument`] if `borrower` already holds one.
+    ///
+    /// ```
+    /// use trellis::sync::{Borrower, CapacityLimiter};
+    ///
+    /// let limiter = CapacityLimiter::new(1);
+    /// let _held = limiter.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
+    /// let refused = limiter.try_acquire_on_behalf_of(Borrower::unique());
+    /// assert!(matches!(refused, Err(trellis::Error::WouldBlock)));
+    /// ```
     pub fn try_acquire_on_behalf_of(&self, borrower: Borrower) -> Result<LimiterToken, Error> {
         let mut wakes = WakeList::new();
         let mut b = borrower;
@@ -301,6 +425,19 @@ impl CapacityLimiter {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if `borrower` holds no token of this limiter.
+    ///
+    /// ```
+    /// use trellis::sync::{Borrower, CapacityLimiter};
+    ///
+    /// let limiter = CapacityLimiter::new(1);
+    /// let job = limiter.try_acquire_on_behalf_of(Borrower::unique()).unwrap().forget();
+    /// assert_eq!(limiter.available_tokens(), 0);
+    /// // Later, when the job is done:
+    /// limiter.release_on_behalf_of(job).unwrap();
+    /// assert_eq!(limiter.available_tokens(), 1);
+    /// // It holds nothing now.
+    /// assert!(limiter.release_on_behalf_of(job).is_err());
+    /// ```
     pub fn release_on_behalf_of(&self, borrower: Borrower) -> Result<(), Error> {
         let mut wakes = WakeList::new();
         let released = lock(&self.inner).release(borrower, &mut wakes);
@@ -315,12 +452,29 @@ impl CapacityLimiter {
     }
 
     /// The total number of tokens.
+    ///
+    /// ```
+    /// assert_eq!(trellis::sync::CapacityLimiter::new(8).total_tokens(), 8);
+    /// ```
     pub fn total_tokens(&self) -> usize {
         lock(&self.inner).total
     }
 
     /// Changes the total. Raising it hands the new tokens to waiters at once; lowering it below
     /// the tokens held takes effect as they are given back.
+    ///
+    /// ```
+    /// use trellis::sync::{Borrower, CapacityLimiter};
+    ///
+    /// let limiter = CapacityLimiter::new(2);
+    /// let _a = limiter.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
+    /// let _b = limiter.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
+    /// limiter.set_total_tokens(1); // held tokens stay held
+    /// assert_eq!(limiter.borrowed_tokens(), 2);
+    /// assert_eq!(limiter.available_tokens(), 0);
+    /// limiter.set_total_tokens(3);
+    /// assert_eq!(limiter.available_tokens(), 1);
+    /// ```
     pub fn set_total_tokens(&self, total_tokens: usize) {
         let mut wakes = WakeList::new();
         let mut st = lock(&self.inner);
@@ -331,17 +485,40 @@ impl CapacityLimiter {
     }
 
     /// Tokens currently held.
+    ///
+    /// ```
+    /// use trellis::sync::{Borrower, CapacityLimiter};
+    ///
+    /// let limiter = CapacityLimiter::new(2);
+    /// let token = limiter.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
+    /// assert_eq!(limiter.borrowed_tokens(), 1);
+    /// drop(token);
+    /// assert_eq!(limiter.borrowed_tokens(), 0);
+    /// ```
     pub fn borrowed_tokens(&self) -> usize {
         lock(&self.inner).borrowers.len()
     }
 
     /// Tokens free now (0 when more are held than the total, after lowering it).
+    ///
+    /// ```
+    /// use trellis::sync::{Borrower, CapacityLimiter};
+    ///
+    /// let limiter = CapacityLimiter::new(2);
+    /// let _token = limiter.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
+    /// assert_eq!(limiter.available_tokens(), 1);
+    /// ```
     pub fn available_tokens(&self) -> usize {
         let st = lock(&self.inner);
         st.total.saturating_sub(st.borrowers.len())
     }
 
     /// Counters, for debugging.
+    ///
+    /// ```
+    /// let limiter = trellis::sync::CapacityLimiter::new(1);
+    /// assert!(limiter.statistics().borrowers.is_empty());
+    /// ```
     pub fn statistics(&self) -> CapacityLimiterStatistics {
         let st = lock(&self.inner);
         let mut borrowers: Vec<(u64, Borrower)> =
@@ -368,6 +545,17 @@ impl fmt::Debug for CapacityLimiter {
 }
 
 /// A token of a [`CapacityLimiter`], held for one borrower. Dropping it gives the token back.
+///
+/// ```
+/// use trellis::sync::{Borrower, CapacityLimiter, LimiterToken};
+///
+/// let limiter = CapacityLimiter::new(1);
+/// {
+///     let _token: LimiterToken = limiter.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
+///     assert_eq!(limiter.available_tokens(), 0);
+/// }
+/// assert_eq!(limiter.available_tokens(), 1); // given back when dropped
+/// ```
 #[must_use = "dropping the token gives it back at once"]
 pub struct LimiterToken {
     limiter: CapacityLimiter,
@@ -377,12 +565,31 @@ pub struct LimiterToken {
 
 impl LimiterToken {
     /// The borrower holding this token.
+    ///
+    /// ```
+    /// use trellis::sync::{Borrower, CapacityLimiter};
+    ///
+    /// let limiter = CapacityLimiter::new(1);
+    /// let who = Borrower::from_id(42);
+    /// assert_eq!(limiter.try_acquire_on_behalf_of(who).unwrap().borrower(), who);
+    /// ```
     pub fn borrower(&self) -> Borrower {
         self.borrower
     }
 
     /// Keeps the token held after this value is gone; give it back later with
     /// [`CapacityLimiter::release_on_behalf_of`] (trio's explicit-release style).
+    ///
+    /// ```
+    /// use trellis::sync::{Borrower, CapacityLimiter};
+    ///
+    /// let limiter = CapacityLimiter::new(1);
+    /// let token = limiter.try_acquire_on_behalf_of(Borrower::unique()).unwrap();
+    /// let holder = token.forget(); // still held after `token` is gone
+    /// assert_eq!(limiter.borrowed_tokens(), 1);
+    /// limiter.release_on_behalf_of(holder).unwrap();
+    /// assert_eq!(limiter.borrowed_tokens(), 0);
+    /// ```
     pub fn forget(mut self) -> Borrower {
         self.armed = false;
         self.borrower
