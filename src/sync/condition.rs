@@ -81,6 +81,40 @@ unsafe impl<T: ?Sized + Send> Sync for Condition<T> {}
 unsafe impl<T: ?Sized + Send> Send for Condition<T> {}
 
 /// Counters of a [`Condition`] (trio's `ConditionStatistics`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use trellis::sync::Condition;
+///
+/// trellis::run(async {
+///     let cond = Arc::new(Condition::new(false));
+///     trellis::nursery(|n| {
+///         let cond = cond.clone();
+///         async move {
+///             for _ in 0..1 {
+///                 let cond = cond.clone();
+///                 n.spawn(async move {
+///                     let mut ready = cond.lock().await?;
+///                     while !*ready {
+///                         ready = ready.wait().await?;
+///                     }
+///                     Ok(())
+///                 })?;
+///             }
+///             trellis::testing::wait_all_tasks_blocked().await?;
+///             let stats = cond.statistics();
+///             assert_eq!(stats.tasks_waiting, 1);
+///             assert!(!stats.lock_statistics.locked); // released while waiting
+///             let mut ready = cond.lock().await?;
+///             *ready = true;
+///             ready.notify_all();
+///             Ok::<_, trellis::Error>(())
+///         }
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConditionStatistics {
@@ -92,6 +126,11 @@ pub struct ConditionStatistics {
 
 impl<T> Condition<T> {
     /// A new condition with its lock free, protecting `value`.
+    ///
+    /// ```
+    /// let cond = trellis::sync::Condition::new(0u32);
+    /// assert!(!cond.is_locked());
+    /// ```
     pub fn new(value: T) -> Self {
         Condition {
             state: StdMutex::new(RawLock::default()),
@@ -100,6 +139,12 @@ impl<T> Condition<T> {
     }
 
     /// Consumes the condition and returns the data.
+    ///
+    /// ```
+    /// let cond = trellis::sync::Condition::new(vec![1]);
+    /// *cond.try_lock().unwrap() = vec![2];
+    /// assert_eq!(cond.into_inner(), [2]);
+    /// ```
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -110,6 +155,17 @@ impl<T: ?Sized> Condition<T> {
     ///
     /// # Errors
     /// [`Cancelled`] if the enclosing scope was cancelled first; the lock is then not held.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     let cond = trellis::sync::Condition::new(1);
+    ///     let mut guard = cond.lock().await.unwrap();
+    ///     *guard += 1;
+    ///     assert!(cond.is_locked());
+    ///     drop(guard);
+    ///     assert_eq!(*cond.lock().await.unwrap(), 2);
+    /// });
+    /// ```
     pub async fn lock(&self) -> Result<ConditionGuard<'_, T>, Cancelled> {
         Op::<LockSite>::new(&self.state, parking_lot::current_task_id()).await?;
         Ok(self.guard())
@@ -119,6 +175,13 @@ impl<T: ?Sized> Condition<T> {
     ///
     /// # Errors
     /// [`Error::WouldBlock`] if it is held.
+    ///
+    /// ```
+    /// let cond = trellis::sync::Condition::new(());
+    /// let guard = cond.try_lock().unwrap();
+    /// assert!(matches!(cond.try_lock(), Err(trellis::Error::WouldBlock)));
+    /// drop(guard);
+    /// ```
     pub fn try_lock(&self) -> Result<ConditionGuard<'_, T>, Error> {
         match parking_lot::try_now::<LockSite>(&self.state, parking_lot::current_task_id()) {
             Ok(_) => Ok(self.guard()),
@@ -127,11 +190,26 @@ impl<T: ?Sized> Condition<T> {
     }
 
     /// Whether the lock is held.
+    ///
+    /// ```
+    /// let cond = trellis::sync::Condition::new(());
+    /// let guard = cond.try_lock().unwrap();
+    /// assert!(cond.is_locked());
+    /// drop(guard);
+    /// assert!(!cond.is_locked());
+    /// ```
     pub fn is_locked(&self) -> bool {
         lock(&self.state).statistics().locked
     }
 
     /// Counters, for debugging.
+    ///
+    /// ```
+    /// let cond = trellis::sync::Condition::new(());
+    /// let stats = cond.statistics();
+    /// assert_eq!(stats.tasks_waiting, 0);
+    /// assert!(!stats.lock_statistics.locked);
+    /// ```
     pub fn statistics(&self) -> ConditionStatistics {
         let st = lock(&self.state);
         ConditionStatistics {
@@ -169,6 +247,19 @@ impl<T: ?Sized> fmt::Debug for Condition<T> {
 }
 
 /// The locked data of a [`Condition`]; releases the lock when dropped.
+///
+/// ```
+/// use trellis::sync::{Condition, ConditionGuard};
+///
+/// trellis::run(async {
+///     let cond = Condition::new(String::from("a"));
+///     {
+///         let mut guard: ConditionGuard<'_, String> = cond.lock().await.unwrap();
+///         guard.push('b'); // DerefMut to the data
+///     } // released here
+///     assert_eq!(cond.into_inner(), "ab");
+/// });
+/// ```
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct ConditionGuard<'a, T: ?Sized> {
     cond: &'a Condition<T>,
@@ -183,6 +274,38 @@ impl<'a, T: ?Sized> ConditionGuard<'a, T> {
     /// [`WaitCancelled`] if the enclosing scope was cancelled: it carries the guard, because a
     /// cancelled wait also holds the lock again before it returns (trio's rule). If the scope
     /// was already cancelled when `wait` was called, the lock was never released.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use trellis::sync::Condition;
+    ///
+    /// trellis::run(async {
+    ///     let cond = Arc::new(Condition::new(false));
+    ///     trellis::nursery(|n| {
+    ///         let cond = cond.clone();
+    ///         async move {
+    ///             for _ in 0..1 {
+    ///                 let cond = cond.clone();
+    ///                 n.spawn(async move {
+    ///                     let mut ready = cond.lock().await?;
+    ///                     while !*ready {
+    ///                         ready = ready.wait().await?;
+    ///                     }
+    ///                     Ok(())
+    ///                 })?;
+    ///             }
+    ///             trellis::testing::wait_all_tasks_blocked().await?;
+    ///             // The waiter released the lock while it waits: we can take it.
+    ///             let mut ready = cond.try_lock()?;
+    ///             *ready = true;
+    ///             ready.notify(1);
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub async fn wait(self) -> Result<Self, WaitCancelled<Self>> {
         if let Some(cancelled) = current_cancellation("sync::Condition::wait") {
             return Err(WaitCancelled {
@@ -210,11 +333,75 @@ impl<'a, T: ?Sized> ConditionGuard<'a, T> {
 
     /// Wakes up to `n` waiting tasks (the longest-waiting first); each takes the lock in turn
     /// after this guard releases it. Returns how many were woken. Not a checkpoint.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use trellis::sync::Condition;
+    ///
+    /// trellis::run(async {
+    ///     let cond = Arc::new(Condition::new(false));
+    ///     trellis::nursery(|n| {
+    ///         let cond = cond.clone();
+    ///         async move {
+    ///             for _ in 0..3 {
+    ///                 let cond = cond.clone();
+    ///                 n.spawn(async move {
+    ///                     let mut ready = cond.lock().await?;
+    ///                     while !*ready {
+    ///                         ready = ready.wait().await?;
+    ///                     }
+    ///                     Ok(())
+    ///                 })?;
+    ///             }
+    ///             trellis::testing::wait_all_tasks_blocked().await?;
+    ///             let mut ready = cond.lock().await?;
+    ///             *ready = true;
+    ///             assert_eq!(ready.notify(2), 2); // two of the three
+    ///             assert_eq!(ready.notify(5), 1); // the last one
+    ///             assert_eq!(ready.notify(1), 0); // nobody left
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub fn notify(&self, n: usize) -> usize {
         lock(&self.cond.state).lot.repark(STANDBY, MAIN, n)
     }
 
     /// Wakes every waiting task. Returns how many were woken.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use trellis::sync::Condition;
+    ///
+    /// trellis::run(async {
+    ///     let cond = Arc::new(Condition::new(false));
+    ///     trellis::nursery(|n| {
+    ///         let cond = cond.clone();
+    ///         async move {
+    ///             for _ in 0..3 {
+    ///                 let cond = cond.clone();
+    ///                 n.spawn(async move {
+    ///                     let mut ready = cond.lock().await?;
+    ///                     while !*ready {
+    ///                         ready = ready.wait().await?;
+    ///                     }
+    ///                     Ok(())
+    ///                 })?;
+    ///             }
+    ///             trellis::testing::wait_all_tasks_blocked().await?;
+    ///             let mut ready = cond.lock().await?;
+    ///             *ready = true;
+    ///             assert_eq!(ready.notify_all(), 3);
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub fn notify_all(&self) -> usize {
         self.notify(usize::MAX)
     }
@@ -252,6 +439,29 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for ConditionGuard<'_, T> {
 ///
 /// Converts into [`Error`] and [`Cancelled`] with `?`, and implements [`AsCancelled`], so the
 /// cancelled scope recognises it.
+///
+/// ```
+/// use trellis::sync::Condition;
+///
+/// trellis::run(async {
+///     let cond = Condition::new(5);
+///     let scope = trellis::CancelScope::new();
+///     scope.cancel();
+///     let out = scope
+///         .run(async {
+///             let guard = cond.try_lock().unwrap();
+///             let cancelled = guard.wait().await.unwrap_err();
+///             // The cancelled wait holds the lock again: the data can still be used.
+///             let (guard, why) = cancelled.into_parts();
+///             assert_eq!(*guard, 5);
+///             drop(guard);
+///             Err::<(), _>(why)
+///         })
+///         .await;
+///     assert!(out.is_none()); // the scope absorbed its cancellation
+///     assert!(!cond.is_locked());
+/// });
+/// ```
 pub struct WaitCancelled<G> {
     guard: G,
     cancelled: Cancelled,
@@ -259,16 +469,80 @@ pub struct WaitCancelled<G> {
 
 impl<G> WaitCancelled<G> {
     /// The guard: the lock is held again.
+    ///
+    /// ```
+    /// use trellis::sync::Condition;
+    ///
+    /// trellis::run(async {
+    ///     let cond = Condition::new(5);
+    ///     let scope = trellis::CancelScope::new();
+    ///     scope.cancel();
+    ///     let out = scope
+    ///         .run(async {
+    ///             let guard = cond.try_lock().unwrap();
+    ///             let cancelled = guard.wait().await.unwrap_err();
+    ///             let guard = cancelled.into_guard();
+    ///             assert!(cond.is_locked());
+    ///             drop(guard);
+    ///             trellis::checkpoint().await
+    ///         })
+    ///         .await;
+    ///     assert!(out.is_none()); // the scope absorbed its cancellation
+    ///     assert!(!cond.is_locked());
+    /// });
+    /// ```
     pub fn into_guard(self) -> G {
         self.guard
     }
 
     /// The cancellation.
+    ///
+    /// ```
+    /// use trellis::sync::Condition;
+    ///
+    /// trellis::run(async {
+    ///     let cond = Condition::new(5);
+    ///     let scope = trellis::CancelScope::new();
+    ///     scope.cancel();
+    ///     let out = scope
+    ///         .run(async {
+    ///             let guard = cond.try_lock().unwrap();
+    ///             let cancelled = guard.wait().await.unwrap_err();
+    ///             let why = cancelled.cancelled().clone();
+    ///             drop(cancelled); // releases the lock with the guard inside
+    ///             Err::<(), _>(why)
+    ///         })
+    ///         .await;
+    ///     assert!(out.is_none()); // the scope absorbed its cancellation
+    ///     assert!(!cond.is_locked());
+    /// });
+    /// ```
     pub fn cancelled(&self) -> &Cancelled {
         &self.cancelled
     }
 
     /// Both parts.
+    ///
+    /// ```
+    /// use trellis::sync::Condition;
+    ///
+    /// trellis::run(async {
+    ///     let cond = Condition::new(5);
+    ///     let scope = trellis::CancelScope::new();
+    ///     scope.cancel();
+    ///     let out = scope
+    ///         .run(async {
+    ///             let guard = cond.try_lock().unwrap();
+    ///             let cancelled = guard.wait().await.unwrap_err();
+    ///             let (guard, why) = cancelled.into_parts();
+    ///             drop(guard);
+    ///             Err::<(), _>(why)
+    ///         })
+    ///         .await;
+    ///     assert!(out.is_none()); // the scope absorbed its cancellation
+    ///     assert!(!cond.is_locked());
+    /// });
+    /// ```
     pub fn into_parts(self) -> (G, Cancelled) {
         (self.guard, self.cancelled)
     }
