@@ -64,11 +64,38 @@ fn lock<T>(shared: &Mutex<Slot<T>>) -> MutexGuard<'_, Slot<T>> {
 }
 
 /// The sending half of [`oneshot`].
+///
+/// ```
+/// use trellis::channel::{oneshot, OneshotSender};
+///
+/// let (tx, rx): (OneshotSender<u8>, _) = oneshot();
+/// drop(rx);
+/// // The receiver is gone: the value comes back.
+/// assert_eq!(tx.send(9), Err(9));
+/// ```
 pub struct OneshotSender<T> {
     shared: Arc<Mutex<Slot<T>>>,
 }
 
 /// The receiving half of [`oneshot`].
+///
+/// ```
+/// use trellis::channel::{oneshot, OneshotReceiver};
+///
+/// trellis::run(async {
+///     let (tx, mut rx): (_, OneshotReceiver<&str>) = oneshot();
+///     trellis::nursery(|n| async move {
+///         n.spawn(async move {
+///             tx.send("result").unwrap();
+///             Ok(())
+///         })?;
+///         assert_eq!(rx.recv().await?, "result");
+///         Ok::<_, trellis::Error>(())
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// ```
 pub struct OneshotReceiver<T> {
     shared: Arc<Mutex<Slot<T>>>,
 }

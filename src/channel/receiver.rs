@@ -80,6 +80,24 @@ impl<T> Receiver<T> {
     /// # Errors
     /// [`Error::Cancelled`] (nothing was consumed), [`Error::EndOfChannel`] (every sender is
     /// closed and the buffer is empty), [`Error::Closed`] (this handle was closed).
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     let (tx, rx) = trellis::channel::bounded(0);
+    ///     trellis::nursery(|n| async move {
+    ///         n.spawn(async move {
+    ///             tx.send("ping").await?; // a rendezvous: waits for the receiver
+    ///             Ok(())
+    ///         })?;
+    ///         assert_eq!(rx.recv().await?, "ping");
+    ///         // The only sender is gone: end of channel.
+    ///         assert!(matches!(rx.recv().await, Err(trellis::Error::EndOfChannel)));
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub async fn recv(&self) -> Result<T, Error> {
         Op::<RecvSite<T>>::new(&self.chan.state, self.handle).await
     }
@@ -88,6 +106,13 @@ impl<T> Receiver<T> {
     ///
     /// # Errors
     /// As [`recv`](Receiver::recv), with [`Error::WouldBlock`] when nothing is ready.
+    ///
+    /// ```
+    /// let (tx, rx) = trellis::channel::unbounded();
+    /// assert!(matches!(rx.try_recv(), Err(trellis::Error::WouldBlock)));
+    /// tx.try_send(3).unwrap();
+    /// assert_eq!(rx.try_recv().unwrap(), 3);
+    /// ```
     pub fn try_recv(&self) -> Result<T, Error> {
         match try_now::<RecvSite<T>>(&self.chan.state, self.handle) {
             Ok(result) => result,
@@ -99,16 +124,39 @@ impl<T> Receiver<T> {
     /// [`Error::Closed`], and later receives on it too. Once every receiver is closed, senders
     /// fail with [`Error::BrokenResource`] and buffered messages are dropped. Idempotent;
     /// dropping the handle does the same.
+    ///
+    /// ```
+    /// let (tx, rx) = trellis::channel::unbounded::<u8>();
+    /// rx.close();
+    /// assert!(matches!(rx.try_recv(), Err(trellis::Error::Closed)));
+    /// // With every receiver closed, sends fail.
+    /// let err = tx.try_send(1).unwrap_err();
+    /// assert!(matches!(err.reason(), trellis::Error::BrokenResource));
+    /// ```
     pub fn close(&self) {
         self.chan.close(Side::Receive, self.handle);
     }
 
     /// Whether this handle was closed.
+    ///
+    /// ```
+    /// let (_tx, rx) = trellis::channel::unbounded::<()>();
+    /// assert!(!rx.is_closed());
+    /// rx.close();
+    /// assert!(rx.is_closed());
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.chan.is_closed(self.handle)
     }
 
     /// Counters of the channel (shared by all its handles).
+    ///
+    /// ```
+    /// let (_tx, rx) = trellis::channel::unbounded::<()>();
+    /// let stats = rx.statistics();
+    /// assert_eq!(stats.max_buffer_size, None); // unbounded
+    /// assert_eq!(stats.open_receive_channels, 1);
+    /// ```
     pub fn statistics(&self) -> ChannelStatistics {
         self.chan.statistics()
     }

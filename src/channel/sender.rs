@@ -47,6 +47,17 @@ impl<T> Sender<T> {
     ///
     /// Dropping the future (rather than cancelling its scope) cannot give the message back: if
     /// a receiver had not taken it yet, it is dropped with the future and was not sent.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     let (tx, rx) = trellis::channel::bounded(1);
+    ///     tx.send("queued").await.unwrap(); // room in the buffer: returns at once
+    ///     drop(rx); // every receiver gone
+    ///     let err = tx.send("lost?").await.unwrap_err();
+    ///     assert!(matches!(err.reason(), trellis::Error::BrokenResource));
+    ///     assert_eq!(err.into_inner(), "lost?"); // the message comes back
+    /// });
+    /// ```
     pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
         Op::<SendSite<T>>::new(&self.chan.state, self.request(value)).await
     }
@@ -56,6 +67,14 @@ impl<T> Sender<T> {
     /// # Errors
     /// As [`send`](Sender::send), with [`Error::WouldBlock`] when the buffer is full (or, at
     /// capacity 0, no receiver waits). Senders already waiting go first.
+    ///
+    /// ```
+    /// let (tx, rx) = trellis::channel::bounded(1);
+    /// tx.try_send(1).unwrap();
+    /// let full = tx.try_send(2).unwrap_err();
+    /// assert!(matches!(full.reason(), trellis::Error::WouldBlock));
+    /// assert_eq!(rx.try_recv().unwrap(), 1);
+    /// ```
     pub fn try_send(&self, value: T) -> Result<(), SendError<T>> {
         match try_now::<SendSite<T>>(&self.chan.state, self.request(value)) {
             Ok(result) => result,
@@ -73,16 +92,41 @@ impl<T> Sender<T> {
     /// Closes this handle (trio's `close`): its own blocked sends fail with [`Error::Closed`],
     /// and later sends on it too. Once every sender is closed, receivers drain the buffer and
     /// then get [`Error::EndOfChannel`]. Idempotent; dropping the handle does the same.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     let (tx, rx) = trellis::channel::unbounded();
+    ///     tx.send("last").await.unwrap();
+    ///     tx.close();
+    ///     // The receiver drains what was sent, then sees the end.
+    ///     assert_eq!(rx.recv().await.unwrap(), "last");
+    ///     assert!(matches!(rx.recv().await, Err(trellis::Error::EndOfChannel)));
+    /// });
+    /// ```
     pub fn close(&self) {
         self.chan.close(Side::Send, self.handle);
     }
 
     /// Whether this handle was closed.
+    ///
+    /// ```
+    /// let (tx, _rx) = trellis::channel::unbounded::<()>();
+    /// let other = tx.clone();
+    /// tx.close();
+    /// assert!(tx.is_closed());
+    /// assert!(!other.is_closed()); // each handle is closed on its own
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.chan.is_closed(self.handle)
     }
 
     /// Counters of the channel (shared by all its handles).
+    ///
+    /// ```
+    /// let (tx, _rx) = trellis::channel::bounded::<u8>(2);
+    /// tx.try_send(1).unwrap();
+    /// assert_eq!(tx.statistics().current_buffer_used, 1);
+    /// ```
     pub fn statistics(&self) -> ChannelStatistics {
         self.chan.statistics()
     }
@@ -119,6 +163,19 @@ impl<T> fmt::Debug for Sender<T> {
 ///
 /// `?` converts it into [`Error`] (the reason; the message is dropped), and scopes recognise a
 /// cancellation inside it ([`AsCancelled`]).
+///
+/// ```
+/// use trellis::channel::SendError;
+///
+/// let (tx, rx) = trellis::channel::bounded(0);
+/// drop(rx);
+/// let err: SendError<String> = tx.try_send("hello".to_string()).unwrap_err();
+/// assert!(matches!(err.reason(), trellis::Error::BrokenResource));
+/// assert_eq!(err.value(), "hello");
+/// // `?` turns it into the reason.
+/// let as_error: trellis::Error = err.into();
+/// assert!(matches!(as_error, trellis::Error::BrokenResource));
+/// ```
 pub struct SendError<T> {
     value: T,
     reason: Error,
@@ -136,21 +193,52 @@ impl<T> SendError<T> {
 
     /// Why the send failed: [`Error::Cancelled`], [`Error::Closed`],
     /// [`Error::BrokenResource`] or (for `try_send`) [`Error::WouldBlock`].
+    ///
+    /// ```
+    /// let (tx, _rx) = trellis::channel::bounded(0);
+    /// tx.close();
+    /// let err = tx.try_send(1).unwrap_err();
+    /// assert!(matches!(err.reason(), trellis::Error::Closed));
+    /// ```
     pub fn reason(&self) -> &Error {
         &self.reason
     }
 
     /// The message that was not sent.
+    ///
+    /// ```
+    /// let (tx, _rx) = trellis::channel::bounded(0);
+    /// let err = tx.try_send(vec![1, 2]).unwrap_err(); // no receiver waiting
+    /// assert_eq!(err.value(), &[1, 2]);
+    /// ```
     pub fn value(&self) -> &T {
         &self.value
     }
 
     /// Takes the message back.
+    ///
+    /// ```
+    /// let (tx, rx) = trellis::channel::bounded(1);
+    /// tx.try_send("first").unwrap();
+    /// // Full: keep the message and try again once there is room.
+    /// let msg = tx.try_send("second").unwrap_err().into_inner();
+    /// assert_eq!(rx.try_recv().unwrap(), "first");
+    /// tx.try_send(msg).unwrap();
+    /// assert_eq!(rx.try_recv().unwrap(), "second");
+    /// ```
     pub fn into_inner(self) -> T {
         self.value
     }
 
     /// The message and the reason.
+    ///
+    /// ```
+    /// let (tx, rx) = trellis::channel::unbounded();
+    /// drop(rx);
+    /// let (msg, reason) = tx.try_send(5).unwrap_err().into_parts();
+    /// assert_eq!(msg, 5);
+    /// assert!(matches!(reason, trellis::Error::BrokenResource));
+    /// ```
     pub fn into_parts(self) -> (T, Error) {
         (self.value, self.reason)
     }
