@@ -42,6 +42,24 @@ pub fn memory_stream_pair() -> (MemoryStream, MemoryStream) {
 ///
 /// # Panics
 /// If `capacity` is zero (a write could never complete).
+///
+/// ```
+/// use std::time::Duration;
+/// use trellis::testing::memory_stream_pair_with_capacity;
+///
+/// trellis::run(async {
+///     let (mut a, mut b) = memory_stream_pair_with_capacity(4);
+///     // Only 4 bytes fit: a bigger write takes what fits...
+///     assert_eq!(a.write(b"abcdef").await?, 4);
+///     // ...and the next one waits for the reader (here it is abandoned after 5 ms).
+///     let blocked = trellis::move_on_after(Duration::from_millis(5), a.write(b"ef")).await;
+///     assert!(blocked.is_none());
+///     let mut buf = [0u8; 8];
+///     assert_eq!(b.read(&mut buf).await?, 4);
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub fn memory_stream_pair_with_capacity(capacity: usize) -> (MemoryStream, MemoryStream) {
     assert!(
         capacity > 0,
@@ -177,12 +195,45 @@ impl Pipe {
 
 /// One end of a [`memory_stream_pair`]. Reading and writing are checkpoints with the same
 /// cancellation contract as sockets (see [`trellis::io`](crate::io)).
+///
+/// ```
+/// use trellis::testing::{memory_stream_pair, MemoryStream};
+///
+/// trellis::run(async {
+///     let (mut client, mut server): (MemoryStream, MemoryStream) = memory_stream_pair();
+///     client.write_all(b"request").await?;
+///     let mut buf = [0u8; 16];
+///     let n = server.read(&mut buf).await?;
+///     server.write_all(&buf[..n]).await?; // echo
+///     let n = client.read(&mut buf).await?;
+///     assert_eq!(&buf[..n], b"request");
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct MemoryStream {
     reader: MemoryReadHalf,
     writer: MemoryWriteHalf,
 }
 
 /// The reading half of a [`MemoryStream`]. Implements `futures_io::AsyncBufRead`.
+///
+/// ```
+/// use futures_lite::AsyncBufReadExt;
+/// use trellis::testing::memory_stream_pair;
+///
+/// trellis::run(async {
+///     let (a, b) = memory_stream_pair();
+///     let (mut reader, _w) = b.into_split();
+///     let (_r, mut writer) = a.into_split();
+///     writer.write_all(b"line one\nline two\n").await?;
+///     let mut line = String::new();
+///     reader.read_line(&mut line).await?; // AsyncBufRead
+///     assert_eq!(line, "line one\n");
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct MemoryReadHalf {
     pipe: Arc<Pipe>,
     waiter: CancelWaiter,
@@ -192,6 +243,22 @@ pub struct MemoryReadHalf {
 }
 
 /// The writing half of a [`MemoryStream`]; dropping it ends the stream for the reader.
+///
+/// ```
+/// use trellis::testing::memory_stream_pair;
+///
+/// trellis::run(async {
+///     let (a, mut b) = memory_stream_pair();
+///     let (_reader, mut writer) = a.into_split();
+///     writer.write_all(b"bye").await?;
+///     drop(writer); // the other end reads to the end of the stream
+///     let mut buf = [0u8; 8];
+///     assert_eq!(b.read(&mut buf).await?, 3);
+///     assert_eq!(b.read(&mut buf).await?, 0);
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct MemoryWriteHalf {
     pipe: Arc<Pipe>,
     waiter: CancelWaiter,

@@ -65,6 +65,19 @@ impl Default for MockClock {
 
 impl MockClock {
     /// A stopped clock (rate 0, no autojump).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::testing::MockClock;
+    /// use trellis::Clock;
+    ///
+    /// let clock = MockClock::new();
+    /// assert_eq!(clock.rate(), 0.0); // stopped: time moves only when told to
+    /// assert_eq!(clock.autojump_threshold(), None);
+    /// let t = clock.now();
+    /// std::thread::sleep(Duration::from_millis(2));
+    /// assert_eq!(clock.now(), t);
+    /// ```
     pub fn new() -> Self {
         let now = Instant::now();
         MockClock {
@@ -84,6 +97,32 @@ impl MockClock {
     /// Moves time forward by `by`. Timers that became due fire at once when called inside the
     /// runtime, so the next checkpoint sees a passed deadline. A jump past the latest time an
     /// `Instant` can hold stops there.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::testing::MockClock;
+    ///
+    /// let clock = MockClock::new();
+    /// let rt = trellis::Runtime::builder()
+    ///     .flavor(trellis::Flavor::CurrentThread)
+    ///     .clock(clock.clone())
+    ///     .build()
+    ///     .unwrap();
+    /// rt.block_on(async {
+    ///     trellis::nursery(|n| async move {
+    ///         let sleeper = n.spawn(async {
+    ///             trellis::sleep(Duration::from_secs(10)).await?;
+    ///             Ok("woke")
+    ///         })?;
+    ///         trellis::testing::wait_all_tasks_blocked().await?;
+    ///         clock.jump(Duration::from_secs(10)); // the sleep is due: it ends at once
+    ///         assert_eq!(sleeper.await?, "woke");
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub fn jump(&self, by: Duration) {
         {
             let mut s = self.state();
@@ -97,6 +136,19 @@ impl MockClock {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a negative or non-finite rate.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::testing::MockClock;
+    /// use trellis::Clock;
+    ///
+    /// let clock = MockClock::new();
+    /// clock.set_rate(1000.0).unwrap(); // a virtual second per real millisecond
+    /// let t = clock.now();
+    /// std::thread::sleep(Duration::from_millis(5));
+    /// assert!(clock.now() - t >= Duration::from_secs(5));
+    /// assert!(clock.set_rate(-1.0).is_err());
+    /// ```
     pub fn set_rate(&self, rate: f64) -> Result<(), Error> {
         if !rate.is_finite() || rate < 0.0 {
             return Err(Error::InvalidArgument(
@@ -112,18 +164,53 @@ impl MockClock {
     }
 
     /// The current rate.
+    ///
+    /// ```
+    /// let clock = trellis::testing::MockClock::new();
+    /// clock.set_rate(2.5).unwrap();
+    /// assert_eq!(clock.rate(), 2.5);
+    /// ```
     pub fn rate(&self) -> f64 {
         self.state().rate
     }
 
     /// Enables autojump: once every task has been blocked for `threshold` of real time, time
     /// jumps to the next deadline. `None` disables it.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use trellis::testing::MockClock;
+    ///
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// let rt = trellis::Runtime::builder()
+    ///     .flavor(trellis::Flavor::CurrentThread)
+    ///     .clock(clock)
+    ///     .build()
+    ///     .unwrap();
+    /// let real = Instant::now();
+    /// rt.block_on(async {
+    ///     // A day of virtual time, in no time at all.
+    ///     trellis::sleep(Duration::from_secs(86_400)).await.unwrap();
+    /// });
+    /// assert!(real.elapsed() < Duration::from_secs(10));
+    /// ```
     pub fn set_autojump_threshold(&self, threshold: Option<Duration>) {
         self.state().autojump = threshold;
         self.time_changed();
     }
 
     /// The autojump threshold.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let clock = trellis::testing::MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::from_millis(10)));
+    /// assert_eq!(clock.autojump_threshold(), Some(Duration::from_millis(10)));
+    /// clock.set_autojump_threshold(None);
+    /// assert_eq!(clock.autojump_threshold(), None);
+    /// ```
     pub fn autojump_threshold(&self) -> Option<Duration> {
         self.state().autojump
     }

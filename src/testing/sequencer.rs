@@ -97,6 +97,19 @@ impl Sequencer {
     /// [`Error::InvalidArgument`] if `position` was already used;
     /// [`Error::BrokenResource`] if a task waiting for its turn was cancelled (now or before);
     /// [`Error::Cancelled`] if this wait is cancelled (which breaks the sequence).
+    ///
+    /// ```
+    /// use trellis::testing::Sequencer;
+    ///
+    /// trellis::run(async {
+    ///     let seq = Sequencer::new();
+    ///     let first = seq.turn(0).await.unwrap();
+    ///     drop(first); // position 1 may go now
+    ///     let _second = seq.turn(1).await.unwrap();
+    ///     // Each position is used once.
+    ///     assert!(seq.turn(1).await.is_err());
+    /// });
+    /// ```
     pub async fn turn(&self, position: usize) -> Result<Turn, Error> {
         let turn = {
             let mut s = self.lock();
@@ -132,6 +145,34 @@ impl Sequencer {
 }
 
 /// A step's turn in a [`Sequencer`]; dropping it lets the next position go.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use trellis::testing::{Sequencer, Turn};
+///
+/// trellis::run(async {
+///     let seq = Sequencer::new();
+///     let log = Arc::new(Mutex::new(Vec::new()));
+///     trellis::nursery(|n| {
+///         let (seq, log) = (seq.clone(), log.clone());
+///         async move {
+///             let (seq2, log2) = (seq.clone(), log.clone());
+///             n.spawn(async move {
+///                 let _turn: Turn = seq2.turn(1).await?;
+///                 log2.lock().unwrap().push("second");
+///                 Ok(())
+///             })?;
+///             let turn: Turn = seq.turn(0).await?;
+///             log.lock().unwrap().push("first");
+///             drop(turn); // only now may position 1 run
+///             Ok::<_, trellis::Error>(())
+///         }
+///     })
+///     .await
+///     .unwrap();
+///     assert_eq!(*log.lock().unwrap(), ["first", "second"]);
+/// });
+/// ```
 #[must_use = "the next step starts when the turn is dropped"]
 pub struct Turn {
     state: Arc<Mutex<State>>,
