@@ -50,6 +50,22 @@ impl TcpListener {
     /// # Errors
     /// If no address can be bound; the error names the address ("could not bind
     /// 127.0.0.1:80: Address already in use"), with the system's error kind.
+    ///
+    /// ```
+    /// use trellis::net::TcpListener;
+    ///
+    /// trellis::run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let addr = listener.local_addr()?;
+    ///     assert_ne!(addr.port(), 0); // the system picked a free port
+    ///     // That port is taken now; the error names the address.
+    ///     let err = TcpListener::bind(addr).await.unwrap_err();
+    ///     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    ///     assert!(err.to_string().contains(&addr.to_string()));
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
         let addrs = resolve(&addr).await?;
         crate::checkpoint().await?;
@@ -69,6 +85,20 @@ impl TcpListener {
     ///
     /// # Panics
     /// Outside a runtime.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    ///     let addr = std_listener.local_addr()?;
+    ///     let mut listener = TcpListener::from_std(std_listener)?;
+    ///     let _client = TcpStream::connect(addr).await?;
+    ///     let (_server, _) = listener.accept().await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn from_std(listener: net::TcpListener) -> io::Result<TcpListener> {
         Ok(TcpListener {
             fd: AsyncFd::new(listener)?,
@@ -79,12 +109,39 @@ impl TcpListener {
     /// Waits for a connection and returns it with the peer's address. A checkpoint; a cancelled
     /// accept takes no connection off the queue, so none is lost. The stream has `TCP_NODELAY`
     /// on (see [`TcpStream::set_nodelay`]).
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, peer) = listener.accept().await?;
+    ///     assert_eq!(peer, client.local_addr()?);
+    ///     assert!(server.nodelay()?);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = self.fd.read_with(|l| l.accept()).await?;
         Ok((TcpStream::accepted(stream)?, peer))
     }
 
     /// Poll form of [`accept`](TcpListener::accept): cancellation-aware, not a schedule point.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (_server, peer) = std::future::poll_fn(|cx| listener.poll_accept(cx)).await?;
+    ///     assert_eq!(peer, client.local_addr()?);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn poll_accept(
         &mut self,
         cx: &mut Context<'_>,
@@ -102,16 +159,58 @@ impl TcpListener {
     }
 
     /// The accepted connections as a stream (`futures_core::Stream`); it never ends by itself.
+    ///
+    /// ```
+    /// use futures_lite::StreamExt;
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let addr = listener.local_addr()?;
+    ///     let _clients = (TcpStream::connect(addr).await?, TcpStream::connect(addr).await?);
+    ///     let mut incoming = listener.incoming();
+    ///     for _ in 0..2 {
+    ///         let stream = incoming.next().await.unwrap()?;
+    ///         assert_eq!(stream.local_addr()?, addr);
+    ///     }
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn incoming(&mut self) -> Incoming<'_> {
         Incoming { listener: self }
     }
 
     /// The address the listener is bound to.
+    ///
+    /// ```
+    /// use trellis::net::TcpListener;
+    ///
+    /// trellis::run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     assert!(listener.local_addr()?.ip().is_loopback());
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.fd.get_ref().local_addr()
     }
 
     /// Deregisters the listener and returns the std listener (non-blocking).
+    ///
+    /// ```
+    /// use trellis::net::TcpListener;
+    ///
+    /// trellis::run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let addr = listener.local_addr()?;
+    ///     let std_listener = listener.into_std()?;
+    ///     assert_eq!(std_listener.local_addr()?, addr);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn into_std(self) -> io::Result<net::TcpListener> {
         self.fd.into_inner()
     }
@@ -132,6 +231,20 @@ fn bind_listener(addr: SocketAddr) -> io::Result<net::TcpListener> {
 }
 
 /// Stream of accepted connections; see [`TcpListener::incoming`].
+///
+/// ```
+/// use futures_lite::StreamExt;
+/// use trellis::net::{Incoming, TcpListener, TcpStream};
+///
+/// trellis::run(async {
+///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+///     let _client = TcpStream::connect(listener.local_addr()?).await?;
+///     let mut incoming: Incoming<'_> = listener.incoming();
+///     assert!(incoming.next().await.unwrap().is_ok());
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct Incoming<'a> {
     listener: &'a mut TcpListener,
 }
@@ -183,6 +296,22 @@ impl TcpStream {
     /// # Errors
     /// The last attempt's error, naming its address ("could not connect to 127.0.0.1:1:
     /// Connection refused").
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let stream = TcpStream::connect(listener.local_addr()?).await?;
+    ///     assert_eq!(stream.peer_addr()?, listener.local_addr()?);
+    ///     // Nothing listens on a port whose listener is gone.
+    ///     let free = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    ///     let err = TcpStream::connect(free).await.unwrap_err();
+    ///     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
         let addrs = resolve(&addr).await?;
         let mut last = None;
@@ -201,6 +330,19 @@ impl TcpStream {
     ///
     /// # Panics
     /// Outside a runtime.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let std_stream = std::net::TcpStream::connect(listener.local_addr()?)?;
+    ///     let stream = TcpStream::from_std(std_stream)?;
+    ///     assert_eq!(stream.peer_addr()?, listener.local_addr()?);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn from_std(stream: net::TcpStream) -> io::Result<TcpStream> {
         let fd = Arc::new(AsyncFd::new(stream)?);
         Ok(TcpStream {
@@ -211,23 +353,108 @@ impl TcpStream {
 
     /// Reads some bytes; `Ok(0)` at end of stream. A checkpoint; a cancelled read consumed
     /// nothing.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     client.write_all(b"hello").await?;
+    ///     drop(client);
+    ///     let mut buf = [0u8; 16];
+    ///     let n = server.read(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"hello");
+    ///     assert_eq!(server.read(&mut buf).await?, 0); // end of stream: the client is gone
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reader.read(buf).await
     }
 
     /// Writes some bytes and returns how many. A checkpoint; a cancelled write wrote nothing.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     let n = client.write(b"some bytes").await?;
+    ///     assert!(n > 0); // as many as the socket took: maybe fewer than asked
+    ///     let mut buf = [0u8; 16];
+    ///     assert!(server.read(&mut buf).await? > 0);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.writer.write(buf).await
     }
 
     /// Writes all of `buf`. On an error or cancellation after part of it was written, the error
     /// carries a [`PartialWrite`](crate::io::PartialWrite) with the count.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     let message = vec![7u8; 100_000];
+    ///     trellis::nursery(|n| async move {
+    ///         n.spawn(async move { client.write_all(&message).await })?;
+    ///         let mut total = 0;
+    ///         let mut buf = [0u8; 8192];
+    ///         while total < 100_000 {
+    ///             total += server.read(&mut buf).await?;
+    ///         }
+    ///         Ok::<_, std::io::Error>(())
+    ///     })
+    ///     .await
+    ///     .map_err(|e| e.into_errors().remove(0))?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         crate::io::WriteStream::write_all(self, buf).await
     }
 
     /// Shuts down one or both directions (`shutdown(2)`): after `Shutdown::Write` the peer reads
     /// end of stream, and this side can still read.
+    ///
+    /// ```
+    /// use std::net::Shutdown;
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     client.write_all(b"request").await?;
+    ///     client.shutdown(Shutdown::Write)?; // "that is all": the server reads end of stream
+    ///     let mut request = Vec::new();
+    ///     let mut buf = [0u8; 16];
+    ///     loop {
+    ///         match server.read(&mut buf).await? {
+    ///             0 => break,
+    ///             n => request.extend_from_slice(&buf[..n]),
+    ///         }
+    ///     }
+    ///     assert_eq!(request, b"request");
+    ///     server.write_all(b"reply").await?; // the client can still read
+    ///     let n = client.read(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"reply");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.reader.fd.get_ref().shutdown(how)
     }
@@ -267,22 +494,89 @@ impl TcpStream {
     }
 
     /// Whether `TCP_NODELAY` is set.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let stream = TcpStream::connect(listener.local_addr()?).await?;
+    ///     assert!(stream.nodelay()?); // on by default
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn nodelay(&self) -> io::Result<bool> {
         self.reader.fd.get_ref().nodelay()
     }
 
     /// This end's address.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     assert_eq!(client.local_addr()?, server.peer_addr()?);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.reader.fd.get_ref().local_addr()
     }
 
     /// The peer's address.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     assert_eq!(client.peer_addr()?, listener.local_addr()?);
+    ///     assert_eq!(server.peer_addr()?, client.local_addr()?);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.reader.fd.get_ref().peer_addr()
     }
 
     /// Splits into a read half and a write half that can be moved to two tasks. Dropping the
     /// write half shuts down the writing direction; the socket closes when both are dropped.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     let (mut read, mut write) = server.into_split();
+    ///     // The halves can go to different tasks: here an echo.
+    ///     trellis::nursery(|n| async move {
+    ///         n.spawn(async move {
+    ///             let mut buf = [0u8; 64];
+    ///             let k = read.read(&mut buf).await?;
+    ///             write.write_all(&buf[..k]).await
+    ///         })?;
+    ///         client.write_all(b"echo me").await?;
+    ///         let mut buf = [0u8; 64];
+    ///         let k = client.read(&mut buf).await?;
+    ///         assert_eq!(&buf[..k], b"echo me");
+    ///         Ok::<_, std::io::Error>(())
+    ///     })
+    ///     .await
+    ///     .map_err(|e| e.into_errors().remove(0))?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn into_split(self) -> (TcpReadHalf, TcpWriteHalf) {
         (
             TcpReadHalf {
@@ -325,11 +619,43 @@ pub(crate) async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// The reading half of a [`TcpStream`].
+///
+/// ```
+/// use trellis::net::{TcpListener, TcpReadHalf, TcpStream};
+///
+/// trellis::run(async {
+///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+///     let (mut server, _) = listener.accept().await?;
+///     let (mut read, _write): (TcpReadHalf, _) = server.into_split();
+///     client.write_all(b"x").await?;
+///     let mut buf = [0u8; 1];
+///     assert_eq!(read.read(&mut buf).await?, 1);
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct TcpReadHalf {
     reader: FdReader<net::TcpStream>,
 }
 
 /// The writing half of a [`TcpStream`]; dropping it shuts down the writing direction.
+///
+/// ```
+/// use trellis::net::{TcpListener, TcpStream, TcpWriteHalf};
+///
+/// trellis::run(async {
+///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+///     let (mut server, _) = listener.accept().await?;
+///     let (_read, write): (_, TcpWriteHalf) = server.into_split();
+///     drop(write); // shuts down writing: the client reads end of stream
+///     let mut buf = [0u8; 1];
+///     assert_eq!(client.read(&mut buf).await?, 0);
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct TcpWriteHalf {
     writer: FdWriter<net::TcpStream>,
     shutdown_on_drop: bool,
@@ -357,6 +683,24 @@ impl TcpReadHalf {
     ///
     /// # Panics
     /// If the halves come from different streams.
+    ///
+    /// ```
+    /// use trellis::net::{TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     let (read, write) = server.into_split();
+    ///     let mut server = read.reunite(write); // whole again; writing was not shut down
+    ///     server.write_all(b"still open").await?;
+    ///     let mut buf = [0u8; 16];
+    ///     let n = client.read(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"still open");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn reunite(self, write: TcpWriteHalf) -> TcpStream {
         assert!(
             Arc::ptr_eq(&self.reader.fd, &write.writer.fd),
