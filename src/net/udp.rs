@@ -46,6 +46,17 @@ impl UdpSocket {
     ///
     /// # Errors
     /// If no address can be bound; the error names the address.
+    ///
+    /// ```
+    /// use trellis::net::UdpSocket;
+    ///
+    /// trellis::run(async {
+    ///     let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     assert_ne!(socket.local_addr()?.port(), 0);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<UdpSocket> {
         let addrs = resolve(&addr).await?;
         crate::checkpoint().await?;
@@ -65,6 +76,19 @@ impl UdpSocket {
     ///
     /// # Panics
     /// Outside a runtime.
+    ///
+    /// ```
+    /// use trellis::net::UdpSocket;
+    ///
+    /// trellis::run(async {
+    ///     let std_socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    ///     let addr = std_socket.local_addr()?;
+    ///     let socket = UdpSocket::from_std(std_socket)?;
+    ///     assert_eq!(socket.local_addr()?, addr);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn from_std(socket: net::UdpSocket) -> io::Result<UdpSocket> {
         Ok(UdpSocket {
             fd: AsyncFd::new(socket)?,
@@ -73,6 +97,23 @@ impl UdpSocket {
 
     /// Sets the default destination of [`send`](UdpSocket::send) and accepts datagrams only from
     /// it. A checkpoint.
+    ///
+    /// ```
+    /// use trellis::net::UdpSocket;
+    ///
+    /// trellis::run(async {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     a.connect(b.local_addr()?).await?;
+    ///     a.send(b"no address needed").await?;
+    ///     let mut buf = [0u8; 32];
+    ///     let (n, from) = b.recv_from(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"no address needed");
+    ///     assert_eq!(from, a.local_addr()?);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
         let addrs = resolve(&addr).await?;
         crate::checkpoint().await?;
@@ -98,6 +139,24 @@ impl UdpSocket {
     /// # Errors
     /// `InvalidInput` naming the addresses if an IPv4 socket is given no IPv4 address; the
     /// resolver's error; the system's error for the send.
+    ///
+    /// ```
+    /// use trellis::net::UdpSocket;
+    ///
+    /// trellis::run(async {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     assert_eq!(a.send_to(b"hi", b.local_addr()?).await?, 2);
+    ///     let mut buf = [0u8; 8];
+    ///     let (n, _) = b.recv_from(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"hi");
+    ///     // An IPv4 socket given only an IPv6 address:
+    ///     let err = a.send_to(b"hi", "[::1]:9").await.unwrap_err();
+    ///     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn send_to(&self, buf: &[u8], addr: impl ToSocketAddrs) -> io::Result<usize> {
         let addrs = resolve(&addr).await?;
         let target = destination(self.local_addr()?, &addrs)?;
@@ -106,26 +165,99 @@ impl UdpSocket {
 
     /// Receives a datagram; returns its length (truncated to `buf`) and sender. A checkpoint; a
     /// cancelled receive leaves the datagram queued.
+    ///
+    /// ```
+    /// use trellis::net::UdpSocket;
+    ///
+    /// trellis::run(async {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     a.send_to(b"0123456789", b.local_addr()?).await?;
+    ///     let mut small = [0u8; 4];
+    ///     let (n, from) = b.recv_from(&mut small).await?;
+    ///     assert_eq!((n, &small), (4, b"0123")); // truncated to the buffer
+    ///     assert_eq!(from, a.local_addr()?);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.fd.read_with(|s| s.recv_from(buf)).await
     }
 
     /// Sends a datagram to the connected peer. A checkpoint.
+    ///
+    /// ```
+    /// use trellis::net::UdpSocket;
+    ///
+    /// trellis::run(async {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     a.connect(b.local_addr()?).await?;
+    ///     assert_eq!(a.send(b"ping").await?, 4);
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(b.recv_from(&mut buf).await?.0, 4);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
         self.fd.write_with(|s| s.send(buf)).await
     }
 
     /// Receives a datagram from the connected peer. A checkpoint.
+    ///
+    /// ```
+    /// use trellis::net::UdpSocket;
+    ///
+    /// trellis::run(async {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     a.connect(b.local_addr()?).await?;
+    ///     b.connect(a.local_addr()?).await?;
+    ///     b.send(b"pong").await?;
+    ///     let mut buf = [0u8; 8];
+    ///     let n = a.recv(&mut buf).await?;
+    ///     assert_eq!(&buf[..n], b"pong");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.fd.read_with(|s| s.recv(buf)).await
     }
 
     /// The bound address.
+    ///
+    /// ```
+    /// use trellis::net::UdpSocket;
+    ///
+    /// trellis::run(async {
+    ///     let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     assert!(socket.local_addr()?.ip().is_loopback());
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.fd.get_ref().local_addr()
     }
 
     /// The connected peer's address.
+    ///
+    /// ```
+    /// use trellis::net::UdpSocket;
+    ///
+    /// trellis::run(async {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     assert!(a.peer_addr().is_err()); // not connected yet
+    ///     a.connect(b.local_addr()?).await?;
+    ///     assert_eq!(a.peer_addr()?, b.local_addr()?);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.fd.get_ref().peer_addr()
     }
