@@ -61,6 +61,15 @@ impl Default for CancelScope {
 
 impl CancelScope {
     /// A scope with no deadline and no shield.
+    ///
+    /// ```
+    /// use trellis::CancelScope;
+    ///
+    /// let scope = CancelScope::new();
+    /// assert_eq!(scope.deadline(), None);
+    /// assert!(!scope.shield());
+    /// assert!(!scope.cancel_called());
+    /// ```
     pub fn new() -> Self {
         CancelScope {
             node: Arc::new(Node::new(NodeKind::Scope)),
@@ -73,6 +82,18 @@ impl CancelScope {
     }
 
     /// A scope that cancels itself at `deadline`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::CancelScope;
+    ///
+    /// trellis::run(async {
+    ///     let scope = CancelScope::with_deadline(trellis::now() + Duration::from_millis(5));
+    ///     let out = scope.run(trellis::sleep_forever()).await;
+    ///     assert!(out.is_none());
+    ///     assert_eq!(scope.cancel_reason(), Some(trellis::CancelReason::Deadline));
+    /// });
+    /// ```
     pub fn with_deadline(deadline: Instant) -> Self {
         let scope = Self::new();
         scope.node.lock().deadline = Some(deadline);
@@ -84,6 +105,18 @@ impl CancelScope {
     ///
     /// # Panics
     /// Outside a runtime: "now" is the runtime clock's.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::CancelScope;
+    ///
+    /// trellis::run(async {
+    ///     let scope = CancelScope::with_timeout(Duration::from_millis(5));
+    ///     // Finishes in time: the output comes through.
+    ///     assert_eq!(scope.run(async { Ok::<_, trellis::Cancelled>(7) }).await, Some(Ok(7)));
+    ///     assert!(!scope.cancelled_caught());
+    /// });
+    /// ```
     pub fn with_timeout(timeout: Duration) -> Self {
         Self::with_optional_deadline(deadline_after("CancelScope::with_timeout", timeout))
     }
@@ -96,6 +129,26 @@ impl CancelScope {
     }
 
     /// Sets the shield (builder style). See [`set_shield`](CancelScope::set_shield).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::CancelScope;
+    ///
+    /// trellis::run(async {
+    ///     let outer = CancelScope::new();
+    ///     outer.cancel();
+    ///     let out = outer
+    ///         .run(async {
+    ///             // Cleanup that must finish even though the outer scope is cancelled.
+    ///             let cleanup = CancelScope::new().shielded(true);
+    ///             let done = cleanup.run(trellis::sleep(Duration::from_millis(1))).await;
+    ///             assert_eq!(done, Some(Ok(())));
+    ///             trellis::checkpoint().await // the outer cancellation shows here
+    ///         })
+    ///         .await;
+    ///     assert!(out.is_none());
+    /// });
+    /// ```
     pub fn shielded(self, shield: bool) -> Self {
         self.set_shield(shield);
         self
@@ -107,6 +160,23 @@ impl CancelScope {
     /// # Panics
     /// When polled, if this scope (or a clone of it) was already entered: a scope is entered
     /// once. Create a new one instead.
+    ///
+    /// ```
+    /// use trellis::CancelScope;
+    ///
+    /// trellis::run(async {
+    ///     let scope = CancelScope::new();
+    ///     let out = scope
+    ///         .run(async {
+    ///             scope.cancel(); // from inside: the next checkpoint fails...
+    ///             trellis::checkpoint().await?;
+    ///             Ok::<_, trellis::Cancelled>("not reached")
+    ///         })
+    ///         .await;
+    ///     assert_eq!(out, None); // ...and the scope absorbs its own cancellation
+    ///     assert!(scope.cancelled_caught());
+    /// });
+    /// ```
     pub fn run<F>(&self, future: F) -> Scoped<F>
     where
         F: Future,
@@ -129,11 +199,47 @@ impl CancelScope {
     }
 
     /// Cancels the scope (idempotent; from anywhere).
+    ///
+    /// ```
+    /// use trellis::CancelScope;
+    ///
+    /// trellis::run(async {
+    ///     let scope = CancelScope::new();
+    ///     trellis::nursery(|n| {
+    ///         let scope = scope.clone();
+    ///         async move {
+    ///             let inner = scope.clone();
+    ///             n.spawn(async move {
+    ///                 inner.run(trellis::sleep_forever()).await;
+    ///                 Ok(())
+    ///             })?;
+    ///             trellis::testing::wait_all_tasks_blocked().await?;
+    ///             scope.cancel(); // from another task
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    ///     assert!(scope.cancelled_caught());
+    /// });
+    /// ```
     pub fn cancel(&self) {
         node::cancel(self.node.as_ref(), CancelReason::Explicit(None));
     }
 
     /// Cancels the scope and records why; the first reason given wins (C8).
+    ///
+    /// ```
+    /// use trellis::{CancelReason, CancelScope};
+    ///
+    /// let scope = CancelScope::new();
+    /// scope.cancel_with_reason("user pressed stop");
+    /// scope.cancel_with_reason("too late"); // ignored
+    /// assert_eq!(
+    ///     scope.cancel_reason(),
+    ///     Some(CancelReason::Explicit(Some("user pressed stop".into())))
+    /// );
+    /// ```
     pub fn cancel_with_reason(&self, reason: impl Into<Arc<str>>) {
         node::cancel(
             self.node.as_ref(),
@@ -147,6 +253,15 @@ impl CancelScope {
     /// cancels the scope then and there, so the answer never turns back to `false` (moving the
     /// deadline later does not un-cancel). A deadline that passes after the scope exited does not
     /// count: the scope no longer guards any code.
+    ///
+    /// ```
+    /// use trellis::CancelScope;
+    ///
+    /// let scope = CancelScope::new();
+    /// assert!(!scope.cancel_called());
+    /// scope.cancel();
+    /// assert!(scope.cancel_called());
+    /// ```
     pub fn cancel_called(&self) -> bool {
         let (called, deadline, exited) = {
             let s = self.node.lock();
@@ -171,28 +286,84 @@ impl CancelScope {
     }
 
     /// Whether a cancellation of this scope actually ended the code run in it (C2).
+    ///
+    /// ```
+    /// use trellis::CancelScope;
+    ///
+    /// trellis::run(async {
+    ///     // Cancelled, but the code finished without meeting a checkpoint: nothing was caught.
+    ///     let scope = CancelScope::new();
+    ///     scope.cancel();
+    ///     assert_eq!(scope.run(async { Ok::<_, trellis::Cancelled>(1) }).await, Some(Ok(1)));
+    ///     assert!(scope.cancel_called());
+    ///     assert!(!scope.cancelled_caught());
+    /// });
+    /// ```
     pub fn cancelled_caught(&self) -> bool {
         self.node.lock().cancelled_caught
     }
 
     /// The reason this scope was cancelled with, if it was.
+    ///
+    /// ```
+    /// use trellis::{CancelReason, CancelScope};
+    ///
+    /// let scope = CancelScope::new();
+    /// assert_eq!(scope.cancel_reason(), None);
+    /// scope.cancel();
+    /// assert_eq!(scope.cancel_reason(), Some(CancelReason::Explicit(None)));
+    /// ```
     pub fn cancel_reason(&self) -> Option<CancelReason> {
         self.node.lock().reason.clone()
     }
 
     /// The deadline, if any.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use trellis::CancelScope;
+    ///
+    /// let at = Instant::now() + Duration::from_secs(60);
+    /// assert_eq!(CancelScope::with_deadline(at).deadline(), Some(at));
+    /// assert_eq!(CancelScope::new().deadline(), None);
+    /// ```
     pub fn deadline(&self) -> Option<Instant> {
         self.node.lock().deadline
     }
 
     /// Moves the deadline, earlier or later, or removes it; takes effect at once, and a deadline
     /// already past cancels the scope if it has been entered (C5).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::CancelScope;
+    ///
+    /// trellis::run(async {
+    ///     let scope = CancelScope::with_timeout(Duration::from_millis(1));
+    ///     let out = scope
+    ///         .run(async {
+    ///             // More time is needed after all: push the deadline back, then remove it.
+    ///             scope.set_deadline(Some(trellis::now() + Duration::from_secs(3600)));
+    ///             scope.set_deadline(None);
+    ///             trellis::sleep(Duration::from_millis(5)).await
+    ///         })
+    ///         .await;
+    ///     assert_eq!(out, Some(Ok(())));
+    /// });
+    /// ```
     pub fn set_deadline(&self, deadline: Option<Instant>) {
         let target: Arc<dyn TreeNode> = self.node.clone();
         node::set_deadline(&target, deadline);
     }
 
     /// Whether the scope is shielded.
+    ///
+    /// ```
+    /// use trellis::CancelScope;
+    ///
+    /// let scope = CancelScope::new().shielded(true);
+    /// assert!(scope.shield());
+    /// ```
     pub fn shield(&self) -> bool {
         self.node.lock().shield
     }
@@ -256,6 +427,27 @@ impl CancelScope {
 
     /// Raises or lowers the shield; takes effect at once (C4). A shielded scope hides
     /// cancellation from enclosing scopes; its own cancel and deadline still apply.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::CancelScope;
+    ///
+    /// trellis::run(async {
+    ///     let outer = CancelScope::new();
+    ///     let inner = CancelScope::new();
+    ///     inner.set_shield(true);
+    ///     outer.cancel();
+    ///     let out = outer
+    ///         .run(async {
+    ///             let step = inner.run(trellis::sleep(Duration::from_millis(1))).await;
+    ///             assert_eq!(step, Some(Ok(()))); // the shield hid the outer cancellation
+    ///             inner.set_shield(false);
+    ///             trellis::checkpoint().await
+    ///         })
+    ///         .await;
+    ///     assert!(out.is_none());
+    /// });
+    /// ```
     pub fn set_shield(&self, shield: bool) {
         node::set_shield(self.node.as_ref(), shield);
     }
@@ -282,6 +474,18 @@ enum ScopedState {
 
 pin_project_lite::pin_project! {
     /// Future of [`CancelScope::run`] and [`move_on_after`]/[`move_on_at`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::{CancelScope, Scoped};
+    ///
+    /// trellis::run(async {
+    ///     let scope = CancelScope::new();
+    ///     let future: Scoped<_> = scope.run(trellis::sleep(Duration::from_millis(1)));
+    ///     // `None` only if this scope's cancellation ended the future.
+    ///     assert_eq!(future.await, Some(Ok(())));
+    /// });
+    /// ```
     #[must_use = "futures do nothing unless awaited"]
     pub struct Scoped<F> {
         node: Arc<Node>,
@@ -456,6 +660,19 @@ where
 }
 
 /// Runs `future` with a deadline; `None` if the deadline ended it (C6).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// trellis::run(async {
+///     let deadline = trellis::now() + Duration::from_millis(5);
+///     assert!(trellis::move_on_at(deadline, trellis::sleep_forever()).await.is_none());
+///     // Done before the deadline: the output comes through.
+///     let later = trellis::now() + Duration::from_secs(60);
+///     let quick = trellis::move_on_at(later, async { Ok::<_, trellis::Cancelled>(5) }).await;
+///     assert_eq!(quick, Some(Ok(5)));
+/// });
+/// ```
 pub fn move_on_at<F>(deadline: Instant, future: F) -> Scoped<F>
 where
     F: Future,
@@ -487,6 +704,18 @@ where
 }
 
 /// Runs `future` with a deadline; `Err(TimedOut)` if the deadline ended it (C6).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// trellis::run(async {
+///     let soon = trellis::now() + Duration::from_millis(5);
+///     assert_eq!(trellis::fail_at(soon, trellis::sleep_forever()).await, Err(trellis::TimedOut));
+///     let later = trellis::now() + Duration::from_secs(60);
+///     let quick = trellis::fail_at(later, async { Ok::<_, trellis::Cancelled>(1) }).await;
+///     assert_eq!(quick, Ok(Ok(1)));
+/// });
+/// ```
 pub fn fail_at<F>(deadline: Instant, future: F) -> FailAt<F>
 where
     F: Future,
@@ -499,6 +728,17 @@ where
 
 pin_project_lite::pin_project! {
     /// Future of [`fail_after`] and [`fail_at`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::FailAt;
+    ///
+    /// trellis::run(async {
+    ///     let future: FailAt<_> =
+    ///         trellis::fail_after(Duration::from_millis(5), trellis::sleep_forever());
+    ///     assert!(future.await.is_err());
+    /// });
+    /// ```
     #[must_use = "futures do nothing unless awaited"]
     pub struct FailAt<F> {
         #[pin]
