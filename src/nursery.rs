@@ -93,6 +93,19 @@ where
 
 /// A handle on an open nursery: spawn tasks into it, cancel it. Cheap to clone; may be passed to
 /// tasks so they can spawn siblings.
+///
+/// ```
+/// trellis::run(async {
+///     let total = trellis::nursery(|n| async move {
+///         let a = n.spawn(async { Ok(20) })?;
+///         let b = n.spawn(async { Ok(22) })?;
+///         Ok::<_, trellis::Error>(a.await? + b.await?)
+///     })
+///     .await
+///     .unwrap();
+///     assert_eq!(total, 42);
+/// });
+/// ```
 pub struct Nursery<E = Error> {
     inner: Arc<NurseryInner<E>>,
 }
@@ -194,6 +207,24 @@ struct TaskOptions {
 impl<E: AsCancelled + Send + 'static> Nursery<E> {
     /// Spawns `future` as a task of this nursery and returns a handle to await its value.
     ///
+    /// ```
+    /// trellis::run(async {
+    ///     let result = trellis::nursery(|n| async move {
+    ///         n.spawn(async { Ok(()) })?;
+    ///         // A failing task: the nursery cancels the others and reports the error.
+    ///         n.spawn(async { Err::<(), _>(trellis::Error::InvalidArgument("bad")) })?;
+    ///         n.spawn(async {
+    ///             trellis::sleep_forever().await?;
+    ///             Ok(())
+    ///         })?;
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await;
+    ///     let errors = result.unwrap_err().into_errors();
+    ///     assert!(matches!(errors[..], [trellis::Error::InvalidArgument("bad")]));
+    /// });
+    /// ```
+    ///
     /// The task runs inside the nursery's scope (N8). If it returns `Err`, the error is recorded
     /// and the nursery is cancelled (N2). A task spawned into a cancelled nursery still starts and
     /// fails at its first checkpoint (N6).
@@ -215,6 +246,20 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
     }
 
     /// Like [`spawn`](Nursery::spawn), with a name shown by [`task_tree`](crate::lowlevel::task_tree).
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     trellis::nursery(|n| async move {
+    ///         let handle = n.spawn_named("worker", async {
+    ///             Ok(trellis::lowlevel::current_task().name)
+    ///         })?;
+    ///         assert_eq!(handle.await?.as_deref(), Some("worker"));
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub fn spawn_named<F, T>(
         &self,
         name: impl Into<Arc<str>>,
@@ -235,6 +280,30 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
 
     /// Spawns a service task: it is cancelled automatically once the body and every ordinary task
     /// are done (N12), so a background helper does not keep the nursery open.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     let (tx, rx) = trellis::channel::unbounded::<u32>();
+    ///     let sender = tx.clone(); // `tx` stays open out here: `recv` never sees the end
+    ///     let sent = trellis::nursery(|n| async move {
+    ///         // A service that would run forever: it is cancelled once the ordinary work is done.
+    ///         n.spawn_service(async move {
+    ///             while let Ok(v) = rx.recv().await {
+    ///                 println!("logged {v}");
+    ///             }
+    ///             Ok(())
+    ///         })?;
+    ///         for v in 1..=3 {
+    ///             sender.send(v).await?;
+    ///         }
+    ///         Ok::<_, trellis::Error>(3)
+    ///     })
+    ///     .await
+    ///     .unwrap(); // returned although the service never ends by itself
+    ///     assert_eq!(sent, 3);
+    ///     drop(tx);
+    /// });
+    /// ```
     pub fn spawn_service<F, T>(&self, future: F) -> Result<TaskHandle<T>, Error>
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -272,6 +341,27 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
     /// # Errors
     /// [`Error::NotCurrentThread`] on a multi-threaded runtime or from another thread;
     /// [`Error::NurseryClosed`] once the nursery has finished.
+    ///
+    /// ```
+    /// use std::rc::Rc;
+    ///
+    /// let rt = trellis::Runtime::builder()
+    ///     .flavor(trellis::Flavor::CurrentThread)
+    ///     .build()
+    ///     .unwrap();
+    /// rt.block_on(async {
+    ///     trellis::nursery(|n| async move {
+    ///         let shared = Rc::new(5); // not Send
+    ///         let local = shared.clone();
+    ///         let handle = n.spawn_local(async move { Ok(*local * 2) })?;
+    ///         assert_eq!(handle.await?, 10);
+    ///         assert_eq!(Rc::strong_count(&shared), 1);
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub fn spawn_local<F, T>(&self, future: F) -> Result<TaskHandle<T>, Error>
     where
         F: Future<Output = Result<T, E>> + 'static,
@@ -384,16 +474,71 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
 
     /// Cancels the nursery's scope: the body and every task get `Cancelled` at their next
     /// checkpoint (N7).
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     trellis::nursery(|n| async move {
+    ///         for _ in 0..3 {
+    ///             n.spawn(async {
+    ///                 trellis::sleep_forever().await?;
+    ///                 Ok(())
+    ///             })?;
+    ///         }
+    ///         trellis::testing::wait_all_tasks_blocked().await?;
+    ///         n.cancel(); // every task ends at its next checkpoint; not an error
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub fn cancel(&self) {
         node::cancel(self.inner.node.as_ref(), CancelReason::Explicit(None));
     }
 
     /// The nursery's own cancel scope (to set a deadline or shield, or to cancel it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// trellis::run(async {
+    ///     let out = trellis::nursery(|n| async move {
+    ///         // A deadline for the whole nursery, set from inside.
+    ///         n.cancel_scope().set_deadline(Some(trellis::now() + Duration::from_millis(5)));
+    ///         n.spawn(async {
+    ///             trellis::sleep_forever().await?;
+    ///             Ok(())
+    ///         })?;
+    ///         trellis::sleep_forever().await?;
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await;
+    ///     assert!(matches!(out, Err(trellis::NurseryError::Cancelled(_))));
+    /// });
+    /// ```
     pub fn cancel_scope(&self) -> CancelScope {
         CancelScope::from_node(self.inner.node.clone())
     }
 
     /// Whether the nursery has finished and refuses new tasks.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     let mut kept = None;
+    ///     trellis::nursery(|n| {
+    ///         kept = Some(n.clone());
+    ///         async move {
+    ///             assert!(!n.is_closed());
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    ///     let n = kept.unwrap();
+    ///     assert!(n.is_closed());
+    ///     assert!(matches!(n.spawn(async { Ok(()) }), Err(trellis::Error::NurseryClosed)));
+    /// });
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.inner.node.lock().closed
     }
@@ -401,6 +546,28 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
 
 /// Passed to a task started with [`Nursery::start`]; call [`started`](TaskStatus::started) once
 /// the task is ready (listening, connected...).
+///
+/// ```
+/// use trellis::TaskStatus;
+///
+/// trellis::run(async {
+///     trellis::nursery(|n| async move {
+///         // The task reports a value once it is ready; `start` waits for it.
+///         let port: u16 = n
+///             .start(|status: TaskStatus<u16>| async move {
+///                 let mut listener = trellis::net::TcpListener::bind("127.0.0.1:0").await?;
+///                 status.started(listener.local_addr()?.port());
+///                 let _ = listener.accept().await?; // keeps serving after `start` returned
+///                 Ok(())
+///             })
+///             .await?;
+///         let _client = trellis::net::TcpStream::connect(("127.0.0.1", port)).await?;
+///         Ok::<_, trellis::Error>(())
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// ```
 pub struct TaskStatus<V, E = Error> {
     shared: Arc<StartShared<V, E>>,
     nursery: Arc<NurseryInner<E>>,
@@ -429,6 +596,24 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
     /// a nursery where nothing would absorb it. `start` then returns once the task ends: `value`
     /// if it ends well, else its error (typically that cancellation, which the caller's scope
     /// absorbs).
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     trellis::nursery(|n| async move {
+    ///         let ready = n
+    ///             .start(|status| async move {
+    ///                 status.started("ready"); // `start` returns this at once
+    ///                 trellis::sleep(std::time::Duration::from_millis(1)).await?;
+    ///                 Ok(())
+    ///             })
+    ///             .await?;
+    ///         assert_eq!(ready, "ready");
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub fn started(self, value: V) {
         let Some(child) = self.shared.child.get().and_then(Weak::upgrade) else {
             return;
@@ -637,6 +822,14 @@ impl<V, E> Drop for PendingStart<V, E> {
 }
 
 /// Future of [`nursery`].
+///
+/// ```
+/// trellis::run(async {
+///     // `nursery` returns this future; nothing runs until it is awaited.
+///     let future = trellis::nursery(|_n| async { Ok::<_, trellis::Error>("body done") });
+///     assert_eq!(future.await.unwrap(), "body done");
+/// });
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct NurseryFuture<E, T, F, Fut> {
     stage: Stage<E, T, F, Fut>,

@@ -106,16 +106,64 @@ impl<T: 'static> TaskHandle<T> {
 
 impl<T: 'static> TaskHandle<T> {
     /// The task's id (unique within its runtime).
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     trellis::nursery(|n| async move {
+    ///         let a = n.spawn(async { Ok(trellis::lowlevel::current_task().id) })?;
+    ///         let b = n.spawn(async { Ok(()) })?;
+    ///         assert_ne!(a.id(), b.id());
+    ///         let id = a.id();
+    ///         assert_eq!(a.await?, id);
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub fn id(&self) -> u64 {
         self.cell.node().task_info().map_or(0, |info| info.id)
     }
 
     /// Cancels this task alone (its own scope); its nursery and siblings go on.
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     trellis::nursery(|n| async move {
+    ///         let stuck = n.spawn(async {
+    ///             trellis::sleep_forever().await?;
+    ///             Ok(())
+    ///         })?;
+    ///         let sibling = n.spawn(async { Ok("fine") })?;
+    ///         stuck.cancel();
+    ///         assert!(stuck.await.is_err()); // it ended cancelled...
+    ///         assert_eq!(sibling.await?, "fine"); // ...and the rest went on
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub fn cancel(&self) {
         super::cancel_task(self.cell.as_ref());
     }
 
     /// Whether the task has finished (its future is gone).
+    ///
+    /// ```
+    /// trellis::run(async {
+    ///     trellis::nursery(|n| async move {
+    ///         let task = n.spawn(async { Ok(1) })?;
+    ///         assert!(!task.is_finished()); // spawned, not run yet
+    ///         trellis::testing::wait_all_tasks_blocked().await?;
+    ///         assert!(task.is_finished());
+    ///         assert_eq!(task.await?, 1);
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// ```
     pub fn is_finished(&self) -> bool {
         !matches!(
             *self
