@@ -36,6 +36,17 @@ use driver::Driver;
 use scheduler::Scheduler;
 
 /// How a runtime runs its tasks.
+///
+/// ```
+/// use trellis::{Flavor, Runtime};
+///
+/// assert_eq!(Flavor::default(), Flavor::MultiThread);
+/// let rt = Runtime::builder().flavor(Flavor::CurrentThread).build().unwrap();
+/// // Everything runs on the thread that calls `block_on`.
+/// let caller = std::thread::current().id();
+/// let inside = rt.block_on(async { std::thread::current().id() });
+/// assert_eq!(inside, caller);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Flavor {
     /// Worker threads (one per core by default) with work stealing. Tasks must be `Send`.
@@ -128,6 +139,13 @@ impl Default for Builder {
 
 impl Builder {
     /// Multi-threaded (default) or current-thread.
+    ///
+    /// ```
+    /// use trellis::{Flavor, Runtime};
+    ///
+    /// let rt = Runtime::builder().flavor(Flavor::CurrentThread).build().unwrap();
+    /// assert_eq!(rt.block_on(async { 1 + 1 }), 2);
+    /// ```
     pub fn flavor(mut self, flavor: Flavor) -> Self {
         self.flavor = flavor;
         self
@@ -135,6 +153,14 @@ impl Builder {
 
     /// Number of worker threads of the multi-threaded flavour (default: one per core). Zero is
     /// rejected by [`build`](Builder::build).
+    ///
+    /// ```
+    /// use trellis::Runtime;
+    ///
+    /// let rt = Runtime::builder().worker_threads(2).build().unwrap();
+    /// assert_eq!(rt.block_on(async { "on two workers" }), "on two workers");
+    /// assert!(Runtime::builder().worker_threads(0).build().is_err());
+    /// ```
     pub fn worker_threads(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self
@@ -148,18 +174,72 @@ impl Builder {
     /// looping on ready operations still lets others run, but message-heavy code reschedules far
     /// less (measured: 4 producers into one consumer, 264 → 92 ns per message with 64).
     /// [`checkpoint`](crate::checkpoint) always yields.
+    ///
+    /// ```
+    /// use trellis::Runtime;
+    ///
+    /// // Message-heavy code: let up to 64 ready operations run before yielding.
+    /// let rt = Runtime::builder().yield_budget(64).build().unwrap();
+    /// let sum = rt.block_on(async {
+    ///     let (tx, rx) = trellis::channel::unbounded();
+    ///     for i in 0..100u32 {
+    ///         tx.send(i).await.unwrap();
+    ///     }
+    ///     drop(tx);
+    ///     let mut sum = 0;
+    ///     while let Ok(v) = rx.recv().await {
+    ///         sum += v;
+    ///     }
+    ///     sum
+    /// });
+    /// assert_eq!(sum, 4950);
+    /// ```
     pub fn yield_budget(mut self, n: u32) -> Self {
         self.yield_budget = n;
         self
     }
 
     /// The clock the runtime reads; e.g. a [`MockClock`](crate::testing::MockClock) in tests.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::testing::MockClock;
+    ///
+    /// let clock = MockClock::new();
+    /// clock.set_autojump_threshold(Some(Duration::ZERO));
+    /// let rt = trellis::Runtime::builder()
+    ///     .flavor(trellis::Flavor::CurrentThread)
+    ///     .clock(clock)
+    ///     .build()
+    ///     .unwrap();
+    /// let slept = rt.block_on(async {
+    ///     let start = trellis::now();
+    ///     trellis::sleep(Duration::from_secs(600)).await.unwrap(); // virtual: no real wait
+    ///     trellis::now() - start
+    /// });
+    /// assert!(slept >= Duration::from_secs(600));
+    /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
     }
 
     /// Prefix of worker thread names (`{name}-{index}`).
+    ///
+    /// ```
+    /// use trellis::Runtime;
+    ///
+    /// let rt = Runtime::builder().worker_threads(1).thread_name("app").build().unwrap();
+    /// let name = rt.block_on(async {
+    ///     trellis::nursery(|n| async move {
+    ///         let task = n.spawn(async { Ok(std::thread::current().name().map(String::from)) })?;
+    ///         task.await
+    ///     })
+    ///     .await
+    ///     .unwrap()
+    /// });
+    /// assert_eq!(name.as_deref(), Some("app-0"));
+    /// ```
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.thread_name = name.into();
         self
@@ -255,6 +335,14 @@ impl Builder {
     }
 
     /// Builds the runtime. Fails if `worker_threads(0)` or `thread_stack_size(0)` was asked.
+    ///
+    /// ```
+    /// use trellis::Runtime;
+    ///
+    /// let rt = Runtime::builder().build().unwrap();
+    /// assert_eq!(rt.block_on(async { 3 }), 3);
+    /// assert!(Runtime::builder().thread_stack_size(0).build().is_err());
+    /// ```
     pub fn build(self) -> Result<Runtime, crate::Error> {
         if self.thread_stack_size == 0 {
             return Err(crate::Error::InvalidArgument(
@@ -290,6 +378,20 @@ impl Builder {
 
 /// A trellis runtime. Each [`block_on`](Runtime::block_on) starts the worker threads, runs the
 /// future, and shuts everything down again before returning.
+///
+/// ```
+/// use std::time::Duration;
+/// use trellis::Runtime;
+///
+/// let rt = Runtime::new().unwrap();
+/// // The same runtime may run several futures, one after the other.
+/// let first = rt.block_on(async {
+///     trellis::sleep(Duration::from_millis(1)).await.unwrap();
+///     "first"
+/// });
+/// let second = rt.block_on(async { "second" });
+/// assert_eq!((first, second), ("first", "second"));
+/// ```
 #[derive(Debug)]
 pub struct Runtime {
     flavor: Flavor,
@@ -548,11 +650,21 @@ impl Wake for MainWaker {
 
 impl Runtime {
     /// A builder with the defaults: multi-threaded, one worker per core, system clock.
+    ///
+    /// ```
+    /// let rt = trellis::Runtime::builder().worker_threads(1).build().unwrap();
+    /// assert_eq!(rt.block_on(async { 'x' }), 'x');
+    /// ```
     pub fn builder() -> Builder {
         Builder::default()
     }
 
     /// A multi-threaded runtime with the defaults.
+    ///
+    /// ```
+    /// let rt = trellis::Runtime::new().unwrap();
+    /// assert!(rt.block_on(async { trellis::checkpoint().await.is_ok() }));
+    /// ```
     pub fn new() -> Result<Runtime, crate::Error> {
         Builder::default().build()
     }
@@ -563,6 +675,22 @@ impl Runtime {
     /// # Panics
     /// If called from inside a trellis runtime (R2): blocking a worker on a nested runtime would
     /// deadlock. Use `.await` instead.
+    ///
+    /// ```
+    /// use trellis::Runtime;
+    ///
+    /// let rt = Runtime::new().unwrap();
+    /// let total = rt.block_on(async {
+    ///     trellis::nursery(|n| async move {
+    ///         let a = n.spawn(async { Ok(1) })?;
+    ///         let b = n.spawn(async { Ok(2) })?;
+    ///         Ok::<_, trellis::Error>(a.await? + b.await?)
+    ///     })
+    ///     .await
+    ///     .unwrap()
+    /// });
+    /// assert_eq!(total, 3);
+    /// ```
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         if context::in_runtime() {
             panic!(
