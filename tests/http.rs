@@ -73,6 +73,9 @@ async fn request(
         .header("host", "localhost")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
+    // After a response the connection task may not have taken the connection back yet; hyper
+    // refuses a request sent before then ("connection was not ready"), so wait for it.
+    client.ready().await?;
     let response = client.send_request(req).await?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
