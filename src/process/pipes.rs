@@ -17,7 +17,7 @@ pub(super) fn pipe_file(fd: OwnedFd) -> io::Result<Arc<AsyncFd<File>>> {
 ///     let mut sort = Command::new("sort").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
 ///     let mut stdin = sort.stdin.take().unwrap();
 ///     stdin.write_all(b"pear\napple\n").await?;
-///     stdin.close(); // `sort` sorts once its input ends
+///     stdin.close().await?; // `sort` sorts once its input ends
 ///     assert_eq!(sort.wait_with_output().await?.stdout, b"apple\npear\n");
 ///     Ok::<_, std::io::Error>(())
 /// })
@@ -101,8 +101,20 @@ impl ChildStdin {
         crate::io::WriteStream::write_all(self, buf).await
     }
 
-    /// Closes the pipe: the child reads end of file.
-    pub fn close(&mut self) {
+    /// Closes the pipe: the child reads end of file. A checkpoint (it yields first, and fails
+    /// only if the scope is cancelled before the pipe is closed), with the same shape as
+    /// `AsyncWriteExt::close`, so `stdin.close().await?` does the same whichever is in scope.
+    ///
+    /// # Errors
+    /// [`Cancelled`](crate::Cancelled) (inside the `io::Error`) if the enclosing scope is
+    /// cancelled; the pipe is then left open.
+    pub async fn close(&mut self) -> io::Result<()> {
+        crate::checkpoint().await?;
+        self.close_now();
+        Ok(())
+    }
+
+    fn close_now(&mut self) {
         self.writer = None;
     }
 }
@@ -114,7 +126,7 @@ impl crate::io::WriteStream for ChildStdin {
 
     async fn shutdown_write(&mut self) -> io::Result<()> {
         crate::checkpoint().await?;
-        self.close();
+        self.close_now();
         Ok(())
     }
 }
@@ -142,7 +154,7 @@ impl futures_io::AsyncWrite for ChildStdin {
         self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().close();
+        self.get_mut().close_now();
         Poll::Ready(Ok(()))
     }
 }
