@@ -682,3 +682,48 @@ fn connect_is_a_checkpoint_in_a_cancelled_scope() {
         })
         .unwrap();
 }
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// A stream's futures-io traits polled by another executor, with no trellis runtime on the
+/// thread: a panic whose message says what happened and what to do, never a wait that cannot
+/// end (its readiness would only ever reach the reactor that registered it).
+#[test]
+fn a_stream_polled_outside_the_runtime_panics_with_a_clear_message() {
+    let rt = current_thread_on(None);
+    let (mut client, _server) = rt.block_on(tcp_pair()).unwrap();
+    let outside = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut buf = [0u8; 8];
+        futures_lite::future::block_on(futures_lite::AsyncReadExt::read(&mut client, &mut buf))
+    }));
+    let message = panic_message(outside.expect_err("polling outside the runtime must not return"));
+    assert!(
+        message.contains("polled outside a trellis runtime"),
+        "{message}"
+    );
+}
+
+/// Each `block_on` has its own reactor: a stream made in one run and read in the next used to
+/// wait forever; now the read panics and says to create the stream inside the run that uses it.
+#[test]
+fn a_stream_used_in_a_later_run_panics_instead_of_hanging() {
+    let rt = current_thread_on(None);
+    let (mut client, _server) = rt.block_on(tcp_pair()).unwrap();
+    let later = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let mut buf = [0u8; 8];
+            client.read(&mut buf).await
+        })
+    }));
+    let message = panic_message(later.expect_err("a read in a later run must not return"));
+    assert!(
+        message.contains("different run than the one that created it"),
+        "{message}"
+    );
+}

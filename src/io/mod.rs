@@ -303,6 +303,16 @@ impl<T: AsRawFd> AsyncFd<T> {
         }
     }
 
+    /// Readiness arrives only through the reactor of the run that registered the descriptor:
+    /// a wait anywhere else could never end, so it panics with what to do instead.
+    #[inline]
+    fn assert_in_own_run(&self) {
+        let current = context::current_runtime_addr();
+        if !std::ptr::eq(current, Arc::as_ptr(&self.rt)) {
+            used_outside_its_runtime(current.is_null());
+        }
+    }
+
     /// One non-blocking attempt of `op` once readiness in `dir` is known; `Pending` (waker
     /// stored) while not ready. Not a checkpoint: the building block of `poll_read`-style
     /// trait implementations.
@@ -342,6 +352,7 @@ impl<T: AsRawFd> AsyncFd<T> {
         cx: &mut Context<'_>,
         op: impl FnMut(&T) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
+        self.assert_in_own_run();
         if let Some(c) = current_cancellation("io::AsyncFd::poll_io") {
             waiter.clear();
             return Poll::Ready(Err(c.into()));
@@ -357,6 +368,30 @@ impl<T: AsRawFd> AsyncFd<T> {
             },
         }
     }
+}
+
+/// A descriptor was waited on where its readiness can never arrive: with no trellis runtime on
+/// the thread (typically another executor polling a stream through its `futures-io` traits), or
+/// in a later `block_on` than the one that created it (each run has its own reactor). Both are
+/// programming errors with nothing to fall back on, so the message says what to do instead.
+#[cold]
+#[track_caller]
+fn used_outside_its_runtime(no_runtime: bool) -> ! {
+    if no_runtime {
+        panic!(
+            "a trellis stream (TcpStream, UnixStream, a process pipe, an AsyncFd...) was polled \
+             outside a trellis runtime, through its futures-io traits: it can only be driven by \
+             the runtime that created it. If a library spawns the work onto an executor of its \
+             own, run that work in a trellis task instead (a nursery's spawn)"
+        )
+    }
+    panic!(
+        "a trellis stream (TcpStream, UnixStream, a process pipe, an AsyncFd...) was used in a \
+         different run than the one that created it: each `block_on` (or `trellis::run`) has its \
+         own I/O reactor, and the stream's readiness arrives only at the one it was registered \
+         with. Create the stream inside the run that uses it (a std socket can be kept between \
+         runs and wrapped with from_std inside each)"
+    )
 }
 
 /// Asks the kernel whether `fd` is ready for `events` now (`poll` with a zero timeout):
@@ -414,6 +449,7 @@ impl<T: AsRawFd, R, F: FnMut(&T) -> io::Result<R>> Future for IoOp<'_, T, F, R> 
         if let Some(result) = this.done.take() {
             return Poll::Ready(result);
         }
+        this.fd.assert_in_own_run();
         if let Poll::Ready(c) = this.cancel.poll_cancelled("io::AsyncFd", cx) {
             return Poll::Ready(Err(c.into()));
         }

@@ -77,6 +77,12 @@ pub(crate) fn with_shared<R>(f: impl FnOnce(Option<&Shared>) -> R) -> R {
     f(unsafe { ptr.as_ref() })
 }
 
+/// The runtime this thread serves, as an address for identity checks (null outside any).
+#[inline]
+pub(crate) fn current_runtime_addr() -> *const Shared {
+    RUNTIME_PTR.with(Cell::get)
+}
+
 pub(crate) fn cached_now() -> Option<Instant> {
     NOW.with(Cell::get)
 }
