@@ -300,7 +300,12 @@ impl CapacityLimiter {
     /// use std::sync::Arc;
     /// use trellis::sync::CapacityLimiter;
     ///
-    /// trellis::run(async {
+    /// // The current-thread flavour runs tasks in a fixed order, so the count is exact.
+    /// let rt = trellis::Runtime::builder()
+    ///     .flavor(trellis::Flavor::CurrentThread)
+    ///     .build()
+    ///     .unwrap();
+    /// rt.block_on(async {
     ///     // At most two tasks do the expensive part at once.
     ///     let limiter = CapacityLimiter::new(2);
     ///     let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));

@@ -181,7 +181,12 @@ impl Semaphore {
     /// use std::sync::Arc;
     /// use trellis::sync::Semaphore;
     ///
-    /// trellis::run(async {
+    /// // The current-thread flavour runs tasks in a fixed order, so the count is exact.
+    /// let rt = trellis::Runtime::builder()
+    ///     .flavor(trellis::Flavor::CurrentThread)
+    ///     .build()
+    ///     .unwrap();
+    /// rt.block_on(async {
     ///     // At most two tasks inside at once.
     ///     let sem = Arc::new(Semaphore::new(2));
     ///     let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));

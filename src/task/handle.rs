@@ -151,14 +151,27 @@ impl<T: 'static> TaskHandle<T> {
     /// Whether the task has finished (its future is gone).
     ///
     /// ```
+    /// use std::sync::Arc;
+    /// use trellis::sync::Event;
+    ///
     /// trellis::run(async {
-    ///     trellis::nursery(|n| async move {
-    ///         let task = n.spawn(async { Ok(1) })?;
-    ///         assert!(!task.is_finished()); // spawned, not run yet
-    ///         trellis::testing::wait_all_tasks_blocked().await?;
-    ///         assert!(task.is_finished());
-    ///         assert_eq!(task.await?, 1);
-    ///         Ok::<_, trellis::Error>(())
+    ///     let go = Arc::new(Event::new());
+    ///     trellis::nursery(|n| {
+    ///         let go = go.clone();
+    ///         async move {
+    ///             let gate = go.clone();
+    ///             let task = n.spawn(async move {
+    ///                 gate.wait().await?;
+    ///                 Ok(1)
+    ///             })?;
+    ///             trellis::testing::wait_all_tasks_blocked().await?;
+    ///             assert!(!task.is_finished()); // waiting for the event
+    ///             go.set();
+    ///             trellis::testing::wait_all_tasks_blocked().await?;
+    ///             assert!(task.is_finished());
+    ///             assert_eq!(task.await?, 1);
+    ///             Ok::<_, trellis::Error>(())
+    ///         }
     ///     })
     ///     .await
     ///     .unwrap();
