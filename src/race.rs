@@ -80,6 +80,30 @@ where
 }
 
 /// What a [`race`] ended with.
+///
+/// ```
+/// use std::future::Future;
+/// use std::pin::Pin;
+/// use trellis::Raced;
+///
+/// trellis::run(async {
+///     type Arm = Pin<Box<dyn Future<Output = Result<u32, trellis::Cancelled>>>>;
+///     let arms: Vec<Arm> = vec![
+///         Box::pin(async {
+///             trellis::sleep_forever().await?;
+///             Ok(1)
+///         }),
+///         Box::pin(async { Ok(2) }),
+///     ];
+///     let raced: Raced<_> = trellis::race(arms).await;
+///     assert_eq!(raced.index, 1);
+///     assert_eq!(raced.winner, Ok(2));
+///     // The loser ended with its cancellation.
+///     assert_eq!(raced.losers.len(), 1);
+///     assert_eq!(raced.losers[0].0, 0);
+///     assert!(raced.losers[0].1.is_err());
+/// });
+/// ```
 #[derive(Debug)]
 pub struct Raced<T> {
     /// Position of the winner among the futures given.
@@ -98,6 +122,20 @@ struct Arm<F: Future> {
 }
 
 /// Future of [`race`].
+///
+/// ```
+/// use std::future::Future;
+/// use std::pin::Pin;
+/// use trellis::Race;
+///
+/// trellis::run(async {
+///     type Arm = Pin<Box<dyn Future<Output = Result<&'static str, trellis::Cancelled>>>>;
+///     let arms: [Arm; 2] = [Box::pin(async { Ok("a") }), Box::pin(async { Ok("b") })];
+///     let race: Race<Arm> = trellis::race(arms);
+///     let raced = race.await;
+///     assert!(raced.index < 2); // one of them won
+/// });
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct Race<F: Future> {
     arms: Vec<Arm<F>>,

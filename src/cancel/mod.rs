@@ -168,6 +168,22 @@ pub fn checkpoint() -> Checkpoint {
 
 /// Yields to the scheduler without looking at cancellation (trio's
 /// `cancel_shielded_checkpoint`).
+///
+/// ```
+/// trellis::run(async {
+///     let scope = trellis::CancelScope::new();
+///     scope.cancel();
+///     let out = scope
+///         .run(async {
+///             // Yields, but does not fail although the scope is cancelled.
+///             trellis::cancel_shielded_checkpoint().await?;
+///             trellis::checkpoint().await // this one fails
+///         })
+///         .await;
+///     assert!(out.is_none());
+///     assert!(scope.cancelled_caught());
+/// });
+/// ```
 pub fn cancel_shielded_checkpoint() -> Checkpoint {
     Checkpoint {
         yield_once: YieldOnce::default(),
@@ -176,6 +192,15 @@ pub fn cancel_shielded_checkpoint() -> Checkpoint {
 }
 
 /// Future of [`checkpoint`] and [`cancel_shielded_checkpoint`].
+///
+/// ```
+/// use trellis::Checkpoint;
+///
+/// trellis::run(async {
+///     let yielded: Checkpoint = trellis::checkpoint();
+///     assert!(yielded.await.is_ok());
+/// });
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct Checkpoint {
     yield_once: YieldOnce,
@@ -211,6 +236,18 @@ impl Future for Checkpoint {
 
 /// Fails at once, without yielding, if the enclosing scope is cancelled (trio's
 /// `checkpoint_if_cancelled`).
+///
+/// ```
+/// trellis::run(async {
+///     // Not cancelled: returns at once, without yielding.
+///     let check = trellis::checkpoint_if_cancelled();
+///     let quick = trellis::testing::assert_no_checkpoints(check).await;
+///     assert!(quick.is_ok());
+///     let scope = trellis::CancelScope::new();
+///     scope.cancel();
+///     assert!(scope.run(trellis::checkpoint_if_cancelled()).await.is_none());
+/// });
+/// ```
 pub async fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
     context::with_runtime(|rt| rt.map(|rt| rt.driver.fire_due_timers()));
     match cancellation_here("checkpoint_if_cancelled") {
@@ -222,6 +259,26 @@ pub async fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
 /// The earliest deadline that applies to the code calling it: the minimum over the enclosing
 /// scopes up to the first shield (C5). `None` when no deadline applies. If the code is already
 /// cancelled, a time no later than [`now`](crate::now) is returned.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// trellis::run(async {
+///     assert_eq!(trellis::current_effective_deadline(), None);
+///     let outer = trellis::now() + Duration::from_secs(10);
+///     let inner = trellis::now() + Duration::from_secs(60);
+///     trellis::move_on_at(outer, async {
+///         trellis::move_on_at(inner, async {
+///             // The earlier of the two applies.
+///             assert_eq!(trellis::current_effective_deadline(), Some(outer));
+///             Ok::<_, trellis::Cancelled>(())
+///         })
+///         .await;
+///         Ok::<_, trellis::Cancelled>(())
+///     })
+///     .await;
+/// });
+/// ```
 pub fn current_effective_deadline() -> Option<Instant> {
     context::with_node(|node| {
         let node = match node {

@@ -69,6 +69,15 @@ pub fn assert_no_checkpoints<F: Future>(future: F) -> AssertCheckpoints<F> {
 
 pin_project_lite::pin_project! {
     /// Future of [`assert_checkpoints`] and [`assert_no_checkpoints`].
+    ///
+    /// ```
+    /// use trellis::testing::{assert_checkpoints, AssertCheckpoints};
+    ///
+    /// trellis::run(async {
+    ///     let checked: AssertCheckpoints<_> = assert_checkpoints(trellis::checkpoint());
+    ///     assert!(checked.await.is_ok());
+    /// });
+    /// ```
     #[must_use = "futures do nothing unless awaited"]
     pub struct AssertCheckpoints<F> {
         #[pin]

@@ -44,6 +44,26 @@ pub fn interval(period: Duration) -> Interval {
 }
 
 /// See [`interval`].
+///
+/// ```
+/// use std::time::Duration;
+/// use trellis::testing::MockClock;
+///
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// let rt = trellis::Runtime::builder()
+///     .flavor(trellis::Flavor::CurrentThread)
+///     .clock(clock)
+///     .build()
+///     .unwrap();
+/// rt.block_on(async {
+///     let mut interval: trellis::Interval = trellis::interval(Duration::from_secs(2));
+///     assert_eq!(interval.period(), Duration::from_secs(2));
+///     let first = interval.tick().await.unwrap(); // at once
+///     let second = interval.tick().await.unwrap();
+///     assert_eq!(second - first, Duration::from_secs(2));
+/// });
+/// ```
 #[derive(Debug)]
 pub struct Interval {
     /// When the next tick is due.

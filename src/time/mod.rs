@@ -25,6 +25,24 @@ use timers::{TimerKey, TimerTarget};
 
 /// The current time on the runtime's clock (the mock clock's in tests).
 ///
+/// ```
+/// use std::time::Duration;
+/// use trellis::testing::MockClock;
+///
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// let rt = trellis::Runtime::builder()
+///     .flavor(trellis::Flavor::CurrentThread)
+///     .clock(clock)
+///     .build()
+///     .unwrap();
+/// rt.block_on(async {
+///     let before = trellis::now();
+///     trellis::sleep(Duration::from_secs(5)).await.unwrap();
+///     assert_eq!(trellis::now() - before, Duration::from_secs(5)); // exact on a mock clock
+/// });
+/// ```
+///
 /// # Panics
 /// Outside a runtime (R2).
 pub fn now() -> Instant {
@@ -51,11 +69,48 @@ pub fn sleep(duration: Duration) -> Sleep {
 }
 
 /// Sleeps until the runtime's clock reads `deadline` (a deadline in the past still yields).
+///
+/// ```
+/// use std::time::Duration;
+/// use trellis::testing::MockClock;
+///
+/// let clock = MockClock::new();
+/// clock.set_autojump_threshold(Some(Duration::ZERO));
+/// let rt = trellis::Runtime::builder()
+///     .flavor(trellis::Flavor::CurrentThread)
+///     .clock(clock)
+///     .build()
+///     .unwrap();
+/// rt.block_on(async {
+///     let wake_at = trellis::now() + Duration::from_secs(30);
+///     trellis::sleep_until(wake_at).await.unwrap();
+///     assert!(trellis::now() >= wake_at);
+///     // Already past: returns after one yield.
+///     trellis::sleep_until(wake_at).await.unwrap();
+/// });
+/// ```
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep::new(SleepUntil::At(deadline))
 }
 
 /// Sleeps until cancelled. Its output can only be `Err(Cancelled)`.
+///
+/// ```
+/// trellis::run(async {
+///     trellis::nursery(|n| async move {
+///         // A task that only waits for its nursery to end it.
+///         n.spawn(async {
+///             trellis::sleep_forever().await?;
+///             Ok(())
+///         })?;
+///         trellis::testing::wait_all_tasks_blocked().await?;
+///         n.cancel();
+///         Ok::<_, trellis::Error>(())
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// ```
 pub async fn sleep_forever() -> Result<Infallible, Cancelled> {
     match Sleep::new(SleepUntil::Never).await {
         Err(c) => Err(c),
@@ -82,6 +137,19 @@ enum SleepUntil {
 }
 
 /// Future of [`sleep`] and [`sleep_until`].
+///
+/// ```
+/// use std::time::Duration;
+/// use trellis::Sleep;
+///
+/// trellis::run(async {
+///     let nap: Sleep = trellis::sleep(Duration::from_millis(1));
+///     // Cancelled before it ends: `Err(Cancelled)`, absorbed by the scope.
+///     let scope = trellis::CancelScope::new();
+///     scope.cancel();
+///     assert!(scope.run(nap).await.is_none());
+/// });
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {
     until: SleepUntil,

@@ -54,6 +54,19 @@ pub fn timeout_at<F: Future>(deadline: Instant, future: F) -> Timeout<F> {
 
 pin_project_lite::pin_project! {
     /// Future of [`timeout`] and [`timeout_at`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trellis::Timeout;
+    ///
+    /// trellis::run(async {
+    ///     let deadline = trellis::now() + Duration::from_millis(5);
+    ///     let slow: Timeout<_> = trellis::timeout_at(deadline, std::future::pending::<()>());
+    ///     assert_eq!(slow.await, Err(trellis::TimedOut));
+    ///     let fast = trellis::timeout(Duration::from_secs(60), async { 3 });
+    ///     assert_eq!(fast.await, Ok(3));
+    /// });
+    /// ```
     #[must_use = "futures do nothing unless awaited"]
     pub struct Timeout<F> {
         #[pin]
