@@ -11,6 +11,26 @@ use crate::thread::run_blocking;
 /// they are; host names are looked up with [`lookup_host`], off the runtime threads.
 ///
 /// Sealed: implemented for the types above only.
+///
+/// ```
+/// use std::net::{Ipv4Addr, SocketAddr};
+/// use trellis::net::TcpListener;
+///
+/// trellis::run(async {
+///     let by_str = TcpListener::bind("127.0.0.1:0").await?;
+///     let by_pair = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+///     let by_host = TcpListener::bind(("127.0.0.1", 0)).await?;
+///     let by_addr = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+///     for listener in [by_str, by_pair, by_host, by_addr] {
+///         assert!(listener.local_addr()?.ip().is_loopback());
+///     }
+///     // Not an address at all:
+///     let err = TcpListener::bind("no port here").await.unwrap_err();
+///     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub trait ToSocketAddrs: sealed::Sealed {}
 
 pub(crate) mod sealed {

@@ -29,15 +29,91 @@ pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Something that accepts connections: [`TcpListener`], [`UnixListener`], or your own (a test
 /// double, a TLS wrapper).
+///
+/// ```
+/// use std::io;
+/// use trellis::channel::Receiver;
+/// use trellis::net::{serve_listeners, Listener};
+/// use trellis::testing::{memory_stream_pair, MemoryStream};
+///
+/// /// Connections handed over a channel: a listener for tests, with no sockets.
+/// struct InMemory(Receiver<MemoryStream>);
+///
+/// impl Listener for InMemory {
+///     type Stream = MemoryStream;
+///
+///     async fn accept(&mut self) -> io::Result<MemoryStream> {
+///         self.0.recv().await.map_err(io::Error::other)
+///     }
+/// }
+///
+/// trellis::run(async {
+///     let (connect, incoming) = trellis::channel::unbounded();
+///     let server = trellis::CancelScope::new();
+///     trellis::nursery(|n| {
+///         let server = server.clone();
+///         async move {
+///             let scope = server.clone();
+///             n.spawn(async move {
+///                 let echo = |mut stream: MemoryStream| async move {
+///                     let mut buf = [0u8; 16];
+///                     let k = stream.read(&mut buf).await?;
+///                     stream.write_all(&buf[..k]).await
+///                 };
+///                 scope.run(serve_listeners(vec![InMemory(incoming)], echo)).await;
+///                 Ok(())
+///             })?;
+///             let (mut client, server_end) = memory_stream_pair();
+///             connect.send(server_end).await.map_err(io::Error::other)?;
+///             client.write_all(b"echo").await?;
+///             let mut buf = [0u8; 16];
+///             let k = client.read(&mut buf).await?;
+///             assert_eq!(&buf[..k], b"echo");
+///             server.cancel(); // stops the accept loop and every handler
+///             Ok::<_, io::Error>(())
+///         }
+///     })
+///     .await
+///     .unwrap();
+/// });
+/// ```
 pub trait Listener: Send + 'static {
     /// The connection type.
     type Stream: Send + 'static;
 
     /// Waits for the next connection. A checkpoint that loses no connection when cancelled.
+    ///
+    /// ```
+    /// use trellis::net::{Listener, TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     // The trait's accept returns the stream alone.
+    ///     let server = Listener::accept(&mut listener).await?;
+    ///     assert_eq!(server.peer_addr()?, client.local_addr()?);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     fn accept(&mut self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 
     /// A name for the task that handles `stream`, shown by
     /// [`task_tree`](crate::lowlevel::task_tree) (TCP: the peer's address). `None`: unnamed.
+    ///
+    /// ```
+    /// use trellis::net::{Listener, TcpListener, TcpStream};
+    ///
+    /// trellis::run(async {
+    ///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     let name = <TcpListener as Listener>::name(&server).unwrap();
+    ///     assert_eq!(name, format!("connection from {}", client.local_addr()?));
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     fn name(stream: &Self::Stream) -> Option<String> {
         let _ = stream;
         None
@@ -97,6 +173,40 @@ fn is_connection_error(e: &io::Error) -> bool {
 
 /// Serves every listener until cancelled: one accept loop per listener, one task per
 /// connection running `handler(stream)`, all in a nursery of the server's own.
+///
+/// ```
+/// use std::io;
+/// use trellis::net::{serve_listeners, TcpListener, TcpStream};
+///
+/// trellis::run(async {
+///     // Two listeners, one server.
+///     let a = TcpListener::bind("127.0.0.1:0").await?;
+///     let b = TcpListener::bind("127.0.0.1:0").await?;
+///     let addrs = [a.local_addr()?, b.local_addr()?];
+///     let hello = |mut stream: TcpStream| async move { stream.write_all(b"hello").await };
+///     trellis::nursery(|n| async move {
+///         n.spawn(async move {
+///             let _ = serve_listeners(vec![a, b], hello).await;
+///             Ok(())
+///         })?;
+///         for addr in addrs {
+///             let mut client = TcpStream::connect(addr).await?;
+///             let mut buf = [0u8; 5];
+///             let mut got = 0;
+///             while got < 5 {
+///                 got += client.read(&mut buf[got..]).await?;
+///             }
+///             assert_eq!(&buf, b"hello");
+///         }
+///         n.cancel();
+///         Ok::<_, io::Error>(())
+///     })
+///     .await
+///     .map_err(|e| e.into_errors().remove(0))?;
+///     Ok::<_, io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 ///
 /// # Errors
 /// Every handler error and fatal accept error, together (the first one stops the server); or
@@ -235,6 +345,47 @@ where
 
 /// Like [`serve_tcp`], binding every address `addr` resolves to instead of every interface
 /// (e.g. `"127.0.0.1:0"` for a server reachable only from this machine).
+///
+/// ```
+/// use trellis::net::{serve_tcp_on, TcpStream};
+///
+/// trellis::run(async {
+///     trellis::nursery(|n| async move {
+///         // `start` returns once the server is listening, with its addresses.
+///         let addrs = n
+///             .start(|status| {
+///                 serve_tcp_on(
+///                     |stream: TcpStream| async move {
+///                         let (mut read, mut write) = stream.into_split();
+///                         let mut buf = [0u8; 64];
+///                         loop {
+///                             match read.read(&mut buf).await? {
+///                                 0 => return Ok(()),
+///                                 k => write.write_all(&buf[..k]).await?,
+///                             }
+///                         }
+///                     },
+///                     "127.0.0.1:0",
+///                     status,
+///                 )
+///             })
+///             .await?;
+///         let mut client = TcpStream::connect(addrs[0]).await?;
+///         client.write_all(b"echo").await?;
+///         let mut buf = [0u8; 4];
+///         let mut got = 0;
+///         while got < 4 {
+///             got += client.read(&mut buf[got..]).await?;
+///         }
+///         assert_eq!(&buf, b"echo");
+///         n.cancel(); // stops the server
+///         Ok::<_, std::io::Error>(())
+///     })
+///     .await
+///     .map_err(|e| e.into_errors().remove(0))
+/// })
+/// .unwrap();
+/// ```
 ///
 /// # Errors
 /// As [`serve_tcp`].
