@@ -305,6 +305,20 @@ impl MemoryReadHalf {
 
     /// Reads some bytes; `Ok(0)` at end of stream. A checkpoint; a cancelled read consumed
     /// nothing.
+    ///
+    /// ```
+    /// use trellis::testing::memory_stream_pair;
+    ///
+    /// trellis::run(async {
+    ///     let (mut a, b) = memory_stream_pair();
+    ///     let (mut read, _write) = b.into_split();
+    ///     a.write_all(b"half").await?;
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(read.read(&mut buf).await?, 4);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         Op::new(|cx| self.poll_take(cx, buf)).await
     }
@@ -319,12 +333,40 @@ impl MemoryWriteHalf {
     }
 
     /// Writes some bytes (as many as fit). A checkpoint; a cancelled write wrote nothing.
+    ///
+    /// ```
+    /// use trellis::testing::memory_stream_pair;
+    ///
+    /// trellis::run(async {
+    ///     let (a, mut b) = memory_stream_pair();
+    ///     let (_read, mut write) = a.into_split();
+    ///     assert_eq!(write.write(b"abc").await?, 3);
+    ///     let mut buf = [0u8; 3];
+    ///     assert_eq!(b.read(&mut buf).await?, 3);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let pipe = &self.pipe;
         Op::new(|cx| pipe.poll_put(cx, buf)).await
     }
 
     /// Writes all of `buf` (see [`PartialWrite`](crate::io::PartialWrite)).
+    ///
+    /// ```
+    /// use trellis::testing::memory_stream_pair;
+    ///
+    /// trellis::run(async {
+    ///     let (a, mut b) = memory_stream_pair();
+    ///     let (_read, mut write) = a.into_split();
+    ///     write.write_all(b"everything").await?;
+    ///     let mut buf = [0u8; 10];
+    ///     assert_eq!(b.read(&mut buf).await?, 10);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         WriteStream::write_all(self, buf).await
     }
@@ -344,21 +386,82 @@ impl Drop for MemoryWriteHalf {
 
 impl MemoryStream {
     /// Reads some bytes; `Ok(0)` at end of stream. A checkpoint.
+    ///
+    /// ```
+    /// use trellis::testing::memory_stream_pair;
+    ///
+    /// trellis::run(async {
+    ///     let (mut a, mut b) = memory_stream_pair();
+    ///     a.write_all(b"xy").await?;
+    ///     drop(a);
+    ///     let mut buf = [0u8; 4];
+    ///     assert_eq!(b.read(&mut buf).await?, 2);
+    ///     assert_eq!(b.read(&mut buf).await?, 0); // the other end is gone
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reader.read(buf).await
     }
 
     /// Writes some bytes. A checkpoint.
+    ///
+    /// ```
+    /// use trellis::testing::memory_stream_pair;
+    ///
+    /// trellis::run(async {
+    ///     let (mut a, mut b) = memory_stream_pair();
+    ///     let n = a.write(b"some").await?;
+    ///     let mut buf = [0u8; 4];
+    ///     assert_eq!(b.read(&mut buf).await?, n);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.writer.write(buf).await
     }
 
     /// Writes all of `buf`.
+    ///
+    /// ```
+    /// use trellis::testing::memory_stream_pair;
+    ///
+    /// trellis::run(async {
+    ///     let (mut a, mut b) = memory_stream_pair();
+    ///     a.write_all(&[9u8; 100]).await?;
+    ///     let mut buf = [0u8; 100];
+    ///     let mut got = 0;
+    ///     while got < 100 {
+    ///         got += b.read(&mut buf[got..]).await?;
+    ///     }
+    ///     assert!(buf.iter().all(|&x| x == 9));
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.writer.write_all(buf).await
     }
 
     /// Splits into halves for two tasks.
+    ///
+    /// ```
+    /// use trellis::testing::memory_stream_pair;
+    ///
+    /// trellis::run(async {
+    ///     let (a, mut b) = memory_stream_pair();
+    ///     let (mut read, mut write) = a.into_split();
+    ///     write.write_all(b"out").await?;
+    ///     b.write_all(b"in").await?;
+    ///     let mut buf = [0u8; 3];
+    ///     assert_eq!(read.read(&mut buf).await?, 2);
+    ///     assert_eq!(b.read(&mut buf).await?, 3);
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn into_split(self) -> (MemoryReadHalf, MemoryWriteHalf) {
         (self.reader, self.writer)
     }
