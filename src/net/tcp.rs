@@ -273,6 +273,25 @@ impl futures_core::Stream for Incoming<'_> {
 /// It implements the stream traits of [`trellis::io`](crate::io) and `futures_io`'s
 /// `AsyncRead` / `AsyncWrite`, and splits into halves for two tasks with
 /// [`into_split`](TcpStream::into_split).
+///
+/// ```
+/// use futures_lite::{AsyncReadExt, AsyncWriteExt};
+/// use trellis::net::{TcpListener, TcpStream};
+///
+/// trellis::run(async {
+///     let mut listener = TcpListener::bind("127.0.0.1:0").await?;
+///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+///     let (mut server, _) = listener.accept().await?;
+///     // The futures-io traits work too, for code written against them.
+///     AsyncWriteExt::write_all(&mut client, b"GET /\n").await?;
+///     client.shutdown(std::net::Shutdown::Write)?;
+///     let mut request = String::new();
+///     AsyncReadExt::read_to_string(&mut server, &mut request).await?;
+///     assert_eq!(request, "GET /\n");
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 pub struct TcpStream {
     reader: FdReader<net::TcpStream>,
     writer: FdWriter<net::TcpStream>,

@@ -380,6 +380,32 @@ impl fmt::Debug for SemaphorePermit<'_> {
 
 /// A permit of a [`Semaphore`] in an `Arc`, owning a reference to it (see
 /// [`Semaphore::acquire_owned`]); given back when dropped.
+///
+/// ```
+/// use std::sync::Arc;
+/// use trellis::sync::{OwnedSemaphorePermit, Semaphore};
+///
+/// trellis::run(async {
+///     let sem = Arc::new(Semaphore::new(1));
+///     trellis::nursery(|n| {
+///         let sem = sem.clone();
+///         async move {
+///             // Taken here, held by the task until it ends.
+///             let permit: OwnedSemaphorePermit = sem.clone().acquire_owned().await?;
+///             n.spawn(async move {
+///                 let _permit = permit;
+///                 trellis::checkpoint().await?;
+///                 Ok(())
+///             })?;
+///             assert_eq!(sem.value(), 0);
+///             Ok::<_, trellis::Error>(())
+///         }
+///     })
+///     .await
+///     .unwrap();
+///     assert_eq!(sem.value(), 1); // given back when the task dropped it
+/// });
+/// ```
 #[must_use = "dropping the permit gives it back at once"]
 pub struct OwnedSemaphorePermit {
     sem: Arc<Semaphore>,
