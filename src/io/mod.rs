@@ -140,7 +140,21 @@ impl<T: AsRawFd> AsyncFd<T> {
     /// If the descriptor cannot be made non-blocking or registered.
     ///
     /// # Panics
-    /// Outside a runtime.
+    /// Outside a runtime. Waiting on it later panics too where the wait is outside the run that
+    /// created it (another executor, a later `block_on`): its readiness reaches only this run.
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use trellis::io::AsyncFd;
+    ///
+    /// trellis::run(async {
+    ///     let (a, _b) = UnixStream::pair()?;
+    ///     let a = AsyncFd::new(a)?; // now non-blocking, and registered
+    ///     a.writable().await?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn new(io: T) -> io::Result<Self> {
         let Some(rt) = context::try_current() else {
             outside_runtime("io::AsyncFd::new");
@@ -176,6 +190,19 @@ impl<T: AsRawFd> AsyncFd<T> {
     }
 
     /// The wrapped I/O object, mutably.
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use trellis::io::AsyncFd;
+    ///
+    /// trellis::run(async {
+    ///     let (a, _b) = UnixStream::pair()?;
+    ///     let mut a = AsyncFd::new(a)?;
+    ///     a.get_mut().shutdown(std::net::Shutdown::Write)?;
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn get_mut(&mut self) -> &mut T {
         self.io.as_mut().expect("present until into_inner")
     }
@@ -260,6 +287,23 @@ impl<T: AsRawFd> AsyncFd<T> {
     /// # Errors
     /// `op`'s error; `Cancelled` inside the `io::Error` if the scope is cancelled;
     /// [`Error::BusyResource`](crate::Error::BusyResource) if another task is waiting to read.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    /// use trellis::io::AsyncFd;
+    ///
+    /// trellis::run(async {
+    ///     let (a, mut b) = UnixStream::pair()?;
+    ///     let a = AsyncFd::new(a)?;
+    ///     b.write_all(b"pong")?;
+    ///     let mut buf = [0u8; 8];
+    ///     let n = a.read_with(|s| (&*s).read(&mut buf)).await?;
+    ///     assert_eq!(&buf[..n], b"pong");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
     pub async fn read_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
         let _busy = self.reading.enter()?;
         self.ready(Direction::Read, op).await
