@@ -347,14 +347,11 @@ impl<T: AsRawFd> AsyncFd<T> {
         }
     }
 
-    /// Readiness arrives only through the reactor of the run that registered the descriptor:
-    /// a wait anywhere else could never end, so it panics with what to do instead.
+    /// Is this thread serving the run whose reactor this descriptor is registered with? Only
+    /// that reactor delivers its readiness.
     #[inline]
-    fn assert_in_own_run(&self) {
-        let current = context::current_runtime_addr();
-        if !std::ptr::eq(current, Arc::as_ptr(&self.rt)) {
-            used_outside_its_runtime(current.is_null());
-        }
+    fn in_own_run(&self) -> bool {
+        std::ptr::eq(context::current_runtime_addr(), Arc::as_ptr(&self.rt))
     }
 
     /// One non-blocking attempt of `op` once readiness in `dir` is known; `Pending` (waker
@@ -370,7 +367,19 @@ impl<T: AsRawFd> AsyncFd<T> {
             let event = match self.source.poll_ready(&self.rt.driver.reactor, dir, cx) {
                 Poll::Ready(Ok(event)) => event,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if !self.in_own_run() {
+                        // No readiness will ever reach this run: try once, and if the operation
+                        // would have to wait, say why instead of waiting for ever.
+                        match op(self.get_ref()) {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                used_outside_its_runtime(context::current_runtime_addr().is_null())
+                            }
+                            result => return Poll::Ready(result),
+                        }
+                    }
+                    return Poll::Pending;
+                }
             };
             match op(self.get_ref()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.source.clear_ready(event),
@@ -396,7 +405,11 @@ impl<T: AsRawFd> AsyncFd<T> {
         cx: &mut Context<'_>,
         op: impl FnMut(&T) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        self.assert_in_own_run();
+        // The futures-io traits are how another executor would reach a trellis stream: say so
+        // rather than give the generic outside-a-runtime message.
+        if context::current_runtime_addr().is_null() {
+            used_outside_its_runtime(true);
+        }
         if let Some(c) = current_cancellation("io::AsyncFd::poll_io") {
             waiter.clear();
             return Poll::Ready(Err(c.into()));
@@ -493,7 +506,6 @@ impl<T: AsRawFd, R, F: FnMut(&T) -> io::Result<R>> Future for IoOp<'_, T, F, R> 
         if let Some(result) = this.done.take() {
             return Poll::Ready(result);
         }
-        this.fd.assert_in_own_run();
         if let Poll::Ready(c) = this.cancel.poll_cancelled("io::AsyncFd", cx) {
             return Poll::Ready(Err(c.into()));
         }
