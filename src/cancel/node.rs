@@ -396,7 +396,7 @@ pub(crate) fn enter_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>,
 /// cancelled itself and no enclosing cancellation is visible from it (C3).
 pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellation: bool) -> bool {
     let c = child.node();
-    let (parent, slot, armed, absorbed, foreign) = {
+    let (parent, slot, armed, grace, absorbed, foreign) = {
         let mut cs = c.lock();
         let parent_visible =
             !cs.shield && cs.parent.as_ref().is_some_and(|p| p.node().is_cancelled());
@@ -409,15 +409,13 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
             cs.parent.take(),
             cs.slot.take(),
             cs.armed.take(),
+            cs.take_grace_timer(),
             absorbed,
             cs.take_foreign(),
         )
     };
     drop(foreign);
-    if let Some(key) = armed {
-        rt.driver.timers.remove(key);
-    }
-    if let Some(key) = take_grace_timer(c) {
+    for key in armed.into_iter().chain(grace) {
         rt.driver.timers.remove(key);
     }
     if let (Some(parent), Some(slot)) = (parent, slot) {
@@ -440,15 +438,7 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
     }
     .then(|| runtime_of(c))
     .flatten();
-    if let Some(key) = take_grace_timer(c) {
-        if let Some(rt) = timer_store
-            .clone()
-            .or_else(crate::runtime::context::try_current)
-        {
-            rt.driver.timers.remove(key);
-        }
-    }
-    let (parent, slot, armed, foreign) = {
+    let (parent, slot, armed, grace, foreign) = {
         let mut cs = c.lock();
         // The owner's waker goes too: a task's node keeping its own task's waker would keep the
         // task, its cell and its runtime alive in a cycle.
@@ -456,14 +446,17 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
             cs.parent.take(),
             cs.slot.take(),
             cs.armed.take(),
+            cs.take_grace_timer(),
             cs.take_foreign(),
         )
     };
     drop(foreign);
-    if let Some(key) = armed {
+    if armed.is_some() || grace.is_some() {
         // `None` only if the runtime is gone, and its timers with it.
         if let Some(rt) = timer_store.or_else(crate::runtime::context::try_current) {
-            rt.driver.timers.remove(key);
+            for key in armed.into_iter().chain(grace) {
+                rt.driver.timers.remove(key);
+            }
         }
     }
     let (Some(parent), Some(slot)) = (parent, slot) else {
@@ -562,10 +555,6 @@ fn weak_self(target: &dyn TreeNode, s: &NodeState) -> Option<Weak<dyn TreeNode>>
         target as *const dyn TreeNode as *const (),
     );
     same.then(|| Arc::downgrade(this))
-}
-
-fn take_grace_timer(node: &Node) -> Option<TimerKey> {
-    node.lock().take_grace_timer()
 }
 
 /// Sets a scope's own grace period (B3); `None` leaves the runtime's default.
