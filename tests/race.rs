@@ -93,7 +93,7 @@ fn the_first_result_wins_and_nothing_is_lost() {
                 1,
                 "{flavor:?}: the foreign loser was dropped"
             );
-            // The losing receive consumed nothing.
+            // The channel whose receive lost still works (its waiter was removed cleanly).
             tx2.send(5).await.unwrap();
             assert_eq!(rx2.recv().await.unwrap(), 5, "{flavor:?}");
         });
