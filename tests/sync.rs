@@ -783,3 +783,17 @@ fn guards_are_send_when_the_data_is() {
         .unwrap();
     });
 }
+
+/// A forgotten owned permit stays taken but does not keep the semaphore alive (it used to leak
+/// the `Arc`, and the semaphore with it).
+#[test]
+fn a_forgotten_owned_permit_stays_taken_without_leaking_the_semaphore() {
+    trellis::run(async {
+        let sem = std::sync::Arc::new(trellis::sync::Semaphore::new(2));
+        sem.clone().acquire_owned().await.unwrap().forget();
+        assert_eq!(sem.value(), 1);
+        assert_eq!(std::sync::Arc::strong_count(&sem), 1);
+        drop(sem.clone().acquire_owned().await.unwrap());
+        assert_eq!(sem.value(), 1);
+    });
+}

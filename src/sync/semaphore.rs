@@ -246,7 +246,7 @@ impl Semaphore {
     /// ```
     pub async fn acquire_owned(self: Arc<Self>) -> Result<OwnedSemaphorePermit, Cancelled> {
         Op::<AcquireSite>::new(&self.state, ()).await?;
-        Ok(OwnedSemaphorePermit { sem: self })
+        Ok(OwnedSemaphorePermit { sem: Some(self) })
     }
 
     /// Takes a permit if one is free now and nobody waits. Not a checkpoint.
@@ -408,7 +408,8 @@ impl fmt::Debug for SemaphorePermit<'_> {
 /// ```
 #[must_use = "dropping the permit gives it back at once"]
 pub struct OwnedSemaphorePermit {
-    sem: Arc<Semaphore>,
+    /// `None` once forgotten: the permit stays taken, but the semaphore is not kept alive.
+    sem: Option<Arc<Semaphore>>,
 }
 
 impl OwnedSemaphorePermit {
@@ -421,8 +422,8 @@ impl OwnedSemaphorePermit {
     /// assert_eq!(sem.value(), 0);
     /// # });
     /// ```
-    pub fn forget(self) {
-        std::mem::forget(self);
+    pub fn forget(mut self) {
+        self.sem = None;
     }
 }
 
@@ -436,7 +437,9 @@ impl fmt::Debug for OwnedSemaphorePermit {
 impl Drop for OwnedSemaphorePermit {
     fn drop(&mut self) {
         // As for `SemaphorePermit`.
-        let _ = self.sem.release();
+        if let Some(sem) = &self.sem {
+            let _ = sem.release();
+        }
     }
 }
 
