@@ -37,9 +37,10 @@ where
         }
     }
 
-    /// A checkpoint; a cancelled read consumed nothing.
+    /// A checkpoint; a cancelled read consumed nothing. `&mut self` already makes this the
+    /// only reader, so it skips `read_with`'s busy check.
     pub(crate) async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.fd.read_with(|mut s| s.read(buf)).await
+        self.fd.ready(Direction::Read, |mut s| s.read(buf)).await
     }
 
     pub(crate) fn poll_read(
@@ -63,9 +64,10 @@ where
         }
     }
 
-    /// A checkpoint; a cancelled write wrote nothing.
+    /// A checkpoint; a cancelled write wrote nothing. The only writer (`&mut self`), as for
+    /// reading.
     pub(crate) async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.fd.write_with(|mut s| s.write(buf)).await
+        self.fd.ready(Direction::Write, |mut s| s.write(buf)).await
     }
 
     pub(crate) fn poll_write(
