@@ -207,6 +207,8 @@ where
             async move {
                 match acceptor.accept(stream).await {
                     Ok(tls) => handler(tls).await,
+                    // Cancelled mid-handshake: the cancellation goes on, as from any handler.
+                    Err(e) if e.cancelled().is_some() => Err(e.into()),
                     // The handshake failed: this connection only.
                     Err(_) => Ok(()),
                 }
