@@ -31,6 +31,9 @@ use crate::io::AsyncFd;
 /// ```
 pub struct UdpSocket {
     fd: AsyncFd<net::UdpSocket>,
+    /// The socket's family, fixed at creation: `send_to` picks a destination of it without
+    /// asking the kernel each time.
+    ipv6: bool,
 }
 
 impl fmt::Debug for UdpSocket {
@@ -90,8 +93,10 @@ impl UdpSocket {
     /// .unwrap();
     /// ```
     pub fn from_std(socket: net::UdpSocket) -> io::Result<UdpSocket> {
+        let ipv6 = socket.local_addr()?.is_ipv6();
         Ok(UdpSocket {
             fd: AsyncFd::new(socket)?,
+            ipv6,
         })
     }
 
@@ -159,7 +164,7 @@ impl UdpSocket {
     /// ```
     pub async fn send_to(&self, buf: &[u8], addr: impl ToSocketAddrs) -> io::Result<usize> {
         let addrs = resolve(&addr).await?;
-        let target = destination(self.local_addr()?, &addrs)?;
+        let target = destination(self.ipv6, &addrs)?;
         self.fd.write_with(|s| s.send_to(buf, target)).await
     }
 
@@ -265,18 +270,18 @@ impl UdpSocket {
 
 /// Where a socket bound to `local` sends a datagram for `addrs`: the first address of its own
 /// family; for an IPv6 socket without one, the first IPv4 address, IPv4-mapped.
-fn destination(local: SocketAddr, addrs: &[SocketAddr]) -> io::Result<SocketAddr> {
+fn destination(local_ipv6: bool, addrs: &[SocketAddr]) -> io::Result<SocketAddr> {
     if addrs.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "no address to send to",
         ));
     }
-    if let Some(same) = addrs.iter().find(|a| a.is_ipv4() == local.is_ipv4()) {
+    if let Some(same) = addrs.iter().find(|a| a.is_ipv6() == local_ipv6) {
         return Ok(*same);
     }
     match addrs[0] {
-        SocketAddr::V4(v4) if local.is_ipv6() => {
+        SocketAddr::V4(v4) if local_ipv6 => {
             Ok(SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()))
         }
         _ => {
