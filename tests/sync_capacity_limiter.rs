@@ -310,3 +310,41 @@ fn limiter_token_is_send_and_static() {
         assert_eq!(c.borrowed_tokens(), 0);
     });
 }
+
+/// Two tasks waiting with one explicit borrower: when tokens come back, the first gets one and
+/// the second is refused with `InvalidArgument`, instead of a second token the limiter counted
+/// once (which let one more holder through than its total).
+#[test]
+fn two_waiters_with_one_borrower_get_one_token_between_them() {
+    block_on_current(async {
+        let limiter = CapacityLimiter::new(2);
+        let z1 = limiter.acquire_on_behalf_of(id(1)).await.unwrap();
+        let z2 = limiter.acquire_on_behalf_of(id(2)).await.unwrap();
+        let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        nursery(|n| {
+            let (limiter, results) = (limiter.clone(), results.clone());
+            async move {
+                for task in 0..2 {
+                    let (limiter, results) = (limiter.clone(), results.clone());
+                    n.spawn(async move {
+                        let got = limiter.acquire_on_behalf_of(id(7)).await;
+                        results
+                            .lock()
+                            .unwrap()
+                            .push((task, got.map(|t| t.forget()).is_ok()));
+                        Ok(())
+                    })?;
+                }
+                wait_all_tasks_blocked().await?;
+                drop(z1);
+                drop(z2);
+                Ok::<_, Error>(())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(*results.lock().unwrap(), [(0, true), (1, false)]);
+        assert_eq!(borrower_set(&limiter), ids(&[7]));
+        assert_eq!(limiter.available_tokens(), 1);
+    });
+}

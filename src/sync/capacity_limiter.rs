@@ -151,7 +151,8 @@ struct State {
     /// Borrowers holding a token, with the sequence number of their acquisition.
     borrowers: HashMap<Borrower, u64>,
     seq: u64,
-    lot: ParkingLot<(), Borrower>,
+    /// A waiter is handed `true` with its token, or `false` if its borrower got one meanwhile.
+    lot: ParkingLot<bool, Borrower>,
 }
 
 impl State {
@@ -166,8 +167,13 @@ impl State {
             let Some((key, &mut borrower)) = self.lot.front(MAIN) else {
                 break;
             };
-            self.grant(borrower);
-            self.lot.unpark_key(key, (), wakes);
+            // Two tasks waiting with one explicit borrower: the second is refused, not given a
+            // second token the limiter would count once.
+            let fresh = !self.borrowers.contains_key(&borrower);
+            if fresh {
+                self.grant(borrower);
+            }
+            self.lot.unpark_key(key, fresh, wakes);
         }
     }
 
@@ -215,47 +221,52 @@ const ALREADY_HOLDS: &str = "CapacityLimiter: this borrower already holds one of
 
 impl Site for AcquireSite {
     type State = State;
-    type Value = ();
+    /// `false`: refused, the borrower already holds a token (`ALREADY_HOLDS`).
+    type Value = bool;
     type Request = Borrower;
     type Output = Borrower;
-    type Error = Cancelled;
+    type Error = Error;
     const NAME: &'static str = "sync::CapacityLimiter::acquire";
 
-    fn lot(state: &mut State) -> &mut ParkingLot<(), Borrower> {
+    fn lot(state: &mut State) -> &mut ParkingLot<bool, Borrower> {
         &mut state.lot
     }
 
-    fn attempt(state: &mut State, borrower: &mut Borrower, _: &mut WakeList) -> Option<()> {
+    fn attempt(state: &mut State, borrower: &mut Borrower, _: &mut WakeList) -> Option<bool> {
         if state.borrowers.contains_key(borrower) {
-            // Refused up front (`ALREADY_HOLDS`); this is only reached by two tasks racing with
-            // one explicit `Borrower`: the second waits for the first's token to come back.
-            return None;
+            return Some(false);
         }
         // Fairness: a free token is not taken past waiters (there are none when a token is free,
         // see the module comment; checked anyway).
         if state.borrowers.len() < state.total && state.lot.is_empty(MAIN) {
             state.grant(*borrower);
-            Some(())
+            Some(true)
         } else {
             None
         }
     }
 
-    fn finish((): (), borrower: Borrower) -> Result<Borrower, Cancelled> {
-        Ok(borrower)
+    fn finish(granted: bool, borrower: Borrower) -> Result<Borrower, Error> {
+        if granted {
+            Ok(borrower)
+        } else {
+            Err(Error::InvalidArgument(ALREADY_HOLDS))
+        }
     }
 
-    fn cancelled(c: Cancelled, _: Borrower) -> Cancelled {
-        c
+    fn cancelled(c: Cancelled, _: Borrower) -> Error {
+        c.into()
     }
 
     fn redeliver(
         state: &mut State,
-        (): (),
+        granted: bool,
         borrower: &mut Borrower,
         wakes: &mut WakeList,
-    ) -> Option<()> {
-        state.release(*borrower, wakes);
+    ) -> Option<bool> {
+        if granted {
+            state.release(*borrower, wakes);
+        }
         None
     }
 }
@@ -357,9 +368,6 @@ impl CapacityLimiter {
     /// });
     /// ```
     pub async fn acquire_on_behalf_of(&self, borrower: Borrower) -> Result<LimiterToken, Error> {
-        if lock(&self.inner).borrowers.contains_key(&borrower) {
-            return Err(Error::InvalidArgument(ALREADY_HOLDS));
-        }
         let borrower = Op::<AcquireSite>::new(&self.inner, borrower).await?;
         Ok(self.token(borrower))
     }
@@ -408,11 +416,9 @@ impl CapacityLimiter {
         let mut wakes = WakeList::new();
         let mut b = borrower;
         let mut state = lock(&self.inner);
-        if state.borrowers.contains_key(&borrower) {
-            return Err(Error::InvalidArgument(ALREADY_HOLDS));
-        }
         match AcquireSite::attempt(&mut state, &mut b, &mut wakes) {
-            Some(()) => Ok(self.token(borrower)),
+            Some(true) => Ok(self.token(borrower)),
+            Some(false) => Err(Error::InvalidArgument(ALREADY_HOLDS)),
             None => Err(Error::WouldBlock),
         }
     }
