@@ -141,6 +141,11 @@ impl YieldOnce {
         }
     }
 
+    /// Has the schedule point been taken (a yield, or a wait)?
+    pub(crate) fn has_yielded(&self) -> bool {
+        self.yielded
+    }
+
     /// Marks the schedule point done because the operation blocked (blocking is one).
     pub(crate) fn blocked(&mut self) {
         self.yielded = true;

@@ -9,8 +9,9 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
-use crate::cancel::{CancelWaiter, YieldOnce};
+use crate::cancel::{current_cancellation, CancelWaiter, YieldOnce};
 use crate::error::Error;
+use crate::runtime::context;
 
 /// Makes a one-shot channel (tokio's `oneshot`; the receiver waits in a method, a checkpoint,
 /// rather than being a future): for a single reply, such as the answer to a request sent to
@@ -196,29 +197,42 @@ struct Recv<'a, T> {
 
 impl<T> Recv<'_, T> {
     fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<T, Error>> {
+        const NAME: &str = "channel::OneshotReceiver::recv";
         if self.taken.is_none() {
-            if let Poll::Ready(c) = self
-                .cancel
-                .poll_cancelled("channel::OneshotReceiver::recv", cx)
-            {
+            // As `sync`'s operations: a plain cancellation check first, and a registration with
+            // the cancel tree only when about to wait.
+            if let Some(c) = current_cancellation(NAME) {
+                self.cancel.clear();
                 return Poll::Ready(Err(Error::Cancelled(c)));
             }
             let mut s = lock(self.shared);
-            match s.value.take() {
-                Some(value) => self.taken = Some(value),
+            let value = match s.value.take() {
+                Some(value) => value,
                 None if s.received => return Poll::Ready(Err(Error::EndOfChannel)),
                 None if s.sender_gone => return Poll::Ready(Err(Error::BrokenResource)),
                 None => {
-                    s.waker = Some(cx.waker().clone());
+                    if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        s.waker = Some(cx.waker().clone());
+                    }
+                    drop(s);
+                    if let Poll::Ready(c) = self.cancel.poll_cancelled(NAME, cx) {
+                        return Poll::Ready(Err(Error::Cancelled(c)));
+                    }
                     self.yield_once.blocked();
                     return Poll::Pending;
                 }
+            };
+            self.cancel.clear();
+            // Ready without blocking: still a schedule point (principle 3), taken when the
+            // task's yield budget is spent or after a wait (which was one).
+            if self.yield_once.has_yielded() || !context::must_yield() {
+                s.received = true;
+                return Poll::Ready(Ok(value));
             }
             drop(s);
-            self.cancel.clear();
+            // The value is held across the yield, and put back if this operation is dropped.
+            self.taken = Some(value);
         }
-        // Ready without blocking: still a schedule point (principle 3). The value is held
-        // across it, and put back if this operation is dropped meanwhile.
         if self.yield_once.poll_yield(cx).is_pending() {
             return Poll::Pending;
         }
