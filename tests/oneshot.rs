@@ -83,3 +83,14 @@ fn dropped_halves_are_reported_not_hung() {
         assert_eq!(tx.send("back".into()), Err("back".to_string()));
     });
 }
+
+/// Principle 3: a `recv` whose value is already there still lets other tasks run, and returns
+/// the value after it.
+#[test]
+fn a_ready_recv_is_a_schedule_point() {
+    block_on_current(async {
+        let (tx, mut rx) = oneshot();
+        tx.send(3).unwrap();
+        assert_eq!(assert_yields(rx.recv()).await.unwrap(), 3);
+    });
+}
