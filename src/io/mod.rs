@@ -51,7 +51,7 @@ mod fd_stream;
 pub(crate) mod reactor;
 mod stream;
 
-pub(crate) use busy::Busy;
+use busy::Busy;
 pub(crate) use fd_stream::{fd_stream_impls, FdReader, FdWriter};
 
 pub use stream::{PartialWrite, ReadStream, SplitStream, WriteStream};

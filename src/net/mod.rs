@@ -68,6 +68,14 @@ use std::io;
 
 use crate::error::AsCancelled;
 
+/// The backlog every listener asks for: "as many as allowed", as trio does; the system caps it
+/// at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = if libc::SOMAXCONN > 4096 {
+    libc::SOMAXCONN
+} else {
+    4096
+};
+
 /// An I/O error with the operation and address it concerned ("could not bind 127.0.0.1:80"),
 /// keeping the original error's kind and the original error as its source. Cancellations pass
 /// through unwrapped.

@@ -225,8 +225,7 @@ fn bind_listener(addr: SocketAddr) -> io::Result<net::TcpListener> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
-    // The system caps this at net.core.somaxconn; trio asks for the same "as many as allowed".
-    socket.listen(libc::SOMAXCONN.max(4096))?;
+    socket.listen(super::LISTEN_BACKLOG)?;
     Ok(socket.into())
 }
 

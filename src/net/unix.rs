@@ -87,8 +87,7 @@ impl UnixListener {
         let path = path.as_ref();
         let listener = bind_socket(path, Type::STREAM)
             .and_then(|socket| {
-                // The system caps this at net.core.somaxconn (as for TCP listeners).
-                socket.listen(libc::SOMAXCONN.max(4096))?;
+                socket.listen(super::LISTEN_BACKLOG)?;
                 Ok(net::UnixListener::from(OwnedFd::from(socket)))
             })
             .map_err(|e| with_context(e, || format!("could not bind {}", describe(path))))?;

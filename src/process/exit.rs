@@ -212,7 +212,7 @@ impl ThreadWatch {
             let err = io::Error::last_os_error();
             // The kernel reaped it as it exited (`SIGCHLD` ignored): `try_reap` below reports
             // that as status 0.
-            if err.raw_os_error() == Some(libc::ECHILD) {
+            if auto_reaped(&err).is_some() {
                 break Ok(());
             }
             if err.kind() != io::ErrorKind::Interrupted {
