@@ -72,7 +72,12 @@ use crate::nursery::Nursery;
 /// # });
 /// ```
 #[derive(Debug)]
-pub struct HyperIo<T>(T);
+pub struct HyperIo<T> {
+    io: T,
+    /// Initialised memory to read into before copying into hyper's buffer, which may be
+    /// uninitialised: allocated at the first read and reused, rather than zeroed on every poll.
+    scratch: Vec<u8>,
+}
 
 impl<T> HyperIo<T> {
     /// Wraps `stream`.
@@ -94,7 +99,10 @@ impl<T> HyperIo<T> {
     /// .unwrap();
     /// ```
     pub fn new(stream: T) -> Self {
-        HyperIo(stream)
+        HyperIo {
+            io: stream,
+            scratch: Vec::new(),
+        }
     }
 
     /// The stream back.
@@ -106,7 +114,7 @@ impl<T> HyperIo<T> {
     /// assert_eq!(io.into_inner().into_inner(), [1, 2, 3]);
     /// ```
     pub fn into_inner(self) -> T {
-        self.0
+        self.io
     }
 }
 
@@ -120,11 +128,14 @@ impl<T: AsyncRead + Unpin> Read for HyperIo<T> {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         // Read into initialised memory, then copy: no `unsafe` for hyper's uninitialised buffer.
-        let mut chunk = [0u8; READ_CHUNK];
         let room = buf.remaining().min(READ_CHUNK);
-        match Pin::new(&mut self.0).poll_read(cx, &mut chunk[..room]) {
+        let this = &mut *self;
+        if this.scratch.len() < room {
+            this.scratch.resize(room, 0);
+        }
+        match Pin::new(&mut this.io).poll_read(cx, &mut this.scratch[..room]) {
             Poll::Ready(Ok(n)) => {
-                buf.put_slice(&chunk[..n]);
+                buf.put_slice(&this.scratch[..n]);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -139,15 +150,15 @@ impl<T: AsyncWrite + Unpin> Write for HyperIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.io).poll_close(cx)
     }
 }
 
