@@ -392,12 +392,12 @@ impl fmt::Debug for SemaphorePermit<'_> {
 ///         async move {
 ///             // Taken here, held by the task until it ends.
 ///             let permit: OwnedSemaphorePermit = sem.clone().acquire_owned().await?;
+///             assert_eq!(sem.value(), 0);
 ///             n.spawn(async move {
 ///                 let _permit = permit;
 ///                 trellis::checkpoint().await?;
 ///                 Ok(())
 ///             })?;
-///             assert_eq!(sem.value(), 0);
 ///             Ok::<_, trellis::Error>(())
 ///         }
 ///     })
