@@ -52,6 +52,7 @@
 
 mod oneshot;
 mod receiver;
+mod send_error;
 mod sender;
 mod state;
 
@@ -59,7 +60,8 @@ use std::sync::Arc;
 
 pub use oneshot::{oneshot, OneshotReceiver, OneshotSender};
 pub use receiver::Receiver;
-pub use sender::{SendError, Sender};
+pub use send_error::SendError;
+pub use sender::Sender;
 
 /// A channel whose buffer holds up to `capacity` messages; `send` waits while it is full.
 /// `capacity = 0` makes a rendezvous channel: each send waits until a receiver takes the

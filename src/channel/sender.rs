@@ -1,12 +1,12 @@
 //! The sending half of a channel, and the error that gives an unsent message back.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
+use super::send_error::SendError;
 use super::state::{Chan, SendRequest, SendSite, Side};
 use super::ChannelStatistics;
-use crate::error::{AsCancelled, Cancelled, Error};
+use crate::error::Error;
 use crate::sync::parking_lot::{try_now, Op};
 
 /// The sending half of a channel made by [`bounded`](super::bounded) or
@@ -78,7 +78,7 @@ impl<T> Sender<T> {
     pub fn try_send(&self, value: T) -> Result<(), SendError<T>> {
         match try_now::<SendSite<T>>(&self.chan.state, self.request(value)) {
             Ok(result) => result,
-            Err(request) => Err(SendError::new(request, Error::WouldBlock)),
+            Err(request) => Err(SendError::new(request.unsent(), Error::WouldBlock)),
         }
     }
 
@@ -156,122 +156,5 @@ impl<T> fmt::Debug for Sender<T> {
             .field("closed", &self.is_closed())
             .field("statistics", &self.statistics())
             .finish()
-    }
-}
-
-/// A send that did not happen; holds the message and the reason.
-///
-/// `?` converts it into [`Error`] (the reason; the message is dropped), and scopes recognise a
-/// cancellation inside it ([`AsCancelled`]).
-///
-/// ```
-/// use trellis::channel::SendError;
-///
-/// let (tx, rx) = trellis::channel::bounded(0);
-/// drop(rx);
-/// let err: SendError<String> = tx.try_send("hello".to_string()).unwrap_err();
-/// assert!(matches!(err.reason(), trellis::Error::BrokenResource));
-/// assert_eq!(err.value(), "hello");
-/// // `?` turns it into the reason.
-/// let as_error: trellis::Error = err.into();
-/// assert!(matches!(as_error, trellis::Error::BrokenResource));
-/// ```
-pub struct SendError<T> {
-    value: T,
-    reason: Error,
-}
-
-impl<T> SendError<T> {
-    pub(crate) fn new(request: SendRequest<T>, reason: Error) -> Self {
-        SendError {
-            value: request
-                .value
-                .expect("a failed send still holds its message"),
-            reason,
-        }
-    }
-
-    /// Why the send failed: [`Error::Cancelled`], [`Error::Closed`],
-    /// [`Error::BrokenResource`] or (for `try_send`) [`Error::WouldBlock`].
-    ///
-    /// ```
-    /// let (tx, _rx) = trellis::channel::bounded(0);
-    /// tx.close();
-    /// let err = tx.try_send(1).unwrap_err();
-    /// assert!(matches!(err.reason(), trellis::Error::Closed));
-    /// ```
-    pub fn reason(&self) -> &Error {
-        &self.reason
-    }
-
-    /// The message that was not sent.
-    ///
-    /// ```
-    /// let (tx, _rx) = trellis::channel::bounded(0);
-    /// let err = tx.try_send(vec![1, 2]).unwrap_err(); // no receiver waiting
-    /// assert_eq!(err.value(), &[1, 2]);
-    /// ```
-    pub fn value(&self) -> &T {
-        &self.value
-    }
-
-    /// Takes the message back.
-    ///
-    /// ```
-    /// let (tx, rx) = trellis::channel::bounded(1);
-    /// tx.try_send("first").unwrap();
-    /// // Full: keep the message and try again once there is room.
-    /// let msg = tx.try_send("second").unwrap_err().into_inner();
-    /// assert_eq!(rx.try_recv().unwrap(), "first");
-    /// tx.try_send(msg).unwrap();
-    /// assert_eq!(rx.try_recv().unwrap(), "second");
-    /// ```
-    pub fn into_inner(self) -> T {
-        self.value
-    }
-
-    /// The message and the reason.
-    ///
-    /// ```
-    /// let (tx, rx) = trellis::channel::unbounded();
-    /// drop(rx);
-    /// let (msg, reason) = tx.try_send(5).unwrap_err().into_parts();
-    /// assert_eq!(msg, 5);
-    /// assert!(matches!(reason, trellis::Error::BrokenResource));
-    /// ```
-    pub fn into_parts(self) -> (T, Error) {
-        (self.value, self.reason)
-    }
-}
-
-impl<T> fmt::Debug for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SendError")
-            .field("reason", &self.reason)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T> fmt::Display for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "message not sent: {}", self.reason)
-    }
-}
-
-impl<T> StdError for SendError<T> {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.reason)
-    }
-}
-
-impl<T> AsCancelled for SendError<T> {
-    fn cancelled(&self) -> Option<Cancelled> {
-        self.reason.cancelled()
-    }
-}
-
-impl<T> From<SendError<T>> for Error {
-    fn from(err: SendError<T>) -> Self {
-        err.reason
     }
 }

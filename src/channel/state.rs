@@ -27,7 +27,7 @@ use slab::Slab;
 use crate::error::{Cancelled, Error};
 use crate::sync::parking_lot::{lock, ParkingLot, Site, WakeList, MAIN};
 
-use super::sender::SendError;
+use super::send_error::SendError;
 use super::ChannelStatistics;
 
 pub(crate) struct Chan<T> {
@@ -52,6 +52,13 @@ pub(crate) struct State<T> {
 pub(crate) struct SendRequest<T> {
     pub(crate) handle: usize,
     pub(crate) value: Option<T>,
+}
+
+impl<T> SendRequest<T> {
+    /// The message of a send that failed.
+    pub(crate) fn unsent(self) -> T {
+        self.value.expect("a failed send still holds its message")
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -208,11 +215,11 @@ impl<T> Site for SendSite<T> {
     }
 
     fn finish(value: Result<(), Error>, request: SendRequest<T>) -> Result<(), SendError<T>> {
-        value.map_err(|reason| SendError::new(request, reason))
+        value.map_err(|reason| SendError::new(request.unsent(), reason))
     }
 
     fn cancelled(c: Cancelled, request: SendRequest<T>) -> SendError<T> {
-        SendError::new(request, Error::Cancelled(c))
+        SendError::new(request.unsent(), Error::Cancelled(c))
     }
 
     // A send handed `Ok` has delivered its message; one handed an error still holds it, and

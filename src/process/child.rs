@@ -1,6 +1,19 @@
 //! `Child`: a spawned process, its waiting, signalling and termination.
 
-use super::*;
+use std::fmt;
+use std::io;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use std::process::{ExitStatus, Output};
+
+use crate::error::AsCancelled;
+use crate::signal::Signal;
+use crate::CancelScope;
+
+use super::exit::{self, wait_blocking, Exit};
+use super::pipes::{ChildStderr, ChildStdin, ChildStdout};
 
 /// A running (or exited, not yet reaped) child process.
 ///
@@ -303,4 +316,47 @@ pub(super) fn kill_and_reap_in_background(pid: u32, group: bool) {
     crate::thread::execute_detached(Box::new(move || {
         let _ = wait_blocking(pid);
     }));
+}
+
+/// Polls two futures to completion together.
+async fn join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready((ra.take().expect("set"), rb.take().expect("set")))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+async fn read_all<R: crate::io::ReadStream>(stream: Option<R>) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let Some(mut stream) = stream else {
+        return Ok(out);
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
 }

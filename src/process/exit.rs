@@ -1,7 +1,17 @@
 //! How the process module learns that a child exited: a pidfd on the reactor, or a helper
 //! thread blocked in `waitid` where pidfds are unavailable; and the raw `waitid`/`kill` calls.
 
-use super::*;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+
+use std::process::ExitStatus;
+
+use crate::cancel::CancelWaiter;
+use crate::io::AsyncFd;
+use crate::signal::Signal;
 
 /// How this module learns that a child exited.
 pub(super) enum Exit {
@@ -270,6 +280,7 @@ impl ThreadWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::Command;
 
     /// The helper-thread fallback (used where pidfds are missing) waits, reaps and kills.
     #[test]

@@ -1,6 +1,14 @@
 //! The child's standard streams as async streams over the reactor.
 
-use super::*;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::process as sp;
+use std::sync::Arc;
+use std::task::Poll;
+
+use crate::io::{fd_stream_impls, AsyncFd, FdReader, FdWriter};
 
 pub(super) fn pipe_file(fd: OwnedFd) -> io::Result<Arc<AsyncFd<File>>> {
     Ok(Arc::new(AsyncFd::new(File::from(fd))?))
