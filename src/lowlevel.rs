@@ -33,9 +33,10 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::cancel::node::{Node, NodeKind, TreeNode};
+use crate::cancel::current;
+use crate::cancel::node::{self, Node, NodeKind, TreeNode};
 use crate::cancel::outside_runtime;
-use crate::runtime::{context, Shared};
+use crate::runtime::context;
 
 /// Identity of a task.
 ///
@@ -118,7 +119,7 @@ fn task_of(node: &Node) -> Option<TaskInfo> {
 /// });
 /// ```
 pub fn current_task() -> TaskInfo {
-    context::with_node(|node| match node {
+    current::with_node(|node| match node {
         Some(n) => task_of(n.node()).expect("every node hangs below a task"),
         None => outside_runtime("lowlevel::current_task"),
     })
@@ -151,22 +152,17 @@ pub fn current_task() -> TaskInfo {
 /// });
 /// ```
 pub fn task_tree() -> String {
-    let Some(rt) = context::try_current() else {
+    let Some(here) = current::current_node_arc().filter(|_| context::in_runtime()) else {
         outside_runtime("lowlevel::task_tree");
     };
-    tree_of(&rt)
+    tree_of(node::root_of(&here).node())
 }
 
-/// [`task_tree`] of a given runtime (for the deadlock report).
-pub(crate) fn tree_of(rt: &Shared) -> String {
+/// [`task_tree`] below a given root (for the deadlock report).
+pub(crate) fn tree_of(root: &Node) -> String {
     let mut out = String::new();
-    let mut stack: Vec<(Arc<dyn TreeNode>, usize)> = rt
-        .root
-        .children()
-        .into_iter()
-        .rev()
-        .map(|c| (c, 0))
-        .collect();
+    let mut stack: Vec<(Arc<dyn TreeNode>, usize)> =
+        root.children().into_iter().rev().map(|c| (c, 0)).collect();
     while let Some((n, depth)) = stack.pop() {
         let node = n.node();
         let shown = match node.kind() {

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
+use crate::cancel::current;
 use crate::cancel::node::{self, Node, NodeKind, TreeNode};
 use crate::cancel::{outside_runtime, CancelScope};
 use crate::error::{AsCancelled, CancelReason, Cancelled, Error, NurseryError};
@@ -414,7 +415,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         E: From<Error>,
     {
-        let Some(caller) = context::current_node_arc() else {
+        let Some(caller) = current::current_node_arc() else {
             outside_runtime("Nursery::start");
         };
         {
@@ -769,7 +770,7 @@ impl<V, E> Future for StartWait<'_, V, E> {
                 *waker = Some(cx.waker().clone());
                 // Waiting for a started task is a trellis wait (B1): the task is cancelled
                 // with the caller and resolves this.
-                context::note_parked();
+                current::note_parked();
                 Poll::Pending
             }
             _ => Poll::Ready(std::mem::replace(&mut *s, StartState::Waiting(None))),
@@ -894,7 +895,7 @@ where
     F: FnOnce(Nursery<E>) -> Fut,
     E: AsCancelled + Send + 'static,
 {
-    let Some(parent) = context::current_node_arc() else {
+    let Some(parent) = current::current_node_arc() else {
         outside_runtime("nursery");
     };
     let rt = context::try_current().expect("a node is set, so a runtime is entered");
@@ -913,7 +914,7 @@ where
         supervise,
     });
     let body = {
-        let _guard = context::set_node(inner.node.as_ref());
+        let _guard = current::set_node(inner.node.as_ref());
         body(Nursery {
             inner: inner.clone(),
         })
@@ -942,19 +943,19 @@ where
             // (B1), or its grace period ran out (B3): the body ends with that cancellation; the
             // tasks end on their own.
             self.body_cancelled = Some(node::cancelled_error(node));
-            let _guard = context::set_node(node);
+            let _guard = current::set_node(node);
             let body = self.body.take();
             if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(body))) {
                 self.inner.panicked(payload);
             }
             return Poll::Ready(());
         }
-        let outer_watch = context::begin_park_watch();
+        let outer_watch = current::begin_park_watch();
         let polled = {
-            let _guard = context::set_node(node);
+            let _guard = current::set_node(node);
             panic::catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx)))
         };
-        let parked = context::end_park_watch(outer_watch);
+        let parked = current::end_park_watch(outer_watch);
         match polled {
             Ok(Poll::Pending) => {
                 node::record_poll(node, parked, cx.waker(), || {
@@ -975,7 +976,7 @@ where
             },
             Err(payload) => self.inner.panicked(payload),
         }
-        let _guard = context::set_node(self.inner.node.as_ref());
+        let _guard = current::set_node(self.inner.node.as_ref());
         self.body = None;
         Poll::Ready(())
     }
@@ -988,7 +989,7 @@ where
             if s.tasks > s.services || s.pending_starts > 0 {
                 s.exit_waker = Some(cx.waker().clone());
                 // Waiting for tasks is a trellis wait, not a foreign one (B1).
-                context::note_parked();
+                current::note_parked();
                 return Poll::Pending;
             }
             if s.tasks == 0 {
@@ -997,7 +998,7 @@ where
             }
             s.exit_waker = Some(cx.waker().clone());
             drop(s);
-            context::note_parked();
+            current::note_parked();
             self.inner.node.children()
         };
         for child in services {
@@ -1047,7 +1048,7 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
         node::cancel(node.as_ref(), CancelReason::Explicit(None));
         // A panic from the body's drop must not skip the tasks' teardown: it is raised after.
         let body_panic = {
-            let _guard = context::set_node(node.as_ref());
+            let _guard = current::set_node(node.as_ref());
             let body = running.body.take();
             panic::catch_unwind(AssertUnwindSafe(move || drop(body))).err()
         };
@@ -1066,7 +1067,7 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
                     // A `spawn_local` future must not be dropped on this thread (the nursery
                     // future was moved here). Hand the task to the runtime's root, cancelled: it
                     // ends on its own thread, at the latest when the runtime shuts down.
-                    let root: Arc<dyn TreeNode> = running.inner.rt.root.clone();
+                    let root = node::root_of(&task);
                     node::reparent(&task, &root);
                     node::cancel(task.as_ref(), CancelReason::Explicit(None));
                     continue;

@@ -5,6 +5,7 @@
 //! sleep, lock, channel and socket wait goes through it, so "a cancelled operation wakes and
 //! fails" is implemented once.
 
+pub(crate) mod current;
 pub(crate) mod node;
 mod scope;
 
@@ -41,7 +42,7 @@ impl CancelWaiter {
         function: &str,
         cx: &mut Context<'_>,
     ) -> Poll<Cancelled> {
-        let here = context::current_node_addr();
+        let here = current::current_node_addr();
         if here.is_null() {
             outside_runtime(function);
         }
@@ -50,7 +51,7 @@ impl CancelWaiter {
                 // Woken by a cancellation (the usual reason to be polled again while
                 // registered): answer without refreshing the waker under the node's lock.
                 if !node.node().is_cancelled() && node.node().update_waiter(*key, cx.waker()) {
-                    context::note_parked();
+                    current::note_parked();
                     return Poll::Pending;
                 }
                 let err = node::cancelled_error(node.node());
@@ -60,11 +61,11 @@ impl CancelWaiter {
             self.clear();
         }
         fire_passed_deadlines();
-        let node = context::current_node_arc().expect("checked non-null above");
+        let node = current::current_node_arc().expect("checked non-null above");
         match node.node().add_waiter(cx.waker()) {
             Some(key) => {
                 self.registration = Some((node, key));
-                context::note_parked();
+                current::note_parked();
                 Poll::Pending
             }
             None => Poll::Ready(node::cancelled_error(node.node())),
@@ -115,7 +116,7 @@ pub(crate) fn current_cancellation(function: &str) -> Option<Cancelled> {
 
 /// [`current_cancellation`] for callers that have just fired the due timers themselves.
 fn cancellation_here(function: &str) -> Option<Cancelled> {
-    context::with_node(|node| match node {
+    current::with_node(|node| match node {
         Some(n) if n.node().is_cancelled() => Some(node::cancelled_error(n.node())),
         Some(_) => None,
         None => outside_runtime(function),
@@ -136,7 +137,7 @@ impl YieldOnce {
         } else {
             self.yielded = true;
             cx.waker().wake_by_ref();
-            context::note_parked();
+            current::note_parked();
             Poll::Pending
         }
     }
@@ -217,7 +218,7 @@ impl Future for Checkpoint {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if !self.yield_once.yielded {
-            if context::current_node_addr().is_null() {
+            if current::current_node_addr().is_null() {
                 outside_runtime(if self.check {
                     "checkpoint"
                 } else {
@@ -285,14 +286,14 @@ pub async fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
 /// });
 /// ```
 pub fn current_effective_deadline() -> Option<Instant> {
-    context::with_node(|node| {
+    current::with_node(|node| {
         let node = match node {
             Some(n) => n.node(),
             None => outside_runtime("current_effective_deadline"),
         };
         let deadline = node::effective_deadline(node);
         if node.is_cancelled() {
-            let now = crate::time::now();
+            let now = context::fresh_now().expect("a node is set only inside a runtime");
             return Some(deadline.map_or(now, |d| d.min(now)));
         }
         deadline

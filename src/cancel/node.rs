@@ -40,7 +40,7 @@ use slab::Slab;
 
 use crate::error::{CancelReason, Cancelled};
 use crate::runtime::Shared;
-use crate::time::timers::{TimerKey, TimerTarget};
+use crate::time::timers::{Expire, TimerKey, TimerTarget};
 
 /// Serialises every change that propagates through the tree. Such changes are rare (a cancel, a
 /// shield flip, a deadline firing), so one lock for the process costs nothing measurable.
@@ -52,7 +52,7 @@ fn tree_lock() -> MutexGuard<'static, ()> {
 
 /// Something that sits in the tree: a plain node (scope, nursery, root) or a task cell that
 /// embeds its node and can be torn down.
-pub(crate) trait TreeNode: Send + Sync + 'static {
+pub(crate) trait TreeNode: Expire + Send + Sync + 'static {
     fn node(&self) -> &Node;
 
     /// Drops the task's future now, waiting for a poll in progress on another thread to end.
@@ -62,6 +62,17 @@ pub(crate) trait TreeNode: Send + Sync + 'static {
     /// For a task spawned with `spawn_local`, the thread its future belongs to.
     fn local_thread(&self) -> Option<std::thread::ThreadId> {
         None
+    }
+}
+
+/// Timers fire cancel-tree nodes through [`Expire`] (the timer store sits below the tree).
+impl<T: TreeNode> Expire for T {
+    fn deadline_passed(self: Arc<Self>) {
+        deadline_fired(&(self as Arc<dyn TreeNode>));
+    }
+
+    fn grace_ran_out(self: Arc<Self>) {
+        grace_expired(&(self as Arc<dyn TreeNode>));
     }
 }
 
@@ -519,7 +530,7 @@ pub(crate) fn cancel(target: &dyn TreeNode, reason: CancelReason) {
 fn start_grace(target: &dyn TreeNode) {
     let node = target.node();
     let own = node.lock().grace_period();
-    if own.is_none() && !crate::runtime::any_default_grace_period() {
+    if own.is_none() && !crate::runtime::shared::any_default_grace_period() {
         // The common case, without the walk to the root that finds the runtime.
         return;
     }
@@ -536,8 +547,8 @@ fn start_grace(target: &dyn TreeNode) {
     let Some(weak) = weak_self(target, &s) else {
         return;
     };
-    let at = crate::time::saturating_add(rt.driver.fresh_now(), period);
-    let key = rt.insert_timer(at, TimerTarget::Grace(weak));
+    let at = crate::time::clock::saturating_add(rt.driver.fresh_now(), period);
+    let key = rt.insert_timer(at, TimerTarget::Grace(weak as Weak<dyn Expire>));
     if let Some(old) = s.extras().grace_timer.replace(key) {
         rt.driver.timers.remove(old);
     }
@@ -573,7 +584,7 @@ pub(crate) fn grace_period(node: &Node) -> Option<Duration> {
 /// Called by the timer store when a cancelled scope's grace period runs out (B3): what is left
 /// under it is to be dropped. Marks the scope and its subtree forced, stopping at shields (B4),
 /// and wakes the owners and blocked operations there so the owners act.
-pub(crate) fn grace_expired(target: &Arc<dyn TreeNode>) {
+fn grace_expired(target: &Arc<dyn TreeNode>) {
     target.node().lock().take_grace_timer();
     let mut wake = Vec::new();
     {
@@ -747,7 +758,7 @@ pub(crate) fn shut_down(root: &dyn TreeNode) {
 }
 
 /// Called by the timer store when a scope's deadline arrives.
-pub(crate) fn deadline_fired(node: &Arc<dyn TreeNode>) {
+fn deadline_fired(node: &Arc<dyn TreeNode>) {
     node.node().lock().armed = None;
     cancel(node.as_ref(), CancelReason::Deadline);
 }
@@ -796,7 +807,10 @@ fn arm_locked(target: &Arc<dyn TreeNode>, s: &mut NodeState, rt: &Shared) -> boo
     if deadline <= rt.driver.now() {
         return true;
     }
-    s.armed = Some(rt.insert_timer(deadline, TimerTarget::Scope(Arc::downgrade(target))));
+    s.armed = Some(rt.insert_timer(
+        deadline,
+        TimerTarget::Deadline(Arc::downgrade(target) as Weak<dyn Expire>),
+    ));
     false
 }
 
@@ -830,6 +844,18 @@ pub(crate) fn parent_cancel_visible(node: &Node) -> bool {
 }
 
 /// Visits `node` and then its ancestors, one lock at a time, while `f` returns true.
+/// The root of the tree `node` is linked into (`node` itself once unlinked).
+pub(crate) fn root_of(node: &Arc<dyn TreeNode>) -> Arc<dyn TreeNode> {
+    let mut at = node.clone();
+    loop {
+        let parent = at.node().lock().parent.clone();
+        match parent {
+            Some(parent) => at = parent,
+            None => return at,
+        }
+    }
+}
+
 fn walk_up(node: &Node, mut f: impl FnMut(&Node, &NodeState) -> bool) {
     let mut next = {
         let s = node.lock();

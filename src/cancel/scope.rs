@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::current;
 use super::node::{self, Node, NodeKind, TreeNode};
 use super::outside_runtime;
 use crate::error::{CancelReason, Outcome, TimedOut};
@@ -566,7 +567,7 @@ where
             // its grace period ran out (B3): end the body, and the scope with its own
             // cancellation, as if the body had returned it.
             {
-                let _guard = context::set_node(node);
+                let _guard = current::set_node(node);
                 this.future.set(None);
             }
             *this.state = ScopedState::Done;
@@ -577,15 +578,15 @@ where
             return Poll::Ready(Exit::Dropped);
         }
         let output = {
-            let _guard = context::set_node(node);
-            let outer_watch = context::begin_park_watch();
+            let _guard = current::set_node(node);
+            let outer_watch = current::begin_park_watch();
             let polled = this
                 .future
                 .as_mut()
                 .as_pin_mut()
                 .expect("the body is present until the scope is done")
                 .poll(cx);
-            let parked = context::end_park_watch(outer_watch);
+            let parked = current::end_park_watch(outer_watch);
             match polled {
                 Poll::Ready(out) => out,
                 Poll::Pending => {
@@ -625,7 +626,7 @@ where
 }
 
 fn enter(node: &Arc<Node>, function: &str) {
-    let Some(parent) = context::current_node_arc() else {
+    let Some(parent) = current::current_node_arc() else {
         outside_runtime(function);
     };
     let child: Arc<dyn TreeNode> = node.clone();

@@ -63,6 +63,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::cancel::current;
 use crate::cancel::{current_cancellation, outside_runtime, CancelWaiter};
 use crate::runtime::{context, Shared};
 pub(crate) use reactor::Direction;
@@ -521,7 +522,7 @@ impl<T: AsRawFd, R, F: FnMut(&T) -> io::Result<R>> Future for IoOp<'_, T, F, R> 
                 }
                 this.done = Some(result);
                 cx.waker().wake_by_ref();
-                context::note_parked();
+                current::note_parked();
                 Poll::Pending
             }
         }

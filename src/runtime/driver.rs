@@ -1,14 +1,25 @@
 //! The driver: the reactor, the timer store and the clock, turned by whichever idle worker holds
 //! the driver role (see the scheduler).
 
+use std::cell::Cell;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::io::reactor::Reactor;
-use crate::runtime::context;
 use crate::time::clock::Clock;
 use crate::time::timers::{self, Timers};
+
+thread_local! {
+    /// The runtime clock's time as of the current poll; see [`Driver::now`].
+    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Forgets the cached time: a task poll begins, or a mock clock moved.
+#[inline]
+pub(crate) fn forget_cached_now() {
+    NOW.with(|c| c.set(None));
+}
 
 pub(crate) struct Driver {
     pub(crate) reactor: Reactor,
@@ -32,7 +43,7 @@ impl Driver {
     /// time the current poll has run so far. [`crate::now`] uses [`Driver::fresh_now`].
     #[inline]
     pub(crate) fn now(&self) -> Instant {
-        match context::cached_now() {
+        match NOW.with(Cell::get) {
             Some(now) => now,
             None => self.fresh_now(),
         }
@@ -41,7 +52,7 @@ impl Driver {
     /// Reads the clock and refreshes the per-poll cache.
     pub(crate) fn fresh_now(&self) -> Instant {
         let now = self.clock.now();
-        context::set_cached_now(now);
+        NOW.with(|c| c.set(Some(now)));
         now
     }
 

@@ -15,48 +15,30 @@
 
 pub(crate) mod context;
 pub(crate) mod driver;
+mod idle;
 pub(crate) mod park;
 pub(crate) mod scheduler;
+pub(crate) mod shared;
 
-use std::collections::BTreeMap;
+pub use scheduler::Flavor;
+pub(crate) use shared::Shared;
+
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::cancel::current;
 use crate::cancel::node::{self, Node, NodeKind, TaskInfo, TreeNode};
 use crate::error::CancelReason;
 use crate::time::clock::{Clock, SystemClock};
-use crate::time::timers::{TimerKey, TimerTarget};
 use driver::Driver;
-use scheduler::Scheduler;
-
-/// How a runtime runs its tasks.
-///
-/// ```
-/// use trellis::{Flavor, Runtime};
-///
-/// assert_eq!(Flavor::default(), Flavor::MultiThread);
-/// let rt = Runtime::builder().flavor(Flavor::CurrentThread).build().unwrap();
-/// // Everything runs on the thread that calls `block_on`.
-/// let caller = std::thread::current().id();
-/// let inside = rt.block_on(async { std::thread::current().id() });
-/// assert_eq!(inside, caller);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Flavor {
-    /// Worker threads (one per core by default) with work stealing. Tasks must be `Send`.
-    #[default]
-    MultiThread,
-    /// Everything on the thread that calls `block_on`. Accepts `!Send` tasks
-    /// ([`Nursery::spawn_local`](crate::Nursery::spawn_local)) and runs tasks in wake order,
-    /// which makes runs deterministic.
-    CurrentThread,
-}
+use idle::RuntimeHost;
+use shared::Settings;
 
 /// Configures and builds a [`Runtime`].
 ///
@@ -405,235 +387,6 @@ pub struct Runtime {
     detect_deadlocks: bool,
 }
 
-/// State shared by everything running on one runtime.
-pub(crate) struct Shared {
-    pub(crate) scheduler: Scheduler,
-    pub(crate) driver: Driver,
-    pub(crate) root: Arc<Node>,
-    flavor: Flavor,
-    next_task_id: AtomicU64,
-    /// Task futures alive (spawned and not yet dropped).
-    pub(crate) live_tasks: AtomicUsize,
-    idle_waiters: Mutex<IdleWaiters>,
-    yield_budget: u32,
-    grace_period: Option<Duration>,
-    /// Deadlock detection (`Builder::detect_deadlocks`), and its findings.
-    pub(crate) watchdog: Watchdog,
-}
-
-/// Some runtime of the process was built with a default grace period (B3): until then a
-/// cancellation need not look for one.
-static ANY_DEFAULT_GRACE: AtomicBool = AtomicBool::new(false);
-
-/// Might a scope without a grace period of its own have one from its runtime?
-#[inline]
-pub(crate) fn any_default_grace_period() -> bool {
-    ANY_DEFAULT_GRACE.load(Ordering::Relaxed)
-}
-
-/// What the deadlock detector needs to know, beyond the scheduler and the driver: things that
-/// may still wake a blocked task from outside.
-#[derive(Default)]
-pub(crate) struct Watchdog {
-    enabled: bool,
-    /// The main future's last poll waited where trellis cannot see (it may be woken from
-    /// anywhere).
-    pub(crate) main_foreign: AtomicBool,
-    /// `run_blocking` calls in flight.
-    pub(crate) offloaded: AtomicUsize,
-    /// `Portal`s alive.
-    pub(crate) portals: AtomicUsize,
-    /// The report, once a deadlock was found.
-    report: Mutex<Option<String>>,
-}
-
-impl Watchdog {
-    fn report(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.report.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A deadlock was found: `block_on` must stop.
-    pub(crate) fn tripped(&self) -> bool {
-        self.enabled && self.report().is_some()
-    }
-}
-
-#[derive(Default)]
-struct IdleWaiters {
-    waiters: BTreeMap<(Duration, u64), Waker>,
-    seq: u64,
-}
-
-/// What the driver will do if the runtime stays quiescent for `timeout`.
-pub(crate) struct IdlePlan {
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) action: Option<IdleAction>,
-}
-
-pub(crate) enum IdleAction {
-    /// Nothing can wake any task: report the deadlock (`Builder::detect_deadlocks`).
-    Deadlock,
-    /// Wake the `wait_all_tasks_blocked` waiters with this cushion.
-    WakeWaiters(Duration),
-    /// Jump the mock clock to the next timer.
-    Autojump,
-}
-
-impl Shared {
-    pub(crate) fn yield_budget(&self) -> u32 {
-        self.yield_budget
-    }
-
-    /// The grace period of scopes that set none (B3).
-    pub(crate) fn grace_period(&self) -> Option<Duration> {
-        self.grace_period
-    }
-
-    pub(crate) fn is_current_thread(&self) -> bool {
-        self.flavor == Flavor::CurrentThread
-    }
-
-    pub(crate) fn flavor(&self) -> Flavor {
-        self.flavor
-    }
-
-    pub(crate) fn next_task_id(&self) -> u64 {
-        self.next_task_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Adds a timer, waking the driver if it is now the earliest (the driver may be blocked with
-    /// a longer timeout).
-    pub(crate) fn insert_timer(&self, deadline: Instant, target: TimerTarget) -> TimerKey {
-        let (key, first) = self.driver.timers.insert(deadline, target);
-        if first {
-            self.scheduler.kick_driver(self);
-        }
-        key
-    }
-
-    fn idle_waiters(&self) -> MutexGuard<'_, IdleWaiters> {
-        self.idle_waiters.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn has_idle_watchers(&self) -> bool {
-        self.watchdog.enabled
-            || self.driver.clock.autojump_threshold().is_some()
-            || !self.idle_waiters().waiters.is_empty()
-    }
-
-    /// Registers a `wait_all_tasks_blocked` waiter; returns its key.
-    pub(crate) fn add_idle_waiter(&self, cushion: Duration, waker: &Waker) -> (Duration, u64) {
-        let key = {
-            let mut w = self.idle_waiters();
-            w.seq += 1;
-            let key = (cushion, w.seq);
-            w.waiters.insert(key, waker.clone());
-            key
-        };
-        // The driver may be blocked with no idle timeout; make it re-plan.
-        self.scheduler.kick_driver(self);
-        key
-    }
-
-    /// Refreshes a waiter's waker; false if it was already woken (removed).
-    pub(crate) fn update_idle_waiter(&self, key: (Duration, u64), waker: &Waker) -> bool {
-        match self.idle_waiters().waiters.get_mut(&key) {
-            Some(w) => {
-                w.clone_from(waker);
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub(crate) fn remove_idle_waiter(&self, key: (Duration, u64)) {
-        self.idle_waiters().waiters.remove(&key);
-    }
-
-    /// Decides how long the driver may block, and what to do if the runtime is still quiescent
-    /// afterwards. trio's rules: the smallest waiter cushion wins if it is shorter than the
-    /// timer timeout; autojump is considered only when no task waits in
-    /// `wait_all_tasks_blocked`, so a waiter with any cushion runs before time jumps (a test
-    /// that waits for quiescence sees the state *before* the jump).
-    pub(crate) fn idle_plan(&self, quiescent: bool) -> IdlePlan {
-        let mut timeout = self.driver.timer_timeout();
-        let mut action = None;
-        if quiescent {
-            let shorter = |t: Duration, current: Option<Duration>| current.is_none_or(|c| t < c);
-            let first_waiter = self.idle_waiters().waiters.keys().next().copied();
-            if let Some((cushion, _)) = first_waiter {
-                if shorter(cushion, timeout) {
-                    timeout = Some(cushion);
-                    action = Some(IdleAction::WakeWaiters(cushion));
-                }
-            } else if let Some(threshold) = self.driver.clock.autojump_threshold() {
-                if self.driver.timers.next_live_deadline().is_some() && shorter(threshold, timeout)
-                {
-                    timeout = Some(threshold);
-                    action = Some(IdleAction::Autojump);
-                }
-            }
-            if action.is_none() && self.nothing_can_wake() {
-                timeout = Some(Duration::ZERO);
-                action = Some(IdleAction::Deadlock);
-            }
-        }
-        IdlePlan { timeout, action }
-    }
-
-    /// Every task is blocked (the caller saw the scheduler quiescent): can anything still wake
-    /// one? Only when deadlock detection is on; a false "nothing" would stop a healthy run, so
-    /// anything trellis cannot see through counts as "something".
-    fn nothing_can_wake(&self) -> bool {
-        let w = &self.watchdog;
-        // A timer the clock will never reach by itself (a stopped mock clock without autojump)
-        // counts as none.
-        w.enabled
-            && self.driver.timer_timeout().is_none()
-            && !self.driver.reactor.has_sources()
-            && w.offloaded.load(Ordering::SeqCst) == 0
-            && w.portals.load(Ordering::SeqCst) == 0
-            && !w.main_foreign.load(Ordering::SeqCst)
-            && !node::any_foreign_wait(self.root.as_ref())
-    }
-
-    pub(crate) fn run_idle_action(&self, plan: IdlePlan) {
-        match plan.action {
-            Some(IdleAction::WakeWaiters(cushion)) => {
-                let mut woken = Vec::new();
-                {
-                    let mut w = self.idle_waiters();
-                    while let Some(entry) = w.waiters.first_entry() {
-                        if entry.key().0 != cushion {
-                            break;
-                        }
-                        woken.push(entry.remove());
-                    }
-                }
-                woken.into_iter().for_each(Waker::wake);
-            }
-            Some(IdleAction::Autojump) => {
-                if let Some(next) = self.driver.timers.next_live_deadline() {
-                    self.driver.clock.autojump_to(next);
-                    self.driver.fire_due_timers();
-                }
-            }
-            Some(IdleAction::Deadlock) => {
-                // Checked again now that the driver found nothing to do.
-                if !self.nothing_can_wake() {
-                    return;
-                }
-                let tree = crate::lowlevel::tree_of(self);
-                *self.watchdog.report() = Some(tree);
-                // Let `block_on` see it: its thread may be parked (multi-threaded flavour) or
-                // be this one (current-thread flavour, which checks after parking).
-                self.scheduler.main.parker.unpark();
-            }
-            None => {}
-        }
-    }
-}
-
 /// Wakes the main future.
 struct MainWaker {
     shared: Arc<Shared>,
@@ -644,7 +397,7 @@ impl Wake for MainWaker {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        self.shared.scheduler.wake_main(&self.shared);
+        self.shared.scheduler.wake_main(&self.shared.driver);
     }
 }
 
@@ -702,34 +455,22 @@ impl Runtime {
             Ok(d) => d,
             Err(e) => panic!("trellis: could not create the I/O poller: {e}"),
         };
-        let shared = Arc::new_cyclic(|me| Shared {
-            scheduler: Scheduler::new(self.workers, self.flavor == Flavor::MultiThread),
-            driver,
-            root: Arc::new(Node::new(NodeKind::Root(me.clone()))),
+        let settings = Settings {
             flavor: self.flavor,
-            next_task_id: AtomicU64::new(1),
-            live_tasks: AtomicUsize::new(0),
-            idle_waiters: Mutex::new(IdleWaiters::default()),
+            workers: self.workers,
             yield_budget: self.yield_budget,
-            grace_period: {
-                if self.grace_period.is_some() {
-                    ANY_DEFAULT_GRACE.store(true, Ordering::Relaxed);
-                }
-                self.grace_period
-            },
-            watchdog: Watchdog {
-                enabled: self.detect_deadlocks,
-                ..Watchdog::default()
-            },
-        });
+            grace_period: self.grace_period,
+            detect_deadlocks: self.detect_deadlocks,
+        };
+        let shared = Arc::new(Shared::new(driver, settings));
+        let root = Arc::new(Node::new(NodeKind::Root(Arc::downgrade(&shared))));
         let _rt_guard = context::enter_runtime(shared.clone());
         let main_node: Arc<dyn TreeNode> = Arc::new(Node::new(NodeKind::Task(TaskInfo {
             id: 0,
             name: Some("main".into()),
             service: false,
         })));
-        let root: Arc<dyn TreeNode> = shared.root.clone();
-        node::link(&root, &main_node);
+        node::link(&(root.clone() as Arc<dyn TreeNode>), &main_node);
         // Ctrl-C handling is best effort: without a signal slot or pipe, the runtime still runs.
         let ctrl_c = match self.ctrl_c {
             CtrlC::Ignore => None,
@@ -740,12 +481,17 @@ impl Runtime {
         if self.flavor == Flavor::MultiThread {
             for index in 0..self.workers {
                 let shared = shared.clone();
+                let root = root.clone();
                 let spawned = thread::Builder::new()
                     .name(format!("{}-{index}", self.thread_name))
                     .stack_size(self.thread_stack_size)
                     .spawn(move || {
                         let _guard = context::enter_runtime(shared.clone());
-                        shared.scheduler.run_worker(&shared, index, None);
+                        let host = RuntimeHost {
+                            shared: &shared,
+                            root: &root,
+                        };
+                        shared.scheduler.run_worker(&host, index, None);
                     });
                 match spawned {
                     Ok(handle) => threads.push(handle),
@@ -757,12 +503,16 @@ impl Runtime {
         let waker = Waker::from(Arc::new(MainWaker {
             shared: shared.clone(),
         }));
+        let host = RuntimeHost {
+            shared: &shared,
+            root: &root,
+        };
         let mut future = pin!(future);
         let mut output = None;
         let outcome = {
             let mut poll_main = || {
-                context::begin_poll();
-                let _node = context::set_node(main_node.as_ref());
+                current::begin_poll();
+                let _node = current::set_node(main_node.as_ref());
                 let mut cx = Context::from_waker(&waker);
                 match future.as_mut().poll(&mut cx) {
                     Poll::Ready(v) => {
@@ -770,7 +520,7 @@ impl Runtime {
                         true
                     }
                     Poll::Pending => {
-                        let parked = context::parked_in_poll();
+                        let parked = current::parked_in_poll();
                         shared
                             .watchdog
                             .main_foreign
@@ -783,9 +533,7 @@ impl Runtime {
                 shared.scheduler.main.woken.store(true, Ordering::SeqCst);
                 match self.flavor {
                     Flavor::CurrentThread => {
-                        shared
-                            .scheduler
-                            .run_worker(&shared, 0, Some(&mut poll_main));
+                        shared.scheduler.run_worker(&host, 0, Some(&mut poll_main));
                     }
                     Flavor::MultiThread => loop {
                         let main = &shared.scheduler.main;
@@ -804,7 +552,7 @@ impl Runtime {
                             break;
                         }
                         if shared.scheduler.is_quiescent() && shared.has_idle_watchers() {
-                            shared.scheduler.kick_driver(&shared);
+                            shared.scheduler.kick_driver(&shared.driver);
                         }
                         shared.scheduler.main.parker.park();
                     },
@@ -813,17 +561,17 @@ impl Runtime {
         };
 
         // Shutdown, steps 1-4 of the module comment.
-        node::cancel(shared.root.as_ref(), CancelReason::Shutdown);
-        shared.scheduler.begin_shutdown(&shared);
+        node::cancel(root.as_ref(), CancelReason::Shutdown);
+        shared.scheduler.begin_shutdown(&shared.driver);
         for t in threads {
             let _ = t.join();
         }
-        node::shut_down(shared.root.as_ref());
+        node::shut_down(root.as_ref());
         node::unlink(main_node.as_ref());
         shared.driver.timers.clear();
         shared.scheduler.drain();
         drop(waker);
-        let report = shared.watchdog.report().take();
+        let report = shared.watchdog.take_report();
         // A report made in the instant between the main future's completion and the shutdown
         // (everything idle, nothing left to wake) is no deadlock: the run finished.
         if let Some(tree) = report.filter(|_| output.is_none() && outcome.is_ok()) {

@@ -33,8 +33,54 @@ use std::time::Duration;
 use async_task::{Runnable, ScheduleInfo};
 use concurrent_queue::ConcurrentQueue;
 
+use crate::runtime::driver::Driver;
 use crate::runtime::park::Parker;
-use crate::runtime::Shared;
+
+/// How a runtime runs its tasks.
+///
+/// ```
+/// use trellis::{Flavor, Runtime};
+///
+/// assert_eq!(Flavor::default(), Flavor::MultiThread);
+/// let rt = Runtime::builder().flavor(Flavor::CurrentThread).build().unwrap();
+/// // Everything runs on the thread that calls `block_on`.
+/// let caller = std::thread::current().id();
+/// let inside = rt.block_on(async { std::thread::current().id() });
+/// assert_eq!(inside, caller);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// Worker threads (one per core by default) with work stealing. Tasks must be `Send`.
+    #[default]
+    MultiThread,
+    /// Everything on the thread that calls `block_on`. Accepts `!Send` tasks
+    /// ([`Nursery::spawn_local`](crate::Nursery::spawn_local)) and runs tasks in wake order,
+    /// which makes runs deterministic.
+    CurrentThread,
+}
+
+/// What the scheduler needs from the runtime above it when its workers run out of work:
+/// the driver to block in, and the runtime's rules for a quiescent run (trio's
+/// `wait_all_tasks_blocked`, autojump, deadlock detection), which read layers the scheduler
+/// does not know. Generic, so the calls compile to direct ones.
+pub(crate) trait Host {
+    /// What to do if the run is still quiescent after the driver's wait.
+    type IdleAction;
+
+    fn driver(&self) -> &Driver;
+
+    /// How long the driver may block, and what to do if every task is still blocked after.
+    fn idle_plan(&self, quiescent: bool) -> (Option<Duration>, Option<Self::IdleAction>);
+
+    fn run_idle_action(&self, action: Self::IdleAction);
+
+    /// Does anything want to know when every task is blocked (then the last worker to go idle
+    /// wakes the driver so that it plans for it)?
+    fn has_idle_watchers(&self) -> bool;
+
+    /// The run must end now (a deadlock was reported).
+    fn must_stop(&self) -> bool;
+}
 
 /// Capacity of a worker's local queue; overflow goes to the injector. 256 as in tokio: large
 /// enough that a burst of spawns rarely touches the shared injector.
@@ -57,6 +103,7 @@ pub(crate) struct Scheduler {
     shutdown: AtomicBool,
     /// Multi-threaded flavour: workers keep a LIFO slot.
     use_lifo: bool,
+    flavor: Flavor,
     pub(crate) main: MainState,
 }
 
@@ -100,7 +147,9 @@ impl MainState {
 
 /// Per-worker state only its own thread touches.
 struct Local {
-    shared: *const Shared,
+    /// The scheduler this worker belongs to (a thread may serve one runtime inside another's
+    /// `run_blocking` thread, never two at once, but wakers of the other may run here).
+    scheduler: *const Scheduler,
     index: usize,
     lifo: Cell<Option<Runnable>>,
     lifo_streak: Cell<u32>,
@@ -118,17 +167,17 @@ thread_local! {
     static LOCAL: Cell<*const Local> = const { Cell::new(ptr::null()) };
 }
 
-/// Runs `f` with this thread's worker state if it is a worker of `shared`.
-fn with_local<R>(shared: &Shared, f: impl FnOnce(Option<&Local>) -> R) -> R {
+/// Runs `f` with this thread's worker state if it is a worker of `scheduler`.
+fn with_local<R>(scheduler: &Scheduler, f: impl FnOnce(Option<&Local>) -> R) -> R {
     let local = LOCAL.with(Cell::get);
     // SAFETY: `LOCAL` points at the `Local` on the stack of `run_worker`, which resets it before
     // returning; so a non-null pointer read on this thread is live.
     let local = unsafe { local.as_ref() };
-    f(local.filter(|l| ptr::eq(l.shared, shared)))
+    f(local.filter(|l| ptr::eq(l.scheduler, scheduler)))
 }
 
 impl Scheduler {
-    pub(crate) fn new(workers: usize, use_lifo: bool) -> Self {
+    pub(crate) fn new(workers: usize, flavor: Flavor) -> Self {
         Scheduler {
             injector: ConcurrentQueue::unbounded(),
             workers: (0..workers)
@@ -141,7 +190,8 @@ impl Scheduler {
             num_idle: AtomicUsize::new(0),
             num_searching: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
-            use_lifo,
+            use_lifo: flavor == Flavor::MultiThread,
+            flavor,
             main: MainState::default(),
         }
     }
@@ -155,8 +205,8 @@ impl Scheduler {
     }
 
     /// The schedule function of every task.
-    pub(crate) fn schedule(&self, shared: &Shared, runnable: Runnable, info: ScheduleInfo) {
-        with_local(shared, |local| match local {
+    pub(crate) fn schedule(&self, driver: &Driver, runnable: Runnable, info: ScheduleInfo) {
+        with_local(self, |local| match local {
             Some(local) => {
                 if self.use_lifo && !info.woken_while_running {
                     match local.lifo.replace(Some(runnable)) {
@@ -166,26 +216,26 @@ impl Scheduler {
                 } else {
                     self.push_local(local, runnable);
                 }
-                self.notify_if_idle(shared);
+                self.notify_if_idle(driver);
             }
             None => {
                 self.push_remote(runnable);
-                self.notify_one(shared);
+                self.notify_one(driver);
             }
         })
     }
 
     /// Queues a newly spawned task at the back of the queue (never the LIFO slot: spawn order
     /// stays run order).
-    pub(crate) fn schedule_new(&self, shared: &Shared, runnable: Runnable) {
-        with_local(shared, |local| match local {
+    pub(crate) fn schedule_new(&self, driver: &Driver, runnable: Runnable) {
+        with_local(self, |local| match local {
             Some(local) => {
                 self.push_local(local, runnable);
-                self.notify_if_idle(shared);
+                self.notify_if_idle(driver);
             }
             None => {
                 self.push_remote(runnable);
-                self.notify_one(shared);
+                self.notify_one(driver);
             }
         })
     }
@@ -216,14 +266,14 @@ impl Scheduler {
 
     /// A worker queued work for itself: wake a helper if some worker sleeps and none is already
     /// searching.
-    fn notify_if_idle(&self, shared: &Shared) {
+    fn notify_if_idle(&self, driver: &Driver) {
         if self.workers.len() > 1 {
-            self.notify_one(shared);
+            self.notify_one(driver);
         }
     }
 
     /// Wakes one idle worker (a sleeper, else the driver) unless one is already searching.
-    pub(crate) fn notify_one(&self, shared: &Shared) {
+    pub(crate) fn notify_one(&self, driver: &Driver) {
         fence(Ordering::SeqCst);
         if self.num_idle.load(Ordering::SeqCst) == 0
             || self.num_searching.load(Ordering::SeqCst) > 0
@@ -242,24 +292,24 @@ impl Scheduler {
             self.num_idle.fetch_sub(1, Ordering::SeqCst);
             self.num_searching.fetch_add(1, Ordering::SeqCst);
             drop(idle);
-            shared.driver.notify();
+            driver.notify();
         }
     }
 
     /// Wakes the driver (if blocked in the reactor) so it re-evaluates, without counting it as
     /// woken for work.
-    pub(crate) fn kick_driver(&self, shared: &Shared) {
+    pub(crate) fn kick_driver(&self, driver: &Driver) {
         if self.idle().driver_waiting {
-            shared.driver.notify();
+            driver.notify();
         }
     }
 
     /// The main future was woken: on the current-thread flavour the lone worker runs it, so wake
     /// that worker; on the multi-threaded flavour unpark the `block_on` thread.
-    pub(crate) fn wake_main(&self, shared: &Shared) {
+    pub(crate) fn wake_main(&self, driver: &Driver) {
         self.main.woken.store(true, Ordering::SeqCst);
-        if shared.is_current_thread() {
-            let on_worker = with_local(shared, |l| match l {
+        if self.flavor == Flavor::CurrentThread {
+            let on_worker = with_local(self, |l| match l {
                 Some(l) => {
                     // Its place in the run order: after everything queued so far.
                     if l.main_ticket.get().is_none() {
@@ -275,7 +325,7 @@ impl Scheduler {
             let mut idle = self.idle();
             if idle.driver_waiting {
                 drop(idle);
-                shared.driver.notify();
+                driver.notify();
             } else if let Some(index) = idle.sleepers.pop() {
                 self.num_idle.fetch_sub(1, Ordering::SeqCst);
                 self.num_searching.fetch_add(1, Ordering::SeqCst);
@@ -368,11 +418,11 @@ impl Scheduler {
         None
     }
 
-    fn stop_searching(&self, shared: &Shared, local: &Local) {
+    fn stop_searching(&self, driver: &Driver, local: &Local) {
         if local.searching.replace(false) && self.num_searching.fetch_sub(1, Ordering::SeqCst) == 1
         {
             // The last searcher found work; there may be more, so pass the baton.
-            self.notify_one(shared);
+            self.notify_one(driver);
         }
     }
 
@@ -384,7 +434,7 @@ impl Scheduler {
     /// was already runnable run once, and no more. (Without this a task that yields in a loop ran
     /// up to `budget` times before the main future's next poll.) While the main future is
     /// blocked this costs one load per task.
-    fn run_tasks(&self, shared: &Shared, local: &Local, budget: usize, main_here: bool) -> usize {
+    fn run_tasks(&self, driver: &Driver, local: &Local, budget: usize, main_here: bool) -> usize {
         let mut ran = 0;
         while ran < budget {
             if main_here && self.main.woken.load(Ordering::Relaxed) {
@@ -404,12 +454,12 @@ impl Scheduler {
                 break;
             }
             if local.tick.get() % MAINTENANCE_INTERVAL == 0 {
-                self.maintenance(shared);
+                self.maintenance(driver);
             }
             let Some(runnable) = self.find_task(local) else {
                 break;
             };
-            self.stop_searching(shared, local);
+            self.stop_searching(driver, local);
             runnable.run();
             ran += 1;
         }
@@ -418,9 +468,9 @@ impl Scheduler {
 
     /// Periodic upkeep of a busy worker: fire due timers, and poll the reactor without blocking
     /// if no one else is driving it.
-    fn maintenance(&self, shared: &Shared) {
-        shared.driver.fire_due_timers();
-        if !shared.driver.reactor.has_sources() {
+    fn maintenance(&self, driver: &Driver) {
+        driver.fire_due_timers();
+        if !driver.reactor.has_sources() {
             return;
         }
         let mut idle = self.idle();
@@ -429,12 +479,12 @@ impl Scheduler {
         }
         idle.driver_taken = true;
         drop(idle);
-        shared.driver.turn(Some(Duration::ZERO));
+        driver.turn(Some(Duration::ZERO));
         self.idle().driver_taken = false;
     }
 
     /// Parks an idle worker: as the driver if the role is free, else on its parker.
-    fn park(&self, shared: &Shared, local: &Local) {
+    fn park<H: Host>(&self, host: &H, local: &Local) {
         let mut idle = self.idle();
         if local.searching.replace(false) {
             self.num_searching.fetch_sub(1, Ordering::SeqCst);
@@ -442,7 +492,7 @@ impl Scheduler {
         self.num_idle.fetch_add(1, Ordering::SeqCst);
         if self.has_work()
             || self.shutdown.load(Ordering::SeqCst)
-            || (shared.is_current_thread() && self.main.woken.load(Ordering::SeqCst))
+            || (self.flavor == Flavor::CurrentThread && self.main.woken.load(Ordering::SeqCst))
         {
             self.num_idle.fetch_sub(1, Ordering::SeqCst);
             return;
@@ -451,8 +501,8 @@ impl Scheduler {
             idle.driver_taken = true;
             idle.driver_waiting = true;
             drop(idle);
-            let plan = shared.idle_plan(self.is_quiescent());
-            let progressed = shared.driver.turn(plan.timeout);
+            let (timeout, action) = host.idle_plan(self.is_quiescent());
+            let progressed = host.driver().turn(timeout);
             let mut idle = self.idle();
             idle.driver_taken = false;
             if idle.driver_waiting {
@@ -463,15 +513,15 @@ impl Scheduler {
                 local.searching.set(true);
             }
             drop(idle);
-            if !progressed && plan.action.is_some() && self.is_quiescent_but_me() {
-                shared.run_idle_action(plan);
+            if let Some(action) = action.filter(|_| !progressed && self.is_quiescent_but_me()) {
+                host.run_idle_action(action);
             }
         } else {
             idle.sleepers.push(local.index);
             let all_idle = self.num_idle.load(Ordering::SeqCst) == self.workers.len();
             drop(idle);
-            if all_idle && shared.has_idle_watchers() {
-                self.kick_driver(shared);
+            if all_idle && host.has_idle_watchers() {
+                self.kick_driver(host.driver());
             }
             self.workers[local.index].parker.park();
             local.searching.set(true);
@@ -488,14 +538,15 @@ impl Scheduler {
     /// The loop of a worker thread (and of the `block_on` thread on the current-thread flavour,
     /// which also polls the main future through `poll_main`). Returns when shutdown is set or
     /// `poll_main` reports the main future done.
-    pub(crate) fn run_worker(
+    pub(crate) fn run_worker<H: Host>(
         &self,
-        shared: &Shared,
+        host: &H,
         index: usize,
         mut poll_main: Option<&mut dyn FnMut() -> bool>,
     ) {
+        let driver = host.driver();
         let local = Local {
-            shared,
+            scheduler: self,
             index,
             lifo: Cell::new(None),
             lifo_streak: Cell::new(0),
@@ -526,7 +577,7 @@ impl Scheduler {
                     let tick = local.tick.get().wrapping_add(1);
                     local.tick.set(tick);
                     if tick % MAINTENANCE_INTERVAL == 0 {
-                        self.maintenance(shared);
+                        self.maintenance(driver);
                     }
                 }
             }
@@ -534,9 +585,9 @@ impl Scheduler {
                 break;
             }
             // Between two polls of the main future, run a bounded batch so it is not starved.
-            if self.run_tasks(shared, &local, 256, poll_main.is_some()) == 0 {
-                self.park(shared, &local);
-                if shared.watchdog.tripped() {
+            if self.run_tasks(driver, &local, 256, poll_main.is_some()) == 0 {
+                self.park(host, &local);
+                if host.must_stop() {
                     break;
                 }
             }
@@ -548,13 +599,13 @@ impl Scheduler {
     }
 
     /// Stops the workers; they exit their loops.
-    pub(crate) fn begin_shutdown(&self, shared: &Shared) {
+    pub(crate) fn begin_shutdown(&self, driver: &Driver) {
         self.shutdown.store(true, Ordering::SeqCst);
         let sleepers = std::mem::take(&mut self.idle().sleepers);
         for index in sleepers {
             self.workers[index].parker.unpark();
         }
-        shared.driver.notify();
+        driver.notify();
     }
 
     /// Drops every queued task (after workers stopped). Dropping a task may reschedule others

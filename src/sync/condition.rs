@@ -26,9 +26,9 @@ use std::task::{Context, Poll};
 
 use super::mutex::{LockSite, LockStatistics, RawLock};
 use super::parking_lot::{self, lock, Key, Left, Op, WakeList, MAIN, STANDBY};
+use crate::cancel::current;
 use crate::cancel::{current_cancellation, CancelWaiter};
 use crate::error::{AsCancelled, Cancelled, Error};
-use crate::runtime::context;
 
 /// A lock protecting a `T`, with a queue of tasks waiting for the data to change (trio's
 /// `Condition`).
@@ -631,7 +631,7 @@ impl Future for CondWait<'_> {
         };
         if this.cancelled.is_some() {
             // Shielded from here on: waiting for the lock only (a trellis wait, B1).
-            context::note_parked();
+            current::note_parked();
             return Poll::Pending;
         }
         let Poll::Ready(c) = this.cancel.poll_cancelled("sync::Condition::wait", cx) else {
@@ -646,7 +646,7 @@ impl Future for CondWait<'_> {
         // Not notified yet: join the lock's line now, as trio's shielded re-acquire does.
         st.lot.move_to(key, MAIN);
         st.grant_if_free(&mut wakes);
-        context::note_parked();
+        current::note_parked();
         Poll::Pending
     }
 }

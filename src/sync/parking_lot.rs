@@ -58,6 +58,7 @@ use std::task::{Context, Poll, Waker};
 
 use slab::Slab;
 
+use crate::cancel::current;
 use crate::cancel::node::NodeKind;
 use crate::cancel::{current_cancellation, CancelWaiter};
 use crate::error::Cancelled;
@@ -420,7 +421,7 @@ pub(crate) fn lock<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
 
 /// The id of the task running the calling code, if any (for `owner` statistics).
 pub(crate) fn current_task_id() -> Option<u64> {
-    context::with_node(|node| {
+    current::with_node(|node| {
         let mut node = node.map(|n| n.node())?;
         if let NodeKind::Task(info) = node.kind() {
             return Some(info.id);
@@ -528,7 +529,7 @@ pub(crate) fn poll_op<S: Site>(
                     }
                     *phase = Phase::Done(value, request);
                     cx.waker().wake_by_ref();
-                    context::note_parked();
+                    current::note_parked();
                     Poll::Pending
                 }
                 None => {

@@ -29,9 +29,10 @@ use std::thread::ThreadId;
 
 use async_task::{Builder, WithInfo};
 
+use crate::cancel::current;
 use crate::cancel::node::{self, Node, NodeKind, TaskInfo, TreeNode};
 use crate::error::{AsCancelled, CancelReason, Cancelled};
-use crate::runtime::{context, Shared};
+use crate::runtime::Shared;
 pub(crate) use handle::JoinState;
 pub use handle::TaskHandle;
 
@@ -94,7 +95,7 @@ where
 {
     /// Drops the future; the caller holds POLLING. Returns a panic from the destructor.
     fn drop_future(&self) -> Option<Box<dyn Any + Send>> {
-        let _guard = context::set_node(self);
+        let _guard = current::set_node(self);
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
             // SAFETY: we hold POLLING, and the state becomes DONE right after, so the future is
             // dropped exactly once and never touched again.
@@ -259,7 +260,7 @@ where
             // Torn down (or being torn down) by its nursery: nothing left to run.
             return Poll::Ready(());
         }
-        context::begin_poll();
+        current::begin_poll();
         if node::must_end(&cell.node, false) {
             // Cancelled while parked where the cancellation cannot reach it (B1), or its grace
             // period ran out (B3).
@@ -267,7 +268,7 @@ where
             return Poll::Ready(());
         }
         let polled = {
-            let _guard = context::set_node(cell);
+            let _guard = current::set_node(cell);
             panic::catch_unwind(AssertUnwindSafe(|| {
                 // SAFETY: we hold POLLING (exclusive access), and the future lives inside an `Arc`
                 // allocation that never moves, so pinning it is sound.
@@ -275,7 +276,7 @@ where
                 future.poll(cx)
             }))
         };
-        let parked = context::parked_in_poll();
+        let parked = current::parked_in_poll();
         let outcome = match polled {
             Ok(Poll::Pending) => {
                 node::record_poll(&cell.node, parked, cx.waker(), || true);
@@ -355,7 +356,7 @@ where
     let schedule_cell = cell.clone();
     let schedule = move |runnable, info| {
         let rt = &schedule_cell.rt;
-        rt.scheduler.schedule(rt, runnable, info)
+        rt.scheduler.schedule(&rt.driver, runnable, info)
     };
     let runner = ChildRunner {
         cell: NonNull::from(&*cell),
@@ -373,7 +374,7 @@ where
     if let Some(on_linked) = spec.on_linked {
         on_linked(&tree);
     }
-    rt.scheduler.schedule_new(rt, runnable);
+    rt.scheduler.schedule_new(&rt.driver, runnable);
     let handle = TaskHandle::new(cell.clone());
     Ok((handle, tree))
 }

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::runtime::context;
+use crate::cancel::current;
 
 /// Runs `future` and panics unless it passed through at least one checkpoint: a trellis
 /// operation that yielded to the scheduler or parked, having checked for cancellation first.
@@ -93,9 +93,9 @@ impl<F: Future> Future for AssertCheckpoints<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let outer = context::begin_park_watch();
+        let outer = current::begin_park_watch();
         let polled = this.future.poll(cx);
-        *this.seen |= context::end_park_watch(outer);
+        *this.seen |= current::end_park_watch(outer);
         match polled {
             Poll::Pending if !*this.expect => panic!(
                 "assert_no_checkpoints (at {}): the future did not finish in one poll",

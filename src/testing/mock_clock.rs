@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::runtime::context;
+use crate::runtime::{context, driver};
+use crate::time::clock::saturating_add;
 use crate::time::clock::Clock;
-use crate::time::saturating_add;
 
 /// A clock whose time moves only when told: by [`jump`](MockClock::jump), by running at a
 /// [`rate`](MockClock::set_rate) of real time, or by *autojump* — when every task is blocked for
@@ -216,10 +216,10 @@ impl MockClock {
     }
 
     fn time_changed(&self) {
-        context::clear_cached_now();
+        driver::forget_cached_now();
         if let Some(rt) = context::try_current() {
             rt.driver.fire_due_timers();
-            rt.scheduler.kick_driver(&rt);
+            rt.scheduler.kick_driver(&rt.driver);
         }
     }
 }
@@ -246,7 +246,7 @@ impl Clock for MockClock {
     }
 
     fn autojump_to(&self, deadline: Instant) {
-        context::clear_cached_now();
+        driver::forget_cached_now();
         let mut s = self.state();
         s.rebase();
         if deadline > s.virtual_base {

@@ -43,6 +43,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 
+use crate::cancel::current;
 use crate::cancel::node::{self, TreeNode};
 use crate::cancel::{outside_runtime, CancelWaiter, YieldOnce};
 use crate::error::Cancelled;
@@ -263,7 +264,7 @@ where
         Err(e) => unreachable!("a fresh borrower was refused a token: {e}"),
     };
     let call = Arc::new(Call {
-        node: context::current_node_arc(),
+        node: current::current_node_arc(),
         state: Mutex::new(CallState {
             result: None,
             waker: None,
@@ -457,7 +458,7 @@ impl<R> Future for WaitCall<R> {
             }
         }
         // Waiting for the thread is a trellis wait (B1), cancellable or not.
-        context::note_parked();
+        current::note_parked();
         Poll::Pending
     }
 }
@@ -706,6 +707,8 @@ impl<F, Fut, T> Unpin for Forward<F, Fut, T> {}
 /// ```
 pub struct Portal {
     rt: Weak<Shared>,
+    /// The root of the runtime's cancel tree: portal tasks are its children.
+    root: Weak<dyn TreeNode>,
 }
 
 /// Live portals are counted on their runtime: a plain thread holding one may wake a task, which
@@ -717,6 +720,7 @@ impl Clone for Portal {
         }
         Portal {
             rt: self.rt.clone(),
+            root: self.root.clone(),
         }
     }
 }
@@ -763,11 +767,12 @@ impl Portal {
     /// .unwrap();
     /// ```
     pub fn current() -> Portal {
-        match context::try_current() {
-            Some(rt) => {
+        match context::try_current().zip(current::current_node_arc()) {
+            Some((rt, here)) => {
                 rt.watchdog.portals.fetch_add(1, Ordering::SeqCst);
                 Portal {
                     rt: Arc::downgrade(&rt),
+                    root: Arc::downgrade(&node::root_of(&here)),
                 }
             }
             None => outside_runtime("thread::Portal::current"),
@@ -821,6 +826,7 @@ impl Portal {
             );
         }
         let rt = self.rt.upgrade().ok_or(FromThreadError::RunFinished)?;
+        let root = self.root.upgrade().ok_or(FromThreadError::RunFinished)?;
         let (tx, rx) = sync_channel(1);
         let forward = Forward::new(f, tx);
         let task = async move {
@@ -829,7 +835,7 @@ impl Portal {
         };
         let spec = SpawnSpec {
             rt: &rt,
-            parent: rt.root.clone(),
+            parent: root,
             name: Some("portal".into()),
             service: false,
             reporter: Arc::new(Detached),

@@ -160,3 +160,14 @@ impl Clock for SystemClock {
         Some(deadline.saturating_duration_since(Instant::now()))
     }
 }
+
+/// `t + d`, or about the latest time after `t` that an `Instant` can hold if that overflows
+/// (within a factor of two of the remaining range: far enough to mean "never").
+pub(crate) fn saturating_add(t: Instant, mut d: Duration) -> Instant {
+    loop {
+        if let Some(later) = t.checked_add(d) {
+            return later;
+        }
+        d /= 2;
+    }
+}

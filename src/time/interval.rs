@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{now, saturating_add, sleep_until};
+use super::clock::saturating_add;
+use super::{now, sleep_until};
 use crate::error::Cancelled;
 
 /// Ticks every `period`, the first tick at once: `interval.tick().await` returns when the next

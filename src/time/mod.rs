@@ -46,10 +46,7 @@ use timers::{TimerKey, TimerTarget};
 /// # Panics
 /// Outside a runtime (R2).
 pub fn now() -> Instant {
-    context::with_runtime(|rt| match rt {
-        Some(rt) => rt.driver.fresh_now(),
-        None => outside_runtime("now"),
-    })
+    context::fresh_now().unwrap_or_else(|| outside_runtime("now"))
 }
 
 /// Sleeps for `duration` on the runtime's clock. A checkpoint: fails with `Cancelled` when the
@@ -115,17 +112,6 @@ pub async fn sleep_forever() -> Result<Infallible, Cancelled> {
     match Sleep::new(SleepUntil::Never).await {
         Err(c) => Err(c),
         Ok(()) => unreachable!("a sleep with no deadline ends only by cancellation"),
-    }
-}
-
-/// `t + d`, or about the latest time after `t` that an `Instant` can hold if that overflows
-/// (within a factor of two of the remaining range: far enough to mean "never").
-pub(crate) fn saturating_add(t: Instant, mut d: Duration) -> Instant {
-    loop {
-        if let Some(later) = t.checked_add(d) {
-            return later;
-        }
-        d /= 2;
     }
 }
 

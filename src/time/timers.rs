@@ -21,19 +21,18 @@
 //! and [`Timers::take_due`] then finds nothing due. Callers that act on the exact time (a
 //! worker choosing how long to sleep, autojump) use [`Timers::next_live_deadline`]. Entries are fired outside the lock:
 //! [`Timers::take_due`] removes what is due and hands it back, and the caller wakes the sleepers
-//! and cancels the scopes.
+//! and expires the rest through [`Expire`], which the cancel tree implements: the store knows
+//! nothing of scopes.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
-
-use crate::cancel::node::TreeNode;
 
 /// Dead heap items tolerated before a rebuild is considered (avoids rebuilding tiny heaps).
 const MIN_DEAD_BEFORE_REBUILD: usize = 64;
@@ -50,10 +49,19 @@ pub(crate) struct TimerKey {
 pub(crate) enum TimerTarget {
     /// A sleeping future: wake it.
     Wake(Waker),
-    /// A cancel scope: cancel it with reason `Deadline`.
-    Scope(Weak<dyn TreeNode>),
+    /// A cancel scope's deadline: cancel it with reason `Deadline`.
+    Deadline(Weak<dyn Expire>),
     /// A cancelled scope's grace period ran out: drop what is left under it (B3).
-    Grace(Weak<dyn TreeNode>),
+    Grace(Weak<dyn Expire>),
+}
+
+/// What a timer that is more than a wake-up fires: the cancel tree implements it, so the store
+/// needs to know nothing of scopes (it sits below them).
+pub(crate) trait Expire: Send + Sync {
+    /// The deadline set with [`TimerTarget::Deadline`] arrived.
+    fn deadline_passed(self: Arc<Self>);
+    /// The grace period set with [`TimerTarget::Grace`] ran out.
+    fn grace_ran_out(self: Arc<Self>);
 }
 
 pub(crate) struct Timers {
@@ -257,14 +265,14 @@ pub(crate) fn fire(targets: &mut Vec<TimerTarget>) {
     for target in targets.drain(..) {
         match target {
             TimerTarget::Wake(waker) => waker.wake(),
-            TimerTarget::Scope(node) => {
-                if let Some(node) = node.upgrade() {
-                    crate::cancel::node::deadline_fired(&node);
+            TimerTarget::Deadline(target) => {
+                if let Some(target) = target.upgrade() {
+                    target.deadline_passed();
                 }
             }
-            TimerTarget::Grace(node) => {
-                if let Some(node) = node.upgrade() {
-                    crate::cancel::node::grace_expired(&node);
+            TimerTarget::Grace(target) => {
+                if let Some(target) = target.upgrade() {
+                    target.grace_ran_out();
                 }
             }
         }
