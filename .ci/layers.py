@@ -3,9 +3,10 @@
 
 Usage: .ci/layers.py [--graph]
 
-Exits 1 when two or more files of src/ import each other through any chain (a cycle), and prints
-the cycle. With --graph it also prints every file with the files it uses, bottom layer first, the
-list that docs/design.md "Layers" shows.
+Exits 1, saying why, when two or more files of src/ import each other through any chain (a
+cycle), or when a file uses one in a layer above its own (LAYERS below, bottom first; a file in
+no listed layer is API, the top). With --graph it also prints each layer's files with the files
+they use, the list that docs/design.md "Layers" shows.
 
 How a path is resolved: `crate::a::b::C`, `super::C`, `self::C` and `use` trees are followed
 module by module to the file that defines `C`. A `pub use` re-export is followed through, not
@@ -18,6 +19,24 @@ import re
 import sys
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+
+# Bottom first. A file is in the first layer one of whose prefixes it starts with.
+LAYERS = [
+    ("foundation", ["error.rs"]),
+    ("driver", ["time/clock.rs", "time/timers.rs", "io/reactor.rs", "runtime/driver.rs"]),
+    ("scheduler", ["runtime/park.rs", "runtime/scheduler.rs"]),
+    ("runtime interface", ["runtime/shared.rs", "runtime/context.rs"]),
+    ("core", ["cancel/", "task/"]),
+    ("API", [""]),
+]
+
+
+def layer_of(path):
+    for i, (_, prefixes) in enumerate(LAYERS):
+        if any(path.startswith(p) for p in prefixes):
+            return i
+    return len(LAYERS) - 1
+
 
 ITEM = re.compile(
     r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:(?:async|unsafe|const|extern\s+\"C\")\s+)*"
@@ -244,32 +263,30 @@ def main():
     edges = crate.graph()
     name = lambda m: crate.files[m]
     cycles = [c for c in strongly_connected(edges) if len(c) > 1]
+    upward = [
+        (name(v), name(w))
+        for v in edges
+        for w in edges[v]
+        if layer_of(name(w)) > layer_of(name(v))
+    ]
     if "--graph" in sys.argv:
-        # bottom first: a file is listed after everything it uses (when there is no cycle)
-        order, seen = [], set()
-
-        def place(v):
-            if v in seen:
-                return
-            seen.add(v)
-            for w in sorted(edges[v]):
-                place(w)
-            order.append(v)
-
-        for v in sorted(edges):
-            place(v)
-        for v in order:
-            uses = ", ".join(sorted(name(w) for w in edges[v]))
-            print(f"{name(v)}: {uses}")
+        for i, (layer, _) in enumerate(LAYERS):
+            print(f"{layer}:")
+            for v in sorted(edges, key=name):
+                if layer_of(name(v)) == i:
+                    uses = ", ".join(sorted(name(w) for w in edges[v]))
+                    print(f"    {name(v)}" + (f" -> {uses}" if uses else ""))
     for c in cycles:
         print("cycle:", " <-> ".join(sorted(name(m) for m in c)))
         for m in sorted(c):
             inside = sorted(name(w) for w in edges[m] if w in c)
             print(f"    {name(m)} uses {', '.join(inside)}")
-    if cycles:
-        print(f"{len(cycles)} import cycle(s) among the files of src/")
+    for v, w in sorted(upward):
+        print(f"upward: {v} ({LAYERS[layer_of(v)][0]}) uses {w} ({LAYERS[layer_of(w)][0]})")
+    if cycles or upward:
+        print(f"{len(cycles)} import cycle(s), {len(upward)} upward use(s) among the files of src/")
         return 1
-    print(f"no import cycle among the {len(edges)} files of src/")
+    print(f"no import cycle and no upward use among the {len(edges)} files of src/")
     return 0
 
 
