@@ -4,9 +4,8 @@
 //! A call goes through three steps:
 //! 1. it takes a token from its [`CapacityLimiter`] (the [`default_limiter`] unless given
 //!    another), a checkpoint: a call cancelled here never starts;
-//! 2. the closure goes to a [`pool`](super::pool) thread, which keeps the token until the
-//!    closure returns, even if the caller stopped waiting, so the limit counts threads really
-//!    busy;
+//! 2. the closure goes to a [`pool`] thread, which keeps the token until the closure returns,
+//!    even if the caller stopped waiting, so the limit counts threads really busy;
 //! 3. the task waits on the call's shared state ([`call`](super::call)), serving the thread's
 //!    [`from_thread`](super::from_thread) requests meanwhile.
 //!
