@@ -1,15 +1,25 @@
 //! The reading and writing ends of a descriptor-backed byte stream (sockets, pipes), shared by
-//! the public stream types of `net` and `process`.
+//! the public stream types of `net` and `process`, and the two-way socket stream built from them.
 //!
 //! A stream's descriptor lives in an `Arc<AsyncFd>` so it can be split into halves owned by two
 //! tasks. Each end has its own [`CancelWaiter`] for the poll-based trait implementations, and the
 //! reactor keeps one reader and one writer waker per descriptor, which is why an end is used
 //! through `&mut` (one task at a time per direction).
+//!
+//! A pipe is one-way: the child's stdin is an [`FdWriter`], its stdout an [`FdReader`]. A
+//! connected socket (TCP, Unix) is an [`FdStream`]: a reader and a [`SocketWriter`] over one
+//! descriptor, which the public stream types wrap. Splitting it hands the two ends to two owners;
+//! the descriptor closes only when both are gone, so the write half shuts down the writing
+//! direction (`shutdown(2)`) when dropped, or the peer would never read end of stream.
+//! Reuniting the halves takes that duty back.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsRawFd;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use socket2::SockRef;
 
 use super::{AsyncFd, Direction};
 use crate::cancel::CancelWaiter;
@@ -91,15 +101,116 @@ where
     }
 }
 
+/// A connected socket as a two-way stream: both ends over one registered descriptor. `S` is the
+/// standard library's socket type (`std::net::TcpStream`, `std::os::unix::net::UnixStream`).
+pub(crate) struct FdStream<S: AsRawFd + AsFd> {
+    pub(crate) reader: FdReader<S>,
+    pub(crate) writer: SocketWriter<S>,
+}
+
+impl<S: AsRawFd + AsFd> FdStream<S>
+where
+    for<'a> &'a S: Read + Write,
+{
+    /// The stream over `fd`, a connected socket.
+    pub(crate) fn new(fd: AsyncFd<S>) -> Self {
+        let fd = Arc::new(fd);
+        FdStream {
+            reader: FdReader::new(fd.clone()),
+            writer: SocketWriter {
+                writer: FdWriter::new(fd),
+                shutdown_on_drop: false,
+            },
+        }
+    }
+
+    /// The socket, for its addresses and options.
+    pub(crate) fn get_ref(&self) -> &S {
+        self.reader.fd.get_ref()
+    }
+
+    /// `shutdown(2)`: after `Shutdown::Write` the peer reads end of stream.
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        SockRef::from(self.get_ref()).shutdown(how)
+    }
+
+    /// The two ends, for two owners; the writing end now shuts down writing when dropped.
+    pub(crate) fn into_split(self) -> (FdReader<S>, SocketWriter<S>) {
+        let FdStream { reader, mut writer } = self;
+        writer.shutdown_on_drop = true;
+        (reader, writer)
+    }
+
+    /// The stream again from its two ends, or `None` if they come from different streams.
+    pub(crate) fn reunite(reader: FdReader<S>, mut writer: SocketWriter<S>) -> Option<Self> {
+        if !Arc::ptr_eq(&reader.fd, &writer.writer.fd) {
+            return None;
+        }
+        writer.shutdown_on_drop = false;
+        Some(FdStream { reader, writer })
+    }
+}
+
+/// The writing end of a socket stream: an [`FdWriter`] that can also close the writing direction
+/// (the [`fd_stream_impls`] `write` arm uses that for `shutdown_write` and `poll_close`).
+pub(crate) struct SocketWriter<S: AsRawFd + AsFd> {
+    writer: FdWriter<S>,
+    /// Set while this end is a half of its own (see the module docs): the read half keeps the
+    /// descriptor open, so closing it would not tell the peer that writing is over.
+    shutdown_on_drop: bool,
+}
+
+impl<S: AsRawFd + AsFd> SocketWriter<S>
+where
+    for<'a> &'a S: Write,
+{
+    /// As [`FdWriter::write`].
+    pub(crate) async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf).await
+    }
+
+    pub(crate) fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.writer.poll_write(cx, buf)
+    }
+
+    pub(crate) fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.writer.poll_write_vectored(cx, bufs)
+    }
+}
+
+impl<S: AsRawFd + AsFd> SocketWriter<S> {
+    /// Shuts down the writing direction: the peer reads end of stream.
+    pub(crate) fn close_write(&self) -> io::Result<()> {
+        SockRef::from(self.writer.fd.get_ref()).shutdown(Shutdown::Write)
+    }
+}
+
+impl<S: AsRawFd + AsFd> Drop for SocketWriter<S> {
+    fn drop(&mut self) {
+        if self.shutdown_on_drop {
+            // The peer may already be gone; nothing to report then.
+            let _ = self.close_write();
+        }
+    }
+}
+
 /// Implements [`ReadStream`](crate::io::ReadStream) and `futures_io::AsyncRead` for a type with
-/// an `FdReader` field, and/or [`WriteStream`](crate::io::WriteStream) and
-/// `futures_io::AsyncWrite` for a type with an `FdWriter` field and a
-/// `fn close_write(&mut self) -> io::Result<()>` method.
+/// an [`FdReader`] at the field path given (`reader`, `inner.reader`), and/or
+/// [`WriteStream`](crate::io::WriteStream) and `futures_io::AsyncWrite` for a type with a
+/// [`SocketWriter`] there.
 macro_rules! fd_stream_impls {
-    (read: $ty:ty, $field:ident) => {
+    (read: $ty:ty, $($field:ident).+) => {
         impl $crate::io::ReadStream for $ty {
             async fn read(&mut self, buf: &mut [u8]) -> ::std::io::Result<usize> {
-                self.$field.read(buf).await
+                self.$($field).+.read(buf).await
             }
         }
 
@@ -109,19 +220,19 @@ macro_rules! fd_stream_impls {
                 cx: &mut ::std::task::Context<'_>,
                 buf: &mut [u8],
             ) -> ::std::task::Poll<::std::io::Result<usize>> {
-                self.get_mut().$field.poll_read(cx, buf)
+                self.get_mut().$($field).+.poll_read(cx, buf)
             }
         }
     };
-    (write: $ty:ty, $field:ident) => {
+    (write: $ty:ty, $($field:ident).+) => {
         impl $crate::io::WriteStream for $ty {
             async fn write(&mut self, buf: &[u8]) -> ::std::io::Result<usize> {
-                self.$field.write(buf).await
+                self.$($field).+.write(buf).await
             }
 
             async fn shutdown_write(&mut self) -> ::std::io::Result<()> {
                 $crate::checkpoint().await?;
-                self.close_write()
+                self.$($field).+.close_write()
             }
         }
 
@@ -131,7 +242,7 @@ macro_rules! fd_stream_impls {
                 cx: &mut ::std::task::Context<'_>,
                 buf: &[u8],
             ) -> ::std::task::Poll<::std::io::Result<usize>> {
-                self.get_mut().$field.poll_write(cx, buf)
+                self.get_mut().$($field).+.poll_write(cx, buf)
             }
 
             fn poll_write_vectored(
@@ -139,7 +250,7 @@ macro_rules! fd_stream_impls {
                 cx: &mut ::std::task::Context<'_>,
                 bufs: &[::std::io::IoSlice<'_>],
             ) -> ::std::task::Poll<::std::io::Result<usize>> {
-                self.get_mut().$field.poll_write_vectored(cx, bufs)
+                self.get_mut().$($field).+.poll_write_vectored(cx, bufs)
             }
 
             fn poll_flush(
@@ -155,7 +266,7 @@ macro_rules! fd_stream_impls {
                 self: ::std::pin::Pin<&mut Self>,
                 _cx: &mut ::std::task::Context<'_>,
             ) -> ::std::task::Poll<::std::io::Result<()>> {
-                ::std::task::Poll::Ready(self.get_mut().close_write())
+                ::std::task::Poll::Ready(self.get_mut().$($field).+.close_write())
             }
         }
     };

@@ -52,7 +52,7 @@ pub(crate) mod reactor;
 mod stream;
 
 use busy::Busy;
-pub(crate) use fd_stream::{fd_stream_impls, FdReader, FdWriter};
+pub(crate) use fd_stream::{fd_stream_impls, FdReader, FdStream, FdWriter, SocketWriter};
 
 pub use stream::{PartialWrite, ReadStream, SplitStream, WriteStream};
 

@@ -51,6 +51,7 @@
 mod addr;
 pub mod happy_eyeballs;
 mod serve;
+mod socket;
 mod tcp;
 mod udp;
 mod unix;

@@ -143,6 +143,29 @@ impl Listener for UnixListener {
     }
 }
 
+/// The bounds every server function puts on its connection handler: called once per
+/// connection, from the accept loops' tasks, and its future runs as a task of its own. The
+/// public functions spell the bounds out (so their documentation shows them); the private
+/// helpers name them with this trait.
+trait Handler<S, E>: Fn(S) -> Self::Fut + Send + Sync + 'static {
+    type Fut: Future<Output = Result<(), E>> + Send + 'static;
+}
+
+impl<S, E, H, Fut> Handler<S, E> for H
+where
+    H: Fn(S) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+{
+    type Fut = Fut;
+}
+
+/// The bounds every server function puts on its error type: it carries cancellations (so the
+/// server's nursery recognises them) and takes accept and runtime errors. Named once for the
+/// private helpers, as [`Handler`].
+trait ServeError: AsCancelled + From<io::Error> + From<Error> + Send + 'static {}
+
+impl<E> ServeError for E where E: AsCancelled + From<io::Error> + From<Error> + Send + 'static {}
+
 /// Accept errors that mean the system is out of a resource that frees up as connections close.
 fn is_capacity_error(e: &io::Error) -> bool {
     matches!(
@@ -236,16 +259,15 @@ where
     }
 }
 
-async fn accept_loop<L, H, Fut, E>(
+async fn accept_loop<L, H, E>(
     mut listener: L,
     handler: Arc<H>,
     handlers: Nursery<E>,
 ) -> Result<(), E>
 where
     L: Listener,
-    H: Fn(L::Stream) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: AsCancelled + From<io::Error> + From<Error> + Send + 'static,
+    H: Handler<L::Stream, E>,
+    E: ServeError,
 {
     loop {
         match listener.accept().await {
@@ -406,15 +428,14 @@ where
     serve_bound(listeners, handler, status).await
 }
 
-async fn serve_bound<H, Fut, E>(
+async fn serve_bound<H, E>(
     listeners: Vec<TcpListener>,
     handler: H,
     status: TaskStatus<Vec<SocketAddr>, E>,
 ) -> Result<Infallible, E>
 where
-    H: Fn(TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: AsCancelled + From<io::Error> + From<Error> + Send + 'static,
+    H: Handler<TcpStream, E>,
+    E: ServeError,
 {
     let addrs = listeners
         .iter()

@@ -4,15 +4,14 @@ use std::fmt;
 use std::io;
 use std::net::{self, Shutdown, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::addr::{resolve, ToSocketAddrs};
+use super::socket::{connect_stream, ListenerFd};
 use super::with_context;
-use crate::cancel::CancelWaiter;
-use crate::io::{fd_stream_impls, AsyncFd, Direction, FdReader, FdWriter, SplitStream};
+use crate::io::{fd_stream_impls, AsyncFd, FdReader, FdStream, SocketWriter, SplitStream};
 
 /// A TCP socket listening for connections.
 ///
@@ -30,8 +29,7 @@ use crate::io::{fd_stream_impls, AsyncFd, Direction, FdReader, FdWriter, SplitSt
 /// .unwrap();
 /// ```
 pub struct TcpListener {
-    fd: AsyncFd<net::TcpListener>,
-    waiter: CancelWaiter,
+    inner: ListenerFd<net::TcpListener>,
 }
 
 impl fmt::Debug for TcpListener {
@@ -101,8 +99,7 @@ impl TcpListener {
     /// ```
     pub fn from_std(listener: net::TcpListener) -> io::Result<TcpListener> {
         Ok(TcpListener {
-            fd: AsyncFd::new(listener)?,
-            waiter: CancelWaiter::new(),
+            inner: ListenerFd::new(listener)?,
         })
     }
 
@@ -124,8 +121,9 @@ impl TcpListener {
     /// .unwrap();
     /// ```
     pub async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, peer) = self.fd.read_with(|l| l.accept()).await?;
-        Ok((TcpStream::accepted(stream)?, peer))
+        self.inner
+            .accept(net::TcpListener::accept, TcpStream::accepted)
+            .await
     }
 
     /// Poll form of [`accept`](TcpListener::accept): cancellation-aware, not a schedule point.
@@ -146,16 +144,8 @@ impl TcpListener {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
-        match self
-            .fd
-            .poll_io(Direction::Read, &mut self.waiter, cx, |l| l.accept())
-        {
-            Poll::Ready(Ok((stream, peer))) => {
-                Poll::Ready(TcpStream::accepted(stream).map(|s| (s, peer)))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        self.inner
+            .poll_accept(cx, net::TcpListener::accept, TcpStream::accepted)
     }
 
     /// The accepted connections as a stream (`futures_core::Stream`); it never ends by itself.
@@ -194,7 +184,7 @@ impl TcpListener {
     /// .unwrap();
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.fd.get_ref().local_addr()
+        self.inner.get_ref().local_addr()
     }
 
     /// Deregisters the listener and returns the std listener (non-blocking).
@@ -212,7 +202,7 @@ impl TcpListener {
     /// .unwrap();
     /// ```
     pub fn into_std(self) -> io::Result<net::TcpListener> {
-        self.fd.into_inner()
+        self.inner.into_inner()
     }
 }
 
@@ -292,8 +282,7 @@ impl futures_core::Stream for Incoming<'_> {
 /// .unwrap();
 /// ```
 pub struct TcpStream {
-    reader: FdReader<net::TcpStream>,
-    writer: FdWriter<net::TcpStream>,
+    inner: FdStream<net::TcpStream>,
 }
 
 impl fmt::Debug for TcpStream {
@@ -362,10 +351,8 @@ impl TcpStream {
     /// .unwrap();
     /// ```
     pub fn from_std(stream: net::TcpStream) -> io::Result<TcpStream> {
-        let fd = Arc::new(AsyncFd::new(stream)?);
         Ok(TcpStream {
-            reader: FdReader::new(fd.clone()),
-            writer: FdWriter::new(fd),
+            inner: FdStream::new(AsyncFd::new(stream)?),
         })
     }
 
@@ -390,7 +377,7 @@ impl TcpStream {
     /// .unwrap();
     /// ```
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read(buf).await
+        self.inner.reader.read(buf).await
     }
 
     /// Writes some bytes and returns how many. A checkpoint; a cancelled write wrote nothing.
@@ -411,7 +398,7 @@ impl TcpStream {
     /// .unwrap();
     /// ```
     pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.writer.write(buf).await
+        self.inner.writer.write(buf).await
     }
 
     /// Writes all of `buf`. On an error or cancellation after part of it was written, the error
@@ -474,11 +461,7 @@ impl TcpStream {
     /// .unwrap();
     /// ```
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.reader.fd.get_ref().shutdown(how)
-    }
-
-    fn close_write(&mut self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
+        self.inner.shutdown(how)
     }
 
     /// A stream a listener accepted, with `TCP_NODELAY` turned on.
@@ -508,7 +491,7 @@ impl TcpStream {
     /// .unwrap();
     /// ```
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.reader.fd.get_ref().set_nodelay(nodelay)
+        self.inner.get_ref().set_nodelay(nodelay)
     }
 
     /// Whether `TCP_NODELAY` is set.
@@ -525,7 +508,7 @@ impl TcpStream {
     /// .unwrap();
     /// ```
     pub fn nodelay(&self) -> io::Result<bool> {
-        self.reader.fd.get_ref().nodelay()
+        self.inner.get_ref().nodelay()
     }
 
     /// This end's address.
@@ -543,7 +526,7 @@ impl TcpStream {
     /// .unwrap();
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.reader.fd.get_ref().local_addr()
+        self.inner.get_ref().local_addr()
     }
 
     /// The peer's address.
@@ -562,7 +545,7 @@ impl TcpStream {
     /// .unwrap();
     /// ```
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.reader.fd.get_ref().peer_addr()
+        self.inner.get_ref().peer_addr()
     }
 
     /// Splits into a read half and a write half that can be moved to two tasks. Dropping the
@@ -596,15 +579,8 @@ impl TcpStream {
     /// .unwrap();
     /// ```
     pub fn into_split(self) -> (TcpReadHalf, TcpWriteHalf) {
-        (
-            TcpReadHalf {
-                reader: self.reader,
-            },
-            TcpWriteHalf {
-                writer: self.writer,
-                shutdown_on_drop: true,
-            },
-        )
+        let (reader, writer) = self.inner.into_split();
+        (TcpReadHalf { reader }, TcpWriteHalf { writer })
     }
 }
 
@@ -615,24 +591,10 @@ pub(crate) async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
     crate::checkpoint().await?;
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(context)?;
-    socket.set_nonblocking(true).map_err(context)?;
     // On by default, as in trio (see `TcpStream::set_nodelay`); best effort, as on accept.
     let _ = socket.set_tcp_nodelay(true);
-    match socket.connect(&SockAddr::from(addr)) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(context(e)),
-    }
-    let fd = AsyncFd::new(net::TcpStream::from(socket))?;
-    // If cancelled here, `fd` drops and the half-open socket is closed.
-    fd.writable().await?;
-    if let Some(e) = fd.get_ref().take_error()? {
-        return Err(context(e));
-    }
-    let fd = Arc::new(fd);
     Ok(TcpStream {
-        reader: FdReader::new(fd.clone()),
-        writer: FdWriter::new(fd),
+        inner: connect_stream(socket, &SockAddr::from(addr), context).await?,
     })
 }
 
@@ -675,8 +637,7 @@ pub struct TcpReadHalf {
 /// .unwrap();
 /// ```
 pub struct TcpWriteHalf {
-    writer: FdWriter<net::TcpStream>,
-    shutdown_on_drop: bool,
+    writer: SocketWriter<net::TcpStream>,
 }
 
 impl fmt::Debug for TcpReadHalf {
@@ -720,16 +681,9 @@ impl TcpReadHalf {
     /// .unwrap();
     /// ```
     pub fn reunite(self, write: TcpWriteHalf) -> TcpStream {
-        assert!(
-            Arc::ptr_eq(&self.reader.fd, &write.writer.fd),
-            "TcpReadHalf::reunite: the halves come from different streams"
-        );
-        let mut write = write;
-        write.shutdown_on_drop = false;
-        let writer = FdWriter::new(write.writer.fd.clone());
         TcpStream {
-            reader: self.reader,
-            writer,
+            inner: FdStream::reunite(self.reader, write.writer)
+                .expect("TcpReadHalf::reunite: the halves come from different streams"),
         }
     }
 }
@@ -744,23 +698,10 @@ impl TcpWriteHalf {
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         crate::io::WriteStream::write_all(self, buf).await
     }
-
-    fn close_write(&mut self) -> io::Result<()> {
-        self.writer.fd.get_ref().shutdown(Shutdown::Write)
-    }
 }
 
-impl Drop for TcpWriteHalf {
-    fn drop(&mut self) {
-        if self.shutdown_on_drop {
-            // The peer may already be gone; nothing to report then.
-            let _ = self.close_write();
-        }
-    }
-}
-
-fd_stream_impls!(read: TcpStream, reader);
-fd_stream_impls!(write: TcpStream, writer);
+fd_stream_impls!(read: TcpStream, inner.reader);
+fd_stream_impls!(write: TcpStream, inner.writer);
 fd_stream_impls!(read: TcpReadHalf, reader);
 fd_stream_impls!(write: TcpWriteHalf, writer);
 

@@ -8,14 +8,13 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{self, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
+use super::socket::{connect_stream, ListenerFd};
 use super::with_context;
-use crate::cancel::CancelWaiter;
-use crate::io::{fd_stream_impls, AsyncFd, Direction, FdReader, FdWriter, SplitStream};
+use crate::io::{fd_stream_impls, AsyncFd, FdReader, FdStream, SocketWriter, SplitStream};
 
 /// A Unix-domain socket listening for connections.
 ///
@@ -40,8 +39,7 @@ use crate::io::{fd_stream_impls, AsyncFd, Direction, FdReader, FdWriter, SplitSt
 /// .unwrap();
 /// ```
 pub struct UnixListener {
-    fd: AsyncFd<net::UnixListener>,
-    waiter: CancelWaiter,
+    inner: ListenerFd<net::UnixListener>,
 }
 
 impl fmt::Debug for UnixListener {
@@ -116,8 +114,7 @@ impl UnixListener {
     /// ```
     pub fn from_std(listener: net::UnixListener) -> io::Result<UnixListener> {
         Ok(UnixListener {
-            fd: AsyncFd::new(listener)?,
-            waiter: CancelWaiter::new(),
+            inner: ListenerFd::new(listener)?,
         })
     }
 
@@ -142,8 +139,9 @@ impl UnixListener {
     /// .unwrap();
     /// ```
     pub async fn accept(&mut self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (stream, peer) = self.fd.read_with(|l| l.accept()).await?;
-        Ok((UnixStream::from_std(stream)?, peer))
+        self.inner
+            .accept(net::UnixListener::accept, UnixStream::from_std)
+            .await
     }
 
     /// Poll form of [`accept`](UnixListener::accept): cancellation-aware, not a schedule point.
@@ -166,16 +164,8 @@ impl UnixListener {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(UnixStream, SocketAddr)>> {
-        match self
-            .fd
-            .poll_io(Direction::Read, &mut self.waiter, cx, |l| l.accept())
-        {
-            Poll::Ready(Ok((stream, peer))) => {
-                Poll::Ready(UnixStream::from_std(stream).map(|s| (s, peer)))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        self.inner
+            .poll_accept(cx, net::UnixListener::accept, UnixStream::from_std)
     }
 
     /// The bound address.
@@ -194,7 +184,7 @@ impl UnixListener {
     /// .unwrap();
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.fd.get_ref().local_addr()
+        self.inner.get_ref().local_addr()
     }
 }
 
@@ -215,8 +205,7 @@ impl UnixListener {
 /// .unwrap();
 /// ```
 pub struct UnixStream {
-    reader: FdReader<net::UnixStream>,
-    writer: FdWriter<net::UnixStream>,
+    inner: FdStream<net::UnixStream>,
 }
 
 impl fmt::Debug for UnixStream {
@@ -256,21 +245,8 @@ impl UnixStream {
         crate::checkpoint().await?;
         let addr = unix_addr(path).map_err(context)?;
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(context)?;
-        socket.set_nonblocking(true).map_err(context)?;
-        match socket.connect(&addr) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(context(e)),
-        }
-        let fd = AsyncFd::new(net::UnixStream::from(OwnedFd::from(socket)))?;
-        fd.writable().await?;
-        if let Some(e) = fd.get_ref().take_error()? {
-            return Err(context(e));
-        }
-        let fd = Arc::new(fd);
         Ok(UnixStream {
-            reader: FdReader::new(fd.clone()),
-            writer: FdWriter::new(fd),
+            inner: connect_stream(socket, &addr, context).await?,
         })
     }
 
@@ -315,10 +291,8 @@ impl UnixStream {
     /// .unwrap();
     /// ```
     pub fn from_std(stream: net::UnixStream) -> io::Result<UnixStream> {
-        let fd = Arc::new(AsyncFd::new(stream)?);
         Ok(UnixStream {
-            reader: FdReader::new(fd.clone()),
-            writer: FdWriter::new(fd),
+            inner: FdStream::new(AsyncFd::new(stream)?),
         })
     }
 
@@ -340,7 +314,7 @@ impl UnixStream {
     /// .unwrap();
     /// ```
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read(buf).await
+        self.inner.reader.read(buf).await
     }
 
     /// Writes some bytes. A checkpoint; a cancelled write wrote nothing.
@@ -359,7 +333,7 @@ impl UnixStream {
     /// .unwrap();
     /// ```
     pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.writer.write(buf).await
+        self.inner.writer.write(buf).await
     }
 
     /// Writes all of `buf` (see [`PartialWrite`](crate::io::PartialWrite) for cancellation).
@@ -407,11 +381,7 @@ impl UnixStream {
     /// .unwrap();
     /// ```
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.reader.fd.get_ref().shutdown(how)
-    }
-
-    fn close_write(&mut self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
+        self.inner.shutdown(how)
     }
 
     /// This end's address.
@@ -427,7 +397,7 @@ impl UnixStream {
     /// .unwrap();
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.reader.fd.get_ref().local_addr()
+        self.inner.get_ref().local_addr()
     }
 
     /// The peer's address.
@@ -443,7 +413,7 @@ impl UnixStream {
     /// .unwrap();
     /// ```
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.reader.fd.get_ref().peer_addr()
+        self.inner.get_ref().peer_addr()
     }
 
     /// Splits into halves for two tasks; dropping the write half shuts down writing.
@@ -464,14 +434,8 @@ impl UnixStream {
     /// .unwrap();
     /// ```
     pub fn into_split(self) -> (UnixReadHalf, UnixWriteHalf) {
-        (
-            UnixReadHalf {
-                reader: self.reader,
-            },
-            UnixWriteHalf {
-                writer: self.writer,
-            },
-        )
+        let (reader, writer) = self.inner.into_split();
+        (UnixReadHalf { reader }, UnixWriteHalf { writer })
     }
 }
 
@@ -510,7 +474,7 @@ pub struct UnixReadHalf {
 /// .unwrap();
 /// ```
 pub struct UnixWriteHalf {
-    writer: FdWriter<net::UnixStream>,
+    writer: SocketWriter<net::UnixStream>,
 }
 
 impl fmt::Debug for UnixReadHalf {
@@ -542,20 +506,10 @@ impl UnixWriteHalf {
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         crate::io::WriteStream::write_all(self, buf).await
     }
-
-    fn close_write(&mut self) -> io::Result<()> {
-        self.writer.fd.get_ref().shutdown(Shutdown::Write)
-    }
 }
 
-impl Drop for UnixWriteHalf {
-    fn drop(&mut self) {
-        let _ = self.close_write();
-    }
-}
-
-fd_stream_impls!(read: UnixStream, reader);
-fd_stream_impls!(write: UnixStream, writer);
+fd_stream_impls!(read: UnixStream, inner.reader);
+fd_stream_impls!(write: UnixStream, inner.writer);
 fd_stream_impls!(read: UnixReadHalf, reader);
 fd_stream_impls!(write: UnixWriteHalf, writer);
 

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::io;
 
-use crate::error::AsCancelled;
+use crate::error::{AsCancelled, Outcome};
 use crate::io::{PartialWrite, ReadStream, SplitStream, WriteStream};
 use crate::testing::wait_all_tasks_blocked;
 use crate::CancelScope;
@@ -95,6 +95,29 @@ fn first<T>(r: Result<T, crate::NurseryError<io::Error>>) -> io::Result<T> {
         crate::NurseryError::Cancelled(c) => c.into(),
         crate::NurseryError::Failed(mut errors) => errors.remove(0),
     })
+}
+
+/// Runs `op` in a cancel scope that is cancelled once every task is blocked, that is while `op`
+/// waits: how properties 4 and 5 cancel an operation in the middle of its wait rather than
+/// before it starts. Returns the scope's output: `None` when the cancellation stopped `op`.
+async fn cancel_once_blocked<F>(op: F) -> io::Result<Option<F::Output>>
+where
+    F: Future,
+    F::Output: Outcome,
+{
+    let scope = CancelScope::new();
+    let cancel = scope.clone();
+    first(
+        crate::nursery(|n| async move {
+            n.spawn(async move {
+                wait_all_tasks_blocked().await?;
+                cancel.cancel();
+                Ok(())
+            })?;
+            Ok(scope.run(op).await)
+        })
+        .await,
+    )
 }
 
 async fn round_trip<S: SplitStream + 'static>(a: S, b: S) -> io::Result<()> {
@@ -190,25 +213,11 @@ async fn cancelled_read<S: SplitStream + 'static>(a: S, mut b: S) -> io::Result<
         "cancelled read: the bytes must still be there"
     );
     // Cancelled while blocked.
-    let scope = CancelScope::new();
-    let cancel = scope.clone();
-    let ar = first(
-        crate::nursery(|n| async move {
-            n.spawn(async move {
-                wait_all_tasks_blocked().await?;
-                cancel.cancel();
-                Ok(())
-            })?;
-            let out = scope.run(async { ar.read(&mut [0u8; 4]).await }).await;
-            assert!(
-                out.is_none(),
-                "cancelled read: a blocked read must be cancellable"
-            );
-            Ok(ar)
-        })
-        .await,
-    )?;
-    let mut ar = ar;
+    let out = cancel_once_blocked(async { ar.read(&mut [0u8; 4]).await }).await?;
+    assert!(
+        out.is_none(),
+        "cancelled read: a blocked read must be cancellable"
+    );
     b.write_all(b"after").await?;
     assert_eq!(
         read_exact(&mut ar, 5, "after a cancelled read").await?,
@@ -222,36 +231,22 @@ async fn cancelled_write_all<S: SplitStream + 'static>(a: S, b: S) -> io::Result
     let data = pattern(LEN, 4);
     let (_ar, mut aw) = a.into_split();
     let (mut br, _bw) = b.into_split();
-    let scope = CancelScope::new();
-    let cancel = scope.clone();
-    let written = first(
-        crate::nursery(|n| async move {
-            n.spawn(async move {
-                wait_all_tasks_blocked().await?;
-                cancel.cancel();
-                Ok(())
-            })?;
-            let mut written = None;
-            let data = &data;
-            let out = scope
-                .run(async {
-                    let result = aw.write_all(data).await;
-                    if let Err(e) = &result {
-                        assert!(e.cancelled().is_some(), "cancelled write_all: {e}");
-                        written = Some(PartialWrite::of(e).map_or(0, PartialWrite::written));
-                    }
-                    result
-                })
-                .await;
-            assert!(
-                out.is_none(),
-                "cancelled write_all: the stream never clogged"
-            );
-            drop(aw);
-            Ok(written.expect("cancelled"))
-        })
-        .await,
-    )?;
+    let mut written = None;
+    let out = cancel_once_blocked(async {
+        let result = aw.write_all(&data).await;
+        if let Err(e) = &result {
+            assert!(e.cancelled().is_some(), "cancelled write_all: {e}");
+            written = Some(PartialWrite::of(e).map_or(0, PartialWrite::written));
+        }
+        result
+    })
+    .await?;
+    assert!(
+        out.is_none(),
+        "cancelled write_all: the stream never clogged"
+    );
+    drop(aw);
+    let written = written.expect("cancelled");
     assert!(written < LEN, "cancelled write_all: everything was written");
     let got = read_to_end(&mut br).await?;
     assert_eq!(
