@@ -205,6 +205,17 @@ struct TaskOptions {
     service: bool,
 }
 
+impl TaskOptions {
+    const PLAIN: TaskOptions = TaskOptions {
+        name: None,
+        service: false,
+    };
+    const SERVICE: TaskOptions = TaskOptions {
+        name: None,
+        service: true,
+    };
+}
+
 impl<E: AsCancelled + Send + 'static> Nursery<E> {
     /// Spawns `future` as a task of this nursery and returns a handle to await its value.
     ///
@@ -237,13 +248,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
-        self.spawn_with(
-            future,
-            TaskOptions {
-                name: None,
-                service: false,
-            },
-        )
+        self.spawn_with(future, TaskOptions::PLAIN)
     }
 
     /// Like [`spawn`](Nursery::spawn), with a name shown by [`task_tree`](crate::lowlevel::task_tree).
@@ -270,11 +275,12 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
+        let name = Some(name.into());
         self.spawn_with(
             future,
             TaskOptions {
-                name: Some(name.into()),
-                service: false,
+                name,
+                ..TaskOptions::PLAIN
             },
         )
     }
@@ -310,13 +316,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
-        self.spawn_with(
-            future,
-            TaskOptions {
-                name: None,
-                service: true,
-            },
-        )
+        self.spawn_with(future, TaskOptions::SERVICE)
     }
 
     fn spawn_with<F, T>(&self, future: F, options: TaskOptions) -> Result<TaskHandle<T>, Error>

@@ -345,15 +345,8 @@ impl Builder {
             },
         };
         Ok(Runtime {
-            flavor: self.flavor,
+            config: self,
             workers,
-            yield_budget: self.yield_budget,
-            clock: self.clock,
-            thread_name: self.thread_name,
-            thread_stack_size: self.thread_stack_size,
-            ctrl_c: self.ctrl_c,
-            grace_period: self.grace_period,
-            detect_deadlocks: self.detect_deadlocks,
         })
     }
 }
@@ -376,15 +369,10 @@ impl Builder {
 /// ```
 #[derive(Debug)]
 pub struct Runtime {
-    flavor: Flavor,
+    /// The settings, checked by `build`.
+    config: Builder,
+    /// The number of workers, resolved from `config`.
     workers: usize,
-    yield_budget: u32,
-    clock: Arc<dyn Clock>,
-    thread_name: String,
-    thread_stack_size: usize,
-    ctrl_c: CtrlC,
-    grace_period: Option<Duration>,
-    detect_deadlocks: bool,
 }
 
 /// Wakes the main future.
@@ -451,16 +439,16 @@ impl Runtime {
                  runtime; await the future instead of starting a nested runtime"
             );
         }
-        let driver = match Driver::new(self.clock.clone()) {
+        let driver = match Driver::new(self.config.clock.clone()) {
             Ok(d) => d,
             Err(e) => panic!("trellis: could not create the I/O poller: {e}"),
         };
         let settings = Settings {
-            flavor: self.flavor,
+            flavor: self.config.flavor,
             workers: self.workers,
-            yield_budget: self.yield_budget,
-            grace_period: self.grace_period,
-            detect_deadlocks: self.detect_deadlocks,
+            yield_budget: self.config.yield_budget,
+            grace_period: self.config.grace_period,
+            detect_deadlocks: self.config.detect_deadlocks,
         };
         let shared = Arc::new(Shared::new(driver, settings));
         let root = Arc::new(Node::new(NodeKind::Root(Arc::downgrade(&shared))));
@@ -472,19 +460,19 @@ impl Runtime {
         })));
         node::link(&(root.clone() as Arc<dyn TreeNode>), &main_node);
         // Ctrl-C handling is best effort: without a signal slot or pipe, the runtime still runs.
-        let ctrl_c = match self.ctrl_c {
+        let ctrl_c = match self.config.ctrl_c {
             CtrlC::Ignore => None,
             CtrlC::Exit | CtrlC::Cancel => crate::signal::ctrl_c::register(main_node.clone()).ok(),
         };
 
         let mut threads = Vec::new();
-        if self.flavor == Flavor::MultiThread {
+        if self.config.flavor == Flavor::MultiThread {
             for index in 0..self.workers {
                 let shared = shared.clone();
                 let root = root.clone();
                 let spawned = thread::Builder::new()
-                    .name(format!("{}-{index}", self.thread_name))
-                    .stack_size(self.thread_stack_size)
+                    .name(format!("{}-{index}", self.config.thread_name))
+                    .stack_size(self.config.thread_stack_size)
                     .spawn(move || {
                         let _guard = context::enter_runtime(shared.clone());
                         let host = RuntimeHost {
@@ -531,7 +519,7 @@ impl Runtime {
             };
             panic::catch_unwind(AssertUnwindSafe(|| {
                 shared.scheduler.main.woken.store(true, Ordering::SeqCst);
-                match self.flavor {
+                match self.config.flavor {
                     Flavor::CurrentThread => {
                         shared.scheduler.run_worker(&host, 0, Some(&mut poll_main));
                     }
@@ -583,7 +571,7 @@ impl Runtime {
         }
         let interrupted = ctrl_c.as_ref().is_some_and(|c| c.interrupted());
         drop(ctrl_c);
-        if interrupted && self.ctrl_c == CtrlC::Exit {
+        if interrupted && self.config.ctrl_c == CtrlC::Exit {
             crate::signal::ctrl_c::exit_now();
         }
         match outcome {
