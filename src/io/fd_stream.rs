@@ -36,6 +36,19 @@ pub(crate) struct FdWriter<S: AsRawFd> {
     waiter: CancelWaiter,
 }
 
+/// Did a write move fewer than the `want` bytes asked for? Then it filled the send buffer, and
+/// the next attempt would fail with `WouldBlock`: [`AsyncFd::poll_op`] forgets the readiness
+/// instead, and the next write waits for the event that says there is room (or that the
+/// connection failed: errors and hang-ups are edges too).
+///
+/// Reads do not use this rule, although a short read usually drained the receive buffer: a
+/// peer's end of stream (FIN) that arrived with the last data is still queued behind it, and
+/// only `EPOLLRDHUP`, which `polling` does not report, would say so. Forgetting the readiness
+/// there would leave the reader waiting for an event that already came.
+fn short(want: usize) -> impl Fn(&usize) -> bool {
+    move |&n| n > 0 && n < want
+}
+
 impl<S: AsRawFd> FdReader<S>
 where
     for<'a> &'a S: Read,
@@ -58,8 +71,13 @@ where
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        self.fd
-            .poll_io(Direction::Read, &mut self.waiter, cx, |mut s| s.read(buf))
+        self.fd.poll_io(
+            Direction::Read,
+            &mut self.waiter,
+            cx,
+            |mut s| s.read(buf),
+            |_| false,
+        )
     }
 }
 
@@ -77,7 +95,10 @@ where
     /// A checkpoint; a cancelled write wrote nothing. The only writer (`&mut self`), as for
     /// reading.
     pub(crate) async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.fd.ready(Direction::Write, |mut s| s.write(buf)).await
+        let want = buf.len();
+        self.fd
+            .ready_draining(Direction::Write, |mut s| s.write(buf), short(want))
+            .await
     }
 
     pub(crate) fn poll_write(
@@ -85,8 +106,14 @@ where
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.fd
-            .poll_io(Direction::Write, &mut self.waiter, cx, |mut s| s.write(buf))
+        let want = buf.len();
+        self.fd.poll_io(
+            Direction::Write,
+            &mut self.waiter,
+            cx,
+            |mut s| s.write(buf),
+            short(want),
+        )
     }
 
     pub(crate) fn poll_write_vectored(
@@ -94,10 +121,13 @@ where
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.fd
-            .poll_io(Direction::Write, &mut self.waiter, cx, |mut s| {
-                s.write_vectored(bufs)
-            })
+        self.fd.poll_io(
+            Direction::Write,
+            &mut self.waiter,
+            cx,
+            |mut s| s.write_vectored(bufs),
+            short(bufs.iter().map(|b| b.len()).sum()),
+        )
     }
 }
 
@@ -273,3 +303,101 @@ macro_rules! fd_stream_impls {
 }
 
 pub(crate) use fd_stream_impls;
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::RawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Flavor, Runtime};
+
+    /// A Unix stream socket that counts the `write` calls made on it.
+    struct Counting {
+        socket: UnixStream,
+        writes: AtomicUsize,
+    }
+
+    impl AsRawFd for Counting {
+        fn as_raw_fd(&self) -> RawFd {
+            self.socket.as_raw_fd()
+        }
+    }
+
+    impl Write for &Counting {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            (&self.socket).write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn current_thread() -> Runtime {
+        Runtime::builder()
+            .flavor(Flavor::CurrentThread)
+            .build()
+            .unwrap()
+    }
+
+    /// A write that took fewer bytes than offered filled the send buffer: the next write waits
+    /// for room without first trying (and failing with `WouldBlock`).
+    #[test]
+    fn a_short_write_waits_for_room_without_a_failing_write() {
+        current_thread().block_on(async {
+            let (ours, mut peer) = UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let counting = Counting {
+                socket: ours,
+                writes: AtomicUsize::new(0),
+            };
+            let fd = Arc::new(AsyncFd::new(counting).unwrap());
+            let mut writer = FdWriter::new(fd.clone());
+            let data = vec![7u8; 16 << 20];
+            let first = writer.write(&data).await.unwrap();
+            assert!(first < data.len(), "the send buffer took all {first} bytes");
+            assert_eq!(fd.get_ref().writes.load(Ordering::SeqCst), 1);
+            let watched = fd.clone();
+            // Borrowed, so the peer stays open until the second write is done.
+            let peer = &mut peer;
+            crate::nursery(|n| async move {
+                n.spawn(async move {
+                    let more = writer.write(&data[first..]).await?;
+                    assert!(more > 0);
+                    Ok::<_, io::Error>(())
+                })?;
+                // The writer is parked until there is room: no second, failing write.
+                crate::testing::wait_all_tasks_blocked().await?;
+                assert_eq!(watched.get_ref().writes.load(Ordering::SeqCst), 1);
+                let mut sink = vec![0u8; first];
+                peer.read_exact(&mut sink)?;
+                Ok::<_, io::Error>(())
+            })
+            .await
+            .unwrap();
+            assert_eq!(fd.get_ref().writes.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    /// The end of stream that arrived with the last data is read after a short read: the
+    /// reader does not forget the readiness and wait for an event that already came.
+    #[test]
+    fn the_end_of_stream_after_a_short_read_is_read_at_once() {
+        current_thread().block_on(async {
+            let (ours, mut peer) = UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let fd = Arc::new(AsyncFd::new(ours).unwrap());
+            let mut reader = FdReader::new(fd);
+            peer.write_all(b"last words").unwrap();
+            drop(peer);
+            let mut buf = [0u8; 64];
+            assert_eq!(reader.read(&mut buf).await.unwrap(), 10);
+            let end = crate::fail_after(Duration::from_secs(10), reader.read(&mut buf)).await;
+            assert_eq!(end.unwrap().unwrap(), 0);
+        });
+    }
+}

@@ -337,11 +337,30 @@ impl<T: AsRawFd> AsyncFd<T> {
         self.ready(Direction::Write, op).await
     }
 
-    fn ready<R, F: FnMut(&T) -> io::Result<R>>(&self, dir: Direction, op: F) -> IoOp<'_, T, F, R> {
+    fn ready<R, F: FnMut(&T) -> io::Result<R>>(
+        &self,
+        dir: Direction,
+        op: F,
+    ) -> IoOp<'_, T, F, fn(&R) -> bool, R> {
+        self.ready_draining(dir, op, |_| false)
+    }
+
+    /// As `ready`, with `drained` as in [`poll_op`](AsyncFd::poll_op).
+    pub(crate) fn ready_draining<R, F, D>(
+        &self,
+        dir: Direction,
+        op: F,
+        drained: D,
+    ) -> IoOp<'_, T, F, D, R>
+    where
+        F: FnMut(&T) -> io::Result<R>,
+        D: Fn(&R) -> bool,
+    {
         IoOp {
             fd: self,
             dir,
             op,
+            drained,
             cancel: CancelWaiter::new(),
             blocked: false,
             done: None,
@@ -358,11 +377,18 @@ impl<T: AsRawFd> AsyncFd<T> {
     /// One non-blocking attempt of `op` once readiness in `dir` is known; `Pending` (waker
     /// stored) while not ready. Not a checkpoint: the building block of `poll_read`-style
     /// trait implementations.
+    ///
+    /// `drained(&r)` says that a completed attempt emptied the kernel buffer it worked on (a
+    /// stream read or write that moved fewer bytes than asked): the readiness it used is then
+    /// forgotten at once, so the next attempt waits for the next event instead of first
+    /// failing with `WouldBlock`, which saves a system call per wait. A readiness event that
+    /// arrived meanwhile is kept (the tick check of `clear_ready`).
     pub(crate) fn poll_op<R>(
         &self,
         dir: Direction,
         cx: &mut Context<'_>,
         mut op: impl FnMut(&T) -> io::Result<R>,
+        drained: impl Fn(&R) -> bool,
     ) -> Poll<io::Result<R>> {
         loop {
             let event = match self.source.poll_ready(&self.rt.driver.reactor, dir, cx) {
@@ -384,7 +410,12 @@ impl<T: AsRawFd> AsyncFd<T> {
             };
             match op(self.get_ref()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.source.clear_ready(event),
-                result => return Poll::Ready(result),
+                result => {
+                    if result.as_ref().is_ok_and(&drained) {
+                        self.source.clear_ready(event);
+                    }
+                    return Poll::Ready(result);
+                }
             }
         }
     }
@@ -405,6 +436,7 @@ impl<T: AsRawFd> AsyncFd<T> {
         waiter: &mut CancelWaiter,
         cx: &mut Context<'_>,
         op: impl FnMut(&T) -> io::Result<R>,
+        drained: impl Fn(&R) -> bool,
     ) -> Poll<io::Result<R>> {
         // The futures-io traits are how another executor would reach a trellis stream: say so
         // rather than give the generic outside-a-runtime message.
@@ -415,7 +447,7 @@ impl<T: AsRawFd> AsyncFd<T> {
             waiter.clear();
             return Poll::Ready(Err(c.into()));
         }
-        match self.poll_op(dir, cx, op) {
+        match self.poll_op(dir, cx, op, drained) {
             Poll::Ready(result) => {
                 waiter.clear();
                 Poll::Ready(result)
@@ -488,16 +520,21 @@ impl<T: AsRawFd> Drop for AsyncFd<T> {
 /// cancellation is checked before the operation; an operation that completes without blocking
 /// then yields once (blocking already was a schedule point), and its result is kept across that
 /// yield, so completed I/O is never lost to a cancellation.
-struct IoOp<'a, T: AsRawFd, F, R> {
+pub(crate) struct IoOp<'a, T: AsRawFd, F, D, R> {
     fd: &'a AsyncFd<T>,
     dir: Direction,
     op: F,
+    drained: D,
     cancel: CancelWaiter,
     blocked: bool,
     done: Option<io::Result<R>>,
 }
 
-impl<T: AsRawFd, R, F: FnMut(&T) -> io::Result<R>> Future for IoOp<'_, T, F, R> {
+impl<T: AsRawFd, R, F, D> Future for IoOp<'_, T, F, D, R>
+where
+    F: FnMut(&T) -> io::Result<R>,
+    D: Fn(&R) -> bool,
+{
     type Output = io::Result<R>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -510,7 +547,7 @@ impl<T: AsRawFd, R, F: FnMut(&T) -> io::Result<R>> Future for IoOp<'_, T, F, R> 
         if let Poll::Ready(c) = this.cancel.poll_cancelled("io::AsyncFd", cx) {
             return Poll::Ready(Err(c.into()));
         }
-        match this.fd.poll_op(this.dir, cx, &mut this.op) {
+        match this.fd.poll_op(this.dir, cx, &mut this.op, &this.drained) {
             Poll::Pending => {
                 this.blocked = true;
                 Poll::Pending

@@ -63,7 +63,7 @@ impl<L: AsRawFd> ListenerFd<L> {
         wrap: impl FnOnce(S) -> io::Result<T>,
     ) -> Poll<io::Result<(T, A)>> {
         self.fd
-            .poll_io(Direction::Read, &mut self.waiter, cx, accept)
+            .poll_io(Direction::Read, &mut self.waiter, cx, accept, |_| false)
             .map(|accepted| accepted.and_then(|(stream, peer)| Ok((wrap(stream)?, peer))))
     }
 }

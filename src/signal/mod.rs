@@ -613,7 +613,7 @@ impl futures_core::Stream for SignalReceiver {
             }
             match this
                 .read
-                .poll_io(Direction::Read, &mut this.waiter, cx, drain)
+                .poll_io(Direction::Read, &mut this.waiter, cx, drain, |_| false)
             {
                 Poll::Ready(Ok(())) => this.collect(),
                 Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
