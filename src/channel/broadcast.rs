@@ -275,6 +275,14 @@ impl<T> Sender<T> {
 
 impl<T> Clone for Sender<T> {
     /// Another sender on the same channel.
+    ///
+    /// ```
+    /// let (tx, mut rx) = trellis::channel::broadcast::channel(2);
+    /// let tx2 = tx.clone();
+    /// drop(tx);
+    /// tx2.send("still open").unwrap(); // one sender is left
+    /// assert_eq!(rx.len(), 1);
+    /// ```
     fn clone(&self) -> Self {
         lock(&self.shared).senders += 1;
         Sender {

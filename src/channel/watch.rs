@@ -554,6 +554,14 @@ impl<T> Receiver<T> {
 
 impl<T> Clone for Receiver<T> {
     /// Another receiver that has seen what this one has.
+    ///
+    /// ```
+    /// let (tx, rx) = trellis::channel::watch::channel(0);
+    /// tx.send(1).unwrap();
+    /// let clone = rx.clone();
+    /// assert!(clone.has_changed().unwrap()); // like `rx`, it has not seen 1 yet
+    /// assert_eq!(tx.receiver_count(), 2);
+    /// ```
     fn clone(&self) -> Self {
         lock(&self.shared.state).receivers += 1;
         Receiver {
