@@ -4,6 +4,9 @@
 //! rendezvous, each send waits for a receiver); [`unbounded()`](unbounded) one whose buffer
 //! grows as needed. Both halves are cloneable, for many producers and many consumers.
 //!
+//! Besides these: [`oneshot()`](oneshot) for a single reply, [`watch`] for a value that
+//! receivers read the latest of, and [`broadcast`] for messages that every receiver sees.
+//!
 //! Semantics, as in trio:
 //! - **Fair**: waiting senders and receivers are served in FIFO order. A message sent while a
 //!   receiver waits belongs to that receiver; room freed while senders wait belongs to the first
@@ -50,11 +53,13 @@
 //! });
 //! ```
 
+pub mod broadcast;
 mod oneshot;
 mod receiver;
 mod send_error;
 mod sender;
 mod state;
+pub mod watch;
 
 use std::sync::Arc;
 

@@ -9,6 +9,7 @@
 //! | [`CapacityLimiter`] | at most N borrowers at once, one token each |
 //! | [`Condition`] | a lock plus "wait until notified" |
 //! | [`Barrier`] | N tasks wait for each other |
+//! | [`OnceCell`] | a value initialised once, by the first task that asks |
 //!
 //! The common case: tasks share state behind a [`Mutex`] and tell each other that something
 //! happened with an [`Event`].
@@ -62,6 +63,7 @@ mod capacity_limiter;
 mod condition;
 mod event;
 mod mutex;
+mod once_cell;
 pub(crate) mod parking_lot;
 mod rwlock;
 mod semaphore;
@@ -71,5 +73,6 @@ pub use capacity_limiter::{Borrower, CapacityLimiter, CapacityLimiterStatistics,
 pub use condition::{Condition, ConditionGuard, ConditionStatistics, WaitCancelled};
 pub use event::{Event, EventStatistics};
 pub use mutex::{LockStatistics, Mutex, MutexGuard, OwnedMutexGuard};
+pub use once_cell::{OnceCell, SetError};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockStatistics, RwLockWriteGuard};
 pub use semaphore::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, SemaphoreStatistics};
