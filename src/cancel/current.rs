@@ -5,10 +5,12 @@
 //! that poll only, and restored afterwards (a guard restores it even on panic). Operations read
 //! it to find the enclosing scope without any argument being passed around. The park watch tells
 //! a wait that cancellation can reach (a trellis operation registered with the tree) from a
-//! foreign one (B1).
+//! foreign one (B1). A checkpoint hook, installed only by the testing kit's cancellation
+//! injection, sees every cancel check made on this thread.
 
 use std::cell::Cell;
-use std::ptr;
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
 use crate::cancel::node::TreeNode;
@@ -19,6 +21,8 @@ thread_local! {
     /// A trellis operation parked (registered with the cancel tree) or yielded during the poll
     /// being made; see `begin_park_watch`.
     static PARKED: Cell<bool> = const { Cell::new(false) };
+    /// The checkpoint hook, while one is installed; see [`set_checkpoint_hook`].
+    static HOOK: Cell<Option<NonNull<dyn CheckpointHook>>> = const { Cell::new(None) };
 }
 
 /// Called at the start of every task poll: forgets the cached time, refills the yield budget
@@ -105,4 +109,64 @@ pub(crate) fn current_node_arc() -> Option<Arc<dyn TreeNode>> {
 /// Address identity of the current node, for cheap "same node as before?" checks.
 pub(crate) fn current_node_addr() -> *const () {
     NODE.with(Cell::get).map_or(ptr::null(), |p| p as *const ())
+}
+
+/// Watches the checkpoints made on this thread (the testing kit's cancellation injection).
+///
+/// Every cancel check of a checkpoint that is about to pass (its node is not cancelled) calls
+/// [`check`](CheckpointHook::check) first; the hook may cancel a scope there, and the check then
+/// looks again, so the checkpoint fails exactly as if that scope had been cancelled a moment
+/// earlier. Checks in a node that is already cancelled fail anyway and are not reported.
+pub(crate) trait CheckpointHook {
+    /// A checkpoint of `function` (`module::Type::method`) is about to check for cancellation.
+    /// Returns whether the hook cancelled something, so that the check must look again.
+    fn check(&self, function: &'static str) -> bool;
+
+    /// `checkpoint()` (or `cancel_shielded_checkpoint()`) is about to yield before its check: a
+    /// point where the code is suspended without having checked yet.
+    fn yielding(&self, function: &'static str);
+}
+
+/// Installs `hook` for this thread until the guard is dropped (which restores the previous
+/// one, also on panic).
+pub(crate) fn set_checkpoint_hook<'a>(hook: &'a (dyn CheckpointHook + 'static)) -> HookGuard<'a> {
+    // SAFETY (of later reads): the guard borrows `hook`, so it outlives the guard, and the guard
+    // restores the previous value when dropped; the pointer is only read while it is installed.
+    let previous = HOOK.with(|cell| cell.replace(Some(NonNull::from(hook))));
+    HookGuard {
+        previous,
+        _hook: PhantomData,
+    }
+}
+
+pub(crate) struct HookGuard<'a> {
+    previous: Option<NonNull<dyn CheckpointHook>>,
+    _hook: PhantomData<&'a dyn CheckpointHook>,
+}
+
+impl Drop for HookGuard<'_> {
+    fn drop(&mut self) {
+        HOOK.with(|cell| cell.set(self.previous));
+    }
+}
+
+/// Reports a cancel check to the hook, if one is installed (one thread-local read otherwise).
+/// Returns whether the hook cancelled something.
+#[inline]
+pub(crate) fn checkpoint_hook(function: &'static str) -> bool {
+    match HOOK.with(Cell::get) {
+        None => false,
+        // SAFETY: only `set_checkpoint_hook` stores the pointer, and its guard keeps the hook
+        // alive until it restores the previous value; we are inside that window.
+        Some(hook) => unsafe { hook.as_ref() }.check(function),
+    }
+}
+
+/// Reports a yield that comes before a checkpoint's check to the hook, if one is installed.
+#[inline]
+pub(crate) fn checkpoint_hook_yielding(function: &'static str) {
+    if let Some(hook) = HOOK.with(Cell::get) {
+        // SAFETY: as in `checkpoint_hook`.
+        unsafe { hook.as_ref() }.yielding(function);
+    }
 }

@@ -39,7 +39,7 @@ impl CancelWaiter {
     /// when it is used outside a runtime (R2).
     pub(crate) fn poll_cancelled(
         &mut self,
-        function: &str,
+        function: &'static str,
         cx: &mut Context<'_>,
     ) -> Poll<Cancelled> {
         let here = current::current_node_addr();
@@ -50,7 +50,8 @@ impl CancelWaiter {
             if Arc::as_ptr(node) as *const () == here {
                 // Woken by a cancellation (the usual reason to be polled again while
                 // registered): answer without refreshing the waker under the node's lock.
-                if !node.node().is_cancelled() && node.node().update_waiter(*key, cx.waker()) {
+                if !fails_here(node.node(), function) && node.node().update_waiter(*key, cx.waker())
+                {
                     current::note_parked();
                     return Poll::Pending;
                 }
@@ -62,6 +63,10 @@ impl CancelWaiter {
         }
         fire_passed_deadlines();
         let node = current::current_node_arc().expect("checked non-null above");
+        if !node.node().is_cancelled() {
+            // The injection hook may cancel here; `add_waiter` sees it under the node's lock.
+            current::checkpoint_hook(function);
+        }
         match node.node().add_waiter(cx.waker()) {
             Some(key) => {
                 self.registration = Some((node, key));
@@ -109,18 +114,26 @@ fn fire_passed_deadlines() {
 
 /// Is the code being polled right now inside a cancelled scope? If so, the error to return.
 /// Fires the deadlines that passed by the time of this poll first.
-pub(crate) fn current_cancellation(function: &str) -> Option<Cancelled> {
+pub(crate) fn current_cancellation(function: &'static str) -> Option<Cancelled> {
     fire_passed_deadlines();
     cancellation_here(function)
 }
 
 /// [`current_cancellation`] for callers that have just fired the due timers themselves.
-fn cancellation_here(function: &str) -> Option<Cancelled> {
+fn cancellation_here(function: &'static str) -> Option<Cancelled> {
     current::with_node(|node| match node {
-        Some(n) if n.node().is_cancelled() => Some(node::cancelled_error(n.node())),
+        Some(n) if fails_here(n.node(), function) => Some(node::cancelled_error(n.node())),
         Some(_) => None,
         None => outside_runtime(function),
     })
+}
+
+/// Does a checkpoint of `function` in `node` fail now? The node's cached flag; only when it is
+/// clear, the checkpoint hook (installed by the testing kit's cancellation injection, otherwise
+/// one thread-local read) is told, and may cancel an enclosing scope right here.
+#[inline]
+fn fails_here(node: &node::Node, function: &'static str) -> bool {
+    node.is_cancelled() || (current::checkpoint_hook(function) && node.is_cancelled())
 }
 
 /// A schedule point: on the first poll, wake ourselves and return `Pending`, so the scheduler
@@ -218,13 +231,15 @@ impl Future for Checkpoint {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if !self.yield_once.yielded {
+            let function = if self.check {
+                "checkpoint"
+            } else {
+                "cancel_shielded_checkpoint"
+            };
             if current::current_node_addr().is_null() {
-                outside_runtime(if self.check {
-                    "checkpoint"
-                } else {
-                    "cancel_shielded_checkpoint"
-                });
+                outside_runtime(function);
             }
+            current::checkpoint_hook_yielding(function);
             return self.yield_once.poll_yield(cx).map(Ok);
         }
         if !self.check {

@@ -1,6 +1,7 @@
 //! Tools for testing code that runs on trellis: a mock clock, a way to wait until every task
 //! is blocked, a sequencer that forces an order of steps across tasks, assertions on where
-//! code checkpoints, in-memory streams and a conformance check for streams.
+//! code checkpoints, a harness that cancels an operation at each of its checkpoints in turn
+//! ([`CancelInjection`]), in-memory streams and a conformance check for streams.
 //!
 //! The common case: run the code under test on a [`MockClock`] with autojump, so that timeouts
 //! and sleeps take no real time and the test is deterministic.
@@ -26,12 +27,14 @@
 //! ```
 
 mod checkpoints;
+mod inject;
 mod memory_stream;
 mod mock_clock;
 mod sequencer;
 mod stream_check;
 
 pub use checkpoints::{assert_checkpoints, assert_no_checkpoints, AssertCheckpoints};
+pub use inject::{CancelInjection, Ending, InjectFailure, InjectMode, InjectReport};
 pub use memory_stream::{
     memory_stream_pair, memory_stream_pair_with_capacity, MemoryReadHalf, MemoryStream,
     MemoryWriteHalf, DEFAULT_CAPACITY as MEMORY_STREAM_CAPACITY,
