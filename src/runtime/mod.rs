@@ -64,6 +64,7 @@ pub struct Builder {
     ctrl_c: CtrlC,
     grace_period: Option<Duration>,
     detect_deadlocks: bool,
+    schedule_seed: Option<u64>,
 }
 
 /// What Ctrl-C (SIGINT) does while a runtime's [`block_on`](Runtime::block_on) runs; set with
@@ -115,6 +116,7 @@ impl Default for Builder {
             ctrl_c: CtrlC::default(),
             grace_period: None,
             detect_deadlocks: false,
+            schedule_seed: None,
         }
     }
 }
@@ -316,6 +318,51 @@ impl Builder {
         self
     }
 
+    /// Runs tasks in an order chosen by `seed` instead of wake order: whenever the scheduler
+    /// picks the next task, it picks one of all the runnable ones at random, from a generator
+    /// seeded with `seed`. A test that passes under the default order can fail under another
+    /// (an ordering bug: code that assumes a task it spawned already ran); running it under
+    /// many seeds finds such orders, and the same seed replays the same order exactly, as long
+    /// as nothing outside the runtime (real I/O, real time, other threads) decides what
+    /// happens. When the main future panics, the seed is printed to standard error.
+    /// [`testing::explore_schedules`](crate::testing::explore_schedules) runs a test under a
+    /// range of seeds.
+    ///
+    /// Current-thread flavour only (on worker threads the order is the operating system's);
+    /// `build` refuses it on the multi-threaded flavour.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use trellis::{Flavor, Runtime};
+    ///
+    /// let order = |seed| {
+    ///     let rt = Runtime::builder().flavor(Flavor::CurrentThread).schedule_seed(seed).build();
+    ///     rt.unwrap().block_on(async {
+    ///         let log = Arc::new(Mutex::new(Vec::new()));
+    ///         trellis::nursery(|n| async move {
+    ///             for i in 0..4 {
+    ///                 let log = log.clone();
+    ///                 n.spawn(async move {
+    ///                     log.lock().unwrap().push(i);
+    ///                     Ok(())
+    ///                 })?;
+    ///             }
+    ///             Ok::<_, trellis::Error>(log)
+    ///         })
+    ///         .await
+    ///         .unwrap()
+    ///         .lock()
+    ///         .unwrap()
+    ///         .clone()
+    ///     })
+    /// };
+    /// assert_eq!(order(7), order(7)); // the same seed, the same order
+    /// ```
+    pub fn schedule_seed(mut self, seed: u64) -> Self {
+        self.schedule_seed = Some(seed);
+        self
+    }
+
     /// Builds the runtime. Fails if `worker_threads(0)` or `thread_stack_size(0)` was asked.
     ///
     /// ```
@@ -334,6 +381,11 @@ impl Builder {
         if self.detect_deadlocks && self.flavor == Flavor::MultiThread {
             return Err(crate::Error::InvalidArgument(
                 "detect_deadlocks needs the current-thread flavour (Flavor::CurrentThread)",
+            ));
+        }
+        if self.schedule_seed.is_some() && self.flavor == Flavor::MultiThread {
+            return Err(crate::Error::InvalidArgument(
+                "schedule_seed needs the current-thread flavour (Flavor::CurrentThread)",
             ));
         }
         let workers = match self.flavor {
@@ -449,6 +501,7 @@ impl Runtime {
             yield_budget: self.config.yield_budget,
             grace_period: self.config.grace_period,
             detect_deadlocks: self.config.detect_deadlocks,
+            schedule_seed: self.config.schedule_seed,
         };
         let shared = Arc::new(Shared::new(driver, settings));
         let root = Arc::new(Node::new(NodeKind::Root(Arc::downgrade(&shared))));
@@ -576,7 +629,15 @@ impl Runtime {
         }
         match outcome {
             Ok(()) => output.expect("main future completed"),
-            Err(panic) => panic::resume_unwind(panic),
+            Err(panic) => {
+                if let Some(seed) = self.config.schedule_seed {
+                    eprintln!(
+                        "trellis: the run that panicked used schedule seed {seed}; \
+                         Builder::schedule_seed({seed}) replays its order"
+                    );
+                }
+                panic::resume_unwind(panic)
+            }
         }
     }
 }

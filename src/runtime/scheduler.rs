@@ -24,7 +24,7 @@
 //! Shutdown: `shutdown` is set, every worker is woken and joined, then the queues are drained
 //! (dropping a `Runnable` drops its future) until nothing is rescheduled.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -104,6 +104,8 @@ pub(crate) struct Scheduler {
     /// Multi-threaded flavour: workers keep a LIFO slot.
     use_lifo: bool,
     flavor: Flavor,
+    /// `Builder::schedule_seed`: pick the next task at random among the runnable ones.
+    seed: Option<u64>,
     pub(crate) main: MainState,
 }
 
@@ -161,6 +163,33 @@ struct Local {
     /// Current-thread flavour: the main future was woken on this thread when `pushed` had this
     /// value; it is polled once the tasks queued before that have run (strict wake order).
     main_ticket: Cell<Option<u64>>,
+    /// With a schedule seed: the runnable tasks taken off the queues, to pick from at random.
+    shuffled: Option<Shuffled>,
+}
+
+/// The tasks a seeded worker picks from, and its generator (SplitMix64: small, and the same
+/// sequence on every platform, so a seed replays anywhere).
+struct Shuffled {
+    pool: RefCell<Vec<Runnable>>,
+    state: Cell<u64>,
+}
+
+impl Shuffled {
+    fn new(seed: u64) -> Self {
+        Shuffled {
+            pool: RefCell::new(Vec::new()),
+            state: Cell::new(seed),
+        }
+    }
+
+    fn next(&self) -> u64 {
+        let state = self.state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.state.set(state);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }
 
 thread_local! {
@@ -177,7 +206,7 @@ fn with_local<R>(scheduler: &Scheduler, f: impl FnOnce(Option<&Local>) -> R) -> 
 }
 
 impl Scheduler {
-    pub(crate) fn new(workers: usize, flavor: Flavor) -> Self {
+    pub(crate) fn new(workers: usize, flavor: Flavor, seed: Option<u64>) -> Self {
         Scheduler {
             injector: ConcurrentQueue::unbounded(),
             workers: (0..workers)
@@ -192,6 +221,7 @@ impl Scheduler {
             shutdown: AtomicBool::new(false),
             use_lifo: flavor == Flavor::MultiThread,
             flavor,
+            seed,
             main: MainState::default(),
         }
     }
@@ -351,6 +381,9 @@ impl Scheduler {
     fn find_task(&self, local: &Local) -> Option<Runnable> {
         let tick = local.tick.get().wrapping_add(1);
         local.tick.set(tick);
+        if let Some(shuffled) = &local.shuffled {
+            return self.pick_at_random(local, shuffled);
+        }
         if tick % MAINTENANCE_INTERVAL == 0 {
             if let Ok(r) = self.injector.pop() {
                 return Some(r);
@@ -385,6 +418,25 @@ impl Scheduler {
             return Some(r);
         }
         self.steal(local)
+    }
+
+    /// `find_task` with a schedule seed (current-thread flavour): everything runnable is moved
+    /// into the pool, in queue order, and one task is picked from it at random. The main
+    /// future keeps its place in the count of tasks run (`popped`), so it still gets its turn.
+    fn pick_at_random(&self, local: &Local, shuffled: &Shuffled) -> Option<Runnable> {
+        let mut pool = shuffled.pool.borrow_mut();
+        while let Ok(r) = self.workers[local.index].queue.pop() {
+            pool.push(r);
+        }
+        while let Ok(r) = self.injector.pop() {
+            pool.push(r);
+        }
+        if pool.is_empty() {
+            return None;
+        }
+        let i = (shuffled.next() % pool.len() as u64) as usize;
+        local.popped.set(local.popped.get() + 1);
+        Some(pool.swap_remove(i))
     }
 
     fn steal(&self, local: &Local) -> Option<Runnable> {
@@ -555,6 +607,7 @@ impl Scheduler {
             pushed: Cell::new(0),
             popped: Cell::new(0),
             main_ticket: Cell::new(None),
+            shuffled: self.seed.map(Shuffled::new),
         };
         LOCAL.with(|l| l.set(&local));
         struct Reset;
@@ -592,9 +645,16 @@ impl Scheduler {
                 }
             }
         }
-        // A task left in the LIFO slot goes where the final drain finds it.
+        // A task left in the LIFO slot or the seeded pool goes where the final drain finds it.
         if let Some(r) = local.lifo.take() {
             self.push_remote(r);
+        }
+        if let Some(shuffled) = &local.shuffled {
+            shuffled
+                .pool
+                .take()
+                .into_iter()
+                .for_each(|r| self.push_remote(r));
         }
     }
 

@@ -92,6 +92,7 @@ pub(crate) struct Settings {
     pub(crate) yield_budget: u32,
     pub(crate) grace_period: Option<Duration>,
     pub(crate) detect_deadlocks: bool,
+    pub(crate) schedule_seed: Option<u64>,
 }
 
 impl Shared {
@@ -100,7 +101,7 @@ impl Shared {
             ANY_DEFAULT_GRACE.store(true, Ordering::Relaxed);
         }
         Shared {
-            scheduler: Scheduler::new(settings.workers, settings.flavor),
+            scheduler: Scheduler::new(settings.workers, settings.flavor, settings.schedule_seed),
             driver,
             flavor: settings.flavor,
             next_task_id: AtomicU64::new(1),

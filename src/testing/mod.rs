@@ -1,7 +1,8 @@
 //! Tools for testing code that runs on trellis: a mock clock, a way to wait until every task
 //! is blocked, a sequencer that forces an order of steps across tasks, assertions on where
 //! code checkpoints, a harness that cancels an operation at each of its checkpoints in turn
-//! ([`CancelInjection`]), in-memory streams and a conformance check for streams.
+//! ([`CancelInjection`]), a runner that tries many task orders ([`explore_schedules`]),
+//! in-memory streams and a conformance check for streams.
 //!
 //! The common case: run the code under test on a [`MockClock`] with autojump, so that timeouts
 //! and sleeps take no real time and the test is deterministic.
@@ -30,6 +31,7 @@ mod checkpoints;
 mod inject;
 mod memory_stream;
 mod mock_clock;
+mod schedules;
 mod sequencer;
 mod stream_check;
 
@@ -40,6 +42,7 @@ pub use memory_stream::{
     MemoryWriteHalf, DEFAULT_CAPACITY as MEMORY_STREAM_CAPACITY,
 };
 pub use mock_clock::MockClock;
+pub use schedules::explore_schedules;
 pub use sequencer::{Sequencer, Turn};
 pub use stream_check::check_two_way_stream;
 
