@@ -359,6 +359,50 @@ where
     }
 }
 
+impl From<NurseryError<io::Error>> for io::Error {
+    /// Lets I/O code use `?` on a nursery whose tasks fail with `io::Error`, losing nothing: a
+    /// cancellation stays a cancellation (scopes still recognise it), a single failure comes
+    /// back as it was (its kind kept), and several come back together inside one error of kind
+    /// `Other` whose inner error is the `NurseryError` with every failure
+    /// (`err.into_inner()` and a downcast give them back).
+    ///
+    /// ```
+    /// use std::io;
+    ///
+    /// async fn two_failures() -> io::Result<()> {
+    ///     trellis::nursery(|n| async move {
+    ///         n.spawn(async { Err::<(), _>(io::Error::new(io::ErrorKind::NotFound, "a")) })?;
+    ///         n.spawn(async { Err::<(), _>(io::Error::new(io::ErrorKind::NotFound, "b")) })?;
+    ///         Ok::<_, io::Error>(())
+    ///     })
+    ///     .await?; // NurseryError<io::Error> -> io::Error
+    ///     Ok(())
+    /// }
+    ///
+    /// trellis::run(async {
+    ///     let one = trellis::nursery(|_| async {
+    ///         Err::<(), _>(io::Error::new(io::ErrorKind::NotFound, "gone"))
+    ///     })
+    ///     .await
+    ///     .map_err(io::Error::from)
+    ///     .unwrap_err();
+    ///     assert_eq!(one.kind(), io::ErrorKind::NotFound); // one failure: itself
+    ///
+    ///     let both = two_failures().await.unwrap_err();
+    ///     let inner = both.into_inner().unwrap();
+    ///     let all = inner.downcast::<trellis::NurseryError<io::Error>>().unwrap();
+    ///     assert_eq!(all.errors().len(), 2); // both failures kept
+    /// });
+    /// ```
+    fn from(err: NurseryError<io::Error>) -> Self {
+        match err {
+            NurseryError::Cancelled(c) => c.into(),
+            NurseryError::Failed(mut errors) if errors.len() == 1 => errors.remove(0),
+            failed => io::Error::other(failed),
+        }
+    }
+}
+
 /// The outcome of a future run inside a cancel scope: lets the scope see a cancellation in it.
 ///
 /// Implemented for `Result<T, E>` where `E: AsCancelled`, for `()`, and for `Option<O>` (the

@@ -62,7 +62,7 @@
 //!         Ok::<_, std::io::Error>(())
 //!     })
 //!     .await
-//!     .map_err(|e| e.into_errors().remove(0))
+//!     .map_err(std::io::Error::from)
 //! })
 //! .unwrap();
 //! ```
@@ -184,7 +184,7 @@ pub async fn connect_tls(
 ///         Ok::<_, std::io::Error>(())
 ///     })
 ///     .await
-///     .map_err(|e| e.into_errors().remove(0))
+///     .map_err(std::io::Error::from)
 /// })
 /// .unwrap();
 /// ```

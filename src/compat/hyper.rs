@@ -45,7 +45,7 @@
 //!         Ok::<_, std::io::Error>(())
 //!     })
 //!     .await
-//!     .map_err(|e| e.into_errors().remove(0))
+//!     .map_err(std::io::Error::from)
 //! })
 //! .unwrap();
 //! ```
@@ -287,7 +287,7 @@ impl hyper::rt::Sleep for HyperSleep {}
 ///         Ok::<_, std::io::Error>(())
 ///     })
 ///     .await
-///     .map_err(|e| e.into_errors().remove(0))
+///     .map_err(std::io::Error::from)
 /// })
 /// .unwrap();
 /// ```

@@ -139,7 +139,7 @@ pub trait WriteStream: Send {
     ///         Ok::<_, std::io::Error>(())
     ///     })
     ///     .await
-    ///     .map_err(|e| e.into_errors().remove(0))?;
+    ///     .map_err(std::io::Error::from)?;
     ///     Ok::<_, std::io::Error>(())
     /// })
     /// .unwrap();
@@ -213,7 +213,7 @@ pub trait WriteStream: Send {
 ///         Ok::<_, std::io::Error>(())
 ///     })
 ///     .await
-///     .map_err(|e| e.into_errors().remove(0))
+///     .map_err(std::io::Error::from)
 /// }
 ///
 /// trellis::run(async {
@@ -230,7 +230,7 @@ pub trait WriteStream: Send {
 ///         Ok::<_, std::io::Error>(()) // dropping the client ends the echo
 ///     })
 ///     .await
-///     .map_err(|e| e.into_errors().remove(0))
+///     .map_err(std::io::Error::from)
 /// })
 /// .unwrap();
 /// ```

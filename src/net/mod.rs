@@ -32,7 +32,7 @@
 //!         Ok::<_, std::io::Error>(())
 //!     })
 //!     .await
-//!     .map_err(|e| e.into_errors().remove(0))
+//!     .map_err(std::io::Error::from)
 //! })
 //! .unwrap();
 //! ```

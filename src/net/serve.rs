@@ -225,7 +225,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 ///         Ok::<_, io::Error>(())
 ///     })
 ///     .await
-///     .map_err(|e| e.into_errors().remove(0))?;
+///     .map_err(std::io::Error::from)?;
 ///     Ok::<_, io::Error>(())
 /// })
 /// .unwrap();
@@ -404,7 +404,7 @@ where
 ///         Ok::<_, std::io::Error>(())
 ///     })
 ///     .await
-///     .map_err(|e| e.into_errors().remove(0))
+///     .map_err(std::io::Error::from)
 /// })
 /// .unwrap();
 /// ```

@@ -422,7 +422,7 @@ impl TcpStream {
     ///         Ok::<_, std::io::Error>(())
     ///     })
     ///     .await
-    ///     .map_err(|e| e.into_errors().remove(0))?;
+    ///     .map_err(std::io::Error::from)?;
     ///     Ok::<_, std::io::Error>(())
     /// })
     /// .unwrap();
@@ -573,7 +573,7 @@ impl TcpStream {
     ///         Ok::<_, std::io::Error>(())
     ///     })
     ///     .await
-    ///     .map_err(|e| e.into_errors().remove(0))?;
+    ///     .map_err(std::io::Error::from)?;
     ///     Ok::<_, std::io::Error>(())
     /// })
     /// .unwrap();

@@ -354,7 +354,7 @@ impl UnixStream {
     ///         Ok::<_, std::io::Error>(())
     ///     })
     ///     .await
-    ///     .map_err(|e| e.into_errors().remove(0))?;
+    ///     .map_err(std::io::Error::from)?;
     ///     Ok::<_, std::io::Error>(())
     /// })
     /// .unwrap();
