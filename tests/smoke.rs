@@ -2,6 +2,8 @@ mod common;
 
 use common::current_thread;
 use std::time::Duration;
+// The glob brings `trellis::test` too; this import keeps `#[test]` the standard one.
+use core::prelude::v1::test;
 use trellis::*;
 
 #[test]
