@@ -258,7 +258,7 @@ fn the_watchdog_fires_after_the_timeout_not_after_the_block() {
             Config::current_thread().timeout_ms(5),
             "krate::stuck",
             || async {
-                thread::sleep(Duration::from_millis(300));
+                thread::sleep(Duration::from_secs(2));
             },
         )
     });
@@ -270,7 +270,7 @@ fn the_watchdog_fires_after_the_timeout_not_after_the_block() {
         "{text}"
     );
     assert!(elapsed >= Duration::from_millis(5), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(250), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
 }
 
 // A test that ends well within its timeout passes; the watchdog only watches.

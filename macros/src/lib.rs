@@ -36,8 +36,8 @@
 
 use proc_macro::{Delimiter, Group, Ident, Literal, Punct, Spacing, Span, TokenStream, TokenTree};
 
-/// Marks an `async fn` as a test that runs on a fresh trellis runtime; documented on its
-/// re-export, `trellis::test`.
+// Marks an `async fn` as a test that runs on a fresh trellis runtime. Documented on its
+// re-export, `trellis::test`, with no doc comment here: rustdoc would append it to that page.
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     match Options::parse(args).and_then(|options| expand(&options, item)) {
