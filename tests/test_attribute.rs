@@ -327,3 +327,13 @@ mod nested {
         assert_eq!(trellis::now() - start, secs(1));
     }
 }
+
+/// The generated code names everything by absolute path, so it works where no prelude is.
+#[no_implicit_prelude]
+mod without_the_prelude {
+    #[::trellis::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_generated_code_needs_no_prelude() -> ::core::result::Result<(), ::trellis::Error> {
+        ::trellis::checkpoint().await?;
+        ::core::result::Result::Ok(())
+    }
+}

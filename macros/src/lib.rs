@@ -17,7 +17,7 @@
 //! fn name() -> <Ret as ::trellis::testing::__private::TestOutput>::Report {
 //!     async fn name() -> Ret { body }
 //!     ::trellis::testing::__private::run(
-//!         ::trellis::testing::__private::Config::multi_thread(None),
+//!         ::trellis::testing::__private::Config::multi_thread(::core::option::Option::None),
 //!         ::core::concat!(::core::module_path!(), "::name"),
 //!         name,
 //!     )
@@ -307,8 +307,12 @@ impl Options {
     fn config_expr(&self) -> String {
         let path = "::trellis::testing::__private::Config";
         let mut expr = match (self.multi_thread, self.worker_threads) {
-            (Some((true, _)), Some((n, _))) => format!("{path}::multi_thread(Some({n}))"),
-            (Some((true, _)), None) => format!("{path}::multi_thread(None)"),
+            (Some((true, _)), Some((n, _))) => {
+                format!("{path}::multi_thread(::core::option::Option::Some({n}))")
+            }
+            (Some((true, _)), None) => {
+                format!("{path}::multi_thread(::core::option::Option::None)")
+            }
             _ => format!("{path}::current_thread()"),
         };
         if let Some((mock, _)) = self.mock_clock {
