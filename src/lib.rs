@@ -71,6 +71,10 @@ pub use time::clock::{Clock, SystemClock};
 pub use time::{
     interval, now, sleep, sleep_forever, sleep_until, timeout, timeout_at, Interval, Sleep, Timeout,
 };
+#[cfg(feature = "macros")]
+#[doc = include_str!("testing/test_attribute.md")]
+#[doc(inline)]
+pub use trellis_macros::test as async_test;
 
 /// The README's example, compiled and run as a doc test so it cannot rot.
 #[doc = include_str!("../README.md")]
