@@ -25,7 +25,7 @@ LAYERS = [
     ("foundation", ["error.rs"]),
     ("driver", ["time/clock.rs", "time/timers.rs", "io/reactor.rs", "runtime/driver.rs"]),
     ("scheduler", ["runtime/park.rs", "runtime/scheduler.rs"]),
-    ("runtime interface", ["runtime/shared.rs", "runtime/context.rs"]),
+    ("runtime interface", ["runtime/shared.rs", "runtime/context.rs", "runtime/instrument.rs"]),
     ("core", ["cancel/", "task/"]),
     ("API", [""]),
 ]

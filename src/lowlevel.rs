@@ -2,7 +2,8 @@
 //!
 //! For debugging and for tools: which task is running ([`current_task`]), what the whole tree of
 //! tasks and nurseries looks like right now ([`task_tree`], also printed by the deadlock
-//! detector), and a few counters ([`statistics`]). Name tasks with
+//! detector), a few counters ([`statistics`]), and hooks that a runtime calls on every task
+//! event ([`Instrument`], feature `instrument`). Name tasks with
 //! [`Nursery::spawn_named`](crate::Nursery::spawn_named) so that they are easy to spot.
 //!
 //! ```
@@ -28,6 +29,8 @@
 //!     .ok();
 //! });
 //! ```
+
+pub use crate::runtime::instrument::{Instrument, PollEnd, TaskEvent};
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;

@@ -844,6 +844,21 @@ pub(crate) fn parent_cancel_visible(node: &Node) -> bool {
 }
 
 /// Visits `node` and then its ancestors, one lock at a time, while `f` returns true.
+/// The id of the task `node` is, or sits in (the nearest task at or above it); `None` when no
+/// task is above it (a portal's tasks hang from the root).
+#[cfg(feature = "instrument")]
+pub(crate) fn nearest_task_id(node: &Arc<dyn TreeNode>) -> Option<u64> {
+    let mut id = None;
+    walk_up(node.node(), |n, _| match n.kind() {
+        NodeKind::Task(info) => {
+            id = Some(info.id);
+            false
+        }
+        _ => true,
+    });
+    id
+}
+
 /// The root of the tree `node` is linked into (`node` itself once unlinked).
 pub(crate) fn root_of(node: &Arc<dyn TreeNode>) -> Arc<dyn TreeNode> {
     let mut at = node.clone();

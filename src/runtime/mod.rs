@@ -16,6 +16,7 @@
 pub(crate) mod context;
 pub(crate) mod driver;
 mod idle;
+pub(crate) mod instrument;
 pub(crate) mod park;
 pub(crate) mod scheduler;
 pub(crate) mod shared;
@@ -38,6 +39,9 @@ use crate::error::CancelReason;
 use crate::time::clock::{Clock, SystemClock};
 use driver::Driver;
 use idle::RuntimeHost;
+use instrument::Hooks;
+#[cfg(feature = "instrument")]
+use instrument::Instrument;
 use shared::Settings;
 
 /// Configures and builds a [`Runtime`].
@@ -65,6 +69,7 @@ pub struct Builder {
     grace_period: Option<Duration>,
     detect_deadlocks: bool,
     schedule_seed: Option<u64>,
+    instrument: Option<Hooks>,
 }
 
 /// What Ctrl-C (SIGINT) does while a runtime's [`block_on`](Runtime::block_on) runs; set with
@@ -117,6 +122,7 @@ impl Default for Builder {
             grace_period: None,
             detect_deadlocks: false,
             schedule_seed: None,
+            instrument: None,
         }
     }
 }
@@ -363,6 +369,43 @@ impl Builder {
         self
     }
 
+    /// Calls `instrument`'s hooks as tasks are spawned, woken, polled and end (see
+    /// [`lowlevel::Instrument`](crate::lowlevel::Instrument) for the events, their order and an
+    /// example). Feature `instrument`: without it the hook points are compiled out, so a build
+    /// that does not use them pays nothing; with it, a runtime without an instrument pays the
+    /// load of one flag and a branch per hook point.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use trellis::lowlevel::{Instrument, TaskEvent};
+    ///
+    /// #[derive(Default)]
+    /// struct Spawns(AtomicUsize);
+    /// impl Instrument for Spawns {
+    ///     fn task_spawned(&self, _: TaskEvent<'_>, _: Option<u64>) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    ///
+    /// let spawns = Arc::new(Spawns::default());
+    /// let rt = trellis::Runtime::builder().instrument(spawns.clone()).build().unwrap();
+    /// rt.block_on(async {
+    ///     trellis::nursery(|n| async move {
+    ///         n.spawn(async { Ok(()) })?;
+    ///         Ok::<_, trellis::Error>(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// });
+    /// assert_eq!(spawns.0.load(Ordering::Relaxed), 1);
+    /// ```
+    #[cfg(feature = "instrument")]
+    pub fn instrument(mut self, instrument: Arc<dyn Instrument>) -> Self {
+        self.instrument = Some(Hooks(instrument));
+        self
+    }
+
     /// Builds the runtime. Fails if `worker_threads(0)` or `thread_stack_size(0)` was asked.
     ///
     /// ```
@@ -502,6 +545,7 @@ impl Runtime {
             grace_period: self.config.grace_period,
             detect_deadlocks: self.config.detect_deadlocks,
             schedule_seed: self.config.schedule_seed,
+            instrument: self.config.instrument.as_ref().map(|h| h.0.clone()),
         };
         let shared = Arc::new(Shared::new(driver, settings));
         let root = Arc::new(Node::new(NodeKind::Root(Arc::downgrade(&shared))));

@@ -9,11 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::runtime::driver::Driver;
+use crate::runtime::instrument::Instrument;
 use crate::runtime::scheduler::{Flavor, Scheduler};
 use crate::time::timers::{TimerKey, TimerTarget};
 
@@ -30,6 +31,9 @@ pub(crate) struct Shared {
     grace_period: Option<Duration>,
     /// Deadlock detection (`Builder::detect_deadlocks`), and its findings.
     pub(crate) watchdog: Watchdog,
+    /// `Builder::instrument`: told of every task event.
+    #[cfg_attr(not(feature = "instrument"), allow(dead_code))]
+    pub(crate) instrument: Option<Arc<dyn Instrument>>,
 }
 
 /// Some runtime of the process was built with a default grace period (B3): until then a
@@ -93,12 +97,16 @@ pub(crate) struct Settings {
     pub(crate) grace_period: Option<Duration>,
     pub(crate) detect_deadlocks: bool,
     pub(crate) schedule_seed: Option<u64>,
+    pub(crate) instrument: Option<Arc<dyn Instrument>>,
 }
 
 impl Shared {
     pub(crate) fn new(driver: Driver, settings: Settings) -> Self {
         if settings.grace_period.is_some() {
             ANY_DEFAULT_GRACE.store(true, Ordering::Relaxed);
+        }
+        if settings.instrument.is_some() {
+            crate::runtime::instrument::installed();
         }
         Shared {
             scheduler: Scheduler::new(settings.workers, settings.flavor, settings.schedule_seed),
@@ -113,6 +121,7 @@ impl Shared {
                 enabled: settings.detect_deadlocks,
                 ..Watchdog::default()
             },
+            instrument: settings.instrument,
         }
     }
 

@@ -32,6 +32,9 @@ use async_task::{Builder, WithInfo};
 use crate::cancel::current;
 use crate::cancel::node::{self, Node, NodeKind, TaskInfo, TreeNode};
 use crate::error::{AsCancelled, CancelReason, Cancelled};
+#[cfg(feature = "instrument")]
+use crate::runtime::instrument::{self, TaskEvent};
+use crate::runtime::instrument::{Hook, PollEnd};
 use crate::runtime::Shared;
 pub(crate) use handle::JoinState;
 pub use handle::TaskHandle;
@@ -93,6 +96,39 @@ where
     T: 'static,
     E: AsCancelled + 'static,
 {
+    /// The task, as instrument events name it.
+    #[cfg(feature = "instrument")]
+    fn event(&self) -> TaskEvent<'_> {
+        match self.node.kind() {
+            NodeKind::Task(info) => TaskEvent {
+                id: info.id,
+                name: info.name.as_deref(),
+            },
+            _ => unreachable!("a task cell's node is a task node"),
+        }
+    }
+
+    /// Tells the runtime's instrument, if there may be one, of `hook`. Without the feature
+    /// `instrument` this is empty, and the hook points compile to nothing.
+    #[inline]
+    fn report(&self, hook: Hook) {
+        #[cfg(feature = "instrument")]
+        if instrument::any() {
+            self.report_to_instrument(hook);
+        }
+        #[cfg(not(feature = "instrument"))]
+        let _ = hook;
+    }
+
+    #[cfg(feature = "instrument")]
+    #[cold]
+    #[inline(never)]
+    fn report_to_instrument(&self, hook: Hook) {
+        if let Some(instrument) = &self.rt.instrument {
+            hook.tell(instrument.as_ref(), self.event());
+        }
+    }
+
     /// Drops the future; the caller holds POLLING. Returns a panic from the destructor.
     fn drop_future(&self) -> Option<Box<dyn Any + Send>> {
         let _guard = current::set_node(self);
@@ -142,7 +178,9 @@ where
     /// holds POLLING.
     fn end_foreign_wait(&self) {
         let cancelled = node::cancelled_error(&self.node);
-        match self.drop_future() {
+        let dropped = self.drop_future();
+        self.report(Hook::Exited);
+        match dropped {
             Some(payload) => self.reporter.panicked(payload),
             None => self.reporter.dropped(cancelled),
         }
@@ -182,7 +220,9 @@ where
                 Err(_) => std::thread::yield_now(),
             }
         }
-        if let Some(payload) = self.drop_future() {
+        let dropped = self.drop_future();
+        self.report(Hook::Exited);
+        if let Some(payload) = dropped {
             self.reporter.panicked(payload);
         }
         handle::complete(&self.join, JoinState::Cancelled);
@@ -267,6 +307,7 @@ where
             cell.end_foreign_wait();
             return Poll::Ready(());
         }
+        cell.report(Hook::BeforePoll);
         let polled = {
             let _guard = current::set_node(cell);
             panic::catch_unwind(AssertUnwindSafe(|| {
@@ -279,6 +320,7 @@ where
         let parked = current::parked_in_poll();
         let outcome = match polled {
             Ok(Poll::Pending) => {
+                cell.report(Hook::AfterPoll(PollEnd::Parked));
                 node::record_poll(&cell.node, parked, cx.waker(), || true);
                 // Clears POLLING only: a teardown's CLOSING flag must stay.
                 cell.poll_state.fetch_and(!POLLING, Ordering::Release);
@@ -287,7 +329,9 @@ where
             Ok(Poll::Ready(out)) => Ok(out),
             Err(payload) => Err(payload),
         };
+        cell.report(Hook::AfterPoll(PollEnd::Finished));
         let drop_panic = cell.drop_future();
+        cell.report(Hook::Exited);
         let outcome = match (outcome, drop_panic) {
             (Ok(_), Some(payload)) => Err(payload),
             (outcome, _) => outcome,
@@ -356,6 +400,7 @@ where
     let schedule_cell = cell.clone();
     let schedule = move |runnable, info| {
         let rt = &schedule_cell.rt;
+        schedule_cell.report(Hook::Scheduled);
         rt.scheduler.schedule(&rt.driver, runnable, info)
     };
     let runner = ChildRunner {
@@ -373,6 +418,11 @@ where
     task.detach();
     if let Some(on_linked) = spec.on_linked {
         on_linked(&tree);
+    }
+    #[cfg(feature = "instrument")]
+    if instrument::any() && rt.instrument.is_some() {
+        cell.report(Hook::Spawned(node::nearest_task_id(&spec.parent)));
+        cell.report(Hook::Scheduled);
     }
     rt.scheduler.schedule_new(&rt.driver, runnable);
     let handle = TaskHandle::new(cell.clone());
