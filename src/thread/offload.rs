@@ -24,6 +24,7 @@ use super::pool;
 use crate::error::Cancelled;
 use crate::runtime::{context, Shared};
 use crate::sync::{Borrower, CapacityLimiter};
+use crate::task::local;
 
 /// How many threads may run blocking calls at once unless told otherwise (trio's default).
 pub const DEFAULT_LIMIT: usize = 40;
@@ -239,7 +240,11 @@ where
     };
     let call = Call::new();
     let on_thread = call.clone();
+    // The closure sees the task-locals of the task that called (trio's `to_thread.run_sync`
+    // copies the context the same way).
+    let locals = local::snapshot();
     pool::execute(Box::new(move || {
+        let _locals = local::enter(locals);
         on_thread.run(f);
         // The slot is held until the thread is really done, even if the caller abandoned it.
         drop(permit);
