@@ -2,9 +2,11 @@
 //! [`thread`](crate::thread) pool (as trio's `trio.Path` and `open_file` do), because regular
 //! files are always "ready" to the reactor and their system calls block.
 //!
-//! Every operation is a checkpoint. Cancellation follows [`run_blocking`]'s default: an
-//! operation cancelled before it starts does not happen; one already running on its thread
-//! completes and its result is returned, so nothing is lost or half-done (principle 4).
+//! Every operation is a checkpoint. An operation cancelled before it starts does not happen; one
+//! already running on its thread completes, so nothing is lost or half-done (principle 4). The
+//! path functions follow [`run_blocking`]'s default and return its result; a [`File`]'s reads,
+//! writes and seeks return the cancellation at once and the file keeps the outcome for its next
+//! operation (see [`File`]).
 //! Errors name the path ("could not open data/x.txt: No such file or directory (os error 2)").
 //!
 //! ```
@@ -23,14 +25,20 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::fs as sfs;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::future::poll_fn;
+use std::io::{self, Read, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 pub use std::fs::{FileType, Metadata, Permissions};
 
 use crate::net::with_context;
 use crate::thread::run_blocking;
+use file_io::FileIo;
+
+mod file_io;
 
 /// Runs `f` on the pool; errors get "could not {what} {path}: ".
 async fn blocking<R, F>(what: &'static str, path: &Path, f: F) -> io::Result<R>
@@ -675,12 +683,51 @@ impl OpenOptions {
         Ok(File {
             inner: Arc::new(file),
             path,
+            io: Mutex::default(),
         })
     }
 }
 
 /// An open file whose operations run on the thread pool. Each operation is a checkpoint;
 /// one that started on its thread completes even if cancelled (see the module docs).
+///
+/// It implements `futures-io`'s [`AsyncRead`](futures_io::AsyncRead),
+/// [`AsyncWrite`](futures_io::AsyncWrite) and [`AsyncSeek`](futures_io::AsyncSeek), so the
+/// `futures` ecosystem's helpers (`AsyncReadExt::read_to_end`, `AsyncWriteExt::write_all`,
+/// `copy`, codecs) work on it, mixed freely with the methods below. Reads, writes and seeks run
+/// one at a time on a pool thread, in the order asked. What a cancelled or abandoned poll does:
+///
+/// - **Reads lose nothing.** A poll cancelled (it returns the `Cancelled` error at once) or
+///   dropped while its read runs on the thread leaves the read running; the bytes it brings are
+///   kept and handed to the next read.
+/// - **Writes are accepted, then reported.** `poll_write` returns once the thread has the bytes
+///   (as tokio's and async-std's files do); the write happens even if nobody polls again. If it
+///   fails, the next operation on the file returns the error, and `flush` (or `close`) waits for
+///   every accepted write and returns it. Flush before dropping the file, or the last error is
+///   never seen. A poll cancelled or dropped while it waits for a thread slot accepted nothing.
+/// - **Seeks happen.** A seek whose poll was abandoned moves the position anyway; asking again
+///   for the same target returns its result.
+///
+/// ```
+/// use futures_lite::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+/// use std::io::SeekFrom;
+///
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-futures-io-{}", std::process::id()));
+///     let mut file = trellis::fs::OpenOptions::new()
+///         .read(true).write(true).create(true).truncate(true)
+///         .open(&path).await?;
+///     AsyncWriteExt::write_all(&mut file, b"hello, world").await?;
+///     file.flush().await?; // every accepted write done, errors reported
+///     AsyncSeekExt::seek(&mut file, SeekFrom::Start(7)).await?;
+///     let mut rest = String::new();
+///     file.read_to_string(&mut rest).await?;
+///     assert_eq!(rest, "world");
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
 ///
 /// ```
 /// use std::io::SeekFrom;
@@ -704,6 +751,9 @@ impl OpenOptions {
 pub struct File {
     inner: Arc<sfs::File>,
     path: PathBuf,
+    /// The reads, writes and seeks in flight and what they left (`file_io`). A lock so that the
+    /// `&self` methods can wait for them; `&mut self` ones reach it without locking.
+    io: Mutex<FileIo>,
 }
 
 impl fmt::Debug for File {
@@ -753,11 +803,23 @@ impl File {
             .await
     }
 
+    fn io(&self) -> MutexGuard<'_, FileIo> {
+        self.io.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for the reads, writes and seeks in flight, and returns the error of one that
+    /// nobody waited for.
+    async fn settle(&self) -> io::Result<()> {
+        poll_fn(|cx| self.io().poll_settled(cx, &self.path)).await
+    }
+
+    /// Runs `f` on the pool once the calls in flight are done.
     async fn run<R, F>(&self, what: &'static str, f: F) -> io::Result<R>
     where
         F: FnOnce(&sfs::File) -> io::Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.settle().await?;
         let file = self.inner.clone();
         blocking(what, &self.path, move || f(&file)).await
     }
@@ -778,17 +840,11 @@ impl File {
     /// .unwrap();
     /// ```
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let len = buf.len();
-        let data = self
-            .run("read", move |mut f| {
-                let mut data = vec![0u8; len];
-                let n = f.read(&mut data)?;
-                data.truncate(n);
-                Ok(data)
-            })
-            .await?;
-        buf[..data.len()].copy_from_slice(&data);
-        Ok(data.len())
+        poll_fn(|cx| {
+            let (io, file, path) = self.io_mut();
+            io.poll_read(cx, buf, file, path)
+        })
+        .await
     }
 
     /// Reads from the current position to the end.
@@ -808,8 +864,14 @@ impl File {
     /// .unwrap();
     /// ```
     pub async fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+        self.settle().await?;
+        // What earlier reads brought in and nobody took comes first.
+        let kept = self.io.get_mut().map_or_else(
+            |e| e.into_inner().take_read_ahead(),
+            FileIo::take_read_ahead,
+        );
         self.run("read", |mut f| {
-            let mut data = Vec::new();
+            let mut data = kept;
             f.read_to_end(&mut data)?;
             Ok(data)
         })
@@ -831,8 +893,21 @@ impl File {
     /// .unwrap();
     /// ```
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let data = buf.to_vec();
-        self.run("write", move |mut f| f.write_all(&data)).await
+        // One accepted write takes the whole buffer; the flush waits for it.
+        let mut written = 0;
+        while written < buf.len() {
+            let rest = &buf[written..];
+            written += poll_fn(|cx| {
+                let (io, file, path) = self.io_mut();
+                io.poll_write(cx, rest, file, path)
+            })
+            .await?;
+        }
+        poll_fn(|cx| {
+            let (io, _, path) = self.io_mut();
+            io.poll_flush(cx, path)
+        })
+        .await
     }
 
     /// Moves the position; returns the new position from the start.
@@ -852,7 +927,11 @@ impl File {
     /// .unwrap();
     /// ```
     pub async fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.run("seek in", move |mut f| f.seek(pos)).await
+        poll_fn(|cx| {
+            let (io, file, path) = self.io_mut();
+            io.poll_seek(cx, pos, file, path)
+        })
+        .await
     }
 
     /// Flushes data and metadata to the device.
@@ -924,5 +1003,112 @@ impl File {
     /// ```
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl File {
+    /// The lock-free way in for `&mut self` (a poisoned lock still holds a consistent state: no
+    /// code runs user callbacks under it).
+    fn io_mut(&mut self) -> (&mut FileIo, &Arc<sfs::File>, &Path) {
+        let io = self.io.get_mut().unwrap_or_else(|e| e.into_inner());
+        (io, &self.inner, &self.path)
+    }
+}
+
+/// Reads run on a pool thread; see [`File`] for what a cancelled or dropped poll does.
+///
+/// ```
+/// use futures_lite::AsyncReadExt;
+///
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-async-read-{}", std::process::id()));
+///     trellis::fs::write(&path, "some bytes").await?;
+///     let mut file = trellis::fs::File::open(&path).await?;
+///     let mut all = Vec::new();
+///     // futures-lite's (the file's own `read_to_end` takes no buffer).
+///     AsyncReadExt::read_to_end(&mut file, &mut all).await?;
+///     assert_eq!(all, b"some bytes");
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
+impl futures_io::AsyncRead for File {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let (io, file, path) = self.get_mut().io_mut();
+        io.poll_read(cx, buf, file, path)
+    }
+}
+
+/// Writes are accepted once a pool thread has the bytes; `flush` and `close` wait for them and
+/// report their errors. See [`File`].
+///
+/// ```
+/// use futures_lite::AsyncWriteExt;
+///
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-async-write-{}", std::process::id()));
+///     let mut file = trellis::fs::File::create(&path).await?;
+///     file.write_all(b"through ").await?; // futures-lite's, through AsyncWrite
+///     file.write_all(b"AsyncWrite").await?;
+///     file.close().await?;
+///     assert_eq!(trellis::fs::read_to_string(&path).await?, "through AsyncWrite");
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
+impl futures_io::AsyncWrite for File {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let (io, file, path) = self.get_mut().io_mut();
+        io.poll_write(cx, buf, file, path)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (io, _, path) = self.get_mut().io_mut();
+        io.poll_flush(cx, path)
+    }
+
+    /// Waits for the accepted writes, as `poll_flush`; the file itself closes when dropped.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+/// Seeks run on a pool thread after the reads and writes asked before them; see [`File`].
+///
+/// ```
+/// use futures_lite::{AsyncReadExt, AsyncSeekExt};
+/// use std::io::SeekFrom;
+///
+/// trellis::run(async {
+///     # let path = std::env::temp_dir().join(format!("trellis-doc-file-async-seek-{}", std::process::id()));
+///     trellis::fs::write(&path, "0123456789").await?;
+///     let mut file = trellis::fs::File::open(&path).await?;
+///     assert_eq!(AsyncSeekExt::seek(&mut file, SeekFrom::End(-4)).await?, 6);
+///     let mut tail = Vec::new();
+///     AsyncReadExt::read_to_end(&mut file, &mut tail).await?;
+///     assert_eq!(tail, b"6789");
+///     # trellis::fs::remove_file(&path).await?;
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .unwrap();
+/// ```
+impl futures_io::AsyncSeek for File {
+    fn poll_seek(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        pos: SeekFrom,
+    ) -> Poll<io::Result<u64>> {
+        let (io, file, path) = self.get_mut().io_mut();
+        io.poll_seek(cx, pos, file, path)
     }
 }

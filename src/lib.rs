@@ -66,7 +66,7 @@ pub use error::{AsCancelled, CancelReason, Cancelled, Error, NurseryError, Outco
 pub use nursery::{nursery, supervisor, Nursery, NurseryFuture, TaskStatus};
 pub use race::{race, Race, Raced};
 pub use runtime::{run, Builder, CtrlC, Flavor, Runtime, DEFAULT_THREAD_STACK_SIZE};
-pub use task::TaskHandle;
+pub use task::{TaskHandle, TaskLocal, TaskLocalError, TaskLocalFuture};
 pub use time::clock::{Clock, SystemClock};
 pub use time::{
     interval, now, sleep, sleep_forever, sleep_until, timeout, timeout_at, Interval, Sleep, Timeout,

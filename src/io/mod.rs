@@ -118,16 +118,20 @@ impl<T: AsRawFd> std::fmt::Debug for AsyncFd<T> {
     }
 }
 
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+/// Sets (`on`) or clears the descriptor's `O_NONBLOCK` flag, if it is not already so.
+fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: plain fcntl calls on a descriptor the caller owns; no memory is passed.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
         if flags < 0 {
             return Err(io::Error::last_os_error());
         }
-        if flags & libc::O_NONBLOCK == 0
-            && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0
-        {
+        let wanted = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        if wanted != flags && libc::fcntl(fd, libc::F_SETFL, wanted) < 0 {
             return Err(io::Error::last_os_error());
         }
     }
@@ -161,7 +165,7 @@ impl<T: AsRawFd> AsyncFd<T> {
             outside_runtime("io::AsyncFd::new");
         };
         let fd = io.as_raw_fd();
-        set_nonblocking(fd)?;
+        set_nonblocking(fd, true)?;
         let source = rt.driver.reactor.register(fd)?;
         Ok(AsyncFd {
             source,
@@ -226,6 +230,14 @@ impl<T: AsRawFd> AsyncFd<T> {
         let result = self.rt.driver.reactor.deregister(&self.source);
         let io = self.io.take().expect("present until into_inner");
         result.map(|()| io)
+    }
+
+    /// [`into_inner`](AsyncFd::into_inner), and the descriptor made blocking again: for handing
+    /// it to code that expects a plain descriptor (another process's standard stream).
+    pub(crate) fn into_blocking(self) -> io::Result<T> {
+        let io = self.into_inner()?;
+        set_nonblocking(io.as_raw_fd(), false)?;
+        Ok(io)
     }
 
     /// Waits until the descriptor is readable (data, end of file, or an error to read). A

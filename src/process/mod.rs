@@ -40,6 +40,9 @@
 //!   [`spawn`](Command::spawn) gives a [`Child`] whose piped `stdin`/`stdout`/`stderr` are async
 //!   streams; [`status`](Command::status), [`output`](Command::output) and
 //!   [`output_checked`](Command::output_checked) run a process to completion.
+//! - Pipelines (`a | b`): a child's pipe end becomes another child's standard stream with
+//!   [`ChildStdout::into_stdio`] (or `Stdio::try_from`), so the processes talk directly and
+//!   this one copies nothing; the end is taken off the reactor and made blocking again first.
 //! - Cancellation: when a call that owns the process (`status`, `output`, `output_checked`,
 //!   [`Child::wait_or_terminate`]) is cancelled, the child gets `SIGTERM`, then `SIGKILL` if it is
 //!   still running after the grace period (5 s by default, as trio), and is always reaped before

@@ -14,6 +14,17 @@ pub(super) fn pipe_file(fd: OwnedFd) -> io::Result<Arc<AsyncFd<File>>> {
     Ok(Arc::new(AsyncFd::new(File::from(fd))?))
 }
 
+/// Takes a pipe end back from the reactor, blocking again (the next process expects a plain
+/// descriptor: a non-blocking standard input makes `sort`'s reads fail), as a [`sp::Stdio`].
+fn into_stdio(fd: Arc<AsyncFd<File>>, name: &str) -> io::Result<sp::Stdio> {
+    let fd = Arc::try_unwrap(fd).map_err(|_| {
+        io::Error::other(format!(
+            "the child's {name} is still in use by a read or write in flight; finish it first"
+        ))
+    })?;
+    Ok(sp::Stdio::from(fd.into_blocking()?))
+}
+
 /// The child's standard input: an async write stream. Dropping it (or
 /// [`shutdown_write`](crate::io::WriteStream::shutdown_write)) closes the pipe, so the child
 /// reads end of file.
@@ -125,6 +136,36 @@ impl ChildStdin {
     fn close_now(&mut self) {
         self.writer = None;
     }
+
+    /// Hands this pipe to another child, as its standard output: the two processes then talk
+    /// directly (`b | a`, with `a` spawned first with `Stdio::piped()` stdin), without this
+    /// process copying the bytes. Data this end already wrote stays in the pipe.
+    ///
+    /// # Errors
+    /// `BrokenPipe` if this end was closed; an OS error if the pipe cannot be made blocking.
+    ///
+    /// ```
+    /// use trellis::process::{Command, Stdio};
+    ///
+    /// trellis::run(async {
+    ///     let mut sort = Command::new("sort").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    ///     let into_sort = sort.stdin.take().unwrap().into_stdio()?;
+    ///     let mut printf = Command::new("printf").arg("b\\na\\n").stdout(into_sort).spawn()?;
+    ///     printf.wait().await?;
+    ///     assert_eq!(sort.wait_with_output().await?.stdout, b"a\nb\n");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn into_stdio(mut self) -> io::Result<sp::Stdio> {
+        match self.writer.take() {
+            Some(writer) => into_stdio(writer.fd, "stdin"),
+            None => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the child's stdin was closed: there is no pipe left to hand to another child",
+            )),
+        }
+    }
 }
 
 impl crate::io::WriteStream for ChildStdin {
@@ -179,6 +220,31 @@ impl ChildStdout {
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reader.read(buf).await
     }
+
+    /// Hands this pipe to another child, as its standard input: a pipeline `a | b` whose
+    /// processes talk directly, without this process copying the bytes. What `a` wrote and
+    /// nobody read yet stays in the pipe for `b`. Also `Stdio::try_from(stdout)`.
+    ///
+    /// # Errors
+    /// An OS error if the pipe cannot be made blocking again (the next process expects a plain
+    /// descriptor).
+    ///
+    /// ```
+    /// use trellis::process::{Command, Stdio};
+    ///
+    /// trellis::run(async {
+    ///     let mut printf = Command::new("printf").arg("b\\na\\n").stdout(Stdio::piped()).spawn()?;
+    ///     let from_printf = printf.stdout.take().unwrap().into_stdio()?;
+    ///     let sorted = Command::new("sort").stdin(from_printf).output().await?;
+    ///     printf.wait().await?;
+    ///     assert_eq!(sorted.stdout, b"a\nb\n");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn into_stdio(self) -> io::Result<sp::Stdio> {
+        into_stdio(self.reader.fd, "stdout")
+    }
 }
 
 impl ChildStderr {
@@ -192,7 +258,58 @@ impl ChildStderr {
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reader.read(buf).await
     }
+
+    /// Hands this pipe to another child, as its standard input (`a 2>&1 >/dev/null | b` in
+    /// shell terms), as [`ChildStdout::into_stdio`] does. Also `Stdio::try_from(stderr)`.
+    ///
+    /// # Errors
+    /// An OS error if the pipe cannot be made blocking again.
+    ///
+    /// ```
+    /// use trellis::process::{Command, Stdio};
+    ///
+    /// trellis::run(async {
+    ///     let mut sh = Command::new("sh").args(["-c", "echo oops >&2"]).stderr(Stdio::piped()).spawn()?;
+    ///     let errors = sh.stderr.take().unwrap().into_stdio()?;
+    ///     let shouted = Command::new("tr").args(["a-z", "A-Z"]).stdin(errors).output().await?;
+    ///     sh.wait().await?;
+    ///     assert_eq!(shouted.stdout, b"OOPS\n");
+    ///     Ok::<_, std::io::Error>(())
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn into_stdio(self) -> io::Result<sp::Stdio> {
+        into_stdio(self.reader.fd, "stderr")
+    }
 }
+
+macro_rules! try_from_pipe {
+    ($($ty:ident),*) => {$(
+        /// The pipe as another child's standard stream: [`into_stdio`](Self::into_stdio).
+        ///
+        /// ```
+        /// use trellis::process::{Command, Stdio};
+        ///
+        /// trellis::run(async {
+        ///     let mut echo = Command::new("echo").arg("three words here").stdout(Stdio::piped()).spawn()?;
+        ///     let stdin = Stdio::try_from(echo.stdout.take().unwrap())?;
+        ///     let counted = Command::new("wc").arg("-w").stdin(stdin).output().await?;
+        ///     echo.wait().await?;
+        ///     assert_eq!(String::from_utf8_lossy(&counted.stdout).trim(), "3");
+        ///     Ok::<_, std::io::Error>(())
+        /// })
+        /// .unwrap();
+        /// ```
+        impl TryFrom<$ty> for sp::Stdio {
+            type Error = io::Error;
+
+            fn try_from(pipe: $ty) -> io::Result<sp::Stdio> {
+                pipe.into_stdio()
+            }
+        }
+    )*};
+}
+try_from_pipe!(ChildStdin, ChildStdout, ChildStderr);
 
 fd_stream_impls!(read: ChildStdout, reader);
 fd_stream_impls!(read: ChildStderr, reader);

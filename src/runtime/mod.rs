@@ -36,6 +36,7 @@ use std::time::Duration;
 use crate::cancel::current;
 use crate::cancel::node::{self, Node, NodeKind, TaskInfo, TreeNode};
 use crate::error::CancelReason;
+use crate::task::local;
 use crate::time::clock::{Clock, SystemClock};
 use driver::Driver;
 use idle::RuntimeHost;
@@ -594,10 +595,15 @@ impl Runtime {
         };
         let mut future = pin!(future);
         let mut output = None;
+        // Task-locals set around `block_on` (`TaskLocal::sync_scope`) belong to the main future
+        // only; tasks polled on this thread must find none in effect (see `task::local`).
+        let main_locals = local::snapshot();
+        let _no_locals = local::enter(None);
         let outcome = {
             let mut poll_main = || {
                 current::begin_poll();
                 let _node = current::set_node(main_node.as_ref());
+                let _locals = main_locals.as_ref().map(|c| local::enter(Some(c.clone())));
                 let mut cx = Context::from_waker(&waker);
                 match future.as_mut().poll(&mut cx) {
                     Poll::Ready(v) => {

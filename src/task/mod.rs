@@ -13,6 +13,7 @@
 //! panic list (N10) → future dropped → node unlinked (which may wake the nursery's owner).
 
 mod handle;
+pub(crate) mod local;
 
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -38,6 +39,7 @@ use crate::runtime::instrument::{Hook, PollEnd};
 use crate::runtime::Shared;
 pub(crate) use handle::JoinState;
 pub use handle::TaskHandle;
+pub use local::{TaskLocal, TaskLocalError, TaskLocalFuture};
 
 const IDLE: u8 = 0;
 const POLLING: u8 = 1;
@@ -80,6 +82,9 @@ pub(crate) struct ChildCell<F, T, E> {
     rt: Arc<Shared>,
     /// For a `spawn_local` task, the only thread its future may be polled or dropped on.
     local_thread: Option<ThreadId>,
+    /// The task-locals it inherited from the code that spawned it (`None` for nearly every task:
+    /// then its polls cost one test of this field, see `local`).
+    locals: Option<local::Chain>,
 }
 
 // SAFETY: the future is only touched by whoever set the POLLING bit of `poll_state` (from IDLE,
@@ -132,6 +137,9 @@ where
     /// Drops the future; the caller holds POLLING. Returns a panic from the destructor.
     fn drop_future(&self) -> Option<Box<dyn Any + Send>> {
         let _guard = current::set_node(self);
+        // A teardown drops the future from inside another task's poll: its destructors see this
+        // task's values, not that task's.
+        let _locals = local::enter_task(&self.locals);
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
             // SAFETY: we hold POLLING, and the state becomes DONE right after, so the future is
             // dropped exactly once and never touched again.
@@ -310,6 +318,12 @@ where
         cell.report(Hook::BeforePoll);
         let polled = {
             let _guard = current::set_node(cell);
+            // Nothing is in effect outside a poll (see `local`), so a task that inherited nothing
+            // needs no write.
+            let _locals = cell
+                .locals
+                .as_ref()
+                .map(|chain| local::enter(Some(chain.clone())));
             panic::catch_unwind(AssertUnwindSafe(|| {
                 // SAFETY: we hold POLLING (exclusive access), and the future lives inside an `Arc`
                 // allocation that never moves, so pinning it is sound.
@@ -384,6 +398,7 @@ where
         reporter: spec.reporter,
         rt: rt.clone(),
         local_thread: spec.local.then(|| std::thread::current().id()),
+        locals: local::snapshot(),
     });
     // Counted before linking, so that the refused path below, which drops the future through
     // `drop_future` (and so uncounts it), stays balanced.

@@ -44,6 +44,6 @@ mod portal;
 
 pub use call::check_cancelled;
 pub use forward::FromThreadError;
-pub(crate) use offload::execute_detached;
+pub(crate) use offload::{acquire_default_token, execute_detached, start_with_token};
 pub use offload::{default_limiter, run_blocking, RunBlocking, DEFAULT_LIMIT};
 pub use portal::Portal;

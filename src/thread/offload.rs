@@ -23,7 +23,8 @@ use super::call::Call;
 use super::pool;
 use crate::error::Cancelled;
 use crate::runtime::{context, Shared};
-use crate::sync::{Borrower, CapacityLimiter};
+use crate::sync::{Borrower, CapacityLimiter, LimiterToken};
+use crate::task::local;
 
 /// How many threads may run blocking calls at once unless told otherwise (trio's default).
 pub const DEFAULT_LIMIT: usize = 40;
@@ -229,22 +230,82 @@ where
     R: Send + 'static,
 {
     // A thread in flight may wake the task: the deadlock detector must know.
-    let _in_flight = InFlight::new();
+    let in_flight = InFlight::new();
     // Each call is its own borrower (trio uses a placeholder object per call the same way).
-    let permit = match limiter.acquire_on_behalf_of(Borrower::unique()).await {
-        Ok(permit) => permit,
+    let token = match limiter.acquire_on_behalf_of(Borrower::unique()).await {
+        Ok(token) => token,
         Err(crate::Error::Cancelled(c)) => return Err(c),
         // A unique borrower never holds a token already.
         Err(e) => unreachable!("a fresh borrower was refused a token: {e}"),
     };
+    start_on_pool(f, token, in_flight).wait(abandon).await
+}
+
+/// Hands `f` to a pool thread now, with a token of the thread limiter already taken; the
+/// returned call delivers its result.
+fn start_on_pool<F, R>(f: F, token: LimiterToken, in_flight: InFlight) -> Started<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
     let call = Call::new();
     let on_thread = call.clone();
+    // The closure sees the task-locals of the task that called (trio's `to_thread.run_sync`
+    // copies the context the same way).
+    let locals = local::snapshot();
     pool::execute(Box::new(move || {
+        let _locals = local::enter(locals);
         on_thread.run(f);
         // The slot is held until the thread is really done, even if the caller abandoned it.
-        drop(permit);
+        drop(token);
     }));
-    call.wait(abandon).await
+    Started {
+        call,
+        _in_flight: in_flight,
+    }
+}
+
+/// A blocking call already running on its thread (for poll-based I/O such as `fs::File`'s
+/// `futures-io` traits, which must know that work they accepted will happen).
+pub(crate) struct Started<R> {
+    call: Arc<Call<R>>,
+    _in_flight: InFlight,
+}
+
+impl<R: Send + 'static> Started<R> {
+    /// Waits for the thread's result without reacting to cancellation (the caller watches for it
+    /// and keeps this future to poll again later); a panic on the thread resumes here. Dropping
+    /// the future drops the result when it comes.
+    pub(crate) fn wait(self, abandon: bool) -> impl Future<Output = Result<R, Cancelled>> + Send {
+        let Started { call, _in_flight } = self;
+        async move {
+            let _in_flight = _in_flight;
+            call.wait(abandon).await
+        }
+    }
+}
+
+/// Takes a token of the [`default_limiter`] for a unique borrower (a checkpoint): the first
+/// half of [`run_blocking`], for poll-based callers that start the call themselves
+/// ([`start_with_token`]) once nothing can stop it any more.
+pub(crate) async fn acquire_default_token() -> Result<LimiterToken, Cancelled> {
+    match default_limiter()
+        .acquire_on_behalf_of(Borrower::unique())
+        .await
+    {
+        Ok(token) => Ok(token),
+        Err(crate::Error::Cancelled(c)) => Err(c),
+        Err(e) => unreachable!("a fresh borrower was refused a token: {e}"),
+    }
+}
+
+/// Starts `f` on a pool thread now, with `token` from [`acquire_default_token`].
+pub(crate) fn start_with_token<F, R>(f: F, token: LimiterToken) -> Started<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    start_on_pool(f, token, InFlight::new())
 }
 
 /// Runs `job` on a pool thread without waiting for it or taking a limiter token: for short
