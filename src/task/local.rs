@@ -33,7 +33,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -74,9 +74,23 @@ thread_local! {
     static CURRENT: Cell<Option<Chain>> = const { Cell::new(None) };
 }
 
+/// Some task-local value was ever set in this process. Until then no chain exists anywhere, and
+/// the spawn and poll paths skip the thread-local above, whose `Arc` makes every access go
+/// through the lazy registration of its destructor (measured: +2 to +5 % instructions on the
+/// scheduling benchmarks of programs that use no task-local).
+static IN_USE: AtomicBool = AtomicBool::new(false);
+
+#[inline]
+fn in_use() -> bool {
+    IN_USE.load(Ordering::Relaxed)
+}
+
 /// A copy of the chain in effect (one reference count), for a task being spawned or a blocking
 /// call being handed to a thread: they inherit the values of the code that started them.
 pub(crate) fn snapshot() -> Option<Chain> {
+    if !in_use() {
+        return None;
+    }
     CURRENT.with(|current| {
         let chain = current.take();
         let copy = chain.clone();
@@ -92,11 +106,19 @@ pub(crate) fn enter(chain: Option<Chain>) -> LocalsGuard {
     }
 }
 
+/// Runs `f` (a task's poll) with `chain` in effect.
+#[cold]
+#[inline(never)]
+pub(crate) fn with_chain<R>(chain: &Chain, f: impl FnOnce() -> R) -> R {
+    let _guard = enter(Some(chain.clone()));
+    f()
+}
+
 /// Makes a task's inherited chain the one in effect, where that changes anything: when the task
 /// inherited nothing and nothing is in effect (every task of a program without task-locals), it
 /// writes nothing and returns `None`.
 pub(crate) fn enter_task(inherited: &Option<Chain>) -> Option<LocalsGuard> {
-    if inherited.is_none() && CURRENT.with(is_empty) {
+    if inherited.is_none() && (!in_use() || CURRENT.with(is_empty)) {
         return None;
     }
     Some(enter(inherited.clone()))
@@ -257,6 +279,7 @@ impl<T: Send + Sync + 'static> TaskLocal<T> {
     }
 
     fn frame(&'static self, value: T, parent: Option<Chain>) -> Chain {
+        IN_USE.store(true, Ordering::Relaxed);
         Arc::new(Frame {
             key: self.key(),
             parent,

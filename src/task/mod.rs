@@ -318,18 +318,21 @@ where
         cell.report(Hook::BeforePoll);
         let polled = {
             let _guard = current::set_node(cell);
+            let mut poll = || {
+                panic::catch_unwind(AssertUnwindSafe(|| {
+                    // SAFETY: we hold POLLING (exclusive access), and the future lives inside an
+                    // `Arc` allocation that never moves, so pinning it is sound.
+                    let future = unsafe { Pin::new_unchecked(&mut **cell.future.get()) };
+                    future.poll(cx)
+                }))
+            };
             // Nothing is in effect outside a poll (see `local`), so a task that inherited nothing
-            // needs no write.
-            let _locals = cell
-                .locals
-                .as_ref()
-                .map(|chain| local::enter(Some(chain.clone())));
-            panic::catch_unwind(AssertUnwindSafe(|| {
-                // SAFETY: we hold POLLING (exclusive access), and the future lives inside an `Arc`
-                // allocation that never moves, so pinning it is sound.
-                let future = unsafe { Pin::new_unchecked(&mut **cell.future.get()) };
-                future.poll(cx)
-            }))
+            // needs no write; one that did sets its chain in a function of its own, out of the
+            // way of the common path.
+            match &cell.locals {
+                None => poll(),
+                Some(chain) => local::with_chain(chain, poll),
+            }
         };
         let parked = current::parked_in_poll();
         let outcome = match polled {
