@@ -7,6 +7,9 @@
 //!   piped standard streams, and one task per pipe copying one child's output into the next
 //!   child's input, all in one nursery, so the pipeline ends when its last byte has been
 //!   copied and every child has been reaped;
+//! - the same pipeline with the processes talking to each other directly: each child's output
+//!   pipe handed to the next child as its standard input (`into_stdio`), so no byte passes
+//!   through this program;
 //! - feeding a child's standard input from the program itself.
 //!
 //! Only `sh`, `printf`, `tr`, `sort` and `cat` are used, all present on a Debian system.
@@ -92,11 +95,40 @@ async fn pipeline() -> io::Result<String> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     })
     .await
-    .map_err(|e| match e {
-        trellis::NurseryError::Cancelled(c) => c.into(),
-        trellis::NurseryError::Failed(mut errors) => errors.remove(0),
-    })?;
+    .map_err(io::Error::from)?;
     Ok(output)
+}
+
+/// The same pipeline with no copying: each child's standard output becomes the next child's
+/// standard input, as a shell would plumb it.
+async fn direct_pipeline() -> io::Result<String> {
+    let mut printf = stage("printf", &["pear\\napple\\nfig\\nbanana\\n"], false)?;
+    let mut tr = Command::new("tr")
+        .args(["a-z", "A-Z"])
+        .stdin(printf.stdout.take().expect("piped").into_stdio()?)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut sort = Command::new("sort")
+        .stdin(tr.stdout.take().expect("piped").into_stdio()?)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut number = Command::new("cat")
+        .arg("-n")
+        .stdin(sort.stdout.take().expect("piped").into_stdio()?)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let out = number.wait_with_output().await?;
+    for (child, name) in [
+        (&mut printf, "printf"),
+        (&mut tr, "tr"),
+        (&mut sort, "sort"),
+    ] {
+        check(child, name).await?;
+    }
+    if !out.status.success() {
+        return Err(io::Error::other(format!("cat failed: {}", out.status)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 async fn examples() -> io::Result<()> {
@@ -135,6 +167,11 @@ async fn examples() -> io::Result<()> {
     let sorted = pipeline().await?;
     print!("printf | tr a-z A-Z | sort | cat -n:\n{sorted}");
     assert!(sorted.contains("APPLE") && sorted.contains("PEAR"));
+
+    // 5. The same, with the children piped straight into each other.
+    let direct = direct_pipeline().await?;
+    assert_eq!(direct, sorted);
+    println!("the same with the pipes handed from child to child: identical");
     Ok(())
 }
 
