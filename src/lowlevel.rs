@@ -189,6 +189,10 @@ pub(crate) fn tree_of(root: &Node) -> String {
             }
             NodeKind::Scope | NodeKind::Root(_) => false,
         };
+        if let Some(operation) = node.waiting_in() {
+            let indent = if shown { depth + 1 } else { depth } * 2;
+            let _ = writeln!(out, "{:indent$}waits in {operation}", "");
+        }
         let depth = if shown { depth + 1 } else { depth };
         for child in n.node().children().into_iter().rev() {
             stack.push((child, depth));

@@ -58,6 +58,12 @@ fn a_lock_order_deadlock_is_reported_with_both_tasks() {
         assert!(text.contains("deadlock"), "{flavor:?}: {text}");
         assert!(text.contains("\"takes a then b\""), "{flavor:?}: {text}");
         assert!(text.contains("\"takes b then a\""), "{flavor:?}: {text}");
+        // What each one waits in: both in a lock.
+        assert_eq!(
+            text.matches("waits in sync::Mutex::lock").count(),
+            2,
+            "{flavor:?}: {text}"
+        );
     }
 }
 
@@ -67,7 +73,10 @@ fn an_event_nobody_can_set_is_reported() {
     let rt = detecting(MockClock::new());
     let text = panic_text(move || rt.block_on(async { Event::new().wait().await }));
     assert!(text.contains("deadlock"), "{text}");
-    assert!(text.contains("task 0 \"main\""), "{text}");
+    assert!(
+        text.contains("task 0 \"main\"\n  waits in sync::Event::wait"),
+        "{text}"
+    );
 }
 
 // No false positives: every task blocked, but a thread, a portal, a foreign future, registered

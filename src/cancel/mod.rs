@@ -69,6 +69,13 @@ impl CancelWaiter {
         }
         match node.node().add_waiter(cx.waker()) {
             Some(key) => {
+                // Where deadlock detection is on, the node keeps the operation's name for the
+                // report.
+                if crate::runtime::shared::any_deadlock_detection()
+                    && context::with_shared(|rt| rt.is_some_and(|rt| rt.watchdog.enabled))
+                {
+                    node.node().label_waiting(function);
+                }
                 self.registration = Some((node, key));
                 current::note_parked();
                 Poll::Pending

@@ -147,6 +147,9 @@ struct Extras {
     grace_period: Option<Duration>,
     /// The timer that ends the grace period, once the node is cancelled.
     grace_timer: Option<TimerKey>,
+    /// The operation a waiter registered here waits in, kept only where deadlock detection is
+    /// on, for its report.
+    waiting_in: Option<&'static str>,
 }
 
 impl NodeState {
@@ -312,6 +315,19 @@ impl Node {
         Some(state.waiters.insert(waker))
     }
 
+    /// Names the operation a waiter just registered here waits in, for the deadlock report
+    /// (only where detection is on; out of line, off the common path).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn label_waiting(&self, operation: &'static str) {
+        self.lock().extras().waiting_in = Some(operation);
+    }
+
+    /// The operation the last labelled waiter registered here waits in, while it waits.
+    pub(crate) fn waiting_in(&self) -> Option<&'static str> {
+        self.lock().extras.as_ref().and_then(|x| x.waiting_in)
+    }
+
     /// Refreshes the waker under `key` (the operation was polled again). Returns false if the node
     /// got cancelled meanwhile.
     pub(crate) fn update_waiter(&self, key: usize, waker: &Waker) -> bool {
@@ -325,13 +341,26 @@ impl Node {
     }
 
     pub(crate) fn remove_waiter(&self, key: usize) {
-        self.lock().waiters.remove(key);
+        let mut state = self.lock();
+        state.waiters.remove(key);
+        if crate::runtime::shared::any_deadlock_detection() {
+            forget_waiting(&mut state);
+        }
     }
 }
 
 impl TreeNode for Node {
     fn node(&self) -> &Node {
         self
+    }
+}
+
+/// Forgets the operation named by `Node::label_waiting` (its waiter left).
+#[cold]
+#[inline(never)]
+fn forget_waiting(state: &mut NodeState) {
+    if let Some(extras) = state.extras.as_mut() {
+        extras.waiting_in = None;
     }
 }
 

@@ -293,7 +293,8 @@ impl Builder {
     /// the clock will reach (a stopped mock clock without autojump reaches none), no
     /// descriptor registered with the reactor, no `run_blocking` call in flight, no
     /// [`Portal`](crate::thread::Portal) alive, no task in a wait trellis cannot see — `block_on`
-    /// panics with a message that shows the task tree, instead of waiting for ever.
+    /// panics with a message that shows the task tree, each task with the operation it waits in
+    /// (`waits in sync::Mutex::lock`), instead of waiting for ever.
     ///
     /// A wake-up from a thread trellis does not know of (a plain thread setting an
     /// [`Event`](crate::sync::Event) or sending on a channel) would be missed: route such

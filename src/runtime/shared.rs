@@ -46,6 +46,16 @@ pub(crate) fn any_default_grace_period() -> bool {
     ANY_DEFAULT_GRACE.load(Ordering::Relaxed)
 }
 
+/// Some runtime of the process detects deadlocks: until then a wait need not leave the name of
+/// its operation for the detector's report.
+static ANY_DEADLOCK_DETECTION: AtomicBool = AtomicBool::new(false);
+
+/// Might the current runtime detect deadlocks? One load of a static.
+#[inline]
+pub(crate) fn any_deadlock_detection() -> bool {
+    ANY_DEADLOCK_DETECTION.load(Ordering::Relaxed)
+}
+
 /// What the deadlock detector needs to know, beyond the scheduler and the driver: things that
 /// may still wake a blocked task from outside.
 #[derive(Default)]
@@ -104,6 +114,9 @@ impl Shared {
     pub(crate) fn new(driver: Driver, settings: Settings) -> Self {
         if settings.grace_period.is_some() {
             ANY_DEFAULT_GRACE.store(true, Ordering::Relaxed);
+        }
+        if settings.detect_deadlocks {
+            ANY_DEADLOCK_DETECTION.store(true, Ordering::Relaxed);
         }
         if settings.instrument.is_some() {
             crate::runtime::instrument::installed();
