@@ -4,6 +4,8 @@
 //! - [`hyper`] (feature `hyper`): hyper 1.x's I/O traits over trellis streams, its executor as
 //!   a nursery, its timer on trellis's clock, and an HTTP/1 connection server that shuts down
 //!   gracefully when cancelled.
+//! - [`tracing`] (feature `tracing`): each task a `tracing` span, through the runtime's
+//!   instrument hooks.
 //!
 //! The common case, an HTTP/1 exchange with hyper on both ends (here over an in-memory stream;
 //! a [`TcpStream`](crate::net::TcpStream) works the same way):
@@ -40,3 +42,5 @@
 
 #[cfg(feature = "hyper")]
 pub mod hyper;
+#[cfg(feature = "tracing")]
+pub mod tracing;
