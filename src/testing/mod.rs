@@ -194,3 +194,31 @@ impl Drop for WaitAllTasksBlocked {
         }
     }
 }
+
+/// The runtime the testing kit runs code on: current-thread, virtual time that jumps as soon as
+/// every task is blocked, deadlock detection on, and the given schedule seed.
+pub(crate) fn virtual_time_runtime(schedule_seed: Option<u64>) -> crate::Runtime {
+    let clock = MockClock::new();
+    clock.set_autojump_threshold(Some(Duration::ZERO));
+    let builder = crate::Runtime::builder()
+        .flavor(crate::Flavor::CurrentThread)
+        .clock(clock)
+        .detect_deadlocks(true);
+    match schedule_seed {
+        Some(seed) => builder.schedule_seed(seed),
+        None => builder,
+    }
+    .build()
+    .expect("a current-thread runtime on a mock clock builds")
+}
+
+/// The message a panic carried, for a report that passes it on.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".to_owned()
+    }
+}

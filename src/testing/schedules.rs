@@ -4,10 +4,8 @@
 use std::future::Future;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
-use std::time::Duration;
 
-use crate::testing::MockClock;
-use crate::{Flavor, Runtime};
+use crate::testing::{panic_message, virtual_time_runtime};
 
 /// Runs `test` once per seed in `seeds`, each time on a fresh current-thread runtime whose
 /// scheduler picks the next task at random with that seed
@@ -51,22 +49,10 @@ where
 {
     let mut ran = 0;
     for seed in seeds {
-        let clock = MockClock::new();
-        clock.set_autojump_threshold(Some(Duration::ZERO));
-        let rt = Runtime::builder()
-            .flavor(Flavor::CurrentThread)
-            .clock(clock)
-            .detect_deadlocks(true)
-            .schedule_seed(seed)
-            .build()
-            .expect("a current-thread runtime with a schedule seed always builds");
+        let rt = virtual_time_runtime(Some(seed));
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| rt.block_on(test())));
         if let Err(payload) = outcome {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(a panic without a message)".into());
+            let message = panic_message(payload.as_ref());
             panic!(
                 "the test failed under schedule seed {seed} (after {ran} seeds passed); replay \
                  it with Runtime::builder().flavor(Flavor::CurrentThread)\

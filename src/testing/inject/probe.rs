@@ -8,15 +8,13 @@ use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use super::report::{caller_location, drop_point, Ending, InjectFailure, InjectMode, PointReport};
 use crate::cancel::current::{self, CheckpointHook};
 use crate::cancel::{node, CancelScope, Scoped};
 use crate::error::{CancelReason, Outcome};
 use crate::lowlevel;
-use crate::runtime::{Flavor, Runtime};
-use crate::testing::MockClock;
+use crate::testing::{panic_message, virtual_time_runtime};
 
 /// The checkpoints a seed cancels at: one to three distinct indices in `1..=checkpoints`,
 /// ascending (splitmix64, so that a seed means the same points on every platform).
@@ -263,19 +261,6 @@ where
     }
 }
 
-/// The runtime of one run: current-thread, virtual time that jumps as soon as every task is
-/// blocked, deadlock detection on.
-fn test_runtime() -> Runtime {
-    let clock = MockClock::new();
-    clock.set_autojump_threshold(Some(Duration::ZERO));
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock)
-        .detect_deadlocks(true)
-        .build()
-        .expect("a current-thread runtime on a mock clock builds")
-}
-
 /// One run: fresh state and runtime, the operation in a fresh scope, then the invariant.
 pub(super) fn run_once<S, T, Fut, Inv>(
     probe: &Probe,
@@ -291,7 +276,7 @@ where
     Inv: Future<Output = ()>,
 {
     let state = setup();
-    let rt = test_runtime();
+    let rt = virtual_time_runtime(None);
     let in_invariant = Cell::new(false);
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         let _hook = whole_run.then(|| current::set_checkpoint_hook(probe));
@@ -314,16 +299,6 @@ where
         in_invariant: in_invariant.get(),
         message: panic_message(payload.as_ref()),
     })
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(a panic without a message)".to_owned()
-    }
 }
 
 /// Why a run failed.
