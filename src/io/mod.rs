@@ -349,12 +349,14 @@ impl<T: AsRawFd> AsyncFd<T> {
         self.ready(Direction::Write, op).await
     }
 
-    fn ready<R, F: FnMut(&T) -> io::Result<R>>(
-        &self,
+    fn ready<'a, R: 'a, F: FnMut(&T) -> io::Result<R> + 'a>(
+        &'a self,
         dir: Direction,
         op: F,
-    ) -> IoOp<'_, T, F, fn(&R) -> bool, R> {
-        self.ready_draining(dir, op, |_| false)
+    ) -> impl Future<Output = io::Result<R>> + 'a {
+        // A closure, not a `fn` pointer: a zero-sized type that inlines away, where a pointer
+        // may stay an indirect call after every completed operation.
+        self.ready_draining(dir, op, |_: &R| false)
     }
 
     /// As `ready`, with `drained` as in [`poll_op`](AsyncFd::poll_op).
