@@ -57,6 +57,18 @@ async fn check(child: &mut Child, name: &str) -> io::Result<()> {
     }
 }
 
+/// Reads the last stage's output to the end, then checks that every stage exited successfully.
+async fn finish(last: &mut Child, stages: [(&mut Child, &str); 3]) -> io::Result<String> {
+    let out = last.wait_with_output().await?;
+    for (child, name) in stages {
+        check(child, name).await?;
+    }
+    if !out.status.success() {
+        return Err(io::Error::other(format!("cat failed: {}", out.status)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 async fn pipeline() -> io::Result<String> {
     let mut printf = stage("printf", &["pear\\napple\\nfig\\nbanana\\n"], false)?;
     let mut tr = stage("tr", &["a-z", "A-Z"], true)?;
@@ -79,20 +91,16 @@ async fn pipeline() -> io::Result<String> {
         n.spawn(copy(printf_out, tr_in))?;
         n.spawn(copy(tr_out, sort_in))?;
         n.spawn(copy(sort_out, number_in))?;
-        // The last child's output is ours to keep; wait_with_output reads it to the end and
-        // reaps the child.
-        let out = number.wait_with_output().await?;
-        for (child, name) in [
-            (&mut printf, "printf"),
-            (&mut tr, "tr"),
-            (&mut sort, "sort"),
-        ] {
-            check(child, name).await?;
-        }
-        if !out.status.success() {
-            return Err(io::Error::other(format!("cat failed: {}", out.status)));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        // The last child's output is ours to keep: `finish` reads it to the end and reaps it.
+        finish(
+            &mut number,
+            [
+                (&mut printf, "printf"),
+                (&mut tr, "tr"),
+                (&mut sort, "sort"),
+            ],
+        )
+        .await
     })
     .await
     .map_err(io::Error::from)?;
@@ -117,18 +125,15 @@ async fn direct_pipeline() -> io::Result<String> {
         .stdin(sort.stdout.take().expect("piped").into_stdio()?)
         .stdout(Stdio::piped())
         .spawn()?;
-    let out = number.wait_with_output().await?;
-    for (child, name) in [
-        (&mut printf, "printf"),
-        (&mut tr, "tr"),
-        (&mut sort, "sort"),
-    ] {
-        check(child, name).await?;
-    }
-    if !out.status.success() {
-        return Err(io::Error::other(format!("cat failed: {}", out.status)));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    finish(
+        &mut number,
+        [
+            (&mut printf, "printf"),
+            (&mut tr, "tr"),
+            (&mut sort, "sort"),
+        ],
+    )
+    .await
 }
 
 async fn examples() -> io::Result<()> {

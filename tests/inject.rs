@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use trellis::channel::{bounded, oneshot, Receiver, Sender};
 use trellis::sync::{Borrower, CapacityLimiter, Condition, Event, Mutex, RwLock, Semaphore};
-use trellis::testing::{CancelInjection, Ending, InjectMode};
+use trellis::testing::{CancelInjection, Ending, InjectMode, InjectReport};
 use trellis::{checkpoint, nursery, sleep, CancelScope, Error};
 
 /// Values recorded by the operation, shared with the invariant.
@@ -58,6 +58,17 @@ async fn recv_then_checkpoint_then_store((rx, got): (Receiver<u32>, Log)) -> Res
 // Principle 4, C1: the planted bug loses the message when the checkpoint after `recv` fails.
 // Checkpoint 1 is `recv`'s own check (cancelled there, it consumes nothing: the invariant
 // holds); checkpoint 2 is the `checkpoint()` holding the message: found there, exactly.
+
+/// What a report counted: checkpoints, suspensions, runs, and injections that found nothing.
+fn counts(report: &InjectReport) -> (usize, usize, usize, usize) {
+    (
+        report.checkpoints,
+        report.suspensions,
+        report.runs,
+        report.missed,
+    )
+}
+
 #[test]
 fn cancel_mode_finds_a_message_lost_after_its_first_checkpoint() {
     let failure = CancelInjection::new()
@@ -103,15 +114,7 @@ fn cancel_mode_passes_when_the_message_is_stored_before_the_next_checkpoint() {
             received_once,
         )
         .unwrap();
-    assert_eq!(
-        (
-            report.checkpoints,
-            report.suspensions,
-            report.runs,
-            report.missed
-        ),
-        (2, 2, 7, 0)
-    );
+    assert_eq!(counts(&report), (2, 2, 7, 0));
 }
 
 // N11: dropped as the `checkpoint()` suspends (drop point 3: suspension 2, as it begins), the
@@ -311,16 +314,7 @@ fn channel_recv_passes() {
                 nothing_lost,
             )
             .unwrap();
-        assert_eq!(
-            (
-                report.checkpoints,
-                report.suspensions,
-                report.runs,
-                report.missed
-            ),
-            (6, 4, 15, 0),
-            "capacity {capacity}"
-        );
+        assert_eq!(counts(&report), (6, 4, 15, 0), "capacity {capacity}");
     }
 }
 
@@ -345,12 +339,7 @@ fn channel_send_passes() {
             )
             .unwrap();
         assert_eq!(
-            (
-                report.checkpoints,
-                report.suspensions,
-                report.runs,
-                report.missed
-            ),
+            counts(&report),
             (checkpoints, 4, runs, 0),
             "capacity {capacity}"
         );

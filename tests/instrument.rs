@@ -160,7 +160,7 @@ fn every_spawned_task_exits_once_also_when_torn_down() {
 }
 
 #[test]
-fn a_runtime_without_an_instrument_runs_the_same() {
+fn a_runtime_without_an_instrument_runs_its_tasks() {
     let out = Runtime::builder()
         .flavor(Flavor::CurrentThread)
         .build()
