@@ -21,6 +21,30 @@ fn detecting(clock: MockClock) -> Runtime {
         .unwrap()
 }
 
+/// Plants a lock-order deadlock in `n`: task "takes a then b" and task "takes b then a" each
+/// take their first lock, and only then (both hold one) ask for their second.
+fn spawn_lock_order_deadlock(n: &trellis::Nursery<Error>) -> Result<(), Error> {
+    let a = Arc::new(Mutex::new("a"));
+    let b = Arc::new(Mutex::new("b"));
+    let seq = Sequencer::new();
+    for (name, first, second, steps) in [
+        ("takes a then b", a.clone(), b.clone(), [0, 2]),
+        ("takes b then a", b, a, [1, 3]),
+    ] {
+        let seq = seq.clone();
+        n.spawn_named(name, async move {
+            let _first = {
+                let _turn = seq.turn(steps[0]).await?;
+                first.lock().await?
+            };
+            drop(seq.turn(steps[1]).await?);
+            let _second = second.lock().await?;
+            Ok::<_, Error>(())
+        })?;
+    }
+    Ok(())
+}
+
 // A planted lock-order deadlock: each task holds one lock and waits for the other. The run fails
 // with a message naming both tasks.
 #[test]
@@ -29,39 +53,21 @@ fn a_lock_order_deadlock_is_reported_with_both_tasks() {
         let flavor = Flavor::CurrentThread;
         let rt = detecting(MockClock::new());
         let text = panic_text(move || {
-            rt.block_on(async {
-                let a = Arc::new(Mutex::new("a"));
-                let b = Arc::new(Mutex::new("b"));
-                let seq = Sequencer::new();
-                nursery(|n| async move {
-                    for (name, first, second, steps) in [
-                        ("takes a then b", a.clone(), b.clone(), [0, 2]),
-                        ("takes b then a", b, a, [1, 3]),
-                    ] {
-                        let seq = seq.clone();
-                        n.spawn_named(name, async move {
-                            let _first = {
-                                let _turn = seq.turn(steps[0]).await?;
-                                first.lock().await?
-                            };
-                            // Both hold their first lock before either asks for its second.
-                            drop(seq.turn(steps[1]).await?);
-                            let _second = second.lock().await?;
-                            Ok::<_, Error>(())
-                        })?;
-                    }
-                    Ok::<_, Error>(())
-                })
-                .await
-            })
+            rt.block_on(nursery(|n| async move { spawn_lock_order_deadlock(&n) }))
         });
         assert!(text.contains("deadlock"), "{flavor:?}: {text}");
         assert!(text.contains("\"takes a then b\""), "{flavor:?}: {text}");
         assert!(text.contains("\"takes b then a\""), "{flavor:?}: {text}");
-        // What each one waits in: both in a lock.
-        assert_eq!(
-            text.matches("waits in sync::Mutex::lock").count(),
-            2,
+        // What each one waits in, which lock, and who holds it: the cycle can be read off.
+        assert!(
+            text.contains(
+                "    task 1 \"takes a then b\"\n      \
+                   holds lock #1\n      \
+                   waits in sync::Mutex::lock for lock #2, held by task 2 \"takes b then a\"\n    \
+                 task 2 \"takes b then a\"\n      \
+                   holds lock #2\n      \
+                   waits in sync::Mutex::lock for lock #1, held by task 1 \"takes a then b\"\n"
+            ),
             "{flavor:?}: {text}"
         );
     }
@@ -176,4 +182,90 @@ fn deadlock_detection_needs_the_current_thread_flavour() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("current-thread"), "{err}");
+}
+
+// The same report as data (`lowlevel::task_tree_snapshot`): with detection on, each blocked
+// task's wait names its operation, the lock, and the lock's holder, so a tool can find the cycle.
+#[test]
+fn the_task_tree_snapshot_gives_each_lock_wait_its_lock_and_holder() {
+    use trellis::lowlevel::{self, EntryKind, LockWait, TreeEntry, Wait};
+    use trellis::testing::wait_all_tasks_blocked;
+
+    let rt = detecting(MockClock::new());
+    rt.block_on(async {
+        nursery(|n| async move {
+            spawn_lock_order_deadlock(&n)?;
+            wait_all_tasks_blocked().await?;
+            let tree = lowlevel::task_tree_snapshot();
+            let nursery = &tree.roots[0].children[0];
+            assert_eq!(nursery.kind, EntryKind::Nursery);
+            let tasks: Vec<&TreeEntry> = nursery.children.iter().collect();
+            let ids: Vec<u64> = tasks.iter().map(|t| t.kind.task().unwrap().id).collect();
+            let lock_wait = |t: &TreeEntry| match t.waits.as_slice() {
+                [Wait {
+                    operation: "sync::Mutex::lock",
+                    lock: Some(lock),
+                }] => *lock,
+                other => panic!("one lock wait expected, got {other:?}"),
+            };
+            let (first, second) = (lock_wait(tasks[0]), lock_wait(tasks[1]));
+            // Each waits for a different lock, held by the other.
+            assert_ne!(first.lock, second.lock);
+            assert_eq!(first.held_by, Some(ids[1]));
+            assert_eq!(second.held_by, Some(ids[0]));
+            let _: LockWait = first;
+            n.cancel();
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    });
+}
+
+// The holder a report names is the one at the time of the report, not the one when the waiter
+// parked: the lock passed from task 1 to task 2 (the first in line) while task 3 waited.
+#[test]
+fn a_lock_wait_names_the_current_holder_after_a_hand_off() {
+    let rt = detecting(MockClock::new());
+    let text = panic_text(move || {
+        rt.block_on(async {
+            let lock = Arc::new(Mutex::new(()));
+            let seq = Sequencer::new();
+            nursery(|n| async move {
+                for (name, step) in [("first", 0), ("second", 1), ("third", 2)] {
+                    let (lock, seq) = (lock.clone(), seq.clone());
+                    n.spawn_named(name, async move {
+                        let guard = {
+                            let _turn = seq.turn(step).await?;
+                            lock.lock()
+                        };
+                        let guard = guard.await?;
+                        if name == "first" {
+                            // Hold until both others wait, then pass the lock on.
+                            drop(seq.turn(3).await?);
+                            drop(guard);
+                        } else {
+                            // "second" gets the lock and blocks forever holding it.
+                            trellis::sync::Event::new().wait().await?;
+                        }
+                        Ok::<_, Error>(())
+                    })?;
+                }
+                Ok::<_, Error>(())
+            })
+            .await
+        })
+    });
+    assert!(
+        text.contains(
+            "  nursery\n    \
+               waits in nursery join\n    \
+             task 2 \"second\"\n      \
+               holds lock #1\n      \
+               waits in sync::Event::wait\n    \
+             task 3 \"third\"\n      \
+               waits in sync::Mutex::lock for lock #1, held by task 2 \"second\"\n"
+        ),
+        "{text}"
+    );
 }

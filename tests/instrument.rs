@@ -175,3 +175,79 @@ fn a_runtime_without_an_instrument_runs_its_tasks() {
         });
     assert_eq!(out, 42);
 }
+
+/// Writes down only the cancellations.
+#[derive(Default)]
+struct Cancels(Log);
+
+impl Instrument for Cancels {
+    fn scope_cancelled(&self, scope: trellis::lowlevel::CancelEvent<'_>) {
+        self.0.push(scope.to_string());
+    }
+}
+
+// `scope_cancelled` reports each scope whose cancel was called, once, with its kind, its task
+// and its reason (C8: the first reason wins), and not the scopes cancelled only because an
+// enclosing one was.
+#[test]
+fn each_cancelled_scope_is_reported_once_with_its_task_and_reason() {
+    let log = Arc::new(Cancels::default());
+    let clock = MockClock::new();
+    clock.set_autojump_threshold(Some(Duration::ZERO));
+    let rt = Runtime::builder()
+        .flavor(Flavor::CurrentThread)
+        .clock(clock)
+        .instrument(log.clone())
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A deadline, with a scope nested inside that is cancelled only through it.
+        let outer = trellis::move_on_after(Duration::from_secs(1), async {
+            trellis::move_on_after(Duration::from_secs(5), trellis::sleep_forever())
+                .await
+                .transpose()?;
+            Ok::<_, trellis::Cancelled>(())
+        })
+        .await;
+        assert_eq!(outer, None);
+        // An explicit cancel with a reason, given twice before the scope is entered: one report
+        // (when it is entered), with the first reason; then one from inside a running scope.
+        let scope = trellis::CancelScope::new();
+        scope.cancel_with_reason("enough");
+        scope.cancel_with_reason("again");
+        let _ = scope.run(async { Ok::<_, trellis::Cancelled>(()) }).await;
+        let scope = trellis::CancelScope::new();
+        let inside = scope.clone();
+        let _ = scope
+            .run(async move {
+                inside.cancel();
+                checkpoint().await
+            })
+            .await;
+        // A failing task cancels its nursery, and its sibling with it.
+        let failed = nursery(|n| async move {
+            n.spawn_named("sleeper", async {
+                trellis::sleep_forever().await?;
+                Ok(())
+            })?;
+            n.spawn_named("failer", async {
+                checkpoint().await?;
+                Err::<(), _>(Error::WouldBlock)
+            })?;
+            Ok::<_, Error>(())
+        })
+        .await;
+        assert!(failed.is_err());
+    });
+    assert_eq!(
+        log.0.lines(),
+        [
+            "scope of task 0 \"main\" cancelled: deadline expired",
+            "scope of task 0 \"main\" cancelled: cancelled explicitly: enough",
+            "scope of task 0 \"main\" cancelled: cancelled explicitly",
+            "nursery of task 0 \"main\" cancelled: a sibling task failed",
+            // block_on's end cancels whatever is left.
+            "runtime cancelled: the runtime is shutting down",
+        ]
+    );
+}

@@ -219,6 +219,10 @@ fn runtime_functions_outside_a_runtime_panic_naming_the_function() {
             Box::new(|| drop(lowlevel::task_tree())),
         ),
         (
+            "lowlevel::task_tree_snapshot",
+            Box::new(|| drop(lowlevel::task_tree_snapshot())),
+        ),
+        (
             "lowlevel::statistics",
             Box::new(|| {
                 let _ = lowlevel::statistics();

@@ -8,6 +8,7 @@
 pub(crate) mod current;
 pub(crate) mod node;
 mod scope;
+pub(crate) mod waiting;
 
 pub(crate) use scope::Exit;
 pub use scope::{fail_after, fail_at, move_on_after, move_on_at, CancelScope, FailAt, Scoped};
@@ -21,6 +22,7 @@ use std::time::Instant;
 use crate::error::Cancelled;
 use crate::runtime::context;
 use node::TreeNode;
+use waiting::{LockWatch, WaitLabel};
 
 /// Registration of a blocked operation with the cancel tree: while registered, cancelling any
 /// enclosing scope (not hidden by a shield) wakes the operation's waker.
@@ -40,6 +42,19 @@ impl CancelWaiter {
     pub(crate) fn poll_cancelled(
         &mut self,
         function: &'static str,
+        cx: &mut Context<'_>,
+    ) -> Poll<Cancelled> {
+        self.poll_cancelled_on(function, || None, cx)
+    }
+
+    /// [`poll_cancelled`](Self::poll_cancelled) for a wait that can say what it waits for:
+    /// `lock` is asked, only where deadlock detection is on, for the lock being waited for, so
+    /// the report can name it and its holder.
+    #[inline]
+    pub(crate) fn poll_cancelled_on(
+        &mut self,
+        function: &'static str,
+        lock: impl FnOnce() -> Option<Arc<LockWatch>>,
         cx: &mut Context<'_>,
     ) -> Poll<Cancelled> {
         let here = current::current_node_addr();
@@ -74,7 +89,10 @@ impl CancelWaiter {
                 if crate::runtime::shared::any_deadlock_detection()
                     && context::with_shared(|rt| rt.is_some_and(|rt| rt.watchdog.enabled))
                 {
-                    node.node().label_waiting(function);
+                    node.node().label_waiting(WaitLabel {
+                        operation: function,
+                        lock: lock(),
+                    });
                 }
                 self.registration = Some((node, key));
                 current::note_parked();

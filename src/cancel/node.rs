@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use super::waiting::WaitLabel;
 use crate::error::{CancelReason, Cancelled};
 use crate::runtime::Shared;
 use crate::time::timers::{Expire, TimerKey, TimerTarget};
@@ -147,9 +148,9 @@ struct Extras {
     grace_period: Option<Duration>,
     /// The timer that ends the grace period, once the node is cancelled.
     grace_timer: Option<TimerKey>,
-    /// The operation a waiter registered here waits in, kept only where deadlock detection is
-    /// on, for its report.
-    waiting_in: Option<&'static str>,
+    /// What a waiter registered here waits in, kept only where deadlock detection is on, for
+    /// its report.
+    waiting: Option<WaitLabel>,
 }
 
 impl NodeState {
@@ -315,17 +316,22 @@ impl Node {
         Some(state.waiters.insert(waker))
     }
 
-    /// Names the operation a waiter just registered here waits in, for the deadlock report
-    /// (only where detection is on; out of line, off the common path).
+    /// Names what a waiter just registered here waits in, for the deadlock report (only where
+    /// detection is on; out of line, off the common path).
     #[cold]
     #[inline(never)]
-    pub(crate) fn label_waiting(&self, operation: &'static str) {
-        self.lock().extras().waiting_in = Some(operation);
+    pub(crate) fn label_waiting(&self, label: WaitLabel) {
+        self.lock().extras().waiting = Some(label);
     }
 
-    /// The operation the last labelled waiter registered here waits in, while it waits.
-    pub(crate) fn waiting_in(&self) -> Option<&'static str> {
-        self.lock().extras.as_ref().and_then(|x| x.waiting_in)
+    /// What the last labelled waiter registered here waits in, while it waits.
+    pub(crate) fn waiting(&self) -> Option<WaitLabel> {
+        self.lock().extras.as_ref().and_then(|x| x.waiting.clone())
+    }
+
+    /// The owner of this nursery node waits for its tasks to finish (the end of `nursery`).
+    pub(crate) fn joining(&self) -> bool {
+        self.lock().exit_waker.is_some()
     }
 
     /// Refreshes the waker under `key` (the operation was polled again). Returns false if the node
@@ -360,7 +366,7 @@ impl TreeNode for Node {
 #[inline(never)]
 fn forget_waiting(state: &mut NodeState) {
     if let Some(extras) = state.extras.as_mut() {
-        extras.waiting_in = None;
+        extras.waiting = None;
     }
 }
 
@@ -426,8 +432,8 @@ pub(crate) fn enter_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>,
     if past {
         cancel(child.as_ref(), CancelReason::Deadline);
     } else if cancelled_before {
-        // Cancelled before it was entered (C2): its grace period starts now.
-        start_grace(child.as_ref());
+        // Cancelled before it was entered (C2): it takes effect now.
+        took_effect(child.as_ref());
     }
 }
 
@@ -550,7 +556,49 @@ pub(crate) fn cancel(target: &dyn TreeNode, reason: CancelReason) {
         }
         propagate(target);
     }
+    took_effect(target);
+}
+
+/// A cancellation reached the code under `target` (at once, or when a scope cancelled before
+/// it was entered is entered): the instrument hears of it, and its grace period starts.
+fn took_effect(target: &dyn TreeNode) {
+    #[cfg(feature = "instrument")]
+    if crate::runtime::instrument::any() {
+        report_cancel(target.node());
+    }
     start_grace(target);
+}
+
+/// Tells the runtime's instrument that `node` was cancelled (out of line: a cancel is rare, and
+/// without an instrument this is never reached). A node not linked yet finds no runtime: it is
+/// reported when it is entered.
+#[cfg(feature = "instrument")]
+#[cold]
+#[inline(never)]
+fn report_cancel(node: &Node) {
+    use crate::runtime::instrument::{CancelEvent, ScopeKind, TaskEvent};
+
+    let Some(instrument) = runtime_of(node).and_then(|rt| rt.instrument.clone()) else {
+        return;
+    };
+    let Some(reason) = node.lock().reason.clone() else {
+        return;
+    };
+    let kind = match node.kind() {
+        NodeKind::Root(_) => ScopeKind::Runtime,
+        NodeKind::Task(_) => ScopeKind::Task,
+        NodeKind::Scope => ScopeKind::Scope,
+        NodeKind::Nursery => ScopeKind::Nursery,
+    };
+    let task = nearest_task(node);
+    instrument.scope_cancelled(CancelEvent {
+        kind,
+        task: task.as_ref().map(|info| TaskEvent {
+            id: info.id,
+            name: info.name.as_deref(),
+        }),
+        reason: &reason,
+    });
 }
 
 /// A scope was just cancelled: if a grace period applies to it (its own, else the runtime's
@@ -872,20 +920,25 @@ pub(crate) fn parent_cancel_visible(node: &Node) -> bool {
     !shield && parent.is_some_and(|p| p.node().is_cancelled())
 }
 
-/// Visits `node` and then its ancestors, one lock at a time, while `f` returns true.
 /// The id of the task `node` is, or sits in (the nearest task at or above it); `None` when no
 /// task is above it (a portal's tasks hang from the root).
 #[cfg(feature = "instrument")]
 pub(crate) fn nearest_task_id(node: &Arc<dyn TreeNode>) -> Option<u64> {
-    let mut id = None;
-    walk_up(node.node(), |n, _| match n.kind() {
+    nearest_task(node.node()).map(|info| info.id)
+}
+
+/// The task `node` is, or sits in (see [`nearest_task_id`]).
+#[cfg(feature = "instrument")]
+fn nearest_task(node: &Node) -> Option<TaskInfo> {
+    let mut task = None;
+    walk_up(node, |n, _| match n.kind() {
         NodeKind::Task(info) => {
-            id = Some(info.id);
+            task = Some(info.clone());
             false
         }
         _ => true,
     });
-    id
+    task
 }
 
 /// The root of the tree `node` is linked into (`node` itself once unlinked).
@@ -900,6 +953,7 @@ pub(crate) fn root_of(node: &Arc<dyn TreeNode>) -> Arc<dyn TreeNode> {
     }
 }
 
+/// Visits `node` and then its ancestors, one lock at a time, while `f` returns true.
 fn walk_up(node: &Node, mut f: impl FnMut(&Node, &NodeState) -> bool) {
     let mut next = {
         let s = node.lock();

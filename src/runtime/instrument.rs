@@ -136,6 +136,74 @@ pub trait Instrument: Send + Sync + 'static {
     fn task_exited(&self, task: TaskEvent<'_>) {
         let _ = task;
     }
+
+    /// A cancel scope, nursery or task was cancelled: its `cancel` was called, its deadline
+    /// passed, a failing task cancelled its nursery, or Ctrl-C cancelled the main task. Called
+    /// once per scope, on the thread that cancelled it, after the cancellation has reached the
+    /// code below it; not for the scopes below, which are cancelled only because this one is
+    /// (trio's `cancel_called` of one scope).
+    fn scope_cancelled(&self, scope: CancelEvent<'_>) {
+        let _ = scope;
+    }
+}
+
+/// A cancellation, for [`Instrument::scope_cancelled`].
+///
+/// ```
+/// use trellis::lowlevel::{CancelEvent, ScopeKind, TaskEvent};
+/// use trellis::CancelReason;
+///
+/// let event = CancelEvent {
+///     kind: ScopeKind::Scope,
+///     task: Some(TaskEvent { id: 0, name: Some("main") }),
+///     reason: &CancelReason::Deadline,
+/// };
+/// assert_eq!(format!("{event}"), "scope of task 0 \"main\" cancelled: deadline expired");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelEvent<'a> {
+    /// What was cancelled.
+    pub kind: ScopeKind,
+    /// The task the scope belongs to (the task itself, for [`ScopeKind::Task`]); `None` for a
+    /// runtime's root.
+    pub task: Option<TaskEvent<'a>>,
+    /// Why (the first reason given wins, C8).
+    pub reason: &'a crate::error::CancelReason,
+}
+
+impl std::fmt::Display for CancelEvent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            ScopeKind::Scope => "scope",
+            ScopeKind::Nursery => "nursery",
+            ScopeKind::Task => "task",
+            ScopeKind::Runtime => "runtime",
+        };
+        match self.task {
+            Some(task) if self.kind != ScopeKind::Task => write!(f, "{kind} of {task}")?,
+            Some(task) => write!(f, "{task}")?,
+            None => f.write_str(kind)?,
+        }
+        write!(f, " cancelled: {}", self.reason)
+    }
+}
+
+/// What a [`CancelEvent`] cancelled.
+///
+/// ```
+/// assert_ne!(trellis::lowlevel::ScopeKind::Scope, trellis::lowlevel::ScopeKind::Nursery);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ScopeKind {
+    /// A cancel scope (`CancelScope`, `move_on_after`, `fail_after`...).
+    Scope,
+    /// A nursery.
+    Nursery,
+    /// A task, as a whole.
+    Task,
+    /// A runtime's whole tree (it is shutting down).
+    Runtime,
 }
 
 /// Some runtime of the process has an instrument: until then the hook points skip even the

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
 
 use super::parking_lot::{self, lock, Op, ParkingLot, Site, WakeList, MAIN};
+use crate::cancel::waiting::LockWatch;
 use crate::error::{Cancelled, Error};
 
 /// Lock state shared by [`Mutex`] and [`Condition`](super::Condition). Waiters bring the id of
@@ -27,20 +28,29 @@ use crate::error::{Cancelled, Error};
 pub(crate) struct RawLock {
     locked: bool,
     owner: Option<u64>,
+    /// The owner as the deadlock report reads it, once a waiter parked with detection on.
+    watch: Option<Arc<LockWatch>>,
     pub(crate) lot: ParkingLot<(), Option<u64>>,
 }
 
 impl RawLock {
+    fn set_owner(&mut self, owner: Option<u64>) {
+        self.owner = owner;
+        if let Some(watch) = &self.watch {
+            watch.set_holder(owner);
+        }
+    }
+
     /// Releases the lock: the first waiter of `MAIN` gets it, or it becomes free.
     pub(crate) fn release(&mut self, wakes: &mut WakeList) {
         match self.lot.front(MAIN) {
-            Some((key, owner)) => {
-                self.owner = *owner;
+            Some((key, &mut owner)) => {
+                self.set_owner(owner);
                 self.lot.unpark_key(key, (), wakes);
             }
             None => {
                 self.locked = false;
-                self.owner = None;
+                self.set_owner(None);
             }
         }
     }
@@ -49,9 +59,9 @@ impl RawLock {
     /// while the lock was free: a cancelled condition waiter).
     pub(crate) fn grant_if_free(&mut self, wakes: &mut WakeList) {
         if !self.locked {
-            if let Some((key, owner)) = self.lot.front(MAIN) {
+            if let Some((key, &mut owner)) = self.lot.front(MAIN) {
                 self.locked = true;
-                self.owner = *owner;
+                self.set_owner(owner);
                 self.lot.unpark_key(key, (), wakes);
             }
         }
@@ -86,7 +96,7 @@ impl Site for LockSite {
             return None;
         }
         state.locked = true;
-        state.owner = *owner;
+        state.set_owner(*owner);
         Some(())
     }
 
@@ -106,6 +116,17 @@ impl Site for LockSite {
     ) -> Option<()> {
         state.release(wakes);
         None
+    }
+
+    fn lock_watch(state: &mut RawLock) -> Option<Arc<LockWatch>> {
+        let id = state as *const RawLock as usize;
+        let owner = state.owner;
+        Some(
+            state
+                .watch
+                .get_or_insert_with(|| Arc::new(LockWatch::new(id, owner)))
+                .clone(),
+        )
     }
 }
 

@@ -53,13 +53,14 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::mem;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use slab::Slab;
 
 use crate::cancel::current;
 use crate::cancel::node::NodeKind;
+use crate::cancel::waiting::LockWatch;
 use crate::cancel::{current_cancellation, CancelWaiter};
 use crate::error::Cancelled;
 use crate::runtime::context;
@@ -488,6 +489,12 @@ pub(crate) trait Site {
     /// A parked waiter left without a value; the primitive may now be able to serve the waiters
     /// behind it (a reader queued behind a writer that gave up).
     fn withdrawn(_state: &mut Self::State, _request: &Self::Request, _wakes: &mut WakeList) {}
+
+    /// For the deadlock report: the lock a parked waiter waits for, kept current by the
+    /// primitive from now on. Asked only where deadlock detection is on; only locks have one.
+    fn lock_watch(_state: &mut Self::State) -> Option<Arc<LockWatch>> {
+        None
+    }
 }
 
 /// Where an [`Op`] is.
@@ -566,7 +573,8 @@ fn poll_cancel<S: Site>(
     key: Key,
     cx: &mut Context<'_>,
 ) -> Poll<Result<S::Output, S::Error>> {
-    let Poll::Ready(c) = cancel.poll_cancelled(S::NAME, cx) else {
+    let Poll::Ready(c) = cancel.poll_cancelled_on(S::NAME, || S::lock_watch(&mut lock(state)), cx)
+    else {
         return Poll::Pending;
     };
     *phase = Phase::Finished;

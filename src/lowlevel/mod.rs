@@ -2,8 +2,9 @@
 //!
 //! For debugging and for tools: which task is running ([`current_task`]), what the whole tree of
 //! tasks and nurseries looks like right now ([`task_tree`], also printed by the deadlock
-//! detector), a few counters ([`statistics`]), and hooks that a runtime calls on every task
-//! event ([`Instrument`], feature `instrument`). Name tasks with
+//! detector, and [`task_tree_snapshot`], the same as data), a few counters ([`statistics`]),
+//! and hooks that a runtime calls on every task event and cancellation ([`Instrument`], feature
+//! `instrument`). Name tasks with
 //! [`Nursery::spawn_named`](crate::Nursery::spawn_named) so that they are easy to spot.
 //!
 //! ```
@@ -30,14 +31,17 @@
 //! });
 //! ```
 
-pub use crate::runtime::instrument::{Instrument, PollEnd, TaskEvent};
+pub use crate::runtime::instrument::{CancelEvent, Instrument, PollEnd, ScopeKind, TaskEvent};
+pub use tree::{task_tree, task_tree_snapshot, EntryKind, LockWait, TaskTree, TreeEntry, Wait};
 
-use std::fmt::Write as _;
+pub(crate) use tree::snapshot_of;
+
+mod tree;
+
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use crate::cancel::current;
-use crate::cancel::node::{self, Node, NodeKind, TreeNode};
+use crate::cancel::node::Node;
 use crate::cancel::outside_runtime;
 use crate::runtime::context;
 
@@ -126,79 +130,6 @@ pub fn current_task() -> TaskInfo {
         Some(n) => task_of(n.node()).expect("every node hangs below a task"),
         None => outside_runtime("lowlevel::current_task"),
     })
-}
-
-/// The live tree of tasks and nurseries, indented, for debugging:
-///
-/// ```text
-/// task 0 "main"
-///   nursery
-///     task 3 "server"
-///     task 4
-/// ```
-///
-/// # Panics
-/// Outside a runtime.
-///
-/// ```
-/// trellis::run(async {
-///     trellis::nursery(|n| async move {
-///         n.spawn_service(async {
-///             // Print the tree from anywhere, e.g. when something seems stuck.
-///             println!("{}", trellis::lowlevel::task_tree());
-///             Ok(())
-///         })?;
-///         Ok::<_, trellis::Error>(())
-///     })
-///     .await
-///     .unwrap();
-/// });
-/// ```
-pub fn task_tree() -> String {
-    let Some(here) = current::current_node_arc().filter(|_| context::in_runtime()) else {
-        outside_runtime("lowlevel::task_tree");
-    };
-    tree_of(node::root_of(&here).node())
-}
-
-/// [`task_tree`] below a given root (for the deadlock report).
-pub(crate) fn tree_of(root: &Node) -> String {
-    let mut out = String::new();
-    let mut stack: Vec<(Arc<dyn TreeNode>, usize)> =
-        root.children().into_iter().rev().map(|c| (c, 0)).collect();
-    while let Some((n, depth)) = stack.pop() {
-        let node = n.node();
-        let shown = match node.kind() {
-            NodeKind::Task(info) => {
-                let _ = write!(out, "{:indent$}task {}", "", info.id, indent = depth * 2);
-                if let Some(name) = &info.name {
-                    let _ = write!(out, " {name:?}");
-                }
-                if info.service {
-                    out.push_str(" (service)");
-                }
-                if node.is_cancelled() {
-                    out.push_str(" [cancelled]");
-                }
-                out.push('\n');
-                true
-            }
-            NodeKind::Nursery => {
-                let _ = writeln!(out, "{:indent$}nursery", "", indent = depth * 2);
-                true
-            }
-            NodeKind::Scope | NodeKind::Root(_) => false,
-        };
-        if let Some(operation) = node.waiting_in() {
-            let indent = if shown { depth + 1 } else { depth } * 2;
-            let _ = writeln!(out, "{:indent$}waits in {operation}", "");
-        }
-        let depth = if shown { depth + 1 } else { depth };
-        for child in n.node().children().into_iter().rev() {
-            stack.push((child, depth));
-        }
-    }
-    out
 }
 
 /// Counters of the running runtime.
