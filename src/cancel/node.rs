@@ -112,8 +112,9 @@ pub(crate) struct Node {
 
 pub(crate) struct NodeState {
     parent: Option<Arc<dyn TreeNode>>,
-    /// Our key in the parent's `children`, while linked.
-    slot: Option<usize>,
+    /// Our key in the parent's `children`, while linked (32 bits: an idle task's size is a
+    /// benchmarked figure, and no nursery holds 4 billion children).
+    slot: Option<u32>,
     children: Children,
     waiters: Waiters,
     pub(crate) cancel_called: bool,
@@ -127,7 +128,6 @@ pub(crate) struct NodeState {
     pub(crate) services: u32,
     /// `start` calls in flight that will add a task (N9: keeps a nursery open).
     pub(crate) pending_starts: u32,
-    pub(crate) reason: Option<CancelReason>,
     pub(crate) deadline: Option<Instant>,
     /// The timer entry of `deadline` while the node is linked. Its store is the runtime at the
     /// root of this node's tree (see `runtime_of`), so only the key is kept.
@@ -141,6 +141,9 @@ pub(crate) struct NodeState {
 
 #[derive(Default)]
 struct Extras {
+    /// Why the node's own cancel was called (C8: the first reason wins); set once, with
+    /// `cancel_called`, on the few nodes that are cancelled themselves.
+    reason: Option<CancelReason>,
     /// The owner's waker while its code is in a foreign wait: woken when the node becomes
     /// cancelled, or a task leaves it while it is cancelled, so the owner can end the wait (B1).
     foreign: Option<Waker>,
@@ -156,6 +159,11 @@ struct Extras {
 impl NodeState {
     fn extras(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Default::default)
+    }
+
+    /// Why this node's own cancel was called, if it was.
+    pub(crate) fn reason(&self) -> Option<&CancelReason> {
+        self.extras.as_ref().and_then(|e| e.reason.as_ref())
     }
 
     fn take_foreign(&mut self) -> Option<Waker> {
@@ -177,18 +185,19 @@ impl NodeState {
 struct Children(Option<Box<Slab<Arc<dyn TreeNode>>>>);
 
 impl Children {
-    fn insert(&mut self, child: Arc<dyn TreeNode>) -> usize {
-        self.0.get_or_insert_with(Default::default).insert(child)
+    fn insert(&mut self, child: Arc<dyn TreeNode>) -> u32 {
+        let key = self.0.get_or_insert_with(Default::default).insert(child);
+        u32::try_from(key).expect("over 4 billion children in one scope")
     }
 
-    fn get(&self, key: usize) -> Option<&Arc<dyn TreeNode>> {
-        self.0.as_ref().and_then(|slab| slab.get(key))
+    fn get(&self, key: u32) -> Option<&Arc<dyn TreeNode>> {
+        self.0.as_ref().and_then(|slab| slab.get(key as usize))
     }
 
-    fn remove(&mut self, key: usize) {
+    fn remove(&mut self, key: u32) {
         if let Some(slab) = &mut self.0 {
-            if slab.contains(key) {
-                slab.remove(key);
+            if slab.contains(key as usize) {
+                slab.remove(key as usize);
             }
         }
     }
@@ -267,7 +276,6 @@ impl Node {
                 tasks: 0,
                 services: 0,
                 pending_starts: 0,
-                reason: None,
                 deadline: None,
                 armed: None,
                 exit_waker: None,
@@ -552,7 +560,7 @@ pub(crate) fn cancel(target: &dyn TreeNode, reason: CancelReason) {
                 return;
             }
             s.cancel_called = true;
-            s.reason = Some(reason);
+            s.extras().reason = Some(reason);
         }
         propagate(target);
     }
@@ -581,7 +589,7 @@ fn report_cancel(node: &Node) {
     let Some(instrument) = runtime_of(node).and_then(|rt| rt.instrument.clone()) else {
         return;
     };
-    let Some(reason) = node.lock().reason.clone() else {
+    let Some(reason) = node.lock().reason().cloned() else {
         return;
     };
     let kind = match node.kind() {
@@ -980,7 +988,7 @@ pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
             return false;
         }
         if s.cancel_called {
-            reason = s.reason.clone();
+            reason = s.reason().cloned();
         }
         !s.shield
     });

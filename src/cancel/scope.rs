@@ -315,7 +315,7 @@ impl CancelScope {
     /// assert_eq!(scope.cancel_reason(), Some(CancelReason::Explicit(None)));
     /// ```
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        self.node.lock().reason.clone()
+        self.node.lock().reason().cloned()
     }
 
     /// The deadline, if any.
