@@ -5,7 +5,8 @@
 //! the scope does not look for one type: it asks the [`AsCancelled`] trait whether an error is,
 //! or carries, a cancellation. The trait is implemented for [`Error`], [`std::io::Error`],
 //! boxed errors, [`NurseryError`], `anyhow::Error` (feature `anyhow`) and [`Cancelled`] itself;
-//! implement it for your own error type to let scopes see through it.
+//! implement it for your own error type to let scopes see through it, or let
+//! [`error_conversions!`](crate::error_conversions) write it for an enum.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -197,7 +198,9 @@ impl From<Error> for io::Error {
 /// Tells whether an error is, or carries, a [`Cancelled`].
 ///
 /// Cancel scopes and nurseries use it to recognise their own cancellation in whatever error type
-/// a future returns (contract C3). Implement it for your error type when it wraps trellis errors:
+/// a future returns (contract C3). For an enum with a variant that carries a [`trellis::Error`](Error),
+/// [`error_conversions!`](crate::error_conversions) writes this impl and the `From` conversions
+/// `?` needs. Otherwise implement it yourself:
 ///
 /// ```
 /// use trellis::{AsCancelled, Cancelled};
@@ -216,6 +219,110 @@ impl From<Error> for io::Error {
 pub trait AsCancelled {
     /// The cancellation this error is or carries, if any.
     fn cancelled(&self) -> Option<Cancelled>;
+}
+
+/// Makes an error enum of your own usable as the error of trellis tasks, nurseries and scopes,
+/// given the variant that carries a [`trellis::Error`](Error):
+/// `trellis::error_conversions!(AppError::Trellis);` writes the four impls that otherwise take
+/// twenty lines by hand:
+///
+/// - `From<trellis::Error>`, so that `?` works on `n.spawn(..)` and other runtime calls;
+/// - `From<trellis::Cancelled>`, so that `?` works on plain waits (`sleep`, `checkpoint`);
+/// - `From<std::io::Error>`, so that `?` works on sockets, files and processes; the error goes
+///   into the variant as a `trellis::Error` (a cancellation carried inside an `io::Error` becomes
+///   `Error::Cancelled`, any other I/O error `Error::Io`);
+/// - [`AsCancelled`], answering from that variant and `None` for every other one, so that a
+///   scope or nursery recognises its own cancellation inside your type (contract C3) and a
+///   nursery does not count a cancelled task as a failure (N3).
+///
+/// The enum must be named by a plain identifier (invoke the macro where the enum is in scope)
+/// and must not be generic. An enum that converts `io::Error` into a variant of its own (say a
+/// `thiserror` `#[from]`) cannot take this macro's `From<io::Error>`; write the impls by hand
+/// then, as the [`AsCancelled`] example does, and have `cancelled` look into the I/O variant too.
+///
+/// ```
+/// use std::time::Duration;
+/// use trellis::testing::{memory_stream_pair, MemoryStream};
+/// use trellis::{CancelScope, NurseryError};
+///
+/// #[derive(Debug)]
+/// enum AppError {
+///     Trellis(trellis::Error),
+///     BadNumber(String),
+/// }
+///
+/// trellis::error_conversions!(AppError::Trellis);
+///
+/// /// Reads a number sent as text.
+/// async fn read_number(stream: &mut MemoryStream) -> Result<u32, AppError> {
+///     let mut buf = [0u8; 16];
+///     let len = stream.read(&mut buf).await?; // io::Error -> AppError
+///     let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+///     text.parse().map_err(|_| AppError::BadNumber(text))
+/// }
+///
+/// trellis::run(async {
+///     let (mut a, mut b) = memory_stream_pair();
+///
+///     // Nothing arrives in time: the read fails with the deadline's cancellation, which travels
+///     // out as an AppError, and move_on_after recognises it as its own.
+///     let out = trellis::move_on_after(Duration::from_millis(1), read_number(&mut b)).await;
+///     assert!(out.is_none());
+///
+///     // A cancelled scope does the same for an explicit cancel.
+///     let scope = CancelScope::new();
+///     scope.cancel();
+///     assert!(scope.run(read_number(&mut b)).await.is_none());
+///     assert!(scope.cancelled_caught());
+///
+///     // A task fails: the nursery cancels its sibling and reports the one failure, not the
+///     // sibling's cancellation.
+///     let result = trellis::nursery(|n| async move {
+///         n.spawn(async move {
+///             trellis::sleep_forever().await?; // Cancelled -> AppError
+///             Ok(())
+///         })?;
+///         a.write_all(b"forty-two").await?;
+///         read_number(&mut b).await?;
+///         Ok::<_, AppError>(())
+///     })
+///     .await;
+///     let Err(NurseryError::Failed(errors)) = result else { panic!("{result:?}") };
+///     assert!(matches!(&errors[..], [AppError::BadNumber(t)] if t == "forty-two"));
+/// });
+/// ```
+#[macro_export]
+macro_rules! error_conversions {
+    ($enum:ident :: $variant:ident $(,)?) => {
+        impl ::core::convert::From<$crate::Error> for $enum {
+            fn from(err: $crate::Error) -> Self {
+                $enum::$variant(err)
+            }
+        }
+
+        impl ::core::convert::From<$crate::Cancelled> for $enum {
+            fn from(cancelled: $crate::Cancelled) -> Self {
+                $enum::$variant($crate::Error::from(cancelled))
+            }
+        }
+
+        impl ::core::convert::From<::std::io::Error> for $enum {
+            fn from(err: ::std::io::Error) -> Self {
+                $enum::$variant($crate::Error::from(err))
+            }
+        }
+
+        impl $crate::AsCancelled for $enum {
+            // An enum whose only variant is the trellis one makes the last arm unreachable.
+            #[allow(unreachable_patterns)]
+            fn cancelled(&self) -> ::core::option::Option<$crate::Cancelled> {
+                match self {
+                    $enum::$variant(err) => $crate::AsCancelled::cancelled(err),
+                    _ => ::core::option::Option::None,
+                }
+            }
+        }
+    };
 }
 
 impl AsCancelled for Cancelled {

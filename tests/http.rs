@@ -4,6 +4,8 @@
 //! (graceful shutdown), the connection closes, every handler ends.
 
 mod common;
+#[path = "common/http.rs"]
+mod http_common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
+use http_common::{build_request, read_response};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use trellis::compat::hyper::{serve_http1, HyperIo};
@@ -67,19 +70,13 @@ async fn request(
     path: &str,
     body: &str,
 ) -> Result<(u16, String), hyper::Error> {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
     // After a response the connection task may not have taken the connection back yet; hyper
     // refuses a request sent before then ("connection was not ready"), so wait for it.
     client.ready().await?;
-    let response = client.send_request(req).await?;
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8(bytes.to_vec()).unwrap()))
+    let response = client
+        .send_request(build_request(method, path, body))
+        .await?;
+    read_response(response).await
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! hyper 1.x on trellis (feature `hyper`): HTTP/1 servers and clients over trellis sockets, with
-//! no glue code or `unsafe` of the user's.
+//! no glue code or `unsafe` of the user's, and HTTP/2 as well once the application enables hyper's
+//! `http2` feature (see [`run_connection`]).
 //!
 //! - [`HyperIo`] gives any `futures-io` stream (a [`TcpStream`](crate::net::TcpStream), a Unix
 //!   stream, a memory stream) hyper's `Read`/`Write` traits.
@@ -8,6 +9,8 @@
 //! - [`TrellisTimer`] gives hyper trellis's clock (the mock clock in tests).
 //! - [`serve_http1`] serves one connection; on cancellation it lets the request in flight finish
 //!   and closes the connection (hyper's graceful shutdown), then returns.
+//! - [`run_connection`] does the same for a connection built with hyper's own builders, HTTP/2
+//!   included (enable hyper's `http2` feature in your Cargo.toml; this crate does not need it).
 //!
 //! A server is [`serve_tcp`](crate::net::serve_tcp) with `serve_http1` as the handler:
 //!
@@ -310,11 +313,63 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TrellisTimer)
         .serve_connection(HyperIo::new(stream), service);
+    run_connection(conn, |conn| conn.graceful_shutdown()).await
+}
+
+/// Runs a server connection that hyper's builders made (`http1` or `http2`
+/// `Builder::serve_connection`) until it ends. When the enclosing scope is cancelled, calls
+/// `shutdown` on it once, which should be the connection's `graceful_shutdown`, and lets it
+/// finish: HTTP/1 completes the request in flight and closes; HTTP/2 sends `GOAWAY`, lets the
+/// open streams end and closes. Returns `Ok(())` then, also when the peer hangs up before the
+/// last step of the shutdown (an HTTP/2 client often closes as soon as it has seen the
+/// `GOAWAY`). hyper's other errors come back inside an `io::Error`. [`serve_http1`] is this with
+/// an HTTP/1 connection.
+///
+/// This is how to serve HTTP/2 (hyper's `http2` feature, enabled in your own Cargo.toml) with
+/// graceful shutdown: `run_connection(http2::Builder::new(NurseryExecutor::new(n))
+/// .serve_connection(io, service), |c| c.graceful_shutdown())`. The connection's own reads and
+/// writes run shielded (contract C4) so that the cancellation does not cut them short, which
+/// matters because hyper's HTTP/2 keeps only the kind and message of an I/O error, so a
+/// cancellation failing a read inside it would come back as an error no scope recognises.
+/// HTTP/2's handlers run as tasks of the executor's nursery, outside the shield: a cancelled
+/// one sees the cancellation at its next checkpoint, and its stream is reset if it gives up.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use trellis::compat::hyper::{run_connection, HyperIo, TrellisTimer};
+///
+/// trellis::run(async {
+///     let (server_side, _client_side) = trellis::testing::memory_stream_pair();
+///     let conn = hyper::server::conn::http1::Builder::new()
+///         .timer(TrellisTimer)
+///         .serve_connection(
+///             HyperIo::new(server_side),
+///             hyper::service::service_fn(|_req| async {
+///                 Ok::<_, Infallible>(hyper::Response::new(String::from("hi")))
+///             }),
+///         );
+///     // No request comes: when the deadline cancels the scope, the connection is shut down
+///     // gracefully and the call returns Ok(()) (the scope did not need to absorb anything).
+///     let out = trellis::move_on_after(std::time::Duration::from_millis(2), async {
+///         run_connection(conn, |conn| conn.graceful_shutdown()).await
+///     })
+///     .await;
+///     assert!(matches!(out, Some(Ok(()))));
+/// });
+/// ```
+///
+/// # Errors
+/// A protocol or I/O error of the connection, as hyper reports it.
+pub async fn run_connection<C, S>(conn: C, shutdown: S) -> io::Result<()>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+    S: FnOnce(Pin<&mut C>),
+{
     // The connection runs in a shielded scope, so a cancellation does not cut its reads and
     // writes short; the cancellation is watched beside it, outside the shield, and turned into
     // hyper's graceful shutdown. (A grace period on an enclosing scope still bounds it, B3.)
-    // A mutex, not a `RefCell`, only so that the future stays `Send`: the two borrows below
-    // never overlap.
+    // A mutex, not a `RefCell`, only so that the future stays `Send` when `C` is: the two
+    // borrows below never overlap.
     let conn = std::sync::Mutex::new(Box::pin(conn));
     let lock = || conn.lock().unwrap_or_else(|e| e.into_inner());
     let inner = std::future::poll_fn(|cx| lock().as_mut().poll(cx));
@@ -323,14 +378,46 @@ where
         .run(async { inner.await.map_err(io::Error::other) });
     let mut shielded = std::pin::pin!(shielded);
     let mut cancelled = std::pin::pin!(crate::sleep_forever());
-    let mut shutting_down = false;
+    let mut shutdown = Some(shutdown);
     let out = std::future::poll_fn(|cx| {
-        if !shutting_down && cancelled.as_mut().poll(cx).is_ready() {
-            shutting_down = true;
-            lock().as_mut().graceful_shutdown();
+        if shutdown.is_some() && cancelled.as_mut().poll(cx).is_ready() {
+            if let Some(shutdown) = shutdown.take() {
+                shutdown(lock().as_mut());
+            }
         }
         shielded.as_mut().poll(cx)
     })
     .await;
-    out.unwrap_or(Ok(()))
+    match out {
+        // Shutting down, the peer hung up first (an HTTP/2 client may close as soon as it has
+        // answered the GOAWAY's ping, before our last write): the connection is closed, which
+        // is what the shutdown was for.
+        Some(Err(e)) if shutdown.is_none() && peer_closed(&e) => Ok(()),
+        // `None` cannot happen (nothing cancels the shielded scope itself).
+        out => out.unwrap_or(Ok(())),
+    }
+}
+
+/// Whether `err`, or an error it wraps, says that the peer had already closed the connection.
+fn peer_closed(err: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        next = match e.downcast_ref::<io::Error>() {
+            Some(e)
+                if matches!(
+                    e.kind(),
+                    BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected | UnexpectedEof
+                ) =>
+            {
+                return true
+            }
+            // An `io::Error`'s `source` skips the error it wraps; look at that error itself.
+            Some(e) => e
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
 }
