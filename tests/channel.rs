@@ -486,3 +486,37 @@ fn send_error_converts_and_is_seen_as_cancellation() {
         assert_eq!(err.into_inner(), "back");
     });
 }
+
+// tokio's `Notify` on trellis is a channel of capacity 1 (docs/from-tokio.md): `try_send(())`
+// is `notify_one` (a wake with no waiter is stored, and wakes coalesce into that one permit),
+// `recv` is `notified` (a cancel-safe checkpoint: a cancelled wait takes no permit).
+#[test]
+fn a_capacity_one_channel_serves_as_tokios_notify() {
+    block_on_current(async {
+        let (notify, notified) = bounded::<()>(1);
+        // Two wakes before anyone waits: one permit is kept, the second coalesces into it.
+        assert!(notify.try_send(()).is_ok());
+        assert!(matches!(reason(notify.try_send(())), Error::WouldBlock));
+        notified.recv().await.unwrap();
+        // A cancelled wait consumes nothing: a stored wake stays for the next wait.
+        notify.try_send(()).unwrap();
+        let scope = CancelScope::new();
+        scope.cancel();
+        assert!(scope.run(notified.recv()).await.is_none());
+        assert_eq!(notified.statistics().current_buffer_used, 1);
+        notified.recv().await.unwrap();
+        // A wake given while a task waits goes to it.
+        let got = nursery(|n| {
+            let notified = notified.clone();
+            async move {
+                let waiter = n.spawn(async move { notified.recv().await.map_err(Error::from) })?;
+                wait_all_tasks_blocked().await?;
+                notify.try_send(()).unwrap();
+                waiter.await
+            }
+        })
+        .await;
+        assert!(got.is_ok());
+        assert_eq!(notified.statistics().current_buffer_used, 0);
+    });
+}
