@@ -27,6 +27,7 @@ thread_local! {
 
 /// Called at the start of every task poll: forgets the cached time, refills the yield budget
 /// and starts the task's park watch.
+#[inline]
 pub(crate) fn begin_poll() {
     context::begin_poll();
     PARKED.with(|p| p.set(false));
@@ -65,6 +66,7 @@ pub(crate) fn parked_in_poll() -> bool {
 }
 
 /// Sets the current node for the duration of a poll.
+#[inline]
 pub(crate) fn set_node(node: &dyn TreeNode) -> NodeGuard {
     let ptr: *const dyn TreeNode = node;
     // SAFETY (of later reads): the caller keeps `node` alive, and does not move it, for as long
@@ -78,12 +80,14 @@ pub(crate) struct NodeGuard {
 }
 
 impl Drop for NodeGuard {
+    #[inline]
     fn drop(&mut self) {
         NODE.with(|cell| cell.set(self.previous));
     }
 }
 
 /// Runs `f` with the node the current code sits in; `None` outside any task.
+#[inline]
 pub(crate) fn with_node<R>(f: impl FnOnce(Option<&dyn TreeNode>) -> R) -> R {
     let ptr = NODE.with(Cell::get);
     match ptr {
@@ -96,17 +100,35 @@ pub(crate) fn with_node<R>(f: impl FnOnce(Option<&dyn TreeNode>) -> R) -> R {
 
 /// A counted reference to the current node (for registrations that outlive this poll).
 pub(crate) fn current_node_arc() -> Option<Arc<dyn TreeNode>> {
-    let ptr = NODE.with(Cell::get)?;
+    let ptr = current_node_ptr()?;
+    // SAFETY: read just now, in the poll that set it.
+    Some(unsafe { node_arc(ptr) })
+}
+
+/// The current node as a pointer (`None` outside any task), for a caller that compares its
+/// address and then may need [`node_arc`]: one thread-local read serves both.
+#[inline]
+pub(crate) fn current_node_ptr() -> Option<*const dyn TreeNode> {
+    NODE.with(Cell::get)
+}
+
+/// A counted reference to the node `ptr` points at.
+///
+/// # Safety
+/// `ptr` must come from [`current_node_ptr`] during the poll still in progress.
+#[inline]
+pub(crate) unsafe fn node_arc(ptr: *const dyn TreeNode) -> Arc<dyn TreeNode> {
     // SAFETY: every pointer stored by `set_node` comes from `Arc::as_ptr` of a live
-    // `Arc<dyn TreeNode>` (tasks and scopes hold theirs while polling), so bumping the strong
-    // count and rebuilding an `Arc` from it is sound.
+    // `Arc<dyn TreeNode>` (tasks and scopes hold theirs while polling, and the caller read it
+    // during that poll), so bumping the strong count and rebuilding an `Arc` from it is sound.
     unsafe {
         Arc::increment_strong_count(ptr);
-        Some(Arc::from_raw(ptr))
+        Arc::from_raw(ptr)
     }
 }
 
 /// Address identity of the current node, for cheap "same node as before?" checks.
+#[inline]
 pub(crate) fn current_node_addr() -> *const () {
     NODE.with(Cell::get).map_or(ptr::null(), |p| p as *const ())
 }

@@ -50,17 +50,16 @@ impl CancelWaiter {
     /// [`poll_cancelled`](Self::poll_cancelled) for a wait that can say what it waits for:
     /// `lock` is asked, only where deadlock detection is on, for the lock being waited for, so
     /// the report can name it and its holder.
-    #[inline]
     pub(crate) fn poll_cancelled_on(
         &mut self,
         function: &'static str,
         lock: impl FnOnce() -> Option<Arc<LockWatch>>,
         cx: &mut Context<'_>,
     ) -> Poll<Cancelled> {
-        let here = current::current_node_addr();
-        if here.is_null() {
+        let Some(current) = current::current_node_ptr() else {
             outside_runtime(function);
-        }
+        };
+        let here = current as *const ();
         if let Some((node, key)) = &self.registration {
             if Arc::as_ptr(node) as *const () == here {
                 // Woken by a cancellation (the usual reason to be polled again while
@@ -77,7 +76,8 @@ impl CancelWaiter {
             self.clear();
         }
         fire_passed_deadlines();
-        let node = current::current_node_arc().expect("checked non-null above");
+        // SAFETY: read above, in this poll.
+        let node = unsafe { current::node_arc(current) };
         if current::hook_installed() && !node.node().is_cancelled() {
             // The injection hook may cancel here; `add_waiter` sees it under the node's lock.
             hook_cancels(node.node(), function);
@@ -311,7 +311,7 @@ impl Future for Checkpoint {
 /// });
 /// ```
 pub async fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
-    context::with_runtime(|rt| rt.map(|rt| rt.driver.fire_due_timers()));
+    context::with_shared(|rt| rt.map(|rt| rt.driver.fire_due_timers()));
     match cancellation_here("checkpoint_if_cancelled") {
         Some(c) => Err(c),
         None => Ok(()),

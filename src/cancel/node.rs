@@ -450,7 +450,7 @@ pub(crate) fn enter_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>,
 /// cancelled itself and no enclosing cancellation is visible from it (C3).
 pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellation: bool) -> bool {
     let c = child.node();
-    let (parent, slot, armed, grace, absorbed, foreign) = {
+    let (parent, slot, armed, absorbed, extras) = {
         let mut cs = c.lock();
         let parent_visible =
             !cs.shield && cs.parent.as_ref().is_some_and(|p| p.node().is_cancelled());
@@ -458,19 +458,28 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
         if absorbed {
             cs.cancelled_caught = true;
         }
-        // Forget the parent and the owner's waker (see `unlink`).
+        // Forget the parent and the owner's waker (see `unlink`); the grace timer and the
+        // waker are looked for only in a node that has extras (few have).
+        let extras = cs
+            .extras
+            .is_some()
+            .then(|| (cs.take_grace_timer(), cs.take_foreign()));
         (
             cs.parent.take(),
             cs.slot.take(),
             cs.armed.take(),
-            cs.take_grace_timer(),
             absorbed,
-            cs.take_foreign(),
+            extras,
         )
     };
-    drop(foreign);
-    for key in armed.into_iter().chain(grace) {
+    if let Some(key) = armed {
         rt.driver.timers.remove(key);
+    }
+    if let Some((grace, foreign)) = extras {
+        drop(foreign);
+        if let Some(key) = grace {
+            rt.driver.timers.remove(key);
+        }
     }
     if let (Some(parent), Some(slot)) = (parent, slot) {
         parent.node().lock().children.remove(slot);
@@ -484,6 +493,32 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
 /// The node forgets its parent here: an exited node that kept its parent alive would make the
 /// last drop of a deep chain of nested scopes recurse once per level (C9).
 pub(crate) fn unlink(child: &dyn TreeNode) {
+    let c = child.node();
+    let (parent, slot) = {
+        let mut cs = c.lock();
+        if holds_timer_or_waker(&cs) {
+            drop(cs);
+            return unlink_holding(child);
+        }
+        (cs.parent.take(), cs.slot.take())
+    };
+    leave_parent(c, parent, slot);
+}
+
+/// Does the node hold a timer (its deadline, a grace period) or its owner's waker? Every task
+/// ends with an unlink, so the common case, none, takes one lock pass.
+#[inline]
+fn holds_timer_or_waker(s: &NodeState) -> bool {
+    s.armed.is_some()
+        || s.extras
+            .as_ref()
+            .is_some_and(|e| e.grace_timer.is_some() || e.foreign.is_some())
+}
+
+/// [`unlink`] for a node that holds a timer or its owner's waker.
+#[cold]
+#[inline(never)]
+fn unlink_holding(child: &dyn TreeNode) {
     let c = child.node();
     // A pending deadline's store is found at the root, so look before forgetting the parent.
     let timer_store = {
@@ -513,6 +548,13 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
             }
         }
     }
+    leave_parent(c, parent, slot);
+}
+
+/// The parent's side of an unlink: forgets the child and, for a task, wakes the parent's owner
+/// when it may have to act.
+#[inline]
+fn leave_parent(c: &Node, parent: Option<Arc<dyn TreeNode>>, slot: Option<u32>) {
     let (Some(parent), Some(slot)) = (parent, slot) else {
         return;
     };
@@ -740,7 +782,9 @@ fn changed(
 ) {
     if eff {
         wake.extend(s.waiters.iter().cloned());
-        wake.extend(s.take_foreign());
+        if s.extras.is_some() {
+            wake.extend(s.take_foreign());
+        }
     }
     // Un-cancelling (a shield was raised) wakes nothing: blocked operations keep waiting.
     // Pushed in reverse so they are popped in slot order: wake-ups go out in tree order (a

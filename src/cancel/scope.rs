@@ -279,7 +279,7 @@ impl CancelScope {
             return false;
         }
         let passed = deadline
-            .is_some_and(|d| context::with_runtime(|rt| rt.is_some_and(|rt| rt.driver.now() >= d)));
+            .is_some_and(|d| context::with_shared(|rt| rt.is_some_and(|rt| rt.driver.now() >= d)));
         if passed {
             node::cancel(self.node.as_ref(), CancelReason::Deadline);
         }
@@ -459,7 +459,7 @@ impl CancelScope {
 /// Read fresh from the clock, not from the per-poll cache: a task may have run for a long time
 /// since its poll began, and a deadline computed from a stale reading would fire early.
 pub(crate) fn deadline_after(function: &str, timeout: Duration) -> Option<Instant> {
-    context::with_runtime(|rt| match rt {
+    context::with_shared(|rt| match rt {
         Some(rt) => rt.driver.fresh_now().checked_add(timeout),
         None => outside_runtime(function),
     })
@@ -571,7 +571,7 @@ where
                 this.future.set(None);
             }
             *this.state = ScopedState::Done;
-            context::with_runtime(|rt| {
+            context::with_shared(|rt| {
                 let rt = rt.expect("a node is set, so a runtime is entered");
                 node::exit_scope(node, rt, true)
             });
@@ -599,7 +599,7 @@ where
         };
         *this.state = ScopedState::Done;
         let returned_cancellation = output.cancellation().is_some();
-        let absorbed = context::with_runtime(|rt| {
+        let absorbed = context::with_shared(|rt| {
             let rt = rt.expect("a node is set, so a runtime is entered");
             node::exit_scope(node, rt, returned_cancellation)
         });
@@ -630,7 +630,7 @@ fn enter(node: &Arc<Node>, function: &str) {
         outside_runtime(function);
     };
     let child: Arc<dyn TreeNode> = node.clone();
-    context::with_runtime(|rt| {
+    context::with_shared(|rt| {
         let rt = rt.expect("a node is set, so a runtime is entered");
         node::enter_scope(&parent, &child, rt);
     });

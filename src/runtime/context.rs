@@ -29,14 +29,8 @@ pub(crate) fn try_current() -> Option<Arc<Shared>> {
     RUNTIME.with(|rt| rt.borrow().clone())
 }
 
-/// Runs `f` with a borrow of the runtime this thread serves (no reference-count traffic: use
-/// this on hot paths instead of `try_current`).
-#[inline]
-pub(crate) fn with_runtime<R>(f: impl FnOnce(Option<&Arc<Shared>>) -> R) -> R {
-    RUNTIME.with(|rt| f(rt.borrow().as_ref()))
-}
-
-/// Runs `f` with the runtime this thread serves, read through the plain-pointer mirror.
+/// Runs `f` with the runtime this thread serves, read through the plain-pointer mirror (no
+/// reference-count traffic: use this on hot paths instead of `try_current`).
 #[inline]
 pub(crate) fn with_shared<R>(f: impl FnOnce(Option<&Shared>) -> R) -> R {
     let ptr = RUNTIME_PTR.with(Cell::get);
@@ -59,6 +53,7 @@ pub(crate) fn current_runtime_addr() -> *const Shared {
 
 /// Called at the start of every task poll (through `cancel::current::begin_poll`): forgets the
 /// cached time and refills the budget of skipped yields (see `Builder::yield_budget`).
+#[inline]
 pub(crate) fn begin_poll() {
     driver::forget_cached_now();
     BUDGET.with(|b| b.set(BUDGET_REFILL.with(Cell::get)));

@@ -65,26 +65,45 @@ impl Driver {
     /// Fires the timers due as of this poll's cached time (at most one clock read per poll):
     /// the cheap check every operation makes before it looks at cancellation, so that a deadline
     /// that passed while the task ran is seen there (C7) however the scheduler is kept busy.
+    /// With no timer in the store it is one load; the comparison is out of line.
     #[inline]
     pub(crate) fn fire_timers_due_this_poll(&self) {
+        if self.timers.maybe_any() {
+            self.fire_timers_due_as_cached();
+        }
+    }
+
+    #[inline(never)]
+    fn fire_timers_due_as_cached(&self) {
         if let Some(next) = self.timers.next_deadline() {
             if next <= self.now() {
-                self.fire_due_timers();
+                self.fire_due_timers_now();
             }
         }
     }
 
-    /// Fires every timer due now. Returns whether any fired.
+    /// Fires every timer due now. Returns whether any fired. With no timer in the store it is
+    /// one load (every checkpoint makes this call); the rest is out of line.
+    #[inline]
     pub(crate) fn fire_due_timers(&self) -> bool {
+        self.timers.maybe_any() && self.fire_due_timers_now()
+    }
+
+    #[inline(never)]
+    fn fire_due_timers_now(&self) -> bool {
         let Some(next) = self.timers.next_deadline() else {
             return false;
         };
-        // The cached time is enough to rule timers out; fire only on a fresh reading.
-        if next > self.now() && next > self.fresh_now() {
+        // One fresh reading both decides and fires. (The cached time cannot spare it: the
+        // clock never runs backwards, so a deadline the cached time shows as not yet due must
+        // still be checked against a fresh reading, and one it shows as due is due by the fresh
+        // reading too.)
+        let now = self.fresh_now();
+        if next > now {
             return false;
         }
         let mut due = Vec::new();
-        self.timers.take_due(self.fresh_now(), &mut due);
+        self.timers.take_due(now, &mut due);
         let fired = !due.is_empty();
         timers::fire(&mut due);
         fired

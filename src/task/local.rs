@@ -87,10 +87,18 @@ fn in_use() -> bool {
 
 /// A copy of the chain in effect (one reference count), for a task being spawned or a blocking
 /// call being handed to a thread: they inherit the values of the code that started them.
+#[inline]
 pub(crate) fn snapshot() -> Option<Chain> {
     if !in_use() {
         return None;
     }
+    snapshot_in_use()
+}
+
+// Out of line: inlined, the thread-local access made every spawn's code larger, in programs
+// that never set a task-local too.
+#[inline(never)]
+fn snapshot_in_use() -> Option<Chain> {
     CURRENT.with(|current| {
         let chain = current.take();
         let copy = chain.clone();
@@ -117,8 +125,18 @@ pub(crate) fn with_chain<R>(chain: &Chain, f: impl FnOnce() -> R) -> R {
 /// Makes a task's inherited chain the one in effect, where that changes anything: when the task
 /// inherited nothing and nothing is in effect (every task of a program without task-locals), it
 /// writes nothing and returns `None`.
+#[inline]
 pub(crate) fn enter_task(inherited: &Option<Chain>) -> Option<LocalsGuard> {
-    if inherited.is_none() && (!in_use() || CURRENT.with(is_empty)) {
+    if inherited.is_none() && !in_use() {
+        return None;
+    }
+    enter_task_in_use(inherited)
+}
+
+// Out of line, as `snapshot_in_use`: every task's drop makes the test above.
+#[inline(never)]
+fn enter_task_in_use(inherited: &Option<Chain>) -> Option<LocalsGuard> {
+    if inherited.is_none() && CURRENT.with(is_empty) {
         return None;
     }
     Some(enter(inherited.clone()))

@@ -158,7 +158,7 @@ impl Sleep {
 
     fn remove_timer(&mut self) {
         if let Some(key) = self.timer.take() {
-            context::with_runtime(|rt| rt.map(|rt| rt.driver.timers.remove(key)));
+            context::with_shared(|rt| rt.map(|rt| rt.driver.timers.remove(key)));
         }
     }
 }
@@ -178,7 +178,7 @@ impl Future for Sleep {
             this.remove_timer();
             return Poll::Ready(Err(c));
         }
-        context::with_runtime(|rt| {
+        context::with_shared(|rt| {
             let rt = rt.expect("poll_cancelled checked the runtime");
             this.poll_timer(rt, cx)
         })

@@ -211,6 +211,14 @@ impl Timers {
         inner.earliest()
     }
 
+    /// Might the store hold a timer? One atomic load, false only when the heap is empty: the
+    /// test hot paths make before anything that costs more (building an `Instant`, reading the
+    /// clock).
+    #[inline]
+    pub(crate) fn maybe_any(&self) -> bool {
+        self.next_nanos.load(Ordering::Acquire) != u64::MAX
+    }
+
     /// A lower bound of the earliest live deadline: the earliest item in the heap, live or dead;
     /// `None` when the heap is empty. One atomic load, for hot paths that only need to rule
     /// timers out.
