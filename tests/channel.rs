@@ -509,7 +509,7 @@ fn a_capacity_one_channel_serves_as_tokios_notify() {
         let got = nursery(|n| {
             let notified = notified.clone();
             async move {
-                let waiter = n.spawn(async move { notified.recv().await.map_err(Error::from) })?;
+                let waiter = n.spawn(async move { notified.recv().await })?;
                 wait_all_tasks_blocked().await?;
                 notify.try_send(()).unwrap();
                 waiter.await
