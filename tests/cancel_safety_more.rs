@@ -1,0 +1,401 @@
+//! Cancel safety of the newer channel operations, through
+//! `testing::CancelInjection` (principle 4: a cancelled operation leaves no trace; DESIGN §6:
+//! cancel at every checkpoint of an operation and check that nothing was lost or held). The
+//! older ones are in `cancel_safety.rs`.
+//!
+//! Each test runs one realistic, contended use of the operation, cancels it at each of its
+//! checkpoints in turn, then drops it at each of its suspensions (as it suspends, and when it is
+//! woken, just before it resumes), and checks an invariant that says what "nothing lost" means
+//! for that operation. Each asserts the exact number of checkpoints and suspensions, and its doc
+//! comment says which point is which, so that a change to an operation's checkpoint structure
+//! shows up here. All runs are on virtual time (the harness's mock clock with autojump).
+
+mod common;
+
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+
+use common::ms;
+use trellis::channel::{broadcast, oneshot, watch, OneshotReceiver, OneshotSender};
+use trellis::testing::{CancelInjection, Ending};
+use trellis::{nursery, sleep, Error, Nursery};
+
+/// What the operation under test ended with, as the invariant sees it.
+type Ended = Ending<Result<(), Error>>;
+
+/// A value the operation borrows from the test's state while it runs and that comes back
+/// however it ends (returned, cancelled or dropped), so that the invariant can use it after:
+/// a receiver's position, or an interval's schedule, is exactly what is checked, and those are
+/// not `Clone`.
+struct Shelf<T>(Arc<Mutex<Option<T>>>);
+
+impl<T> Clone for Shelf<T> {
+    fn clone(&self) -> Self {
+        Shelf(self.0.clone())
+    }
+}
+
+impl<T> Shelf<T> {
+    fn new(value: T) -> Self {
+        Shelf(Arc::new(Mutex::new(Some(value))))
+    }
+
+    /// Takes the value for good (a sender that sending consumes).
+    fn take(&self) -> T {
+        self.0
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the value is on the shelf")
+    }
+
+    /// Lends the value, made by `make` if the shelf is empty; it comes back when the loan is
+    /// dropped.
+    fn lend_or(&self, make: impl FnOnce() -> T) -> Lent<T> {
+        let value = self.0.lock().unwrap().take().unwrap_or_else(make);
+        Lent {
+            value: Some(value),
+            shelf: self.clone(),
+        }
+    }
+
+    fn lend(&self) -> Lent<T> {
+        self.lend_or(|| panic!("the value is lent out already"))
+    }
+}
+
+struct Lent<T> {
+    value: Option<T>,
+    shelf: Shelf<T>,
+}
+
+impl<T> Deref for Lent<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.value.as_ref().expect("lent until dropped")
+    }
+}
+
+impl<T> DerefMut for Lent<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.value.as_mut().expect("lent until dropped")
+    }
+}
+
+impl<T> Drop for Lent<T> {
+    fn drop(&mut self) {
+        *self.shelf.0.lock().unwrap() = self.value.take();
+    }
+}
+
+/// What happened, in order, shared between the operation, its tasks and the invariant.
+struct Record<T>(Arc<Mutex<Vec<T>>>);
+
+impl<T> Clone for Record<T> {
+    fn clone(&self) -> Self {
+        Record(self.0.clone())
+    }
+}
+
+impl<T: Clone> Record<T> {
+    fn new() -> Self {
+        Record(Arc::new(Mutex::new(Vec::new())))
+    }
+
+    fn push(&self, item: T) {
+        self.0.lock().unwrap().push(item);
+    }
+
+    fn get(&self) -> Vec<T> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// The operation of a check: `body`, in a nursery that owns the tasks it spawns.
+async fn in_nursery<F, Fut>(body: F) -> Result<(), Error>
+where
+    F: FnOnce(Nursery<Error>) -> Fut,
+    Fut: Future<Output = Result<(), Error>>,
+{
+    nursery(body).await?;
+    Ok(())
+}
+
+/// A sender's part: 1 ms (virtual) later, sends `value` with `send` and records it as sent.
+async fn send_later(send: impl FnOnce(u32), value: u32, sent: Record<u32>) -> Result<(), Error> {
+    sleep(ms(1)).await?;
+    send(value);
+    sent.push(value);
+    Ok(())
+}
+
+/// Runs the harness over `op` in both modes (cancelled at each checkpoint, dropped at each
+/// suspension), and asserts how many checkpoints and suspensions it has: `points`.
+fn assert_cancel_safe<S, Fut, Inv>(
+    points: (usize, usize),
+    setup: impl FnMut() -> S,
+    op: impl FnMut(S) -> Fut,
+    invariant: impl FnMut(S, Ended) -> Inv,
+) where
+    S: Clone,
+    Fut: Future<Output = Result<(), Error>>,
+    Inv: Future<Output = ()>,
+{
+    let report = CancelInjection::new().check(setup, op, invariant).unwrap();
+    assert_eq!((report.checkpoints, report.suspensions), points);
+}
+
+type OneshotState = (
+    (
+        Shelf<OneshotReceiver<u32>>,
+        Shelf<OneshotReceiver<u32>>,
+        Shelf<OneshotSender<u32>>,
+    ),
+    Record<u32>,
+    Record<u32>,
+);
+
+/// `channel::oneshot`'s `recv`: a cancelled or dropped `recv` leaves the value for the next
+/// one (principle 4). Two channels: `ready` holds its value already, `later` gets its value from
+/// a task 1 ms (virtual) in. The operation receives from `ready`, then waits on `later`.
+///
+/// Points:
+/// - checkpoint 1: `ready.recv()` before it starts: nothing taken;
+/// - drop points 1 and 2: `ready.recv()` took the value and yields (the schedule point of a
+///   ready operation), dropped there: the value goes back into the channel;
+/// - checkpoint 2: `later.recv()` before it starts;
+/// - checkpoint 3, drop point 3: `later.recv()` as it parks (nothing sent yet);
+/// - checkpoint 4, drop point 4: `later.recv()` woken by the send, as it looks again: the
+///   value is in the channel and stays there for the next `recv`.
+///
+/// Invariant, per channel: a value sent is received exactly once, by the operation or by the
+/// next `recv`; a value the operation got is not received again (the next `recv` says
+/// `EndOfChannel`); a value never sent (the sending task was cancelled first) is reported as
+/// `BrokenResource`, not waited for.
+#[test]
+fn oneshot_recv_cancel_safety() {
+    let setup = || -> OneshotState {
+        let (ready_tx, ready) = oneshot::<u32>();
+        ready_tx.send(1).unwrap();
+        let (later_tx, later) = oneshot::<u32>();
+        let sent = Record::new();
+        sent.push(1);
+        let shelves = (Shelf::new(ready), Shelf::new(later), Shelf::new(later_tx));
+        (shelves, sent, Record::new())
+    };
+    let op = |((ready, later, later_tx), sent, got): OneshotState| {
+        in_nursery(|n| async move {
+            let tx = later_tx.take();
+            n.spawn(send_later(move |v| tx.send(v).unwrap(), 2, sent))?;
+            got.push(ready.lend().recv().await?);
+            got.push(later.lend().recv().await?);
+            Ok(())
+        })
+    };
+    assert_cancel_safe(
+        (4, 2),
+        setup,
+        op,
+        |((ready, later, _), sent, got), ending: Ended| async move {
+            let (sent, got) = (sent.get(), got.get());
+            assert_eq!(got, [1, 2][..got.len()], "received out of order");
+            if matches!(ending, Ending::Returned(Ok(()))) {
+                assert_eq!(got, [1, 2]);
+            }
+            for (rx, value) in [(ready, 1), (later, 2)] {
+                let next = rx.lend().recv().await;
+                if got.contains(&value) {
+                    assert!(
+                        matches!(next, Err(Error::EndOfChannel)),
+                        "{value} received twice: {next:?}"
+                    );
+                } else if sent.contains(&value) {
+                    assert_eq!(next.unwrap(), value, "the cancelled recv lost {value}");
+                } else {
+                    assert!(matches!(next, Err(Error::BrokenResource)), "{next:?}");
+                }
+            }
+        },
+    );
+}
+
+type BroadcastState = (
+    broadcast::Sender<u32>,
+    [Shelf<broadcast::Receiver<u32>>; 2],
+    Record<u32>,
+    [Record<u32>; 2],
+);
+
+/// Receives one message into `got`; a cancellation passes on, anything else is a failure of
+/// the test's scenario (it neither lags nor ends).
+async fn recv_into(rx: &mut broadcast::Receiver<u32>, got: &Record<u32>) -> Result<(), Error> {
+    match rx.recv().await {
+        Ok(message) => {
+            got.push(message);
+            Ok(())
+        }
+        Err(broadcast::RecvError::Cancelled(c)) => Err(c.into()),
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+/// `channel::broadcast`'s `Receiver::recv`: a cancelled or dropped `recv` does not move the
+/// receiver on, so the next `recv` returns the same message (principle 4). Two receivers on a
+/// channel of capacity 4: the operation's own, and one in a helper task; message 10 is sent
+/// before the operation starts, 11 and 12 by a task 1 ms and 2 ms in. The operation receives
+/// three messages.
+///
+/// Points:
+/// - checkpoint 1: the first `recv` (10 is there) before it starts;
+/// - drop points 1 and 2: the first `recv` completed without blocking and yields: dropped
+///   there, the receiver has not moved on;
+/// - checkpoints 2 and 4: the second and third `recv` before they start;
+/// - checkpoints 3 and 5, drop points 3 and 5: the second and third `recv` as they park;
+/// - drop points 4 and 6: woken by the send of 11 (12), dropped before taking it;
+/// - drop points 7 and 8: the nursery waiting for the helper, which was woken by the send of
+///   12 at the same time as the operation.
+///
+/// Invariant, for each receiver, the one cancelled with the operation and the helper that
+/// gave up with it: what it received, then what a drain of it receives now, is exactly what
+/// was sent, in order: nothing skipped, nothing twice.
+#[test]
+fn broadcast_recv_cancel_safety() {
+    let setup = || -> BroadcastState {
+        let (tx, own) = broadcast::channel(4);
+        let helper = tx.subscribe();
+        let sent = Record::new();
+        tx.send(10).unwrap();
+        sent.push(10);
+        let got = [Record::new(), Record::new()];
+        (tx, [Shelf::new(own), Shelf::new(helper)], sent, got)
+    };
+    let op = |(tx, [own, helper], sent, [got, helper_got]): BroadcastState| {
+        in_nursery(|n| async move {
+            n.spawn(async move {
+                let mut rx = helper.lend();
+                for _ in 0..3 {
+                    recv_into(&mut rx, &helper_got).await?;
+                }
+                Ok(())
+            })?;
+            n.spawn(async move {
+                for message in [11, 12] {
+                    send_later(
+                        |v| assert_eq!(tx.send(v).unwrap(), 2),
+                        message,
+                        sent.clone(),
+                    )
+                    .await?;
+                }
+                Ok(())
+            })?;
+            let mut rx = own.lend();
+            for _ in 0..3 {
+                recv_into(&mut rx, &got).await?;
+            }
+            Ok(())
+        })
+    };
+    assert_cancel_safe(
+        (5, 4),
+        setup,
+        op,
+        |(_, receivers, sent, got), ending: Ended| async move {
+            let sent = sent.get();
+            if matches!(ending, Ending::Returned(Ok(()))) {
+                assert_eq!(got[0].get(), [10, 11, 12]);
+            }
+            for (who, (rx, got)) in ["own", "helper"]
+                .into_iter()
+                .zip(receivers.iter().zip(&got))
+            {
+                let mut rx = rx.lend();
+                let mut received = got.get();
+                while !rx.is_empty() {
+                    received.push(rx.recv().await.unwrap());
+                }
+                assert_eq!(
+                    received, sent,
+                    "the {who} receiver lost or repeated a message"
+                );
+            }
+        },
+    );
+}
+
+type WatchState = (
+    Arc<watch::Sender<u32>>,
+    Shelf<watch::Receiver<u32>>,
+    Record<u32>,
+    Record<u32>,
+);
+
+/// `channel::watch`'s `Receiver::changed`: a cancelled or dropped `changed` marks nothing
+/// seen, so the next call still reports the change (principle 4). Value 1 is sent before the
+/// operation starts, 2 by a task 1 ms in; the operation waits for two changes, reading the
+/// value after each.
+///
+/// Points:
+/// - checkpoint 1: the first `changed` (1 is unseen) before it starts;
+/// - drop points 1 and 2: the first `changed` completed without blocking and yields: dropped
+///   there, 1 stays unseen;
+/// - checkpoint 2: the second `changed` before it starts;
+/// - checkpoint 3, drop point 3: the second `changed` as it parks;
+/// - drop point 4: the second `changed` told of the send of 2, dropped before it returned.
+///
+/// Invariant: the receiver reports a change (`has_changed`, and then `changed` returns and the
+/// value is the last one sent) exactly when the operation did not read the last value sent
+/// after a `changed` that returned.
+#[test]
+fn watch_changed_cancel_safety() {
+    let setup = || -> WatchState {
+        let (tx, rx) = watch::channel(0);
+        tx.send(1).unwrap();
+        let sent = Record::new();
+        sent.push(1);
+        (Arc::new(tx), Shelf::new(rx), sent, Record::new())
+    };
+    let op = |(tx, rx, sent, got): WatchState| {
+        in_nursery(|n| async move {
+            n.spawn(send_later(move |v| tx.send(v).unwrap(), 2, sent))?;
+            let mut rx = rx.lend();
+            for _ in 0..2 {
+                rx.changed().await?;
+                got.push(*rx.borrow());
+            }
+            Ok(())
+        })
+    };
+    assert_cancel_safe(
+        (3, 2),
+        setup,
+        op,
+        |(tx, rx, sent, got), ending: Ended| async move {
+            let (sent, got) = (sent.get(), got.get());
+            assert_eq!(got, [1, 2][..got.len()]);
+            if matches!(ending, Ending::Returned(Ok(()))) {
+                assert_eq!(got, [1, 2]);
+            }
+            let last = *sent.last().unwrap();
+            let unseen = got.last() != Some(&last);
+            // With the sender gone, the receiver reports the end only once it has seen the
+            // last value.
+            drop(tx);
+            let mut rx = rx.lend();
+            match rx.has_changed() {
+                Ok(true) => assert!(unseen, "a returned changed did not mark {last} seen"),
+                Err(Error::EndOfChannel) => {
+                    assert!(!unseen, "a cancelled changed marked {last} seen");
+                }
+                other => panic!("{other:?}"),
+            }
+            if unseen {
+                rx.changed().await.unwrap();
+                assert_eq!(*rx.borrow_and_update(), last);
+            }
+            assert!(matches!(rx.changed().await, Err(Error::EndOfChannel)));
+        },
+    );
+}
