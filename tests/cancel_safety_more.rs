@@ -1,4 +1,4 @@
-//! Cancel safety of the newer channel operations, through
+//! Cancel safety of the newer primitives and channel operations, through
 //! `testing::CancelInjection` (principle 4: a cancelled operation leaves no trace; DESIGN §6:
 //! cancel at every checkpoint of an operation and check that nothing was lost or held). The
 //! older ones are in `cancel_safety.rs`.
@@ -15,11 +15,13 @@ mod common;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::ms;
 use trellis::channel::{broadcast, oneshot, watch, OneshotReceiver, OneshotSender};
-use trellis::testing::{CancelInjection, Ending};
-use trellis::{nursery, sleep, Error, Nursery};
+use trellis::sync::Barrier;
+use trellis::testing::{wait_all_tasks_blocked, CancelInjection, Ending};
+use trellis::{interval, now, nursery, sleep, Error, Interval, Nursery};
 
 /// What the operation under test ended with, as the invariant sees it.
 type Ended = Ending<Result<(), Error>>;
@@ -39,6 +41,10 @@ impl<T> Clone for Shelf<T> {
 impl<T> Shelf<T> {
     fn new(value: T) -> Self {
         Shelf(Arc::new(Mutex::new(Some(value))))
+    }
+
+    fn empty() -> Self {
+        Shelf(Arc::new(Mutex::new(None)))
     }
 
     /// Takes the value for good (a sender that sending consumes).
@@ -396,6 +402,148 @@ fn watch_changed_cancel_safety() {
                 assert_eq!(*rx.borrow_and_update(), last);
             }
             assert!(matches!(rx.changed().await, Err(Error::EndOfChannel)));
+        },
+    );
+}
+
+type BarrierState = (Arc<Barrier>, Record<(&'static str, bool)>);
+
+/// Waits at the barrier and records who got through, and whether as the leader.
+async fn pass(
+    barrier: &Barrier,
+    who: &'static str,
+    passed: &Record<(&'static str, bool)>,
+) -> Result<(), Error> {
+    let leader = barrier.wait().await?.is_leader();
+    passed.push((who, leader));
+    Ok(())
+}
+
+/// `sync::Barrier::wait`: a waiter cancelled before the barrier trips no longer counts as
+/// arrived, and one released by the round keeps its release (principle 4). A barrier for
+/// three: the operation and helper `a` arrive at once, helper `b` 1 ms later, as the leader.
+///
+/// Points:
+/// - checkpoint 1: the operation's `wait` before it starts: it never arrives;
+/// - checkpoint 2, drop point 1: its `wait` as it parks (arrived, the round incomplete): it
+///   leaves, and no longer counts;
+/// - drop point 2: released by `b`, dropped before it returned: the round completed;
+/// - drop points 3 and 4: the nursery waiting for `a` and `b`, released by the round (`b`
+///   completed it without blocking, and yields).
+///
+/// Invariant: nobody is left counted as arrived; the round completed exactly when someone got
+/// through, and then with exactly one leader, `b`, and all three through unless their futures
+/// were dropped; a fresh round of three still needs all three (a cancelled waiter left no
+/// arrival behind that would trip it early) and has exactly one leader.
+#[test]
+fn barrier_wait_cancel_safety() {
+    let setup = || -> BarrierState { (Arc::new(Barrier::new(3)), Record::new()) };
+    let op = |(barrier, passed): BarrierState| {
+        in_nursery(|n| async move {
+            let (b, p) = (barrier.clone(), passed.clone());
+            n.spawn(async move { pass(&b, "a", &p).await })?;
+            let (b, p) = (barrier.clone(), passed.clone());
+            n.spawn(async move {
+                sleep(ms(1)).await?;
+                pass(&b, "b", &p).await
+            })?;
+            pass(&barrier, "op", &passed).await
+        })
+    };
+    assert_cancel_safe(
+        (2, 2),
+        setup,
+        op,
+        |(barrier, passed), ending: Ended| async move {
+            let stats = barrier.statistics();
+            assert_eq!(stats.tasks_waiting, 0, "a waiter still counts as arrived");
+            let mut passed = passed.get();
+            passed.sort_unstable();
+            match stats.rounds {
+                0 => assert_eq!(passed, []),
+                1 => {
+                    let leaders: Vec<_> = passed.iter().filter(|p| p.1).collect();
+                    assert!(leaders.len() <= 1 && leaders.iter().all(|p| p.0 == "b"));
+                    if !matches!(ending, Ending::Dropped) {
+                        assert_eq!(passed, [("a", false), ("b", true), ("op", false)]);
+                    }
+                }
+                n => panic!("{n} rounds"),
+            }
+            let rounds = stats.rounds;
+            let leaders = nursery(|n| async move {
+                let mut handles = Vec::new();
+                for _ in 0..2 {
+                    let b = barrier.clone();
+                    handles.push(n.spawn(async move { Ok(b.wait().await?.is_leader()) })?);
+                }
+                wait_all_tasks_blocked().await?;
+                assert_eq!(barrier.statistics().tasks_waiting, 2);
+                assert_eq!(barrier.statistics().rounds, rounds, "tripped early");
+                let mut leaders = usize::from(barrier.wait().await?.is_leader());
+                for h in handles {
+                    leaders += usize::from(h.await?);
+                }
+                assert_eq!(barrier.statistics().rounds, rounds + 1);
+                Ok::<_, Error>(leaders)
+            })
+            .await
+            .unwrap();
+            assert_eq!(leaders, 1);
+        },
+    );
+}
+
+type IntervalState = (Shelf<(Instant, Interval)>, Record<Duration>);
+
+/// `time::Interval::tick`: a cancelled or dropped `tick` consumes no tick, so the next one
+/// returns the tick it would have (principle 4). A 10 ms interval: the first tick is due at
+/// once; the operation then works 25 ms (virtual), so the tick due at 10 ms is late and
+/// returned at once and the one at 20 ms is skipped; the third tick waits until 30 ms.
+///
+/// A sleep (the tick's included) checks for cancellation each time it is polled: as it starts
+/// and as it resumes. Points:
+/// - checkpoints 1 and 2, drop points 1 and 2: the first tick, due at once, as its sleep starts
+///   (a sleep to a deadline that has come still yields) and as it resumes: cancelled there, the
+///   tick was due but is not consumed;
+/// - checkpoints 3 and 4, drop points 3 and 4: the 25 ms of work (a `sleep`);
+/// - checkpoints 5 and 6, drop points 5 and 6: the late tick, due already;
+/// - checkpoints 7 and 8, drop points 7 and 8: the third tick, as it starts waiting until
+///   30 ms and as it resumes then.
+///
+/// Invariant: the ticks the operation got, then the next tick of the same interval, are the
+/// schedule `0, 10, 30, 40` ms from its start, up to there: no tick lost or returned twice.
+#[test]
+fn interval_tick_cancel_safety() {
+    let setup = || -> IntervalState { (Shelf::empty(), Record::new()) };
+    let op = |(ticks, got): IntervalState| async move {
+        let mut ticks = ticks.lend_or(|| (now(), interval(ms(10))));
+        let start = ticks.0;
+        got.push(ticks.1.tick().await? - start);
+        sleep(ms(25)).await?;
+        for _ in 0..2 {
+            got.push(ticks.1.tick().await? - start);
+        }
+        Ok::<_, Error>(())
+    };
+    assert_cancel_safe(
+        (8, 4),
+        setup,
+        op,
+        |(ticks, got), ending: Ended| async move {
+            let mut got = got.get();
+            if matches!(ending, Ending::Returned(Ok(()))) {
+                assert_eq!(got.len(), 3);
+            }
+            let mut ticks = ticks.lend();
+            let start = ticks.0;
+            got.push(ticks.1.tick().await.unwrap() - start);
+            let schedule = [0, 10, 30, 40].map(ms);
+            assert_eq!(
+                got,
+                schedule[..got.len()],
+                "a tick was lost or returned twice"
+            );
         },
     );
 }
