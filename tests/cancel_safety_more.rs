@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 
 use common::ms;
 use trellis::channel::{broadcast, oneshot, watch, OneshotReceiver, OneshotSender};
-use trellis::sync::Barrier;
+use trellis::sync::{Barrier, OnceCell};
 use trellis::testing::{wait_all_tasks_blocked, CancelInjection, Ending};
-use trellis::{interval, now, nursery, sleep, Error, Interval, Nursery};
+use trellis::{
+    checkpoint, interval, now, nursery, sleep, CancelScope, Cancelled, Error, Interval, Nursery,
+};
 
 /// What the operation under test ended with, as the invariant sees it.
 type Ended = Ending<Result<(), Error>>;
@@ -546,4 +548,182 @@ fn interval_tick_cancel_safety() {
             );
         },
     );
+}
+
+/// Who initialised: `(initialiser, "start" | "done" | "gave up")`, in order.
+type InitLog = Record<(u32, &'static str)>;
+
+type OnceCellState = (Arc<OnceCell<u32>>, InitLog, Record<(&'static str, u32)>);
+
+fn empty_cell() -> OnceCellState {
+    (Arc::new(OnceCell::new()), Record::new(), Record::new())
+}
+
+/// An initialiser that takes 1 ms (virtual) and returns its id; it logs its start, and its end
+/// ("gave up" when it is cancelled or dropped).
+async fn init(id: u32, log: InitLog) -> Result<u32, Cancelled> {
+    struct Running(u32, InitLog, &'static str);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.1.push((self.0, self.2));
+        }
+    }
+    log.push((id, "start"));
+    let mut running = Running(id, log, "gave up");
+    sleep(ms(1)).await?;
+    running.2 = "done";
+    Ok(id)
+}
+
+/// Runs `init(id)` in a scope shielded from the operation's cancellation, as a task elsewhere
+/// that needs the value would: it finishes, or takes over, unless its future is dropped.
+async fn shielded_get(
+    (cell, log, seen): OnceCellState,
+    who: &'static str,
+    id: u32,
+) -> Result<(), Error> {
+    let shield = CancelScope::new().shielded(true);
+    let value = shield.run(cell.get_or_try_init(|| init(id, log))).await;
+    seen.push((who, *value.expect("shielded")?));
+    Ok(())
+}
+
+/// What "initialised once" means: initialisers ran one at a time, at most one completed (the
+/// last to run), and the cell holds its value, or is empty if none did; everyone that got a
+/// value got that one; nobody waits and nobody holds the turn, so the next `get_or_init` is
+/// given the value, or runs its own initialiser at once if the cell is empty.
+async fn assert_initialised_once((cell, log, seen): OnceCellState) {
+    let runs = log.get();
+    for run in runs.chunks(2) {
+        assert!(
+            matches!(run, [(a, "start"), (b, "done" | "gave up")] if a == b),
+            "initialisers overlapped: {runs:?}"
+        );
+    }
+    let done: Vec<u32> = runs.iter().filter(|r| r.1 == "done").map(|r| r.0).collect();
+    assert!(done.len() <= 1, "two initialisers completed: {runs:?}");
+    assert!(
+        done.is_empty() || runs.last().unwrap().1 == "done",
+        "{runs:?}"
+    );
+    let value = cell.get().copied();
+    assert_eq!(value, done.first().copied());
+    for (who, got) in seen.get() {
+        assert_eq!(Some(got), value, "{who} got a value the cell does not hold");
+    }
+    let next = *cell.get_or_try_init(|| init(9, log.clone())).await.unwrap();
+    assert_eq!(next, value.unwrap_or(9));
+    assert_eq!(
+        log.get().len(),
+        runs.len() + if value.is_none() { 2 } else { 0 }
+    );
+    assert_eq!(
+        format!("{cell:?}"),
+        format!("OnceCell {{ value: Some({next}), initializing: false, tasks_waiting: 0 }}")
+    );
+}
+
+/// Checks `op` on a fresh cell as [`assert_cancel_safe`] does, with the invariant `check`
+/// followed by [`assert_initialised_once`].
+fn assert_cell_cancel_safe<Fut>(
+    points: (usize, usize),
+    op: impl FnMut(OnceCellState) -> Fut,
+    check: impl Fn(&OnceCellState, Ended),
+) where
+    Fut: Future<Output = Result<(), Error>>,
+{
+    assert_cancel_safe(points, empty_cell, op, |state, ending| {
+        check(&state, ending);
+        assert_initialised_once(state)
+    });
+}
+
+/// `sync::OnceCell::get_or_try_init` (what `get_or_init` runs) as the initialiser: a cancelled
+/// or dropped initialiser leaves the cell empty and hands the turn to exactly one waiter
+/// (principle 4). The operation takes the turn and runs initialiser 1 (1 ms); two tasks wait
+/// behind it: an heir in the operation's own scope (`get_or_init`, cancelled with it, which
+/// passes any turn it is handed on without initialising), and behind that a task shielded
+/// from the operation's cancellation, as one elsewhere would be, with initialiser 2.
+///
+/// Points:
+/// - checkpoint 1: `get_or_try_init` before it starts: it never takes the turn;
+/// - drop points 1 and 2: it took the turn without blocking and yields: dropped there, the
+///   turn passes to the first waiter (none yet as it suspends, the heir as it resumes);
+/// - checkpoint 2: holding the turn, before it calls the initialiser (a cancelled caller never
+///   starts one): the turn passes to the heir, which passes it to the shielded task;
+/// - checkpoints 3 and 4, drop points 3 and 4: initialiser 1's sleep, as it starts and as it
+///   resumes: the initialiser gives up, and the turn passes on;
+/// - drop points 5 and 6: the nursery waiting for the two waiters, woken with the value.
+///
+/// Invariant: [`assert_initialised_once`]; the heir never initialised; when the operation was
+/// cancelled, the shielded task took over and the cell holds 2.
+#[test]
+fn once_cell_initialiser_cancel_safety() {
+    let op = |(cell, log, seen): OnceCellState| {
+        in_nursery(|n| async move {
+            let (c, l, s) = (cell.clone(), log.clone(), seen.clone());
+            n.spawn(async move {
+                let heir = c.get_or_init(|| async move {
+                    l.push((3, "start"));
+                    3
+                });
+                s.push(("heir", *heir.await?));
+                Ok(())
+            })?;
+            let state = (cell.clone(), log.clone(), seen.clone());
+            n.spawn(shielded_get(state, "shielded", 2))?;
+            let value = cell.get_or_try_init(|| init(1, log)).await?;
+            seen.push(("op", *value));
+            Ok(())
+        })
+    };
+    assert_cell_cancel_safe((4, 3), op, |(cell, log, seen), ending| {
+        assert!(
+            !log.get().iter().any(|r| r.0 == 3),
+            "the cancelled heir initialised"
+        );
+        if matches!(ending, Ending::Cancelled) {
+            assert_eq!(cell.get(), Some(&2), "nobody took over: {:?}", log.get());
+            assert!(seen.get().contains(&("shielded", 2)));
+        }
+    });
+}
+
+/// `sync::OnceCell::get_or_init` as a waiter: a wait cancelled or dropped keeps no place and
+/// no turn (principle 4). A task shielded from the operation's cancellation runs initialiser 5
+/// (1 ms); the operation lets it start, waits for its value with `get_or_init`, then calls
+/// `get_or_init` again on the initialised cell (still a checkpoint, principle 3).
+///
+/// Points:
+/// - checkpoint 1, drop points 1 and 2: the `checkpoint()` that lets the initialiser start;
+/// - checkpoint 2: the wait before it starts;
+/// - checkpoint 3, drop point 3: the wait as it parks behind the initialiser: it leaves;
+/// - drop point 4: handed the value, dropped before it returned: nothing to give back;
+/// - checkpoint 4, drop points 5 and 6: the second call, as it starts and during its yield.
+///
+/// Invariant: [`assert_initialised_once`]; the initialiser finished whatever happened to the
+/// operation unless its future was dropped with the operation's, and the operation's own
+/// initialiser never ran.
+#[test]
+fn once_cell_get_or_init_cancel_safety() {
+    let op = |(cell, log, seen): OnceCellState| {
+        in_nursery(|n| async move {
+            n.spawn(shielded_get(
+                (cell.clone(), log.clone(), seen.clone()),
+                "initialiser",
+                5,
+            ))?;
+            checkpoint().await?;
+            let value = cell.get_or_init(|| async { unreachable!("the task holds the turn") });
+            seen.push(("op", *value.await?));
+            let again = cell.get_or_init(|| async { unreachable!("initialised") });
+            seen.push(("op again", *again.await?));
+            Ok(())
+        })
+    };
+    assert_cell_cancel_safe((4, 3), op, |(cell, _, _), ending| {
+        if !matches!(ending, Ending::Dropped) {
+            assert_eq!(cell.get(), Some(&5));
+        }
+    });
 }
