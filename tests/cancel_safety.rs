@@ -7,7 +7,8 @@
 //! - after it completed without blocking but before it returned (dropped during its yield),
 //!
 //! and each test checks that no message, permit, token or lock was lost or leaked. The lock-like
-//! primitives go through `testing::CancelInjection`, which visits each of these points in turn.
+//! primitives go through `testing::CancelInjection`, which visits each of these points in turn;
+//! so do the newer operations, in `cancel_safety_more.rs`.
 
 mod common;
 
