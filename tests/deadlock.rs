@@ -269,3 +269,48 @@ fn a_lock_wait_names_the_current_holder_after_a_hand_off() {
         "{text}"
     );
 }
+
+// Without deadlock detection nothing labels the waits, and the tree is the plain one: no
+// `waits in` line, not even the nursery join of a body that is done (its text is what tools
+// and tests that compare it exactly expect).
+#[test]
+fn without_detection_the_task_tree_shows_no_waits() {
+    let rt = Runtime::builder()
+        .flavor(Flavor::CurrentThread)
+        .clock(MockClock::new())
+        .build()
+        .unwrap();
+    let (tree, snapshot) = rt.block_on(async {
+        let lock = Arc::new(Mutex::new(()));
+        let guard = lock.clone().lock_owned().await.unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let out = seen.clone();
+        nursery(|n| async move {
+            n.spawn_named("waiter", async move {
+                drop(lock.lock().await?);
+                Ok(())
+            })?;
+            n.spawn_named("looker", async move {
+                trellis::testing::wait_all_tasks_blocked().await?;
+                *out.lock().unwrap() = Some((
+                    trellis::lowlevel::task_tree(),
+                    trellis::lowlevel::task_tree_snapshot(),
+                ));
+                drop(guard);
+                Ok(())
+            })?;
+            Ok::<_, Error>(()) // the body is done: the nursery joins its tasks
+        })
+        .await
+        .unwrap();
+        let taken = seen.lock().unwrap().take();
+        taken.unwrap()
+    });
+    assert_eq!(
+        tree,
+        "task 0 \"main\"\n  nursery\n    task 1 \"waiter\"\n    task 2 \"looker\"\n"
+    );
+    let nursery = &snapshot.roots[0].children[0];
+    assert!(nursery.waits.is_empty());
+    assert!(nursery.children.iter().all(|t| t.waits.is_empty()));
+}

@@ -44,11 +44,11 @@ pub fn task_tree() -> String {
 /// The live tree of tasks and nurseries as data: what [`task_tree`] prints and the deadlock
 /// detector reports, for tools and tests to inspect.
 ///
-/// A nursery whose body is done shows the wait `nursery join` (for its tasks to finish). What
-/// each task waits in is known only where deadlock detection is on
+/// What each task waits in is known only where deadlock detection is on
 /// ([`Builder::detect_deadlocks`](crate::runtime::Builder::detect_deadlocks), the default of
-/// [`#[trellis::async_test]`](crate::async_test)); elsewhere a task's [`TreeEntry::waits`] is
-/// empty.
+/// [`#[trellis::async_test]`](crate::async_test)), and there a nursery whose body is done shows
+/// the wait `nursery join` (for its tasks to finish); elsewhere every [`TreeEntry::waits`] is
+/// empty and the text is the plain tree.
 ///
 /// # Panics
 /// Outside a runtime.
@@ -87,7 +87,8 @@ fn snapshot_here(function: &str) -> TaskTree {
     let Some(here) = current::current_node_arc().filter(|_| context::in_runtime()) else {
         outside_runtime(function);
     };
-    snapshot_of(node::root_of(&here).node())
+    let with_waits = context::with_shared(|rt| rt.is_some_and(|rt| rt.watchdog.enabled));
+    snapshot_of(node::root_of(&here).node(), with_waits)
 }
 
 /// A snapshot of a runtime's tree of tasks and nurseries (see [`task_tree_snapshot`]). Its
@@ -225,24 +226,21 @@ pub struct LockWait {
 const NURSERY_JOIN: &str = "nursery join";
 
 /// Snapshots the tree below a runtime's root (for [`task_tree_snapshot`] and the deadlock
-/// report).
-pub(crate) fn snapshot_of(root: &Node) -> TaskTree {
-    TaskTree {
-        roots: entries_below(root, None),
-    }
+/// report). `with_waits`: the runtime detects deadlocks, so waits are labelled; then nursery
+/// joins are shown too, and without it the tree shows no waits at all (its text stays the
+/// plain tree).
+pub(crate) fn snapshot_of(root: &Node, with_waits: bool) -> TaskTree {
+    let mut roots = Vec::new();
+    collect_below(root, None, with_waits, &mut roots, &mut Vec::new());
+    TaskTree { roots }
 }
 
-/// The entries for the nodes below `node`: tasks and nurseries become entries; the scopes in
-/// between are looked through, their waits going to the entry above (`None` at the top).
-fn entries_below(node: &Node, parent_task: Option<u64>) -> Vec<TreeEntry> {
-    let mut entries = Vec::new();
-    collect_below(node, parent_task, &mut entries, &mut Vec::new());
-    entries
-}
-
+/// Collects the entries for the nodes below `node`: tasks and nurseries become entries; the
+/// scopes in between are looked through, their waits going to the entry above (`waits`).
 fn collect_below(
     node: &Node,
     parent_task: Option<u64>,
+    with_waits: bool,
     entries: &mut Vec<TreeEntry>,
     waits: &mut Vec<Wait>,
 ) {
@@ -264,7 +262,7 @@ fn collect_below(
             NodeKind::Nursery => EntryKind::Nursery,
             NodeKind::Scope | NodeKind::Root(_) => {
                 waits.extend(wait_of(child));
-                collect_below(child, parent_task, entries, waits);
+                collect_below(child, parent_task, with_waits, entries, waits);
                 continue;
             }
         };
@@ -272,14 +270,20 @@ fn collect_below(
         let mut entry = TreeEntry::new(kind);
         entry.cancelled = child.is_cancelled();
         entry.waits.extend(wait_of(child));
-        if entry.kind == EntryKind::Nursery && child.joining() {
+        if with_waits && entry.kind == EntryKind::Nursery && child.joining() {
             entry.waits.push(Wait {
                 operation: NURSERY_JOIN,
                 lock: None,
             });
         }
         let mut inner_waits = Vec::new();
-        collect_below(child, below_task, &mut entry.children, &mut inner_waits);
+        collect_below(
+            child,
+            below_task,
+            with_waits,
+            &mut entry.children,
+            &mut inner_waits,
+        );
         entry.waits.extend(inner_waits);
         entries.push(entry);
     }

@@ -86,7 +86,7 @@ impl Host for RuntimeHost<'_> {
                 }
                 shared
                     .watchdog
-                    .set_report(crate::lowlevel::snapshot_of(self.root).to_string());
+                    .set_report(crate::lowlevel::snapshot_of(self.root, true).to_string());
                 // Let `block_on` see it: its thread may be parked (multi-threaded flavour) or
                 // be this one (current-thread flavour, which checks after parking).
                 shared.scheduler.main.parker.unpark();
