@@ -19,8 +19,6 @@ pub(crate) struct WaitLabel {
 /// A lock's identity and current holder, shared between the lock and the report. A lock
 /// creates it when its first waiter parks with detection on, and keeps it current from then on.
 pub(crate) struct LockWatch {
-    /// Stable while anyone waits: the lock cannot move while a waiter borrows it.
-    id: usize,
     /// The holder's task id; `NO_HOLDER` when free or held outside a task.
     holder: AtomicU64,
 }
@@ -28,17 +26,18 @@ pub(crate) struct LockWatch {
 const NO_HOLDER: u64 = u64::MAX;
 
 impl LockWatch {
-    pub(crate) fn new(id: usize, holder: Option<u64>) -> Self {
+    pub(crate) fn new(holder: Option<u64>) -> Self {
         let watch = LockWatch {
-            id,
             holder: AtomicU64::new(NO_HOLDER),
         };
         watch.set_holder(holder);
         watch
     }
 
-    pub(crate) fn id(&self) -> usize {
-        self.id
+    /// The lock's identity: the watch's own address, which stays put while a waiter holds the
+    /// watch (the lock's address would not: a lock that nobody borrows may be moved).
+    pub(crate) fn id(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
     }
 
     pub(crate) fn holder(&self) -> Option<u64> {

@@ -119,12 +119,11 @@ impl Site for LockSite {
     }
 
     fn lock_watch(state: &mut RawLock) -> Option<Arc<LockWatch>> {
-        let id = state as *const RawLock as usize;
         let owner = state.owner;
         Some(
             state
                 .watch
-                .get_or_insert_with(|| Arc::new(LockWatch::new(id, owner)))
+                .get_or_insert_with(|| Arc::new(LockWatch::new(owner)))
                 .clone(),
         )
     }
