@@ -244,9 +244,9 @@ impl CancelInjection {
     /// If called from inside a trellis runtime (each run starts its own).
     pub fn check<S, T, Fut, Inv>(
         &self,
-        mut setup: impl FnMut() -> S,
-        mut op: impl FnMut(S) -> Fut,
-        mut invariant: impl FnMut(S, Ending<T>) -> Inv,
+        setup: impl FnMut() -> S,
+        op: impl FnMut(S) -> Fut,
+        invariant: impl FnMut(S, Ending<T>) -> Inv,
     ) -> Result<InjectReport, Box<InjectFailure>>
     where
         S: Clone,
@@ -254,48 +254,37 @@ impl CancelInjection {
         T: Outcome,
         Inv: Future<Output = ()>,
     {
-        let mut run = |plan: Plan| {
-            let probe = Probe::new(plan);
-            let outcome = run_once(&probe, false, &mut setup, &mut op, &mut invariant);
-            (probe, outcome)
-        };
-        let (counted, outcome) = run(Plan::Count);
-        let checkpoints = counted.checks.get();
-        let suspensions = counted.suspensions.get();
-        let mut report = InjectReport {
-            checkpoints,
-            suspensions,
-            runs: 1,
-            missed: 0,
-        };
-        if let Err(failed) = outcome {
-            return Err(failed.report(InjectMode::Cancel, 0, checkpoints, None, &counted));
-        }
-        for (mode, total) in [
-            (InjectMode::Cancel, self.cancel.then_some(checkpoints)),
-            (InjectMode::Drop, self.drop.then_some(2 * suspensions)),
-        ] {
-            let Some(total) = total else { continue };
-            let ks = match self.at {
-                Some(k) => k..k + 1,
-                None => 1..total + 1,
-            };
-            for k in ks {
-                let plan = match mode {
-                    InjectMode::Cancel => Plan::CancelAt(k),
-                    InjectMode::Drop => Plan::DropAt(k),
+        let attempts = |counted: &InjectReport| {
+            let mut attempts = Vec::new();
+            for (mode, total) in [
+                (
+                    InjectMode::Cancel,
+                    self.cancel.then_some(counted.checkpoints),
+                ),
+                (
+                    InjectMode::Drop,
+                    self.drop.then_some(2 * counted.suspensions),
+                ),
+            ] {
+                let Some(total) = total else { continue };
+                let ks = match self.at {
+                    Some(k) => k..k + 1,
+                    None => 1..total + 1,
                 };
-                let (probe, outcome) = run(plan);
-                report.runs += 1;
-                if let Err(failed) = outcome {
-                    return Err(failed.report(mode, k, total, None, &probe));
-                }
-                if !probe.injected() {
-                    report.missed += 1;
-                }
+                attempts.extend(ks.map(|k| Attempt {
+                    plan: match mode {
+                        InjectMode::Cancel => Plan::CancelAt(k),
+                        InjectMode::Drop => Plan::DropAt(k),
+                    },
+                    mode,
+                    k: Some(k),
+                    total,
+                    seed: None,
+                }));
             }
-        }
-        Ok(report)
+            attempts
+        };
+        sweep(false, setup, op, invariant, attempts)
     }
 
     /// Injects at random checkpoints of every task the operation runs, spawned ones included:
@@ -352,9 +341,9 @@ impl CancelInjection {
     /// If called from inside a trellis runtime.
     pub fn check_seeded<S, T, Fut, Inv>(
         &self,
-        mut setup: impl FnMut() -> S,
-        mut op: impl FnMut(S) -> Fut,
-        mut invariant: impl FnMut(S, Ending<T>) -> Inv,
+        setup: impl FnMut() -> S,
+        op: impl FnMut(S) -> Fut,
+        invariant: impl FnMut(S, Ending<T>) -> Inv,
     ) -> Result<InjectReport, Box<InjectFailure>>
     where
         S: Clone,
@@ -362,36 +351,81 @@ impl CancelInjection {
         T: Outcome,
         Inv: Future<Output = ()>,
     {
-        let mut run = |plan: Plan| {
-            let probe = Probe::new(plan);
-            let outcome = run_once(&probe, true, &mut setup, &mut op, &mut invariant);
-            (probe, outcome)
-        };
-        let (counted, outcome) = run(Plan::Count);
-        let checkpoints = counted.checks.get();
-        let mut report = InjectReport {
-            checkpoints,
-            suspensions: counted.suspensions.get(),
-            runs: 1,
-            missed: 0,
-        };
-        if let Err(failed) = outcome {
-            return Err(failed.report(InjectMode::Cancel, 0, checkpoints, None, &counted));
-        }
-        if checkpoints == 0 {
-            return Ok(report);
-        }
-        for seed in self.seeds.clone() {
-            let (probe, outcome) = run(Plan::Seeded(seed_targets(seed, checkpoints)));
-            report.runs += 1;
-            if let Err(failed) = outcome {
-                let k = probe.points.borrow().first().map_or(0, |p| p.index);
-                return Err(failed.report(InjectMode::Cancel, k, checkpoints, Some(seed), &probe));
+        let attempts = |counted: &InjectReport| {
+            let total = counted.checkpoints;
+            if total == 0 {
+                return Vec::new();
             }
-            if !probe.injected() {
-                report.missed += 1;
-            }
-        }
-        Ok(report)
+            self.seeds
+                .clone()
+                .map(|seed| Attempt {
+                    plan: Plan::Seeded(seed_targets(seed, total)),
+                    mode: InjectMode::Cancel,
+                    // The first checkpoint the seed picked, known once it ran.
+                    k: None,
+                    total,
+                    seed: Some(seed),
+                })
+                .collect()
+        };
+        sweep(true, setup, op, invariant, attempts)
     }
+}
+
+/// One injected run of a sweep, and how to name it if its invariant fails.
+struct Attempt {
+    plan: Plan,
+    mode: InjectMode,
+    /// The point injected at; `None`: the first one the run's probe recorded (seeded runs).
+    k: Option<usize>,
+    total: usize,
+    seed: Option<u64>,
+}
+
+/// The sweep both modes of [`CancelInjection`] make: one counting run, then the runs
+/// `attempts` plans from its counts, stopping at the first whose invariant fails.
+/// `all_tasks`: inject into every task the operation runs, not only its own scope.
+fn sweep<S, T, Fut, Inv>(
+    all_tasks: bool,
+    mut setup: impl FnMut() -> S,
+    mut op: impl FnMut(S) -> Fut,
+    mut invariant: impl FnMut(S, Ending<T>) -> Inv,
+    attempts: impl FnOnce(&InjectReport) -> Vec<Attempt>,
+) -> Result<InjectReport, Box<InjectFailure>>
+where
+    S: Clone,
+    Fut: Future<Output = T>,
+    T: Outcome,
+    Inv: Future<Output = ()>,
+{
+    let mut run = |plan: Plan| {
+        let probe = Probe::new(plan);
+        let outcome = run_once(&probe, all_tasks, &mut setup, &mut op, &mut invariant);
+        (probe, outcome)
+    };
+    let (counted, outcome) = run(Plan::Count);
+    let mut report = InjectReport {
+        checkpoints: counted.checks.get(),
+        suspensions: counted.suspensions.get(),
+        runs: 1,
+        missed: 0,
+    };
+    if let Err(failed) = outcome {
+        let total = report.checkpoints;
+        return Err(failed.report(InjectMode::Cancel, 0, total, None, &counted));
+    }
+    for attempt in attempts(&report) {
+        let (probe, outcome) = run(attempt.plan);
+        report.runs += 1;
+        if let Err(failed) = outcome {
+            let k = attempt
+                .k
+                .unwrap_or_else(|| probe.points.borrow().first().map_or(0, |p| p.index));
+            return Err(failed.report(attempt.mode, k, attempt.total, attempt.seed, &probe));
+        }
+        if !probe.injected() {
+            report.missed += 1;
+        }
+    }
+    Ok(report)
 }
