@@ -167,25 +167,41 @@ struct Local {
     shuffled: Option<Shuffled>,
 }
 
-/// The tasks a seeded worker picks from, and its generator (SplitMix64: small, and the same
-/// sequence on every platform, so a seed replays anywhere).
+/// The tasks a seeded worker picks from, and its generator.
 struct Shuffled {
     pool: RefCell<Vec<Runnable>>,
-    state: Cell<u64>,
+    rng: Cell<SplitMix64>,
 }
 
 impl Shuffled {
     fn new(seed: u64) -> Self {
         Shuffled {
             pool: RefCell::new(Vec::new()),
-            state: Cell::new(seed),
+            rng: Cell::new(SplitMix64::new(seed)),
         }
     }
 
     fn next(&self) -> u64 {
-        let state = self.state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-        self.state.set(state);
-        let mut z = state;
+        let mut rng = self.rng.get();
+        let value = rng.next_u64();
+        self.rng.set(rng);
+        value
+    }
+}
+
+/// The generator behind seeds (schedule seeds here, the injection harness's seeded mode):
+/// SplitMix64, small and the same sequence on every platform, so a seed replays anywhere.
+#[derive(Clone, Copy)]
+pub(crate) struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub(crate) fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)

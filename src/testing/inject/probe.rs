@@ -14,19 +14,14 @@ use crate::cancel::current::{self, CheckpointHook};
 use crate::cancel::{node, CancelScope, Scoped};
 use crate::error::{CancelReason, Outcome};
 use crate::lowlevel;
+use crate::runtime::scheduler::SplitMix64;
 use crate::testing::{panic_message, virtual_time_runtime};
 
 /// The checkpoints a seed cancels at: one to three distinct indices in `1..=checkpoints`,
-/// ascending (splitmix64, so that a seed means the same points on every platform).
+/// ascending (the same on every platform).
 pub(super) fn seed_targets(seed: u64, checkpoints: usize) -> Vec<usize> {
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = SplitMix64::new(seed);
+    let mut next = move || rng.next_u64();
     let count = 1 + (next() % 3) as usize;
     let mut targets: Vec<usize> = (0..count)
         .map(|_| 1 + (next() % checkpoints as u64) as usize)
