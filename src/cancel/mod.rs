@@ -145,6 +145,15 @@ pub(crate) fn current_cancellation(function: &'static str) -> Option<Cancelled> 
     cancellation_here(function)
 }
 
+/// The cancel check of an explicit checkpoint: [`current_cancellation`] with the due timers
+/// fired against a fresh clock reading, not this poll's cached one (C7: a deadline that passed
+/// while this task ran is seen here, even if no worker has looked at the timers since).
+#[inline]
+fn checkpoint_cancellation(function: &'static str) -> Option<Cancelled> {
+    context::with_shared(|rt| rt.map(|rt| rt.driver.fire_due_timers()));
+    cancellation_here(function)
+}
+
 /// [`current_cancellation`] for callers that have just fired the due timers themselves.
 #[inline]
 fn cancellation_here(function: &'static str) -> Option<Cancelled> {
@@ -286,10 +295,7 @@ impl Future for Checkpoint {
         if !self.check {
             return Poll::Ready(Ok(()));
         }
-        // C7: a deadline that passed while this task ran is seen at this checkpoint, even if
-        // no worker has looked at the timers since.
-        context::with_shared(|rt| rt.map(|rt| rt.driver.fire_due_timers()));
-        match cancellation_here("checkpoint") {
+        match checkpoint_cancellation("checkpoint") {
             Some(c) => Poll::Ready(Err(c)),
             None => Poll::Ready(Ok(())),
         }
@@ -311,8 +317,7 @@ impl Future for Checkpoint {
 /// });
 /// ```
 pub async fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
-    context::with_shared(|rt| rt.map(|rt| rt.driver.fire_due_timers()));
-    match cancellation_here("checkpoint_if_cancelled") {
+    match checkpoint_cancellation("checkpoint_if_cancelled") {
         Some(c) => Err(c),
         None => Ok(()),
     }
