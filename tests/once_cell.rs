@@ -39,6 +39,17 @@ fn waiter(
     Ok(())
 }
 
+/// Initialiser A: logs "A init", takes 1 s and fails; returns what its caller gets.
+async fn init_failing_as_a(cell: &Cell, log: &Log) -> Result<String, TestError> {
+    cell.get_or_try_init(|| async {
+        log.push("A init");
+        sleep(secs(1)).await?;
+        Err::<String, _>(TestError::Fail("A failed"))
+    })
+    .await
+    .cloned()
+}
+
 // The first caller initialises; the others wait for its value (and never call their own).
 #[test]
 fn one_initialiser_runs_and_every_waiter_gets_its_value() {
@@ -191,13 +202,7 @@ fn a_failed_initialiser_hands_over_and_keeps_its_error() {
         nursery(|n| async move {
             let (cell, log) = (c.clone(), l.clone());
             n.spawn(async move {
-                let r = cell
-                    .get_or_try_init(|| async {
-                        log.push("A init");
-                        sleep(secs(1)).await?;
-                        Err::<String, _>(TestError::Fail("A failed"))
-                    })
-                    .await;
+                let r = init_failing_as_a(&cell, &log).await;
                 assert_eq!(r, Err(TestError::Fail("A failed")));
                 Ok(())
             })?;
@@ -262,13 +267,7 @@ fn a_cancelled_heir_passes_the_turn_without_initialising() {
             let b_scope = CancelScope::new();
             let (cell, log, scope) = (c.clone(), l.clone(), b_scope.clone());
             n.spawn(async move {
-                let r = cell
-                    .get_or_try_init(|| async {
-                        log.push("A init");
-                        sleep(secs(1)).await?;
-                        Err::<String, _>(TestError::Fail("A failed"))
-                    })
-                    .await;
+                let r = init_failing_as_a(&cell, &log).await;
                 // B was handed the turn just now and has not run yet: cancel it.
                 scope.cancel();
                 assert_eq!(r, Err(TestError::Fail("A failed")));

@@ -2,14 +2,17 @@
 //! clock that autojumps at once, with deadlock detection, under a real-time watchdog; every
 //! option changes exactly that, and the attributes of `#[test]` pass through.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::send_and_yield_interleaving;
 use trellis::sync::Event;
 use trellis::testing::__private::{run, Config, TestOutput};
-use trellis::{channel, checkpoint, now, nursery, sleep, sleep_forever, Error, TimedOut};
+use trellis::{checkpoint, now, nursery, sleep, sleep_forever, Error, TimedOut};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -154,42 +157,13 @@ async fn the_multi_threaded_flavour_takes_the_mock_clock_on_request() {
     assert_eq!(now() - start, secs(30));
 }
 
-/// Task `a` sends ten messages into an unbounded channel (never blocking) and records each;
-/// task `b` records three times, yielding after each (as in tests/yield_budget.rs).
-async fn interleaving() -> Vec<String> {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, _rx) = channel::unbounded::<u32>();
-    let (la, lb) = (log.clone(), log.clone());
-    nursery(|n| async move {
-        n.spawn(async move {
-            for i in 1..=10 {
-                tx.send(i).await.map_err(Error::from)?;
-                la.lock().unwrap().push(format!("a{i}"));
-            }
-            Ok(())
-        })?;
-        n.spawn(async move {
-            for j in 1..=3 {
-                lb.lock().unwrap().push(format!("b{j}"));
-                checkpoint().await?;
-            }
-            Ok(())
-        })?;
-        Ok::<_, Error>(())
-    })
-    .await
-    .unwrap();
-    let log = log.lock().unwrap().clone();
-    log
-}
-
 // principle 3: by default every ready operation yields.
 #[trellis::async_test]
 async fn by_default_every_ready_operation_yields() {
     let expected = [
         "b1", "a1", "b2", "a2", "b3", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10",
     ];
-    assert_eq!(interleaving().await, expected);
+    assert_eq!(send_and_yield_interleaving().await, expected);
 }
 
 // `yield_budget = 4`: four ready sends run back to back, the fifth yields.
@@ -198,7 +172,7 @@ async fn yield_budget_spaces_out_the_schedule_points() {
     let expected = [
         "a1", "a2", "a3", "a4", "b1", "a5", "a6", "a7", "a8", "a9", "b2", "a10", "b3",
     ];
-    assert_eq!(interleaving().await, expected);
+    assert_eq!(send_and_yield_interleaving().await, expected);
 }
 
 // A test may return a `Result`, as a `#[test]` may; `?` works in its body. The error need not

@@ -1,9 +1,10 @@
 //! `Builder::yield_budget`: operations that complete without blocking skip their schedule point
 //! while the task's budget lasts; cancellation is still checked at every one (principle 3).
 
-use std::sync::{Arc, Mutex};
+mod common;
 
-use trellis::{channel, nursery, CancelScope, Error, Flavor, Runtime};
+use common::send_and_yield_interleaving;
+use trellis::{channel, CancelScope, Error, Flavor, Runtime};
 
 fn runtime(budget: u32) -> Runtime {
     Runtime::builder()
@@ -13,35 +14,9 @@ fn runtime(budget: u32) -> Runtime {
         .unwrap()
 }
 
-/// Task `a` sends ten messages into an unbounded channel (never blocking) and records each;
-/// task `b` records three times, yielding after each.
+/// [`send_and_yield_interleaving`] on a current-thread runtime with this yield budget.
 fn interleaving(budget: u32) -> Vec<String> {
-    runtime(budget).block_on(async {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, _rx) = channel::unbounded::<u32>();
-        let (la, lb) = (log.clone(), log.clone());
-        nursery(|n| async move {
-            n.spawn(async move {
-                for i in 1..=10 {
-                    tx.send(i).await.map_err(Error::from)?;
-                    la.lock().unwrap().push(format!("a{i}"));
-                }
-                Ok(())
-            })?;
-            n.spawn(async move {
-                for j in 1..=3 {
-                    lb.lock().unwrap().push(format!("b{j}"));
-                    trellis::checkpoint().await?;
-                }
-                Ok(())
-            })?;
-            Ok::<_, Error>(())
-        })
-        .await
-        .unwrap();
-        let log = log.lock().unwrap().clone();
-        log
-    })
+    runtime(budget).block_on(send_and_yield_interleaving())
 }
 
 // principle 3: by default every ready operation is a schedule point, as in trio.

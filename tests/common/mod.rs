@@ -290,3 +290,33 @@ impl trellis::AsCancelled for TestError {
         }
     }
 }
+
+/// Task `a` sends ten messages into an unbounded channel (never blocking) and records each;
+/// task `b` records three times, yielding after each: the record shows which ready operations
+/// yielded (principle 3, `Builder::yield_budget`).
+pub async fn send_and_yield_interleaving() -> Vec<String> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, _rx) = trellis::channel::unbounded::<u32>();
+    let (la, lb) = (log.clone(), log.clone());
+    trellis::nursery(|n| async move {
+        n.spawn(async move {
+            for i in 1..=10 {
+                tx.send(i).await.map_err(trellis::Error::from)?;
+                la.lock().unwrap().push(format!("a{i}"));
+            }
+            Ok(())
+        })?;
+        n.spawn(async move {
+            for j in 1..=3 {
+                lb.lock().unwrap().push(format!("b{j}"));
+                trellis::checkpoint().await?;
+            }
+            Ok(())
+        })?;
+        Ok::<_, trellis::Error>(())
+    })
+    .await
+    .unwrap();
+    let log = log.lock().unwrap().clone();
+    log
+}
