@@ -153,6 +153,14 @@ where
         result.err()
     }
 
+    /// [`drop_future`](Self::drop_future) for a task that was spawned: the instrument hears
+    /// that it exited (a refused spawn reported nothing, so it drops its future without this).
+    fn exit(&self) -> Option<Box<dyn Any + Send>> {
+        let dropped = self.drop_future();
+        self.report(Hook::Exited);
+        dropped
+    }
+
     /// Delivers the outcome, then unlinks the node from its parent.
     fn finish(&self, outcome: Result<Result<T, E>, Box<dyn Any + Send>>) {
         let reporter = &self.reporter;
@@ -186,9 +194,7 @@ where
     /// holds POLLING.
     fn end_foreign_wait(&self) {
         let cancelled = node::cancelled_error(&self.node);
-        let dropped = self.drop_future();
-        self.report(Hook::Exited);
-        match dropped {
+        match self.exit() {
             Some(payload) => self.reporter.panicked(payload),
             None => self.reporter.dropped(cancelled),
         }
@@ -228,9 +234,7 @@ where
                 Err(_) => std::thread::yield_now(),
             }
         }
-        let dropped = self.drop_future();
-        self.report(Hook::Exited);
-        if let Some(payload) = dropped {
+        if let Some(payload) = self.exit() {
             self.reporter.panicked(payload);
         }
         handle::complete(&self.join, JoinState::Cancelled);
@@ -347,8 +351,7 @@ where
             Err(payload) => Err(payload),
         };
         cell.report(Hook::AfterPoll(PollEnd::Finished));
-        let drop_panic = cell.drop_future();
-        cell.report(Hook::Exited);
+        let drop_panic = cell.exit();
         let outcome = match (outcome, drop_panic) {
             (Ok(_), Some(payload)) => Err(payload),
             (outcome, _) => outcome,
