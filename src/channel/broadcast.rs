@@ -251,12 +251,7 @@ impl<T> Sender<T> {
     /// assert!(late.is_empty()); // it starts after "before"
     /// ```
     pub fn subscribe(&self) -> Receiver<T> {
-        let mut st = lock(&self.shared);
-        st.receivers += 1;
-        Receiver {
-            shared: self.shared.clone(),
-            next: st.tail(),
-        }
+        Receiver::at_tail(&self.shared)
     }
 
     /// How many receivers exist.
@@ -404,10 +399,15 @@ impl<T> Receiver<T> {
     /// assert_eq!(fresh.len(), 0);
     /// ```
     pub fn resubscribe(&self) -> Receiver<T> {
-        let mut st = lock(&self.shared);
+        Receiver::at_tail(&self.shared)
+    }
+
+    /// A new receiver that gets what is sent from now on.
+    fn at_tail(shared: &Arc<Mutex<State<T>>>) -> Receiver<T> {
+        let mut st = lock(shared);
         st.receivers += 1;
         Receiver {
-            shared: self.shared.clone(),
+            shared: shared.clone(),
             next: st.tail(),
         }
     }
