@@ -27,11 +27,9 @@ const NO_HOLDER: u64 = u64::MAX;
 
 impl LockWatch {
     pub(crate) fn new(holder: Option<u64>) -> Self {
-        let watch = LockWatch {
-            holder: AtomicU64::new(NO_HOLDER),
-        };
-        watch.set_holder(holder);
-        watch
+        LockWatch {
+            holder: AtomicU64::new(holder.unwrap_or(NO_HOLDER)),
+        }
     }
 
     /// The lock's identity: the watch's own address, which stays put while a waiter holds the

@@ -276,15 +276,13 @@ fn collect_below(
                 lock: None,
             });
         }
-        let mut inner_waits = Vec::new();
         collect_below(
             child,
             below_task,
             with_waits,
             &mut entry.children,
-            &mut inner_waits,
+            &mut entry.waits,
         );
-        entry.waits.extend(inner_waits);
         entries.push(entry);
     }
 }
