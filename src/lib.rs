@@ -65,7 +65,9 @@ pub use cancel::{
 pub use error::{AsCancelled, CancelReason, Cancelled, Error, NurseryError, Outcome, TimedOut};
 pub use nursery::{nursery, supervisor, Nursery, NurseryFuture, TaskStatus};
 pub use race::{race, Race, Raced};
-pub use runtime::{run, Builder, CtrlC, Flavor, Runtime, DEFAULT_THREAD_STACK_SIZE};
+pub use runtime::{
+    run, Builder, CtrlC, Flavor, Runtime, DEFAULT_THREAD_STACK_SIZE, DEFAULT_YIELD_BUDGET,
+};
 pub use task::{TaskHandle, TaskLocal, TaskLocalError, TaskLocalFuture};
 pub use time::clock::{Clock, SystemClock};
 pub use time::{

@@ -61,7 +61,7 @@ fn every_receiver_sees_every_message_in_order() {
 // then, and (principle 4) the message is still there afterwards.
 #[test]
 fn recv_is_a_checkpoint_and_a_cancelled_one_consumes_nothing() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let (tx, mut rx) = broadcast::channel(4);
         tx.send("m").unwrap();
         assert!(run_cancelled(rx.recv()).await.is_none());
@@ -75,7 +75,7 @@ fn recv_is_a_checkpoint_and_a_cancelled_one_consumes_nothing() {
 // during its schedule point: the receiver is where it was.
 #[test]
 fn cancelled_or_dropped_recv_consumes_nothing() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let t0 = trellis::now();
         let (tx, mut rx) = broadcast::channel(4);
         assert!(move_on_after(secs(1), rx.recv()).await.is_none());

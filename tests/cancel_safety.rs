@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use common::{block_on_current, poll_once, run_cancelled};
+use common::{block_on_current, block_on_trio_order, poll_once, run_cancelled};
 use futures_core::Stream;
 use trellis::channel::{bounded, unbounded};
 use trellis::sync::{Borrower, CapacityLimiter, Condition, Event, Mutex, RwLock, Semaphore};
@@ -27,7 +27,7 @@ use trellis::{checkpoint, nursery, sleep, CancelScope, Error};
 
 #[test]
 fn recv_cancelled_at_every_point_loses_no_message() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let (tx, rx) = bounded::<u32>(2);
 
         // Before blocking: a message is ready, but the scope is cancelled: nothing consumed.

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use common::{assert_yields, block_on_current};
+use common::{assert_yields, block_on_current, block_on_trio_order};
 use futures_core::Stream;
 use trellis::channel::{bounded, unbounded, ChannelStatistics, Receiver, Sender};
 use trellis::testing::wait_all_tasks_blocked;
@@ -33,7 +33,7 @@ fn reason<T>(r: Result<(), trellis::channel::SendError<T>>) -> Error {
 #[test]
 fn channel_basics() {
     // trio: test_channel
-    block_on_current(async {
+    block_on_trio_order(async {
         let (s, r) = bounded::<&str>(2);
         s.try_send("1").unwrap();
         assert_yields(s.send("2")).await.unwrap();
@@ -426,7 +426,7 @@ fn channel_fairness() {
 #[test]
 fn rendezvous_channel() {
     // trio: test_unbuffered
-    block_on_current(async {
+    block_on_trio_order(async {
         let (s, r) = bounded::<i32>(0);
         assert!(matches!(r.try_recv(), Err(Error::WouldBlock)));
         assert!(matches!(reason(s.try_send(1)), Error::WouldBlock));

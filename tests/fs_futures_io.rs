@@ -227,33 +227,36 @@ fn a_write_in_a_cancelled_scope_accepts_nothing() {
 #[test]
 fn bytes_kept_from_an_abandoned_read_stay_ahead_of_the_position_seen() {
     let path = scratch("read-ahead");
-    let got = trellis::run(async {
-        fs::write(&path, "0123456789").await?;
-        let mut file = read_write().open(&path).await?;
-        {
-            let mut big = [0u8; 100];
-            let mut read = std::pin::pin!(AsyncReadExt::read(&mut file, &mut big));
-            // The first poll waits for a thread slot (a checkpoint); the second starts the
-            // read on its thread, which cannot have finished a few instructions later.
-            assert!(futures_lite::future::poll_once(read.as_mut())
-                .await
-                .is_none());
-            assert!(futures_lite::future::poll_once(read.as_mut())
-                .await
-                .is_none());
-        } // abandoned: the thread reads all ten bytes into the file's keeping
-        trellis::sleep(ms(50)).await?;
-        // Changed on disk after that read: the next read proves it was kept, not made again.
-        std::fs::write(&path, "abcdefghij")?;
-        let mut three = [0u8; 3];
-        file.read_exact(&mut three).await?;
-        let position = AsyncSeekExt::seek(&mut file, SeekFrom::Current(0)).await?;
-        AsyncWriteExt::write_all(&mut file, b"XY").await?; // at the position seen, 3
-        file.flush().await?;
-        let on_disk = fs::read_to_string(&path).await?;
-        fs::remove_file(&path).await?;
-        Ok::<_, std::io::Error>((three, position, on_disk))
-    })
-    .unwrap();
+    // Every ready operation yields (trio's rule): the thread-slot wait below is a schedule point.
+    let rt = trellis::Runtime::builder().yield_budget(0).build().unwrap();
+    let got = rt
+        .block_on(async {
+            fs::write(&path, "0123456789").await?;
+            let mut file = read_write().open(&path).await?;
+            {
+                let mut big = [0u8; 100];
+                let mut read = std::pin::pin!(AsyncReadExt::read(&mut file, &mut big));
+                // The first poll waits for a thread slot (a checkpoint); the second starts the
+                // read on its thread, which cannot have finished a few instructions later.
+                assert!(futures_lite::future::poll_once(read.as_mut())
+                    .await
+                    .is_none());
+                assert!(futures_lite::future::poll_once(read.as_mut())
+                    .await
+                    .is_none());
+            } // abandoned: the thread reads all ten bytes into the file's keeping
+            trellis::sleep(ms(50)).await?;
+            // Changed on disk after that read: the next read proves it was kept, not made again.
+            std::fs::write(&path, "abcdefghij")?;
+            let mut three = [0u8; 3];
+            file.read_exact(&mut three).await?;
+            let position = AsyncSeekExt::seek(&mut file, SeekFrom::Current(0)).await?;
+            AsyncWriteExt::write_all(&mut file, b"XY").await?; // at the position seen, 3
+            file.flush().await?;
+            let on_disk = fs::read_to_string(&path).await?;
+            fs::remove_file(&path).await?;
+            Ok::<_, std::io::Error>((three, position, on_disk))
+        })
+        .unwrap();
     assert_eq!(got, (*b"012", 3, "abcXYfghij".to_string()));
 }

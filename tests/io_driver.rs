@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use common::{current_thread, runtime, secs, Log};
+use common::{block_on_trio_order, current_thread, runtime, secs, Log};
 use trellis::io::AsyncFd;
 use trellis::testing::wait_all_tasks_blocked;
 use trellis::{
@@ -200,8 +200,7 @@ fn a_read_in_a_cancelled_scope_leaves_the_data() {
 // yield after it (the checkpoint's schedule point): the reader gets its bytes.
 #[test]
 fn a_completed_read_survives_a_cancel_during_its_yield() {
-    let rt = current_thread().0;
-    rt.block_on(async {
+    block_on_trio_order(async {
         let (a, mut b) = UnixStream::pair()?;
         let a = Arc::new(AsyncFd::new(a)?);
         b.write_all(b"done")?;

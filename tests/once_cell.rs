@@ -91,7 +91,7 @@ fn one_initialiser_runs_and_every_waiter_gets_its_value() {
 // even then.
 #[test]
 fn get_or_init_is_a_checkpoint_even_when_initialised() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let cell = OnceCell::from(4u8);
         assert_eq!(
             *assert_yields(cell.get_or_init(|| async { 0 }))
@@ -406,7 +406,7 @@ fn get_or_init_reports_the_cancellation() {
 // (before `init` started) keeps no turn.
 #[test]
 fn a_caller_dropped_at_its_checkpoint_keeps_no_turn() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let cell = OnceCell::<u8>::new();
         {
             let mut first = Box::pin(cell.get_or_init(|| async { unreachable!("dropped first") }));

@@ -46,7 +46,7 @@ fn recv_is_a_checkpoint() {
 // point: the value stays in the channel.
 #[test]
 fn a_cancelled_or_dropped_recv_consumes_nothing() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let (tx, mut rx) = oneshot::<u8>();
         assert!(move_on_after(secs(1), rx.recv()).await.is_none());
         tx.send(7).unwrap();
@@ -88,7 +88,7 @@ fn dropped_halves_are_reported_not_hung() {
 /// the value after it.
 #[test]
 fn a_ready_recv_is_a_schedule_point() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let (tx, mut rx) = oneshot();
         tx.send(3).unwrap();
         assert_eq!(assert_yields(rx.recv()).await.unwrap(), 3);

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
-use common::{assert_yields, block_on_current, multi_thread, Log};
+use common::{assert_yields, block_on_current, block_on_trio_order, multi_thread, Log};
 use trellis::channel::{bounded, Receiver, Sender};
 use trellis::lowlevel::current_task;
 use trellis::sync::{
@@ -21,7 +21,7 @@ use trellis::{checkpoint, nursery, sleep_forever, CancelScope, Error};
 #[test]
 fn event_wakes_all_waiters() {
     // trio: test_Event
-    block_on_current(async {
+    block_on_trio_order(async {
         let e = Event::new();
         assert!(!e.is_set());
         assert_eq!(e.statistics().tasks_waiting, 0);
@@ -59,7 +59,7 @@ fn event_wakes_all_waiters() {
 #[test]
 fn semaphore_counts_and_hands_off_fairly() {
     // trio: test_Semaphore
-    block_on_current(async {
+    block_on_trio_order(async {
         let s = Semaphore::new(1);
         assert_eq!(s.value(), 1);
         assert_eq!(s.max_value(), None);
@@ -127,7 +127,7 @@ fn bounded_semaphore_refuses_release_past_max() {
 #[test]
 fn mutex_lock_and_statistics() {
     // trio: test_Lock_and_StrictFIFOLock
-    block_on_current(async {
+    block_on_trio_order(async {
         let l = Arc::new(Mutex::new(()));
         assert!(!l.is_locked());
         {
@@ -182,7 +182,7 @@ fn mutex_lock_and_statistics() {
 #[test]
 fn condition_notify_reparks_onto_the_lock() {
     // trio: test_Condition
-    block_on_current(async {
+    block_on_trio_order(async {
         let c = Arc::new(Condition::new(()));
         assert!(!c.is_locked());
         {
@@ -557,7 +557,7 @@ fn generic_lock_fifo_fairness() {
         let initial = Arc::new(StdMutex::new(Vec::new()));
         let rec = Arc::new(StdMutex::new(Vec::new()));
         let (ini, r) = (initial.clone(), rec.clone());
-        block_on_current(async move {
+        block_on_trio_order(async move {
             let lock = factory();
             nursery(|n| async move {
                 for name in 1..=3 {
@@ -612,7 +612,7 @@ fn generic_lock_try_acquire_blocks_acquire() {
 
 #[test]
 fn rwlock_readers_share_and_writers_queue_fairly() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let lock = Arc::new(RwLock::new(0u32));
         let r1 = lock.read().await.unwrap();
         let r2 = assert_yields(lock.read()).await.unwrap();
@@ -690,7 +690,7 @@ fn rwlock_writer_giving_up_lets_queued_readers_in() {
 
 #[test]
 fn barrier_releases_all_parties_with_one_leader() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let barrier = Arc::new(Barrier::new(3));
         let b2 = barrier.clone();
         let leaders = nursery(|n| async move {

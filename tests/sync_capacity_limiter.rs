@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_yields, block_on_current};
+use common::{assert_yields, block_on_current, block_on_trio_order};
 use trellis::sync::{Borrower, CapacityLimiter};
 use trellis::testing::wait_all_tasks_blocked;
 use trellis::{nursery, Error};
@@ -27,7 +27,7 @@ fn ids(ns: &[u64]) -> Vec<Borrower> {
 #[test]
 fn capacity_limiter_basics_and_fairness() {
     // trio: test_CapacityLimiter
-    block_on_current(async {
+    block_on_trio_order(async {
         assert_eq!(CapacityLimiter::new(0).total_tokens(), 0);
         let c = CapacityLimiter::new(2);
         assert_eq!(c.total_tokens(), 2);

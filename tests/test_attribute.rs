@@ -157,20 +157,30 @@ async fn the_multi_threaded_flavour_takes_the_mock_clock_on_request() {
     assert_eq!(now() - start, secs(30));
 }
 
-// principle 3: by default every ready operation yields.
-#[trellis::async_test]
-async fn by_default_every_ready_operation_yields() {
+// principle 3, trio's rule: with `yield_budget = 0` every ready operation yields.
+#[trellis::async_test(yield_budget = 0)]
+async fn yield_budget_0_makes_every_ready_operation_yield() {
     let expected = [
         "b1", "a1", "b2", "a2", "b3", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10",
     ];
     assert_eq!(send_and_yield_interleaving().await, expected);
 }
 
-// `yield_budget = 4`: four ready sends run back to back, the fifth yields.
+// By default a test runs with the runtime's default budget (128): ten ready sends run back to
+// back before `b` gets its turn.
+#[trellis::async_test]
+async fn by_default_ready_operations_spend_the_default_budget() {
+    let expected = [
+        "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10", "b1", "b2", "b3",
+    ];
+    assert_eq!(send_and_yield_interleaving().await, expected);
+}
+
+// `yield_budget = 4`: four ready sends run back to back, the fifth yields before it sends.
 #[trellis::async_test(yield_budget = 4)]
 async fn yield_budget_spaces_out_the_schedule_points() {
     let expected = [
-        "a1", "a2", "a3", "a4", "b1", "a5", "a6", "a7", "a8", "a9", "b2", "a10", "b3",
+        "a1", "a2", "a3", "a4", "b1", "a5", "a6", "a7", "a8", "b2", "a9", "a10", "b3",
     ];
     assert_eq!(send_and_yield_interleaving().await, expected);
 }

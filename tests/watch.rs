@@ -70,7 +70,7 @@ fn receivers_see_the_latest_value_then_the_end() {
 // even then, and (principle 4) the change is still unseen afterwards.
 #[test]
 fn changed_is_a_checkpoint_and_a_cancelled_one_marks_nothing_seen() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let (tx, mut rx) = watch::channel('a');
         tx.send('b').unwrap();
         assert!(run_cancelled(rx.changed()).await.is_none());
@@ -85,7 +85,7 @@ fn changed_is_a_checkpoint_and_a_cancelled_one_marks_nothing_seen() {
 // ran, and one dropped during its schedule point all leave the change unseen.
 #[test]
 fn cancelled_or_dropped_changed_leaves_the_change_unseen() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let t0 = trellis::now();
         let (tx, mut rx) = watch::channel(0);
         assert!(move_on_after(secs(1), rx.changed()).await.is_none());
@@ -180,7 +180,7 @@ fn send_needs_a_receiver_and_send_replace_does_not() {
 // `Sender::closed` waits for the last receiver (clones and subscribers count); a checkpoint.
 #[test]
 fn closed_waits_for_every_receiver() {
-    block_on_current(async {
+    block_on_trio_order(async {
         let t0 = trellis::now();
         let (tx, rx) = watch::channel(0);
         let rx2 = tx.subscribe();

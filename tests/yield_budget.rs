@@ -3,8 +3,14 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use common::send_and_yield_interleaving;
-use trellis::{channel, CancelScope, Error, Flavor, Runtime};
+use trellis::sync::Mutex;
+use trellis::testing::MockClock;
+use trellis::{channel, move_on_after, nursery, CancelScope, Error, Flavor, Runtime};
 
 fn runtime(budget: u32) -> Runtime {
     Runtime::builder()
@@ -34,9 +40,10 @@ fn without_a_budget_every_ready_send_yields() {
 #[test]
 fn a_budget_spaces_out_the_schedule_points() {
     let log = interleaving(4);
-    // Four sends per poll of `a` skip their yield; the fifth yields, and the budget refills.
+    // Four sends per poll of `a` skip their yield; the fifth yields before it sends, and runs
+    // with the refilled budget.
     let expected = [
-        "a1", "a2", "a3", "a4", "b1", "a5", "a6", "a7", "a8", "a9", "b2", "a10", "b3",
+        "a1", "a2", "a3", "a4", "b1", "a5", "a6", "a7", "a8", "b2", "a9", "a10", "b3",
     ];
     assert_eq!(log, expected);
 }
@@ -64,4 +71,113 @@ fn a_budget_never_skips_the_cancel_check() {
         assert!(sent.is_none());
         assert_eq!(rx.statistics().current_buffer_used, 3);
     });
+}
+
+// The default: tokio's budget size, and what the runtime and the test attribute use.
+#[test]
+fn the_default_budget_is_128_ready_operations_per_poll() {
+    assert_eq!(trellis::DEFAULT_YIELD_BUDGET, 128);
+    let default = Runtime::builder()
+        .flavor(Flavor::CurrentThread)
+        .build()
+        .unwrap();
+    let log = default.block_on(send_and_yield_interleaving());
+    let expected = [
+        "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10", "b1", "b2", "b3",
+    ];
+    assert_eq!(log, expected);
+}
+
+// Fairness under a budget: a task whose operations never block still yields every `n + 1`
+// operations, so a task spinning on ready sends until another task stops it cannot starve
+// that task. Exactly one poll's budget of sends happens before the other task runs; the send
+// that yielded then completes, and the loop sees the flag.
+#[test]
+fn a_task_looping_on_ready_operations_cannot_starve_others() {
+    for budget in [1, 4, trellis::DEFAULT_YIELD_BUDGET] {
+        let sent = runtime(budget).block_on(async {
+            let (tx, _rx) = channel::unbounded::<u64>();
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            nursery(|n| async move {
+                let spinner = n.spawn(async move {
+                    let mut sent = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        tx.send(sent).await?;
+                        sent += 1;
+                    }
+                    Ok::<_, Error>(sent)
+                })?;
+                n.spawn(async move {
+                    flag.store(true, Ordering::SeqCst);
+                    Ok(())
+                })?;
+                spinner.await
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(sent, u64::from(budget) + 1, "budget {budget}");
+    }
+}
+
+// Once the budget is spent, an operation that takes something yields *before* taking it: a
+// lock is never held across that yield, so tasks taking turns on a lock do not queue on it and
+// pay a hand-off each. Under trio's rule (budget 0) the yield comes after, with the lock held.
+#[test]
+fn a_spent_budget_yields_before_taking_a_lock_not_while_holding_it() {
+    for (budget, free_during_yield) in [(2, true), (0, false)] {
+        let seen = runtime(budget).block_on(async {
+            let lock = Arc::new(Mutex::new(0));
+            let l = lock.clone();
+            nursery(|n| async move {
+                // With budget 2 the third `lock` yields; with budget 0 the first does.
+                let taker = n.spawn(async move {
+                    for _ in 0..3 {
+                        *l.lock().await? += 1;
+                    }
+                    Ok::<_, Error>(())
+                })?;
+                let probe = n.spawn(async move {
+                    // Runs during the taker's first yield.
+                    Ok::<_, Error>(lock.try_lock().is_ok())
+                })?;
+                taker.await?;
+                probe.await
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(seen, free_during_yield, "budget {budget}");
+    }
+}
+
+// C5/C7 under a budget: a deadline that passes while a task runs ready operations is seen at
+// the next one, though it does not yield: exactly the sends before the clock moved get through.
+#[test]
+fn a_budget_sees_a_deadline_at_the_next_ready_operation() {
+    let clock = MockClock::new();
+    let rt = Runtime::builder()
+        .flavor(Flavor::CurrentThread)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let (sent, buffered) = rt.block_on(async move {
+        let (tx, rx) = channel::unbounded::<u32>();
+        let mut sent = 0;
+        let out = move_on_after(Duration::from_secs(1), async {
+            for i in 0..100 {
+                tx.send(i).await?;
+                sent += 1;
+                if i == 5 {
+                    clock.jump(Duration::from_secs(2));
+                }
+            }
+            Ok::<_, Error>(())
+        })
+        .await;
+        assert!(out.is_none(), "the deadline ended the loop");
+        (sent, rx.statistics().current_buffer_used)
+    });
+    assert_eq!((sent, buffered), (6, 6));
 }

@@ -28,7 +28,7 @@ pub struct Plan {
     pub runtimes: Vec<Runtime>,
     /// The longest one sample may take before the watchdog ends the process.
     pub sample_limit: Duration,
-    /// `Builder::yield_budget` of the trellis runtimes (0: the library default).
+    /// `Builder::yield_budget` of the trellis runtimes (the library's default unless `--yield-budget` says otherwise).
     pub trellis_yield_budget: u32,
 }
 

@@ -32,8 +32,8 @@ usage: trellis-bench [OPTIONS]
   --runtimes NAMES   run only these runtimes (comma-separated); `trellis` and `tokio`
                      select both flavours
   --json PATH        also write the results as JSON to PATH
-  --yield-budget N   build the trellis runtimes with `Builder::yield_budget(N)` (default 0,
-                     the library default: every ready operation yields, as in trio)
+  --yield-budget N   build the trellis runtimes with `Builder::yield_budget(N)` (default: the
+                     library's, 128; 0 is trio's rule: every ready operation yields)
   -h, --help         this text
 
 workloads: spawn_join yield chained_spawn ping_pong mpsc lock_contention timers cancel_blocked tcp_echo
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
             .collect::<Vec<_>>()
             .join(" "),
         match args.yield_budget {
-            0 => String::new(),
+            trellis::DEFAULT_YIELD_BUDGET => String::new(),
             n => format!(" (trellis yield budget {n})"),
         }
     );
@@ -128,7 +128,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         workloads: Vec::new(),
         runtimes: Vec::new(),
         json: None,
-        yield_budget: 0,
+        yield_budget: trellis::DEFAULT_YIELD_BUDGET,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {

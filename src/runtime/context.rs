@@ -61,6 +61,7 @@ pub(crate) fn begin_poll() {
 
 /// Must an operation that completed without blocking yield now? Spends one unit of the task's
 /// budget; says yes once it is spent (and outside a task poll, where there is no budget).
+#[inline]
 pub(crate) fn must_yield() -> bool {
     BUDGET.with(|b| match b.get() {
         0 => true,
@@ -69,6 +70,35 @@ pub(crate) fn must_yield() -> bool {
             false
         }
     })
+}
+
+/// Has this task poll spent its (nonzero) yield budget? An operation that would take or hold
+/// something (a lock, a permit, a message) then takes its schedule point *before* acting, so
+/// that nothing is held across the yield: yielding while holding a lock lets every other task
+/// queue on it, and the hand-offs that follow cost a reschedule per acquisition (a lock convoy).
+/// Always `false` with a budget of 0, where every ready operation yields after acting, as in trio.
+#[inline]
+pub(crate) fn budget_spent() -> bool {
+    BUDGET.with(Cell::get) == 0 && BUDGET_REFILL.with(Cell::get) != 0
+}
+
+/// Runs `f` (one poll of some code) under trio's rule, whatever the runtime's yield budget: every
+/// operation that completes without blocking yields once, after acting. The testing kit watches
+/// code this way, so that what it finds (checkpoints, cancellation points) is the code's own and
+/// not how a budget happened to spend them.
+pub(crate) fn with_every_ready_operation_yielding<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(u32, u32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUDGET.with(|b| b.set(self.0));
+            BUDGET_REFILL.with(|b| b.set(self.1));
+        }
+    }
+    let _restore = Restore(
+        BUDGET.with(|b| b.replace(0)),
+        BUDGET_REFILL.with(|b| b.replace(0)),
+    );
+    f()
 }
 
 /// Is this thread inside a runtime?

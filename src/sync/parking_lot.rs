@@ -503,6 +503,9 @@ pub(crate) enum Phase<S: Site> {
     Start(S::Request),
     /// Parked under this key.
     Parked(Key),
+    /// Took its schedule point before acting, because the task's yield budget was spent
+    /// (`context::budget_spent`); acts at its next poll and does not yield again.
+    Yielded(S::Request),
     /// Completed without blocking; yielding once before returning (the checkpoint).
     Done(S::Value, S::Request),
     /// Returned its result.
@@ -518,35 +521,14 @@ pub(crate) fn poll_op<S: Site>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<S::Output, S::Error>> {
     match mem::replace(phase, Phase::Finished) {
-        Phase::Start(mut request) => {
-            if let Some(c) = current_cancellation(S::NAME) {
-                return Poll::Ready(Err(S::cancelled(c, request)));
-            }
-            let mut wakes = WakeList::new();
-            let mut st = lock(state);
-            match S::attempt(&mut st, &mut request, &mut wakes) {
-                Some(value) => {
-                    drop(st);
-                    wakes.wake_all();
-                    // Completed without blocking: still a schedule point (principle 3), taken
-                    // when the task's yield budget is spent. The value is kept across the yield
-                    // and redelivered if we are dropped.
-                    if !context::must_yield() {
-                        return Poll::Ready(S::finish(value, request));
-                    }
-                    *phase = Phase::Done(value, request);
-                    cx.waker().wake_by_ref();
-                    current::note_parked();
-                    Poll::Pending
-                }
-                None => {
-                    let key = S::lot(&mut st).park(S::LINE, cx.waker(), request);
-                    drop(st);
-                    *phase = Phase::Parked(key);
-                    poll_cancel(state, phase, cancel, key, cx)
-                }
-            }
+        Phase::Start(request) if context::budget_spent() => {
+            *phase = Phase::Yielded(request);
+            cx.waker().wake_by_ref();
+            current::note_parked();
+            Poll::Pending
         }
+        Phase::Start(request) => act(state, phase, cancel, request, cx, false),
+        Phase::Yielded(request) => act(state, phase, cancel, request, cx, true),
         Phase::Parked(key) => {
             let taken = S::lot(&mut lock(state)).take(key, cx.waker());
             match taken {
@@ -562,6 +544,49 @@ pub(crate) fn poll_op<S: Site>(
         }
         Phase::Done(value, request) => Poll::Ready(S::finish(value, request)),
         Phase::Finished => panic!("{} future polled after it completed", S::NAME),
+    }
+}
+
+/// The operation's cancel check and attempt: completes, or parks. `yielded`: the schedule point
+/// was already taken (before acting), so a completion returns at once.
+#[inline]
+fn act<S: Site>(
+    state: &Mutex<S::State>,
+    phase: &mut Phase<S>,
+    cancel: &mut CancelWaiter,
+    mut request: S::Request,
+    cx: &mut Context<'_>,
+    yielded: bool,
+) -> Poll<Result<S::Output, S::Error>> {
+    if let Some(c) = current_cancellation(S::NAME) {
+        return Poll::Ready(Err(S::cancelled(c, request)));
+    }
+    let mut wakes = WakeList::new();
+    let mut st = lock(state);
+    match S::attempt(&mut st, &mut request, &mut wakes) {
+        Some(value) => {
+            drop(st);
+            wakes.wake_all();
+            // Completed without blocking: still a schedule point (principle 3). With a yield
+            // budget it was taken before acting once the budget was spent; without one it is
+            // taken now, after acting, as trio does. The value is kept across the yield and
+            // redelivered if we are dropped.
+            // `must_yield` first: a yielded operation spends its unit of the refilled budget too,
+            // so a task poll runs at most `n` ready operations (`Builder::yield_budget`).
+            if !context::must_yield() || yielded {
+                return Poll::Ready(S::finish(value, request));
+            }
+            *phase = Phase::Done(value, request);
+            cx.waker().wake_by_ref();
+            current::note_parked();
+            Poll::Pending
+        }
+        None => {
+            let key = S::lot(&mut st).park(S::LINE, cx.waker(), request);
+            drop(st);
+            *phase = Phase::Parked(key);
+            poll_cancel(state, phase, cancel, key, cx)
+        }
     }
 }
 
@@ -600,7 +625,7 @@ fn poll_cancel<S: Site>(
 #[inline]
 pub(crate) fn abandon<S: Site>(state: &Mutex<S::State>, phase: &mut Phase<S>) {
     // The common case: the operation returned its result, so there is nothing to give back.
-    if matches!(phase, Phase::Start(_) | Phase::Finished) {
+    if matches!(phase, Phase::Start(_) | Phase::Yielded(_) | Phase::Finished) {
         return;
     }
     abandon_slow(state, phase);
@@ -628,7 +653,9 @@ fn abandon_slow<S: Site>(state: &Mutex<S::State>, phase: &mut Phase<S>) {
             let leftover = S::redeliver(&mut lock(state), value, &mut request, &mut wakes);
             (leftover, request)
         }
-        Phase::Start(_) | Phase::Finished => unreachable!("`abandon` handles these"),
+        Phase::Start(_) | Phase::Yielded(_) | Phase::Finished => {
+            unreachable!("`abandon` handles these")
+        }
     };
     wakes.wake_all();
     drop(leftover);

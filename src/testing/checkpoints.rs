@@ -5,12 +5,17 @@
 //! These assertions watch that signal through each poll of the future they wrap, so they work
 //! on any future: a trellis operation, user code built from them, or a foreign future (which
 //! never checkpoints).
+//!
+//! The wrapped future is polled under trio's rule (every operation that completes without
+//! blocking yields once, whatever `Builder::yield_budget` says): the assertions are about where
+//! the code *can* be cancelled and switched, which is the same under any budget.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::cancel::current;
+use crate::runtime::context;
 
 /// Runs `future` and panics unless it passed through at least one checkpoint: a trellis
 /// operation that yielded to the scheduler or parked, having checked for cancellation first.
@@ -94,7 +99,7 @@ impl<F: Future> Future for AssertCheckpoints<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let outer = current::begin_park_watch();
-        let polled = this.future.poll(cx);
+        let polled = context::with_every_ready_operation_yielding(|| this.future.poll(cx));
         *this.seen |= current::end_park_watch(outer);
         match polled {
             Poll::Pending if !*this.expect => panic!(

@@ -196,13 +196,16 @@ impl Drop for WaitAllTasksBlocked {
 }
 
 /// The runtime the testing kit runs code on: current-thread, virtual time that jumps as soon as
-/// every task is blocked, deadlock detection on, and the given schedule seed.
+/// every task is blocked, deadlock detection on, and the given schedule seed. Every ready
+/// operation yields (yield budget 0, trio's rule), so that each operation is a point where the
+/// kit can cancel, drop or reorder, whatever budget the code will run under.
 pub(crate) fn virtual_time_runtime(schedule_seed: Option<u64>) -> crate::Runtime {
     let clock = MockClock::new();
     clock.set_autojump_threshold(Some(Duration::ZERO));
     let builder = crate::Runtime::builder()
         .flavor(crate::Flavor::CurrentThread)
         .clock(clock)
+        .yield_budget(0)
         .detect_deadlocks(true);
     match schedule_seed {
         Some(seed) => builder.schedule_seed(seed),

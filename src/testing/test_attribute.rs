@@ -52,7 +52,7 @@ impl Config {
             mock_clock: true,
             autojump: true,
             detect_deadlocks: true,
-            yield_budget: 0,
+            yield_budget: crate::DEFAULT_YIELD_BUDGET,
             schedule_seed: None,
             timeout: DEFAULT_TIMEOUT,
         }
@@ -67,7 +67,7 @@ impl Config {
             mock_clock: false,
             autojump: true,
             detect_deadlocks: false,
-            yield_budget: 0,
+            yield_budget: crate::DEFAULT_YIELD_BUDGET,
             schedule_seed: None,
             timeout: DEFAULT_TIMEOUT,
         }

@@ -46,6 +46,20 @@ pub fn block_on_current<F: Future>(f: F) -> F::Output {
     current_thread().0.block_on(f)
 }
 
+/// Runs `f` as [`block_on_current`] does, under trio's rule: every operation that completes
+/// without blocking yields once (`yield_budget(0)`). For tests that assert a schedule point at a
+/// ready operation, or a run order that depends on one.
+pub fn block_on_trio_order<F: Future>(f: F) -> F::Output {
+    let clock = autojump_clock(Duration::ZERO);
+    Runtime::builder()
+        .flavor(Flavor::CurrentThread)
+        .clock(clock)
+        .yield_budget(0)
+        .build()
+        .expect("a current-thread runtime builds")
+        .block_on(f)
+}
+
 /// A multi-threaded runtime with `workers` workers and the system clock.
 pub fn multi_thread(workers: usize) -> Runtime {
     Runtime::builder()

@@ -51,8 +51,8 @@ pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> Outcome {
     }
 }
 
-/// The `--yield-budget` option: 0 keeps the library default.
-static YIELD_BUDGET: AtomicU32 = AtomicU32::new(0);
+/// The `--yield-budget` option.
+static YIELD_BUDGET: AtomicU32 = AtomicU32::new(trellis::DEFAULT_YIELD_BUDGET);
 
 /// Sets the yield budget every trellis runtime of this run is built with.
 pub fn set_yield_budget(n: u32) {
