@@ -184,6 +184,7 @@ impl<T> Site for SendSite<T> {
         &mut state.send_lot
     }
 
+    #[inline]
     fn attempt(
         st: &mut State<T>,
         request: &mut SendRequest<T>,
@@ -249,6 +250,7 @@ impl<T> Site for RecvSite<T> {
         &mut state.recv_lot
     }
 
+    #[inline]
     fn attempt(
         st: &mut State<T>,
         handle: &mut usize,

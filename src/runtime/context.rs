@@ -72,6 +72,14 @@ pub(crate) fn must_yield() -> bool {
     })
 }
 
+/// May an operation that completes now skip its schedule point (is there budget left in this
+/// task poll)? Always `false` under trio's rule (budget 0) and outside a task poll. Does not
+/// spend: `must_yield` does.
+#[inline]
+pub(crate) fn may_skip_yield() -> bool {
+    BUDGET.with(Cell::get) > 0
+}
+
 /// Has this task poll spent its (nonzero) yield budget? An operation that would take or hold
 /// something (a lock, a permit, a message) then takes its schedule point *before* acting, so
 /// that nothing is held across the yield: yielding while holding a lock lets every other task

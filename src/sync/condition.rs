@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::Mutex as StdMutex;
 use std::task::{Context, Poll};
 
-use super::mutex::{LockSite, LockStatistics, RawLock};
+use super::mutex::{LockRequest, LockSite, LockStatistics, RawLock};
 use super::parking_lot::{self, lock, Key, Left, Op, WakeList, MAIN, STANDBY};
 use crate::cancel::current;
 use crate::cancel::{current_cancellation, CancelWaiter};
@@ -167,7 +167,11 @@ impl<T: ?Sized> Condition<T> {
     /// });
     /// ```
     pub async fn lock(&self) -> Result<ConditionGuard<'_, T>, Cancelled> {
-        Op::<LockSite>::new(&self.state, parking_lot::current_task_id()).await?;
+        Op::<LockSite>::new(
+            &self.state,
+            LockRequest::plain(parking_lot::current_task_id()),
+        )
+        .await?;
         Ok(self.guard())
     }
 
@@ -183,7 +187,10 @@ impl<T: ?Sized> Condition<T> {
     /// drop(guard);
     /// ```
     pub fn try_lock(&self) -> Result<ConditionGuard<'_, T>, Error> {
-        match parking_lot::try_now::<LockSite>(&self.state, parking_lot::current_task_id()) {
+        match parking_lot::try_now::<LockSite>(
+            &self.state,
+            LockRequest::plain(parking_lot::current_task_id()),
+        ) {
             Ok(_) => Ok(self.guard()),
             Err(_) => Err(Error::WouldBlock),
         }
@@ -227,7 +234,7 @@ impl<T: ?Sized> Condition<T> {
 
     fn unlock(&self) {
         let mut wakes = WakeList::new();
-        lock(&self.state).release(&mut wakes);
+        lock(&self.state).release(&mut wakes, None);
         wakes.wake_all();
     }
 }
@@ -612,10 +619,12 @@ impl Future for CondWait<'_> {
         let key = match this.phase {
             WaitPhase::Holding => {
                 let mut st = lock(this.state);
-                st.release(&mut wakes);
-                let key = st
-                    .lot
-                    .park(STANDBY, cx.waker(), parking_lot::current_task_id());
+                st.release(&mut wakes, None);
+                let key = st.lot.park(
+                    STANDBY,
+                    cx.waker(),
+                    LockRequest::plain(parking_lot::current_task_id()),
+                );
                 this.phase = WaitPhase::Parked(key);
                 key
             }
@@ -656,11 +665,11 @@ impl Drop for CondWait<'_> {
         let mut wakes = WakeList::new();
         let mut st = lock(self.state);
         match mem::replace(&mut self.phase, WaitPhase::Done) {
-            WaitPhase::Holding => st.release(&mut wakes),
+            WaitPhase::Holding => st.release(&mut wakes, None),
             WaitPhase::Parked(key) => match st.lot.leave(key) {
                 Left::Withdrawn(_) => {}
                 // The lock was handed to us and we never took it: pass it on.
-                Left::Handed((), _) => st.release(&mut wakes),
+                Left::Handed((), _) => st.release(&mut wakes, None),
             },
             WaitPhase::Done => {}
         }

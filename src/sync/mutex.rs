@@ -6,6 +6,13 @@
 //! straight to the first waiter (it stays locked, the owner changes), so a task that calls
 //! `lock` later cannot barge in ahead of it.
 //!
+//! A `Mutex` adds a [`LockWord`] in front of that state: while nobody waits, taking and
+//! releasing the lock is one compare-and-swap on the word each, without the state's `std` mutex
+//! or the parking lot. The first task that must wait moves the lock into the state (the word
+//! says `QUEUED`, and the state decides from then on) and it moves back to the word when a
+//! release finds nobody waiting. While the word says `QUEUED` no compare-and-swap can take the
+//! lock, so queued waiters keep their FIFO hand-off.
+//!
 //! A panic while the guard is held does not poison the mutex (as in trio, tokio and
 //! async-std): the guard's drop releases the lock during unwinding, and the panic itself travels
 //! to the task's nursery, which cancels the siblings (N10). Code that must not see
@@ -15,12 +22,129 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
 
 use super::parking_lot::{self, lock, Op, ParkingLot, Site, WakeList, MAIN};
+use crate::cancel::current_cancellation;
 use crate::cancel::waiting::LockWatch;
 use crate::error::{Cancelled, Error};
+use crate::runtime::context;
+
+/// The lock word's low two bits: the lock is free, and nobody waits.
+const FREE: u64 = 0;
+/// Held, taken through the word; the owner's task id + 1 is in the bits above (0: no task).
+const HELD: u64 = 1;
+/// Somebody waits or waited: the [`RawLock`] behind the `std` mutex decides.
+const QUEUED: u64 = 2;
+const STATE_BITS: u64 = 0b11;
+
+/// The fast path of a [`Mutex`]: the lock's state and owner in one atomic word, so that an
+/// uncontended lock and unlock are a compare-and-swap each (see the module documentation).
+pub(crate) struct LockWord(AtomicU64);
+
+impl LockWord {
+    const fn new() -> Self {
+        LockWord(AtomicU64::new(FREE))
+    }
+
+    /// Takes the lock if it is free and nobody waits.
+    #[inline]
+    fn try_take(&self, owner: Option<u64>) -> bool {
+        let held = (owner.map_or(0, |id| id.wrapping_add(1)) << 2) | HELD;
+        self.0
+            .compare_exchange(FREE, held, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Releases a lock taken through the word; `false` if it has moved into the state since
+    /// (a waiter queued), where the release must happen instead.
+    #[inline]
+    fn try_release(&self) -> bool {
+        let word = self.0.load(Ordering::Relaxed);
+        word & STATE_BITS == HELD
+            && self
+                .0
+                .compare_exchange(word, FREE, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    fn is_held(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & STATE_BITS == HELD
+    }
+
+    /// Under the state's lock: makes the state decide from now on (`QUEUED`), carrying a lock
+    /// held through the word, with its owner, into it.
+    fn hand_to_state(&self, state: &mut RawLock) {
+        let mut word = self.0.load(Ordering::Acquire);
+        loop {
+            if word & STATE_BITS == QUEUED {
+                return;
+            }
+            match self
+                .0
+                .compare_exchange(word, QUEUED, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => word = now,
+            }
+        }
+        if word & STATE_BITS == HELD {
+            state.locked = true;
+            state.set_owner((word >> 2).checked_sub(1));
+        }
+    }
+
+    /// Under the state's lock, once it is free with nobody waiting: the word decides again.
+    fn take_back(&self) {
+        self.0.store(FREE, Ordering::Release);
+    }
+
+    /// `(locked, owner)` while the word decides; `None` while the state does.
+    fn statistics(&self) -> Option<(bool, Option<u64>)> {
+        let word = self.0.load(Ordering::Acquire);
+        match word & STATE_BITS {
+            FREE => Some((false, None)),
+            HELD => Some((true, (word >> 2).checked_sub(1))),
+            _ => None,
+        }
+    }
+}
+
+/// What a lock waiter brings: its task id (the owner once the lock is handed over) and, for a
+/// [`Mutex`], its lock word.
+pub(crate) struct LockRequest {
+    owner: Option<u64>,
+    word: Option<NonNull<LockWord>>,
+}
+
+// SAFETY: `word` points at an atomic, which any thread may use; see `LockRequest::word`.
+unsafe impl Send for LockRequest {}
+// SAFETY: as above; a shared `LockRequest` gives only shared access to the atomic.
+unsafe impl Sync for LockRequest {}
+
+impl LockRequest {
+    /// A request for a lock without a word (a [`Condition`](super::Condition)'s).
+    pub(crate) fn plain(owner: Option<u64>) -> Self {
+        LockRequest { owner, word: None }
+    }
+
+    fn with_word(owner: Option<u64>, word: &LockWord) -> Self {
+        LockRequest {
+            owner,
+            word: Some(NonNull::from(word)),
+        }
+    }
+
+    fn word(&self) -> Option<&LockWord> {
+        // SAFETY: a request with a word is made by a `Mutex` operation that borrows the mutex
+        // (so the word can neither move nor be dropped) for as long as the request exists, in the
+        // operation or in the lot entry the operation owns and removes before it ends.
+        self.word.map(|w| unsafe { w.as_ref() })
+    }
+}
 
 /// Lock state shared by [`Mutex`] and [`Condition`](super::Condition). Waiters bring the id of
 /// their task, which becomes the owner when the lock is handed to them.
@@ -30,7 +154,7 @@ pub(crate) struct RawLock {
     owner: Option<u64>,
     /// The owner as the deadlock report reads it, once a waiter parked with detection on.
     watch: Option<Arc<LockWatch>>,
-    pub(crate) lot: ParkingLot<(), Option<u64>>,
+    pub(crate) lot: ParkingLot<(), LockRequest>,
 }
 
 impl RawLock {
@@ -41,16 +165,21 @@ impl RawLock {
         }
     }
 
-    /// Releases the lock: the first waiter of `MAIN` gets it, or it becomes free.
-    pub(crate) fn release(&mut self, wakes: &mut WakeList) {
+    /// Releases the lock: the first waiter of `MAIN` gets it, or it becomes free (and a
+    /// `Mutex`'s `word` takes it back).
+    pub(crate) fn release(&mut self, wakes: &mut WakeList, word: Option<&LockWord>) {
         match self.lot.front(MAIN) {
-            Some((key, &mut owner)) => {
+            Some((key, request)) => {
+                let owner = request.owner;
                 self.set_owner(owner);
                 self.lot.unpark_key(key, (), wakes);
             }
             None => {
                 self.locked = false;
                 self.set_owner(None);
+                if let Some(word) = word {
+                    word.take_back();
+                }
             }
         }
     }
@@ -59,7 +188,8 @@ impl RawLock {
     /// while the lock was free: a cancelled condition waiter).
     pub(crate) fn grant_if_free(&mut self, wakes: &mut WakeList) {
         if !self.locked {
-            if let Some((key, &mut owner)) = self.lot.front(MAIN) {
+            if let Some((key, request)) = self.lot.front(MAIN) {
+                let owner = request.owner;
                 self.locked = true;
                 self.set_owner(owner);
                 self.lot.unpark_key(key, (), wakes);
@@ -82,39 +212,42 @@ pub(crate) struct LockSite;
 impl Site for LockSite {
     type State = RawLock;
     type Value = ();
-    type Request = Option<u64>;
+    type Request = LockRequest;
     type Output = ();
     type Error = Cancelled;
     const NAME: &'static str = "sync::Mutex::lock";
 
-    fn lot(state: &mut RawLock) -> &mut ParkingLot<(), Option<u64>> {
+    fn lot(state: &mut RawLock) -> &mut ParkingLot<(), LockRequest> {
         &mut state.lot
     }
 
-    fn attempt(state: &mut RawLock, owner: &mut Option<u64>, _: &mut WakeList) -> Option<()> {
+    fn attempt(state: &mut RawLock, request: &mut LockRequest, _: &mut WakeList) -> Option<()> {
+        if let Some(word) = request.word() {
+            word.hand_to_state(state);
+        }
         if state.locked {
             return None;
         }
         state.locked = true;
-        state.set_owner(*owner);
+        state.set_owner(request.owner);
         Some(())
     }
 
-    fn finish((): (), _: Option<u64>) -> Result<(), Cancelled> {
+    fn finish((): (), _: LockRequest) -> Result<(), Cancelled> {
         Ok(())
     }
 
-    fn cancelled(c: Cancelled, _: Option<u64>) -> Cancelled {
+    fn cancelled(c: Cancelled, _: LockRequest) -> Cancelled {
         c
     }
 
     fn redeliver(
         state: &mut RawLock,
         (): (),
-        _: &mut Option<u64>,
+        request: &mut LockRequest,
         wakes: &mut WakeList,
     ) -> Option<()> {
-        state.release(wakes);
+        state.release(wakes, request.word());
         None
     }
 
@@ -197,13 +330,14 @@ pub struct LockStatistics {
 /// Cancel safety: a cancelled or dropped `lock` holds nothing and keeps no place in line; a
 /// lock handed to a waiter that is dropped before it runs passes to the next waiter.
 pub struct Mutex<T: ?Sized> {
+    word: LockWord,
     state: StdMutex<RawLock>,
     data: UnsafeCell<T>,
 }
 
-// SAFETY: the mutex hands out access to `T` to one guard at a time (the `locked` flag, changed
-// only under `state`), so sharing the mutex across threads needs only `T: Send`, as for
-// `std::sync::Mutex`.
+// SAFETY: the mutex hands out access to `T` to one guard at a time (the lock word's
+// compare-and-swap, or the `locked` flag changed only under `state` once the word says `QUEUED`),
+// so sharing the mutex across threads needs only `T: Send`, as for `std::sync::Mutex`.
 unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
 // SAFETY: moving the mutex moves the `T`.
 unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
@@ -217,6 +351,7 @@ impl<T> Mutex<T> {
     /// ```
     pub fn new(value: T) -> Self {
         Mutex {
+            word: LockWord::new(),
             state: StdMutex::new(RawLock::default()),
             data: UnsafeCell::new(value),
         }
@@ -259,7 +394,7 @@ impl<T: ?Sized> Mutex<T> {
     /// [`Cancelled`] if the enclosing scope was cancelled before the lock was handed over; the
     /// lock is then not held.
     pub async fn lock(&self) -> Result<MutexGuard<'_, T>, Cancelled> {
-        Op::<LockSite>::new(&self.state, parking_lot::current_task_id()).await?;
+        self.acquire().await?;
         Ok(MutexGuard {
             mutex: self,
             _marker: PhantomData,
@@ -292,7 +427,7 @@ impl<T: ?Sized> Mutex<T> {
     /// });
     /// ```
     pub async fn lock_owned(self: Arc<Self>) -> Result<OwnedMutexGuard<T>, Cancelled> {
-        Op::<LockSite>::new(&self.state, parking_lot::current_task_id()).await?;
+        self.acquire().await?;
         Ok(OwnedMutexGuard {
             mutex: self,
             _marker: PhantomData,
@@ -314,12 +449,21 @@ impl<T: ?Sized> Mutex<T> {
     /// # Errors
     /// [`Error::WouldBlock`] if the lock is held.
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, Error> {
-        match parking_lot::try_now::<LockSite>(&self.state, parking_lot::current_task_id()) {
-            Ok(_) => Ok(MutexGuard {
+        let owner = parking_lot::current_task_id();
+        let taken = !self.word.is_held()
+            && (self.word.try_take(owner)
+                || parking_lot::try_now::<LockSite>(
+                    &self.state,
+                    LockRequest::with_word(owner, &self.word),
+                )
+                .is_ok());
+        if taken {
+            Ok(MutexGuard {
                 mutex: self,
                 _marker: PhantomData,
-            }),
-            Err(_) => Err(Error::WouldBlock),
+            })
+        } else {
+            Err(Error::WouldBlock)
         }
     }
 
@@ -333,7 +477,7 @@ impl<T: ?Sized> Mutex<T> {
     /// assert!(!mutex.is_locked());
     /// ```
     pub fn is_locked(&self) -> bool {
-        lock(&self.state).locked
+        self.statistics().locked
     }
 
     /// The data, through a unique borrow (no locking needed).
@@ -356,12 +500,52 @@ impl<T: ?Sized> Mutex<T> {
     /// assert_eq!(stats.owner, None);
     /// ```
     pub fn statistics(&self) -> LockStatistics {
-        lock(&self.state).statistics()
+        let st = lock(&self.state);
+        match self.word.statistics() {
+            Some((locked, owner)) => LockStatistics {
+                locked,
+                owner,
+                tasks_waiting: 0,
+            },
+            None => st.statistics(),
+        }
+    }
+
+    /// The checkpoint and the taking of the lock, for `lock` and `lock_owned`.
+    async fn acquire(&self) -> Result<(), Cancelled> {
+        if !self.acquire_at_once()? {
+            let request = LockRequest::with_word(parking_lot::current_task_id(), &self.word);
+            Op::<LockSite>::new(&self.state, request).await?;
+        }
+        Ok(())
+    }
+
+    /// The fast path of `acquire`: the checkpoint's cancel check, then the lock through the
+    /// word, when the lock is free, nobody waits and the task's yield budget lets this operation
+    /// skip its schedule point. `Ok(false)`: go the parking lot's way (which yields when the
+    /// budget is spent, or after acting under trio's rule, and queues when the lock is held).
+    #[inline]
+    fn acquire_at_once(&self) -> Result<bool, Cancelled> {
+        if !context::may_skip_yield() {
+            return Ok(false);
+        }
+        if let Some(c) = current_cancellation(LockSite::NAME) {
+            return Err(c);
+        }
+        if !self.word.try_take(parking_lot::current_task_id()) {
+            return Ok(false);
+        }
+        let must_yield = context::must_yield();
+        debug_assert!(!must_yield, "the budget was checked above");
+        Ok(true)
     }
 
     fn unlock(&self) {
+        if self.word.try_release() {
+            return;
+        }
         let mut wakes = WakeList::new();
-        lock(&self.state).release(&mut wakes);
+        lock(&self.state).release(&mut wakes, Some(&self.word));
         wakes.wake_all();
     }
 }
