@@ -115,6 +115,35 @@ fn children_interleave_at_checkpoints_in_spawn_order() {
     });
 }
 
+// contract N1 on the current-thread flavour: spawn order is run order however many tasks are
+// queued, also past the worker queue's 256 slots (which used to overflow into the injector,
+// whose periodic turn then ran a later task early), and again when they all wake at once.
+#[test]
+fn a_thousand_children_run_in_spawn_order_and_wake_order() {
+    const TASKS: usize = 1_000;
+    block_on_current(async {
+        let order = Arc::new(Mutex::new(Vec::with_capacity(2 * TASKS)));
+        let o = order.clone();
+        nursery(|n| async move {
+            for i in 0..TASKS {
+                let o = o.clone();
+                n.spawn(async move {
+                    o.lock().unwrap().push(i);
+                    checkpoint().await?;
+                    o.lock().unwrap().push(i);
+                    Ok(())
+                })?;
+            }
+            Ok::<_, TestError>(())
+        })
+        .await
+        .unwrap();
+        let order = order.lock().unwrap();
+        let expected: Vec<usize> = (0..TASKS).chain(0..TASKS).collect();
+        assert_eq!(*order, expected);
+    });
+}
+
 // contract N1: an empty nursery completes at once with the body's value.
 #[test]
 fn empty_nursery_returns_the_body_value() {

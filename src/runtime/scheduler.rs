@@ -8,6 +8,9 @@
 //!   queue. The current-thread flavour has no LIFO slot: it runs tasks strictly in wake order,
 //!   which keeps single-threaded programs (and tests of exact orders) deterministic.
 //! - one global injector takes tasks scheduled from outside the workers and local overflow.
+//! - the current-thread flavour's one worker keeps its queue in a plain deque that only its
+//!   thread touches (everything else schedules through the injector): no atomics per push and
+//!   pop, and no overflow, so tasks past the 256th run in wake order too.
 //!
 //! Parking (no lost wake-ups): a worker that finds no task announces itself idle
 //! (`num_idle += 1`, SeqCst), then looks at every queue once more, then sleeps. A producer pushes,
@@ -25,6 +28,7 @@
 //! (dropping a `Runnable` drops its future) until nothing is rescheduled.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::ptr;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -165,6 +169,8 @@ struct Local {
     main_ticket: Cell<Option<u64>>,
     /// With a schedule seed: the runnable tasks taken off the queues, to pick from at random.
     shuffled: Option<Shuffled>,
+    /// Current-thread flavour: this worker's run queue, in place of its slot's shared one.
+    thread_queue: Option<RefCell<VecDeque<Runnable>>>,
 }
 
 /// The tasks a seeded worker picks from, and its generator.
@@ -227,7 +233,11 @@ impl Scheduler {
             injector: ConcurrentQueue::unbounded(),
             workers: (0..workers)
                 .map(|_| WorkerSlot {
-                    queue: ConcurrentQueue::bounded(LOCAL_QUEUE_CAPACITY),
+                    // Unused by the current-thread flavour (its worker's `thread_queue`).
+                    queue: ConcurrentQueue::bounded(match flavor {
+                        Flavor::CurrentThread => 1,
+                        Flavor::MultiThread => LOCAL_QUEUE_CAPACITY,
+                    }),
                     parker: Parker::default(),
                 })
                 .collect(),
@@ -293,7 +303,13 @@ impl Scheduler {
     }
 
     /// Pushes onto this worker's own queue, counting the push; gives the task back if it is full.
+    #[inline]
     fn push_own(&self, local: &Local, runnable: Runnable) -> Result<(), Runnable> {
+        if let Some(queue) = &local.thread_queue {
+            queue.borrow_mut().push_back(runnable);
+            local.pushed.set(local.pushed.get() + 1);
+            return Ok(());
+        }
         match self.workers[local.index].queue.push(runnable) {
             Ok(()) => {
                 local.pushed.set(local.pushed.get() + 1);
@@ -383,8 +399,25 @@ impl Scheduler {
         }
     }
 
+    /// Pops from this worker's own queue (not counted: see `find_task`).
+    #[inline]
+    fn pop_own(&self, local: &Local) -> Option<Runnable> {
+        match &local.thread_queue {
+            Some(queue) => queue.borrow_mut().pop_front(),
+            None => self.workers[local.index].queue.pop().ok(),
+        }
+    }
+
+    /// Whether any queue holds a task. A current-thread worker's own queue is seen only from
+    /// its thread, the only one that asks on that flavour.
     fn has_work(&self) -> bool {
-        !self.injector.is_empty() || self.workers.iter().any(|w| !w.queue.is_empty())
+        !self.injector.is_empty()
+            || self.workers.iter().any(|w| !w.queue.is_empty())
+            || with_local(self, |local| {
+                local
+                    .and_then(|l| l.thread_queue.as_ref())
+                    .is_some_and(|queue| !queue.borrow().is_empty())
+            })
     }
 
     /// Every task is blocked: all workers idle, nothing queued, the main future not runnable.
@@ -414,8 +447,7 @@ impl Scheduler {
             self.push_local(local, r);
         }
         local.lifo_streak.set(0);
-        let own = &self.workers[local.index].queue;
-        if let Ok(r) = own.pop() {
+        if let Some(r) = self.pop_own(local) {
             local.popped.set(local.popped.get() + 1);
             return Some(r);
         }
@@ -441,7 +473,7 @@ impl Scheduler {
     /// future keeps its place in the count of tasks run (`popped`), so it still gets its turn.
     fn pick_at_random(&self, local: &Local, shuffled: &Shuffled) -> Option<Runnable> {
         let mut pool = shuffled.pool.borrow_mut();
-        while let Ok(r) = self.workers[local.index].queue.pop() {
+        while let Some(r) = self.pop_own(local) {
             pool.push(r);
         }
         while let Ok(r) = self.injector.pop() {
@@ -624,6 +656,8 @@ impl Scheduler {
             popped: Cell::new(0),
             main_ticket: Cell::new(None),
             shuffled: self.seed.map(Shuffled::new),
+            thread_queue: (self.flavor == Flavor::CurrentThread)
+                .then(|| RefCell::new(VecDeque::new())),
         };
         LOCAL.with(|l| l.set(&local));
         struct Reset;
@@ -661,9 +695,13 @@ impl Scheduler {
                 }
             }
         }
-        // A task left in the LIFO slot or the seeded pool goes where the final drain finds it.
+        // A task left in the LIFO slot, the thread's queue or the seeded pool goes where the
+        // final drain finds it.
         if let Some(r) = local.lifo.take() {
             self.push_remote(r);
+        }
+        if let Some(queue) = &local.thread_queue {
+            queue.take().into_iter().for_each(|r| self.push_remote(r));
         }
         if let Some(shuffled) = &local.shuffled {
             shuffled
