@@ -12,6 +12,7 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
+use std::task::Waker;
 
 use crate::cancel::node::TreeNode;
 use crate::runtime::context;
@@ -23,6 +24,9 @@ thread_local! {
     static PARKED: Cell<bool> = const { Cell::new(false) };
     /// The checkpoint hook, while one is installed; see [`set_checkpoint_hook`].
     static HOOK: Cell<Option<NonNull<dyn CheckpointHook>>> = const { Cell::new(None) };
+    /// The waker of the task being polled, for the poll in progress (null outside a task poll:
+    /// `end_task_poll` resets it); see [`own_task_waker`].
+    static TASK_WAKER: Cell<*const Waker> = const { Cell::new(ptr::null()) };
 }
 
 /// Called at the start of every task poll: forgets the cached time, refills the yield budget
@@ -31,6 +35,36 @@ thread_local! {
 pub(crate) fn begin_poll() {
     context::begin_poll();
     PARKED.with(|p| p.set(false));
+}
+
+/// The task being polled has this waker, until [`end_task_poll`]: an operation parked with it
+/// can be woken through its node's owner waker (see `CancelWaiter`).
+#[inline]
+pub(crate) fn begin_task_poll(waker: &Waker) {
+    TASK_WAKER.with(|w| w.set(waker));
+}
+
+/// The task poll that [`begin_task_poll`] began is over.
+#[inline]
+pub(crate) fn end_task_poll() {
+    TASK_WAKER.with(|w| w.set(ptr::null()));
+}
+
+/// If `waker` is the waker of the task being polled, its identity (the address of the task it
+/// wakes). `None` outside a task poll, for any other waker (an operation polled by a foreign
+/// combinator with a waker of its own), and while the checkpoint hook or deadlock detection
+/// wants every wait registered on its own.
+#[inline]
+pub(crate) fn own_task_waker(waker: &Waker) -> Option<usize> {
+    let task = TASK_WAKER.with(Cell::get);
+    if task.is_null() || hook_installed() || crate::runtime::shared::any_deadlock_detection() {
+        return None;
+    }
+    // SAFETY: set by `begin_task_poll` from the waker of the task poll in progress on this
+    // thread, which outlives that poll, and reset by `end_task_poll` when it ends; no other
+    // code polls futures on a worker thread between task polls.
+    let task = unsafe { &*task };
+    waker.will_wake(task).then(|| waker.data() as usize)
 }
 
 /// A trellis operation is about to return `Pending` having registered its wake-up with the

@@ -21,19 +21,32 @@ use std::time::Instant;
 
 use crate::error::Cancelled;
 use crate::runtime::context;
-use node::TreeNode;
+use node::{OwnerPark, TreeNode};
 use waiting::{LockWatch, WaitLabel};
 
 /// Registration of a blocked operation with the cancel tree: while registered, cancelling any
 /// enclosing scope (not hidden by a shield) wakes the operation's waker.
 #[derive(Default)]
 pub(crate) struct CancelWaiter {
-    registration: Option<(Arc<dyn TreeNode>, usize)>,
+    registration: Registration,
+}
+
+#[derive(Default)]
+enum Registration {
+    #[default]
+    None,
+    /// Parked with the waker of the task with this identity, which the node keeps as its owner
+    /// waker: counted in the node, nothing else stored (see `node::Waiters`).
+    Owner(Arc<dyn TreeNode>, usize),
+    /// Parked with another waker, kept in this slot of the node.
+    Slot(Arc<dyn TreeNode>, usize),
 }
 
 impl CancelWaiter {
     pub(crate) const fn new() -> Self {
-        CancelWaiter { registration: None }
+        CancelWaiter {
+            registration: Registration::None,
+        }
     }
 
     /// `Ready(cancelled)` if the code being polled is cancelled; otherwise `Pending`, having made
@@ -60,8 +73,22 @@ impl CancelWaiter {
             outside_runtime(function);
         };
         let here = current as *const ();
-        if let Some((node, key)) = &self.registration {
-            if Arc::as_ptr(node) as *const () == here {
+        let owner = current::own_task_waker(cx.waker());
+        match &self.registration {
+            Registration::Owner(node, id)
+                if Arc::as_ptr(node) as *const () == here && owner == Some(*id) =>
+            {
+                // Polled again in the same node by the same task: still counted there. (Polled
+                // by another task, the future was moved: it registers again, for that task.)
+                if !fails_here(node.node(), function) {
+                    current::note_parked();
+                    return Poll::Pending;
+                }
+                let err = node::cancelled_error(node.node());
+                self.clear();
+                return Poll::Ready(err);
+            }
+            Registration::Slot(node, key) if Arc::as_ptr(node) as *const () == here => {
                 // Woken by a cancellation (the usual reason to be polled again while
                 // registered): answer without refreshing the waker under the node's lock.
                 if !fails_here(node.node(), function) && node.node().update_waiter(*key, cx.waker())
@@ -73,11 +100,23 @@ impl CancelWaiter {
                 self.clear();
                 return Poll::Ready(err);
             }
-            self.clear();
+            Registration::None => {}
+            _ => self.clear(),
         }
         fire_passed_deadlines();
         // SAFETY: read above, in this poll.
         let node = unsafe { current::node_arc(current) };
+        if let Some(id) = owner {
+            match node.node().park_owner(cx.waker(), id) {
+                OwnerPark::Parked => {
+                    self.registration = Registration::Owner(node, id);
+                    current::note_parked();
+                    return Poll::Pending;
+                }
+                OwnerPark::Cancelled => return Poll::Ready(node::cancelled_error(node.node())),
+                OwnerPark::Taken => {}
+            }
+        }
         if current::hook_installed() && !node.node().is_cancelled() {
             // The injection hook may cancel here; `add_waiter` sees it under the node's lock.
             hook_cancels(node.node(), function);
@@ -94,7 +133,7 @@ impl CancelWaiter {
                         lock: lock(),
                     });
                 }
-                self.registration = Some((node, key));
+                self.registration = Registration::Slot(node, key);
                 current::note_parked();
                 Poll::Pending
             }
@@ -103,9 +142,12 @@ impl CancelWaiter {
     }
 
     /// Deregisters (the operation completed). Also done on drop.
+    #[inline]
     pub(crate) fn clear(&mut self) {
-        if let Some((node, key)) = self.registration.take() {
-            node.node().remove_waiter(key);
+        match std::mem::take(&mut self.registration) {
+            Registration::None => {}
+            Registration::Owner(node, _) => node.node().unpark_owner(),
+            Registration::Slot(node, key) => node.node().remove_waiter(key),
         }
     }
 }

@@ -23,7 +23,12 @@
 //! - Linking a new child reads the parent's `eff_cancelled` under the parent's lock, so it either
 //!   sees a propagation's flag or is in the snapshot the propagation walks next.
 //! - A blocked operation registers its waker in the node it is blocked in, under that node's
-//!   lock, and re-reads `eff_cancelled` after registering: it cannot miss a cancellation.
+//!   lock, and re-reads `eff_cancelled` after registering: it cannot miss a cancellation. One
+//!   parked with its own task's waker (the usual case) instead counts itself in the node's
+//!   `owner_parked` (SeqCst) and then reads `eff_cancelled` (SeqCst), having made sure once,
+//!   under the lock, that the node keeps that waker as its owner waker; a cancellation sets
+//!   `eff_cancelled` (SeqCst) and then reads the count: one of the two sees the other, so either
+//!   the operation fails at once or the cancellation wakes the owner.
 //! - Two node locks are held together only child first, then parent (linking and re-parenting
 //!   a node); everything else holds one node lock at a time.
 //!
@@ -31,7 +36,7 @@
 //! only after its future has been dropped, and a nursery completes only when it has no task
 //! children left.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -107,7 +112,23 @@ pub(crate) struct Node {
     /// The grace period of a cancellation that reaches this node ran out (B3): its owner drops
     /// what is left. Set under `TREE_LOCK`, never cleared.
     forced: AtomicBool,
+    /// Operations parked here through the owner waker (see [`Waiters::owner`]): they hold no slot,
+    /// so this count is what tells a trellis wait from a foreign one below a cancelled node (B1).
+    owner_parked: AtomicU32,
+    /// Identity (`Waker::data`) of the owner waker, 0 while there is none: read without the lock
+    /// by an operation about to park.
+    owner_id: AtomicUsize,
     state: Mutex<NodeState>,
+}
+
+/// Whether an operation may park through a node's owner waker.
+pub(crate) enum OwnerPark {
+    /// It may: the node's owner waker wakes it.
+    Parked,
+    /// The node is cancelled: the operation fails instead.
+    Cancelled,
+    /// Another task's waker is the node's owner waker: register on its own.
+    Taken,
 }
 
 pub(crate) struct NodeState {
@@ -207,52 +228,49 @@ impl Children {
     }
 }
 
-/// Wakers of operations blocked in a node. The first lives inline (a task usually blocks on one
-/// thing at a time), the rest in a slab allocated on demand. Key 0 is the inline slot.
+/// Wakers of operations blocked in a node.
+///
+/// `owner` is the waker of the task whose code runs in the node, kept from the first time one of
+/// its operations parks here until the node is unlinked: an operation parked with that waker
+/// (the usual case: a task waiting in its own code) only counts itself in the node's
+/// `owner_parked`, with no slot, no waker clone and no lock. A cancellation wakes the owner,
+/// which polls its operations again; each sees the cancellation at its checkpoint. Operations
+/// with another waker (polled by a foreign combinator that gives each future its own) register
+/// that waker in a slot, allocated on first use.
 #[derive(Default)]
 struct Waiters {
-    first: Option<Waker>,
-    more: Option<Box<Slab<Waker>>>,
+    owner: Option<Waker>,
+    slots: Option<Box<Slab<Waker>>>,
 }
 
 impl Waiters {
     fn insert(&mut self, waker: &Waker) -> usize {
-        if self.first.is_none() {
-            self.first = Some(waker.clone());
-            return 0;
-        }
-        1 + self
-            .more
+        self.slots
             .get_or_insert_with(Default::default)
             .insert(waker.clone())
     }
 
     fn get_mut(&mut self, key: usize) -> Option<&mut Waker> {
-        match key {
-            0 => self.first.as_mut(),
-            k => self.more.as_mut().and_then(|slab| slab.get_mut(k - 1)),
-        }
+        self.slots.as_mut().and_then(|slab| slab.get_mut(key))
     }
 
     fn remove(&mut self, key: usize) {
-        match key {
-            0 => self.first = None,
-            k => {
-                if let Some(slab) = &mut self.more {
-                    if slab.contains(k - 1) {
-                        slab.remove(k - 1);
-                    }
-                }
+        if let Some(slab) = &mut self.slots {
+            if slab.contains(key) {
+                slab.remove(key);
             }
         }
     }
 
+    /// The wakers in slots.
     fn iter(&self) -> impl Iterator<Item = &Waker> {
-        self.first.iter().chain(
-            self.more
-                .iter()
-                .flat_map(|slab| slab.iter().map(|(_, w)| w)),
-        )
+        self.slots
+            .iter()
+            .flat_map(|slab| slab.iter().map(|(_, w)| w))
+    }
+
+    fn any_slot(&self) -> bool {
+        self.slots.as_ref().is_some_and(|slab| !slab.is_empty())
     }
 }
 
@@ -263,6 +281,8 @@ impl Node {
             eff_cancelled: AtomicBool::new(false),
             foreign_wait: AtomicBool::new(false),
             forced: AtomicBool::new(false),
+            owner_parked: AtomicU32::new(0),
+            owner_id: AtomicUsize::new(0),
             state: Mutex::new(NodeState {
                 parent: None,
                 slot: None,
@@ -322,6 +342,74 @@ impl Node {
             return None;
         }
         Some(state.waiters.insert(waker))
+    }
+
+    /// An operation of the task whose waker has identity `id` parks here through the owner
+    /// waker (see [`Waiters`]), making `waker` the owner waker if there is none yet. On
+    /// `Parked` the caller has been counted in `owner_parked`, and must uncount itself with
+    /// [`unpark_owner`](Self::unpark_owner) when it stops waiting.
+    #[inline]
+    pub(crate) fn park_owner(&self, waker: &Waker, id: usize) -> OwnerPark {
+        let owner = self.owner_id.load(Ordering::Acquire);
+        if owner != id {
+            if owner != 0 {
+                return OwnerPark::Taken;
+            }
+            match self.set_owner(waker, id) {
+                OwnerPark::Parked => {}
+                other => return other,
+            }
+        }
+        // Counted before the check, which a cancellation's wake-up follows: either the check
+        // sees the cancellation, or the cancellation sees the owner waker (stored earlier,
+        // under the node's lock) and wakes it.
+        self.owner_parked.fetch_add(1, Ordering::SeqCst);
+        if self.eff_cancelled.load(Ordering::SeqCst) {
+            self.unpark_owner();
+            return OwnerPark::Cancelled;
+        }
+        OwnerPark::Parked
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_owner(&self, waker: &Waker, id: usize) -> OwnerPark {
+        let mut state = self.lock();
+        if self.is_cancelled() {
+            return OwnerPark::Cancelled;
+        }
+        match self.owner_id.load(Ordering::Acquire) {
+            0 => {
+                state.waiters.owner = Some(waker.clone());
+                self.owner_id.store(id, Ordering::Release);
+                OwnerPark::Parked
+            }
+            owner if owner == id => OwnerPark::Parked,
+            _ => OwnerPark::Taken,
+        }
+    }
+
+    /// Forgets the owner waker (the node is leaving the tree). A task's node keeping its own
+    /// task's waker would keep the task, its cell and its runtime alive in a cycle.
+    #[inline]
+    fn take_owner(&self, s: &mut NodeState) -> Option<Waker> {
+        if self.owner_id.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.owner_id.store(0, Ordering::Release);
+        s.waiters.owner.take()
+    }
+
+    /// An operation parked through [`park_owner`](Self::park_owner) stopped waiting.
+    #[inline]
+    pub(crate) fn unpark_owner(&self) {
+        self.owner_parked.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Does an operation wait here (parked through the owner waker or in a slot)? Under the
+    /// node's lock.
+    fn has_waiters(&self, s: &NodeState) -> bool {
+        self.owner_parked.load(Ordering::Acquire) > 0 || s.waiters.any_slot()
     }
 
     /// Names what a waiter just registered here waits in, for the deadlock report (only where
@@ -464,14 +552,17 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
             .extras
             .is_some()
             .then(|| (cs.take_grace_timer(), cs.take_foreign()));
+        let owner = c.take_owner(&mut cs);
         (
             cs.parent.take(),
             cs.slot.take(),
             cs.armed.take(),
             absorbed,
-            extras,
+            (extras, owner),
         )
     };
+    let (extras, owner) = extras;
+    drop(owner);
     if let Some(key) = armed {
         rt.driver.timers.remove(key);
     }
@@ -494,14 +585,16 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
 /// last drop of a deep chain of nested scopes recurse once per level (C9).
 pub(crate) fn unlink(child: &dyn TreeNode) {
     let c = child.node();
-    let (parent, slot) = {
+    let (parent, slot, owner) = {
         let mut cs = c.lock();
         if holds_timer_or_waker(&cs) {
             drop(cs);
             return unlink_holding(child);
         }
-        (cs.parent.take(), cs.slot.take())
+        let owner = c.take_owner(&mut cs);
+        (cs.parent.take(), cs.slot.take(), owner)
     };
+    drop(owner);
     leave_parent(c, parent, slot);
 }
 
@@ -531,12 +624,13 @@ fn unlink_holding(child: &dyn TreeNode) {
         let mut cs = c.lock();
         // The owner's waker goes too: a task's node keeping its own task's waker would keep the
         // task, its cell and its runtime alive in a cycle.
+        let owner = c.take_owner(&mut cs);
         (
             cs.parent.take(),
             cs.slot.take(),
             cs.armed.take(),
             cs.take_grace_timer(),
-            cs.take_foreign(),
+            (cs.take_foreign(), owner),
         )
     };
     drop(foreign);
@@ -726,6 +820,7 @@ fn grace_expired(target: &Arc<dyn TreeNode>) {
             }
             first = false;
             node.forced.store(true, Ordering::Release);
+            wake.extend(s.waiters.owner.clone());
             wake.extend(s.waiters.iter().cloned());
             wake.extend(s.take_foreign());
             stack.extend(s.children.iter().cloned());
@@ -766,21 +861,26 @@ fn visit(
 ) {
     let mut s = node.lock();
     let eff = s.cancel_called || (!s.shield && parent_eff);
-    let was = node.eff_cancelled.swap(eff, Ordering::AcqRel);
+    // SeqCst: paired with `park_owner`'s count and check (see there).
+    let was = node.eff_cancelled.swap(eff, Ordering::SeqCst);
     if eff != was {
-        changed(&mut s, eff, stack, wake);
+        changed(node, &mut s, eff, stack, wake);
     }
 }
 
 /// A node's cached flag just changed to `eff`: queue its waiters and its owner's foreign-wait
 /// waker (if it became cancelled) and its children.
 fn changed(
+    node: &Node,
     s: &mut NodeState,
     eff: bool,
     stack: &mut Vec<(Arc<dyn TreeNode>, bool)>,
     wake: &mut Vec<Waker>,
 ) {
     if eff {
+        if node.owner_parked.load(Ordering::SeqCst) > 0 {
+            wake.extend(s.waiters.owner.clone());
+        }
         wake.extend(s.waiters.iter().cloned());
         if s.extras.is_some() {
             wake.extend(s.take_foreign());
@@ -849,7 +949,8 @@ pub(crate) fn reparent(child: &Arc<dyn TreeNode>, new_parent: &Arc<dyn TreeNode>
     if now != was {
         let mut wake = Vec::new();
         let mut stack = Vec::new();
-        changed(&mut child.node().lock(), now, &mut stack, &mut wake);
+        let node = child.node();
+        changed(node, &mut node.lock(), now, &mut stack, &mut wake);
         while let Some((n, parent_eff)) = stack.pop() {
             visit(n.node(), parent_eff, &mut stack, &mut wake);
         }
@@ -1162,7 +1263,7 @@ fn subtree_in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
     let mut stack: Vec<Arc<dyn TreeNode>> = Vec::new();
     {
         let s = node.lock();
-        if s.waiters.iter().next().is_some() {
+        if node.has_waiters(&s) {
             return false;
         }
         for child in s.children.iter() {
@@ -1181,7 +1282,7 @@ fn subtree_in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
             return false;
         }
         let s = n.lock();
-        if s.waiters.iter().next().is_some() {
+        if n.has_waiters(&s) {
             return false;
         }
         stack.extend(s.children.iter().cloned());

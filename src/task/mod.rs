@@ -320,6 +320,7 @@ where
             return Poll::Ready(());
         }
         cell.report(Hook::BeforePoll);
+        current::begin_task_poll(cx.waker());
         let polled = {
             let _guard = current::set_node(cell);
             let mut poll = || {
@@ -338,6 +339,7 @@ where
                 Some(chain) => local::with_chain(chain, poll),
             }
         };
+        current::end_task_poll();
         let parked = current::parked_in_poll();
         let outcome = match polled {
             Ok(Poll::Pending) => {

@@ -1,0 +1,127 @@
+//! How a parked operation learns of its cancellation (C1, B2). An operation parked with its own
+//! task's waker is woken through its node's owner waker; one polled with any other waker (by a
+//! foreign combinator that gives each future a waker of its own, or after its future moved to
+//! another task) must still be woken itself, or it would hang, or be dropped as if it were in a
+//! foreign wait (B1) instead of seeing `Cancelled` at its checkpoint.
+
+mod common;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use common::{poll_once, secs, Log};
+use trellis::channel::{bounded, oneshot};
+use trellis::{move_on_after, now, nursery, Error};
+
+/// Polls its inner future with a waker of its own, and only when that waker was woken (or on
+/// the first poll), as `FuturesUnordered` does with each of its futures.
+struct OwnWaker<F> {
+    inner: Pin<Box<F>>,
+    flag: Arc<Flag>,
+}
+
+struct Flag {
+    woken: AtomicBool,
+    outer: std::sync::Mutex<Option<Waker>>,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if let Some(w) = self.outer.lock().unwrap().take() {
+            w.wake();
+        }
+    }
+}
+
+impl<F: Future> OwnWaker<F> {
+    fn new(inner: F) -> Self {
+        OwnWaker {
+            inner: Box::pin(inner),
+            flag: Arc::new(Flag {
+                woken: AtomicBool::new(true),
+                outer: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+}
+
+impl<F: Future> Future for OwnWaker<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        *self.flag.outer.lock().unwrap() = Some(cx.waker().clone());
+        if !self.flag.woken.swap(false, Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(self.flag.clone());
+        self.inner.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
+
+// B2: a `recv` parked inside a combinator that polls it with its own waker is woken by its
+// scope's deadline, sees `Cancelled` and can clean up; it is not dropped as a foreign wait.
+// (Deadlock detection off: with it on, every wait registers on its own and the owner waker is
+// not used. The watchdog turns a missed wake-up into a failure instead of a hang.)
+#[trellis::async_test(detect_deadlocks = false, timeout_ms = 10_000)]
+async fn an_operation_polled_with_a_waker_of_its_own_sees_its_cancellation() {
+    {
+        let (_tx, rx) = bounded::<u32>(1);
+        let log = Log::new();
+        let l = log.clone();
+        let t0 = now();
+        let out = move_on_after(
+            secs(1),
+            OwnWaker::new(async move {
+                let got = rx.recv().await;
+                l.push(format!(
+                    "recv returned {:?}",
+                    got.as_ref().err().map(|e| e.to_string())
+                ));
+                got
+            }),
+        )
+        .await;
+        assert!(out.is_none());
+        assert_eq!(now() - t0, secs(1));
+        assert_eq!(
+            log.take(),
+            ["recv returned Some(\"operation cancelled (deadline expired)\")"]
+        );
+    }
+}
+
+// C1 after a move: a scope whose `recv` parked while one task polled it, then moved to another
+// task, wakes that other task when its deadline passes.
+#[trellis::async_test(detect_deadlocks = false, timeout_ms = 10_000)]
+async fn a_parked_operation_moved_to_another_task_is_woken_there() {
+    {
+        let (_tx, rx) = bounded::<u32>(1);
+        let (hand_tx, mut hand_rx) = oneshot::<Pin<Box<dyn Future<Output = _> + Send>>>();
+        let t0 = now();
+        let elapsed = nursery(|n| async move {
+            n.spawn(async move {
+                let mut work: Pin<Box<dyn Future<Output = _> + Send>> =
+                    Box::pin(move_on_after(secs(1), async move { rx.recv().await }));
+                assert!(poll_once(work.as_mut()).await.is_pending()); // parked, in this task
+                hand_tx.send(work).map_err(|_| Error::BrokenResource)?;
+                trellis::sleep(Duration::from_millis(10)).await?;
+                Ok::<_, Error>(())
+            })?;
+            let receiver = n.spawn(async move {
+                let work = hand_rx.recv().await?;
+                let out = work.await;
+                assert!(out.is_none(), "the deadline ended the wait");
+                Ok::<_, Error>(now() - t0)
+            })?;
+            receiver.await
+        })
+        .await
+        .unwrap();
+        assert_eq!(elapsed, secs(1));
+    }
+}
