@@ -811,7 +811,7 @@ impl<V, E> Drop for PendingStart<V, E> {
             let mut s = self.nursery.lock();
             s.pending_starts -= 1;
             if s.pending_starts == 0 && s.tasks == s.services {
-                s.exit_waker.take()
+                s.take_exit_waker()
             } else {
                 None
             }
@@ -987,7 +987,7 @@ where
         let services = {
             let mut s = self.inner.node.lock();
             if s.tasks > s.services || s.pending_starts > 0 {
-                s.exit_waker = Some(cx.waker().clone());
+                s.set_exit_waker(cx.waker());
                 // Waiting for tasks is a trellis wait, not a foreign one (B1).
                 current::note_parked();
                 return Poll::Pending;
@@ -996,7 +996,7 @@ where
                 s.closed = true;
                 return Poll::Ready(());
             }
-            s.exit_waker = Some(cx.waker().clone());
+            s.set_exit_waker(cx.waker());
             drop(s);
             current::note_parked();
             self.inner.node.children()

@@ -153,8 +153,6 @@ pub(crate) struct NodeState {
     /// The timer entry of `deadline` while the node is linked. Its store is the runtime at the
     /// root of this node's tree (see `runtime_of`), so only the key is kept.
     armed: Option<TimerKey>,
-    /// Woken when the number of non-service task children drops (the nursery owner waits).
-    pub(crate) exit_waker: Option<Waker>,
     /// What only a few nodes need, allocated on first use: an idle task's size is a benchmarked
     /// figure.
     extras: Option<Box<Extras>>,
@@ -168,6 +166,9 @@ struct Extras {
     /// The owner's waker while its code is in a foreign wait: woken when the node becomes
     /// cancelled, or a task leaves it while it is cancelled, so the owner can end the wait (B1).
     foreign: Option<Waker>,
+    /// A nursery's owner waiting for its tasks: woken when the number of non-service task
+    /// children drops (kept here, not in every task's node: only nurseries that wait need it).
+    exit_waker: Option<Waker>,
     /// The node's own grace period (B3); `None`: the runtime's default applies.
     grace_period: Option<Duration>,
     /// The timer that ends the grace period, once the node is cancelled.
@@ -185,6 +186,19 @@ impl NodeState {
     /// Why this node's own cancel was called, if it was.
     pub(crate) fn reason(&self) -> Option<&CancelReason> {
         self.extras.as_ref().and_then(|e| e.reason.as_ref())
+    }
+
+    /// The nursery owner's waker, if it waits for its tasks.
+    pub(crate) fn take_exit_waker(&mut self) -> Option<Waker> {
+        self.extras.as_mut().and_then(|e| e.exit_waker.take())
+    }
+
+    /// The nursery's owner waits for its tasks, with `waker`.
+    pub(crate) fn set_exit_waker(&mut self, waker: &Waker) {
+        match &mut self.extras().exit_waker {
+            Some(w) if w.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
     }
 
     fn take_foreign(&mut self) -> Option<Waker> {
@@ -298,7 +312,6 @@ impl Node {
                 pending_starts: 0,
                 deadline: None,
                 armed: None,
-                exit_waker: None,
                 extras: None,
             }),
         }
@@ -427,7 +440,10 @@ impl Node {
 
     /// The owner of this nursery node waits for its tasks to finish (the end of `nursery`).
     pub(crate) fn joining(&self) -> bool {
-        self.lock().exit_waker.is_some()
+        self.lock()
+            .extras
+            .as_ref()
+            .is_some_and(|e| e.exit_waker.is_some())
     }
 
     /// Refreshes the waker under `key` (the operation was polled again). Returns false if the node
@@ -662,7 +678,7 @@ fn leave_parent(c: &Node, parent: Option<Arc<dyn TreeNode>>, slot: Option<u32>) 
                 ps.services -= 1;
             }
             let exit = if ps.tasks == ps.services {
-                ps.exit_waker.take()
+                ps.take_exit_waker()
             } else {
                 None
             };
