@@ -24,9 +24,19 @@ thread_local! {
     static PARKED: Cell<bool> = const { Cell::new(false) };
     /// The checkpoint hook, while one is installed; see [`set_checkpoint_hook`].
     static HOOK: Cell<Option<NonNull<dyn CheckpointHook>>> = const { Cell::new(None) };
-    /// The waker of the task being polled, for the poll in progress (null outside a task poll:
-    /// `end_task_poll` resets it); see [`own_task_waker`].
-    static TASK_WAKER: Cell<*const Waker> = const { Cell::new(ptr::null()) };
+    /// The task being polled: see [`TaskPoll`].
+    static TASK: Cell<TaskPoll> = const { Cell::new(TaskPoll { waker: ptr::null(), id: 0 }) };
+}
+
+/// The task whose code runs on this thread now.
+#[derive(Clone, Copy)]
+struct TaskPoll {
+    /// Its waker, for the poll in progress (null outside a task poll: `end_task_poll` resets
+    /// it); see [`own_task_waker`].
+    waker: *const Waker,
+    /// Its id (0: not known here; task ids start at 1). Left set after the poll, for the task's
+    /// own exit; whatever polls code outside a task poll clears it (`begin_poll`).
+    id: u64,
 }
 
 /// Called at the start of every task poll: forgets the cached time, refills the yield budget
@@ -37,17 +47,62 @@ pub(crate) fn begin_poll() {
     PARKED.with(|p| p.set(false));
 }
 
-/// The task being polled has this waker, until [`end_task_poll`]: an operation parked with it
-/// can be woken through its node's owner waker (see `CancelWaiter`).
+/// Called before a poll that is not a task's (the main future): no task owns its code.
 #[inline]
-pub(crate) fn begin_task_poll(waker: &Waker) {
-    TASK_WAKER.with(|w| w.set(waker));
+pub(crate) fn begin_other_poll() {
+    TASK.with(|t| {
+        t.set(TaskPoll {
+            waker: ptr::null(),
+            id: 0,
+        })
+    });
 }
 
-/// The task poll that [`begin_task_poll`] began is over.
+/// The task with id `id` is being polled with this waker, until [`end_task_poll`]: an
+/// operation parked with it can be woken through its node's owner waker (see `CancelWaiter`),
+/// and a lock taken now is owned by that task.
+#[inline]
+pub(crate) fn begin_task_poll(waker: &Waker, id: u64) {
+    TASK.with(|t| t.set(TaskPoll { waker, id }));
+}
+
+/// The task poll that [`begin_task_poll`] began is over (its waker is gone; its id stays for
+/// the task's exit, which follows on this thread).
 #[inline]
 pub(crate) fn end_task_poll() {
-    TASK_WAKER.with(|w| w.set(ptr::null()));
+    TASK.with(|t| {
+        t.set(TaskPoll {
+            waker: ptr::null(),
+            id: t.get().id,
+        })
+    });
+}
+
+/// The id of the task whose code runs now, where known without a walk up the tree.
+#[inline]
+pub(crate) fn polled_task_id() -> Option<u64> {
+    match TASK.with(Cell::get).id {
+        0 => None,
+        id => Some(id),
+    }
+}
+
+/// Runs `f` as code of task `id` (a task's future dropped by a teardown, from inside whatever
+/// poll is in progress: its destructors belong to the task being dropped).
+pub(crate) fn as_task<R>(id: u64, f: impl FnOnce() -> R) -> R {
+    struct Restore(TaskPoll);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TASK.with(|t| t.set(self.0));
+        }
+    }
+    let _restore = Restore(TASK.with(|t| {
+        t.replace(TaskPoll {
+            waker: ptr::null(),
+            id,
+        })
+    }));
+    f()
 }
 
 /// If `waker` is the waker of the task being polled, its identity (the address of the task it
@@ -56,7 +111,7 @@ pub(crate) fn end_task_poll() {
 /// wants every wait registered on its own.
 #[inline]
 pub(crate) fn own_task_waker(waker: &Waker) -> Option<usize> {
-    let task = TASK_WAKER.with(Cell::get);
+    let task = TASK.with(Cell::get).waker;
     if task.is_null() || hook_installed() || crate::runtime::shared::any_deadlock_detection() {
         return None;
     }

@@ -622,6 +622,7 @@ impl Runtime {
         let outcome = {
             let mut poll_main = || {
                 current::begin_poll();
+                current::begin_other_poll();
                 let _node = current::set_node(main_node.as_ref());
                 let _locals = main_locals.as_ref().map(|c| local::enter(Some(c.clone())));
                 let mut cx = Context::from_waker(&waker);

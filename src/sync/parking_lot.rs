@@ -421,7 +421,15 @@ pub(crate) fn lock<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
 }
 
 /// The id of the task running the calling code, if any (for `owner` statistics).
+#[inline]
 pub(crate) fn current_task_id() -> Option<u64> {
+    current::polled_task_id().or_else(task_id_from_tree)
+}
+
+/// [`current_task_id`] outside a task poll (the main future, a future dropped in a teardown):
+/// the task above the current node in the tree.
+#[cold]
+fn task_id_from_tree() -> Option<u64> {
     current::with_node(|node| {
         let mut node = node.map(|n| n.node())?;
         if let NodeKind::Task(info) = node.kind() {

@@ -134,6 +134,15 @@ where
         }
     }
 
+    /// The task's id.
+    #[inline]
+    fn id(&self) -> u64 {
+        match self.node.kind() {
+            NodeKind::Task(info) => info.id,
+            _ => unreachable!("a task cell's node is a task node"),
+        }
+    }
+
     /// Drops the future; the caller holds POLLING. Returns a panic from the destructor.
     fn drop_future(&self) -> Option<Box<dyn Any + Send>> {
         let _guard = current::set_node(self);
@@ -234,7 +243,8 @@ where
                 Err(_) => std::thread::yield_now(),
             }
         }
-        if let Some(payload) = self.exit() {
+        // Possibly from inside another task's poll: the destructors run as this task's code.
+        if let Some(payload) = current::as_task(self.id(), || self.exit()) {
             self.reporter.panicked(payload);
         }
         handle::complete(&self.join, JoinState::Cancelled);
@@ -313,14 +323,15 @@ where
             return Poll::Ready(());
         }
         current::begin_poll();
+        current::begin_task_poll(cx.waker(), cell.id());
         if node::must_end(&cell.node, false) {
             // Cancelled while parked where the cancellation cannot reach it (B1), or its grace
             // period ran out (B3).
+            current::end_task_poll();
             cell.end_foreign_wait();
             return Poll::Ready(());
         }
         cell.report(Hook::BeforePoll);
-        current::begin_task_poll(cx.waker());
         let polled = {
             let _guard = current::set_node(cell);
             let mut poll = || {
@@ -415,7 +426,7 @@ where
     if !node::link(&spec.parent, &tree) {
         // Never polled: drop the future through the normal path so the state is consistent.
         cell.poll_state.store(POLLING, Ordering::Relaxed);
-        let _ = cell.drop_future();
+        let _ = current::as_task(cell.id(), || cell.drop_future());
         return Err(crate::Error::NurseryClosed);
     }
     // The schedule function owns the task's reference to its cell (the runner only points at
