@@ -125,3 +125,59 @@ async fn a_parked_operation_moved_to_another_task_is_woken_there() {
         assert_eq!(elapsed, secs(1));
     }
 }
+
+// C1 under real concurrency: tasks on two workers park and wake on a channel through their
+// owner wakers while the nursery is cancelled from another task at an arbitrary moment. A
+// cancellation that slipped between a task's count and its check would leave that task parked
+// for ever: every run must end, 30 times over, with every task gone.
+#[test]
+fn cancelling_tasks_that_park_and_wake_on_two_workers_never_loses_one() {
+    const TASKS: usize = 16;
+    for round in 0..30u64 {
+        let rt = common::multi_thread(2);
+        let ended = rt.block_on(async move {
+            let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let e = ended.clone();
+            let out = nursery(|n| async move {
+                let (tx, rx) = bounded::<u64>(4);
+                for _ in 0..TASKS {
+                    let (rx, e) = (rx.clone(), e.clone());
+                    n.spawn(async move {
+                        let got = async {
+                            loop {
+                                match rx.recv().await {
+                                    Ok(_) => {}
+                                    // The producer was cancelled first and its sender dropped.
+                                    Err(Error::EndOfChannel) => return Ok(()),
+                                    Err(e) => return Err(e),
+                                }
+                            }
+                        };
+                        let r: Result<(), Error> = got.await;
+                        e.fetch_add(1, Ordering::SeqCst);
+                        r
+                    })?;
+                }
+                n.spawn(async move {
+                    let mut i = 0;
+                    loop {
+                        match tx.send(i).await.map_err(|e| e.into_parts().1) {
+                            Ok(()) => i += 1,
+                            // Every receiver was cancelled first.
+                            Err(Error::BrokenResource) => return Ok(()),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                })?;
+                // Let them run for a while (real time: the workers race), then cancel.
+                trellis::sleep(Duration::from_micros(200 + round * 37)).await?;
+                n.cancel();
+                Ok::<_, Error>(())
+            })
+            .await;
+            assert!(out.is_ok(), "{out:?}");
+            ended.load(Ordering::SeqCst)
+        });
+        assert_eq!(ended, TASKS, "round {round}");
+    }
+}
