@@ -1,5 +1,5 @@
 //! Tasks as [`tracing`] spans (feature `tracing`): [`TaskSpans`] is an
-//! [`Instrument`](crate::lowlevel::Instrument) that gives each task a span, so that logs and
+//! [`Instrument`] that gives each task a span, so that logs and
 //! span-aware tools follow the task tree.
 
 use std::collections::HashMap;

@@ -17,7 +17,7 @@ use super::pipes::{ChildStderr, ChildStdin, ChildStdout};
 
 /// A running (or exited, not yet reaped) child process.
 ///
-/// Made by [`Command::spawn`]. Its piped standard streams are the public fields, to be taken
+/// Made by [`Command::spawn`](crate::process::Command::spawn). Its piped standard streams are the public fields, to be taken
 /// out (`child.stdout.take()`) and moved into the tasks that use them. A `Child` dropped before
 /// it was reaped is killed and reaped in the background.
 ///

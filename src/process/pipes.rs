@@ -285,7 +285,11 @@ impl ChildStderr {
 
 macro_rules! try_from_pipe {
     ($($ty:ident),*) => {$(
-        /// The pipe as another child's standard stream: [`into_stdio`](Self::into_stdio).
+        #[doc = concat!(
+            "The pipe as another child's standard stream: [`into_stdio`](",
+            stringify!($ty),
+            "::into_stdio)."
+        )]
         ///
         /// ```
         /// use trellis::process::{Command, Stdio};

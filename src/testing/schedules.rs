@@ -9,7 +9,7 @@ use crate::testing::{panic_message, virtual_time_runtime};
 
 /// Runs `test` once per seed in `seeds`, each time on a fresh current-thread runtime whose
 /// scheduler picks the next task at random with that seed
-/// ([`Builder::schedule_seed`](crate::Builder::schedule_seed)), on a [`MockClock`] with
+/// ([`Builder::schedule_seed`](crate::Builder::schedule_seed)), on a [`MockClock`](crate::testing::MockClock) with
 /// autojump and with deadlock detection on. Returns how many seeds ran.
 ///
 /// # Panics
