@@ -181,3 +181,30 @@ fn a_budget_sees_a_deadline_at_the_next_ready_operation() {
     });
     assert_eq!((sent, buffered), (6, 6));
 }
+
+// An edge value: the largest budget is accepted; every ready send is still a cancel point (a
+// cancel after 5 000 sends stops the loop at the next one, with exactly 5 000 sent).
+#[test]
+fn the_largest_budget_is_accepted_and_still_checks_cancellation() {
+    let (sent, buffered) = runtime(u32::MAX).block_on(async {
+        let (tx, rx) = channel::unbounded::<u32>();
+        let scope = CancelScope::new();
+        let handle = scope.clone();
+        let mut sent = 0;
+        let out = scope
+            .run(async {
+                for i in 0..10_000 {
+                    if i == 5_000 {
+                        handle.cancel();
+                    }
+                    tx.send(i).await?;
+                    sent += 1;
+                }
+                Ok::<_, Error>(())
+            })
+            .await;
+        assert!(out.is_none());
+        (sent, rx.statistics().current_buffer_used)
+    });
+    assert_eq!((sent, buffered), (5_000, 5_000));
+}
