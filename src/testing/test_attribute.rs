@@ -44,7 +44,7 @@ pub struct Config {
 
 impl Config {
     /// The default: current-thread, a mock clock that autojumps at once (trio's
-    /// `autojump_clock`), deadlock detection on.
+    /// `autojump_clock`), deadlock detection on, the runtime's default yield budget.
     pub const fn current_thread() -> Config {
         Config {
             flavor: Flavor::CurrentThread,
