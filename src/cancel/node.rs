@@ -554,7 +554,8 @@ pub(crate) fn enter_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>,
 /// cancelled itself and no enclosing cancellation is visible from it (C3).
 pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellation: bool) -> bool {
     let c = child.node();
-    let (parent, slot, armed, absorbed, extras) = {
+    // Wakers taken out are dropped after the lock is released.
+    let (parent, slot, armed, grace, absorbed, _wakers) = {
         let mut cs = c.lock();
         let parent_visible =
             !cs.shield && cs.parent.as_ref().is_some_and(|p| p.node().is_cancelled());
@@ -562,31 +563,26 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
         if absorbed {
             cs.cancelled_caught = true;
         }
-        // Forget the parent and the owner's waker (see `unlink`); the grace timer and the
-        // waker are looked for only in a node that has extras (few have).
-        let extras = cs
-            .extras
-            .is_some()
-            .then(|| (cs.take_grace_timer(), cs.take_foreign()));
+        // Forget the parent, the owner's foreign-wait waker and the owner waker (see `unlink`);
+        // the grace timer and the foreign-wait waker are looked for only in a node that has
+        // extras (few have).
+        let (grace, foreign) = if cs.extras.is_some() {
+            (cs.take_grace_timer(), cs.take_foreign())
+        } else {
+            (None, None)
+        };
         let owner = c.take_owner(&mut cs);
         (
             cs.parent.take(),
             cs.slot.take(),
             cs.armed.take(),
+            grace,
             absorbed,
-            (extras, owner),
+            [foreign, owner],
         )
     };
-    let (extras, owner) = extras;
-    drop(owner);
-    if let Some(key) = armed {
+    for key in armed.into_iter().chain(grace) {
         rt.driver.timers.remove(key);
-    }
-    if let Some((grace, foreign)) = extras {
-        drop(foreign);
-        if let Some(key) = grace {
-            rt.driver.timers.remove(key);
-        }
     }
     if let (Some(parent), Some(slot)) = (parent, slot) {
         parent.node().lock().children.remove(slot);
@@ -636,9 +632,9 @@ fn unlink_holding(child: &dyn TreeNode) {
     }
     .then(|| runtime_of(c))
     .flatten();
-    let (parent, slot, armed, grace, foreign) = {
+    let (parent, slot, armed, grace, wakers) = {
         let mut cs = c.lock();
-        // The owner's waker goes too: a task's node keeping its own task's waker would keep the
+        // The owner's wakers go too: a task's node keeping its own task's waker would keep the
         // task, its cell and its runtime alive in a cycle.
         let owner = c.take_owner(&mut cs);
         (
@@ -646,10 +642,10 @@ fn unlink_holding(child: &dyn TreeNode) {
             cs.slot.take(),
             cs.armed.take(),
             cs.take_grace_timer(),
-            (cs.take_foreign(), owner),
+            [cs.take_foreign(), owner],
         )
     };
-    drop(foreign);
+    drop(wakers);
     if armed.is_some() || grace.is_some() {
         // `None` only if the runtime is gone, and its timers with it.
         if let Some(rt) = timer_store.or_else(crate::runtime::context::try_current) {
