@@ -500,14 +500,14 @@ impl<T: ?Sized> Mutex<T> {
     /// assert_eq!(stats.owner, None);
     /// ```
     pub fn statistics(&self) -> LockStatistics {
-        let st = lock(&self.state);
+        // While the word decides nobody waits, and the word alone is a consistent snapshot.
         match self.word.statistics() {
             Some((locked, owner)) => LockStatistics {
                 locked,
                 owner,
                 tasks_waiting: 0,
             },
-            None => st.statistics(),
+            None => lock(&self.state).statistics(),
         }
     }
 
