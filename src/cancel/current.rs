@@ -35,7 +35,7 @@ struct TaskPoll {
     /// it); see [`own_task_waker`].
     waker: *const Waker,
     /// Its id (0: not known here; task ids start at 1). Left set after the poll, for the task's
-    /// own exit; whatever polls code outside a task poll clears it (`begin_poll`).
+    /// own exit; whatever polls code outside a task poll clears it (`begin_other_poll`).
     id: u64,
 }
 
