@@ -73,7 +73,35 @@ fn a_budget_never_skips_the_cancel_check() {
     });
 }
 
-// The default: tokio's budget size, and what the runtime and the test attribute use.
+/// How many ready sends a task spinning until another task sets a flag makes on `rt` before
+/// that other task gets its turn (and sets the flag).
+fn sends_before_another_task_runs(rt: &Runtime) -> u64 {
+    rt.block_on(async {
+        let (tx, _rx) = channel::unbounded::<u64>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        nursery(|n| async move {
+            let spinner = n.spawn(async move {
+                let mut sent = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    tx.send(sent).await?;
+                    sent += 1;
+                }
+                Ok::<_, Error>(sent)
+            })?;
+            n.spawn(async move {
+                flag.store(true, Ordering::SeqCst);
+                Ok(())
+            })?;
+            spinner.await
+        })
+        .await
+        .unwrap()
+    })
+}
+
+// The default: tokio's budget size, and what a runtime built without `yield_budget` uses: 128
+// ready sends run back to back, the 129th yields before it sends (and sends once resumed).
 #[test]
 fn the_default_budget_is_128_ready_operations_per_poll() {
     assert_eq!(trellis::DEFAULT_YIELD_BUDGET, 128);
@@ -81,6 +109,7 @@ fn the_default_budget_is_128_ready_operations_per_poll() {
         .flavor(Flavor::CurrentThread)
         .build()
         .unwrap();
+    assert_eq!(sends_before_another_task_runs(&default), 129);
     let log = default.block_on(send_and_yield_interleaving());
     let expected = [
         "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10", "b1", "b2", "b3",
@@ -95,28 +124,7 @@ fn the_default_budget_is_128_ready_operations_per_poll() {
 #[test]
 fn a_task_looping_on_ready_operations_cannot_starve_others() {
     for budget in [1, 4, trellis::DEFAULT_YIELD_BUDGET] {
-        let sent = runtime(budget).block_on(async {
-            let (tx, _rx) = channel::unbounded::<u64>();
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            nursery(|n| async move {
-                let spinner = n.spawn(async move {
-                    let mut sent = 0u64;
-                    while !stop.load(Ordering::SeqCst) {
-                        tx.send(sent).await?;
-                        sent += 1;
-                    }
-                    Ok::<_, Error>(sent)
-                })?;
-                n.spawn(async move {
-                    flag.store(true, Ordering::SeqCst);
-                    Ok(())
-                })?;
-                spinner.await
-            })
-            .await
-            .unwrap()
-        });
+        let sent = sends_before_another_task_runs(&runtime(budget));
         assert_eq!(sent, u64::from(budget) + 1, "budget {budget}");
     }
 }

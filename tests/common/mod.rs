@@ -50,10 +50,7 @@ pub fn block_on_current<F: Future>(f: F) -> F::Output {
 /// without blocking yields once (`yield_budget(0)`). For tests that assert a schedule point at a
 /// ready operation, or a run order that depends on one.
 pub fn block_on_trio_order<F: Future>(f: F) -> F::Output {
-    let clock = autojump_clock(Duration::ZERO);
-    Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .clock(clock)
+    autojump_builder(Flavor::CurrentThread)
         .yield_budget(0)
         .build()
         .expect("a current-thread runtime builds")
