@@ -581,7 +581,10 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
             [foreign, owner],
         )
     };
-    for key in armed.into_iter().chain(grace) {
+    if let Some(key) = armed {
+        rt.driver.timers.remove(key);
+    }
+    if let Some(key) = grace {
         rt.driver.timers.remove(key);
     }
     if let (Some(parent), Some(slot)) = (parent, slot) {
