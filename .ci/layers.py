@@ -24,7 +24,7 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 LAYERS = [
     ("foundation", ["error.rs"]),
     ("driver", ["time/clock.rs", "time/timers.rs", "io/reactor.rs", "runtime/driver.rs"]),
-    ("scheduler", ["runtime/park.rs", "runtime/scheduler.rs"]),
+    ("scheduler", ["runtime/park.rs", "runtime/job.rs", "runtime/scheduler.rs"]),
     ("runtime interface", ["runtime/shared.rs", "runtime/context.rs", "runtime/instrument.rs"]),
     ("core", ["cancel/", "task/"]),
     ("API", [""]),

@@ -17,11 +17,11 @@ use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use crate::cancel::current;
-use crate::cancel::node::{self, Node, NodeKind, TreeNode};
+use crate::cancel::node::{self, Node, NodeKind, NodeRef};
 use crate::cancel::{outside_runtime, CancelScope};
 use crate::error::{AsCancelled, CancelReason, Cancelled, Error, NurseryError};
 use crate::runtime::{context, Flavor, Shared};
@@ -152,8 +152,8 @@ impl<E> NurseryInner<E> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn as_tree(&self) -> Arc<dyn TreeNode> {
-        self.node.clone()
+    fn as_tree(&self) -> NodeRef {
+        self.node.clone().into()
     }
 }
 
@@ -415,7 +415,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         E: From<Error>,
     {
-        let Some(caller) = current::current_node_arc() else {
+        let Some(caller) = current::current_node_ref() else {
             outside_runtime("Nursery::start");
         };
         {
@@ -427,7 +427,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
         }
         let shared = Arc::new(StartShared {
             state: Mutex::new(StartState::Waiting(None)),
-            child: OnceLock::new(),
+            child: Mutex::new(None),
             placement: Mutex::new(Placement::UnderCaller),
             kept: Mutex::new(None),
         });
@@ -447,11 +447,11 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             service: false,
             reporter: shared.clone(),
             // Recorded before the task can run: `started` may be called on another worker
-            // before `spawn_child` even returns here. Weak: the task's cell holds `shared` as
-            // its reporter, so a strong reference back would keep both alive forever.
+            // before `spawn_child` even returns here. (Cleared when the call ends: see
+            // `StartShared::child`.)
             local: false,
             on_linked: Some(&|child| {
-                let _ = shared.child.set(Arc::downgrade(child));
+                *shared.child() = Some(child.clone());
             }),
         };
         // SAFETY: `Fut` and `T` are `Send`.
@@ -616,7 +616,7 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
     /// });
     /// ```
     pub fn started(self, value: V) {
-        let Some(child) = self.shared.child.get().and_then(Weak::upgrade) else {
+        let Some(child) = self.shared.child().clone() else {
             return;
         };
         {
@@ -640,7 +640,7 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
             *self.shared.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
             return;
         }
-        let target: Arc<dyn TreeNode> = self.nursery.node.clone();
+        let target: NodeRef = self.nursery.node.clone().into();
         if node::reparent(&child, &target) {
             // From now on failures go to the nursery.
             *placement = Placement::Moved(self.nursery.clone());
@@ -657,8 +657,10 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
 
 struct StartShared<V, E> {
     state: Mutex<StartState<V, E>>,
-    /// The started task, once linked.
-    child: OnceLock<Weak<dyn TreeNode>>,
+    /// The started task, from when it is linked until the `start` call ends (`PendingStart`'s
+    /// drop clears it: the task's cell holds this structure as its reporter, so a reference
+    /// kept here for longer would keep both alive for ever).
+    child: Mutex<Option<NodeRef>>,
     /// Where the task belongs; see [`Placement`].
     placement: Mutex<Placement<E>>,
     /// The value given to a `started` call that left the task in place (its caller was
@@ -695,6 +697,10 @@ impl<V, E> StartShared<V, E> {
 
     fn placement(&self) -> MutexGuard<'_, Placement<E>> {
         self.placement.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn child(&self) -> MutexGuard<'_, Option<NodeRef>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn forward(&self) -> Option<Arc<dyn Report<E>>> {
@@ -782,7 +788,7 @@ impl<V, E> Future for StartWait<'_, V, E> {
 /// the task down if the `start` future was dropped before the task started.
 struct PendingStart<V, E> {
     nursery: Arc<Node>,
-    child: Option<Arc<dyn TreeNode>>,
+    child: Option<NodeRef>,
     shared: Arc<StartShared<V, E>>,
 }
 
@@ -807,6 +813,9 @@ impl<V, E> Drop for PendingStart<V, E> {
                 child.teardown();
             }
         }
+        // Taken out of the lock before it is dropped: the last reference to a task may go here.
+        let child = self.shared.child().take();
+        drop(child);
         let waker = {
             let mut s = self.nursery.lock();
             s.pending_starts -= 1;
@@ -895,12 +904,12 @@ where
     F: FnOnce(Nursery<E>) -> Fut,
     E: AsCancelled + Send + 'static,
 {
-    let Some(parent) = current::current_node_arc() else {
+    let Some(parent) = current::current_node_ref() else {
         outside_runtime("nursery");
     };
     let rt = context::try_current().expect("a node is set, so a runtime is entered");
     let node = Arc::new(Node::new(NodeKind::Nursery));
-    let tree: Arc<dyn TreeNode> = node.clone();
+    let tree: NodeRef = node.clone().into();
     node::link(&parent, &tree);
     let inner = Arc::new(NurseryInner {
         node,

@@ -11,10 +11,9 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
-use std::sync::Arc;
 use std::task::Waker;
 
-use crate::cancel::node::TreeNode;
+use crate::cancel::node::{NodeRef, TreeNode};
 use crate::runtime::context;
 
 thread_local! {
@@ -188,14 +187,14 @@ pub(crate) fn with_node<R>(f: impl FnOnce(Option<&dyn TreeNode>) -> R) -> R {
 }
 
 /// A counted reference to the current node (for registrations that outlive this poll).
-pub(crate) fn current_node_arc() -> Option<Arc<dyn TreeNode>> {
+pub(crate) fn current_node_ref() -> Option<NodeRef> {
     let ptr = current_node_ptr()?;
     // SAFETY: read just now, in the poll that set it.
-    Some(unsafe { node_arc(ptr) })
+    Some(unsafe { node_ref(ptr) })
 }
 
 /// The current node as a pointer (`None` outside any task), for a caller that compares its
-/// address and then may need [`node_arc`]: one thread-local read serves both.
+/// address and then may need [`node_ref`]: one thread-local read serves both.
 #[inline]
 pub(crate) fn current_node_ptr() -> Option<*const dyn TreeNode> {
     NODE.with(Cell::get)
@@ -206,14 +205,11 @@ pub(crate) fn current_node_ptr() -> Option<*const dyn TreeNode> {
 /// # Safety
 /// `ptr` must come from [`current_node_ptr`] during the poll still in progress.
 #[inline]
-pub(crate) unsafe fn node_arc(ptr: *const dyn TreeNode) -> Arc<dyn TreeNode> {
-    // SAFETY: every pointer stored by `set_node` comes from `Arc::as_ptr` of a live
-    // `Arc<dyn TreeNode>` (tasks and scopes hold theirs while polling, and the caller read it
-    // during that poll), so bumping the strong count and rebuilding an `Arc` from it is sound.
-    unsafe {
-        Arc::increment_strong_count(ptr);
-        Arc::from_raw(ptr)
-    }
+pub(crate) unsafe fn node_ref(ptr: *const dyn TreeNode) -> NodeRef {
+    // SAFETY: every pointer stored by `set_node` is that of a node counted by its counter (a
+    // task's cell, or a scope's or nursery's `Arc<Node>`), which its owner keeps alive while
+    // polling; the caller read it during that poll.
+    unsafe { NodeRef::retained(&*ptr) }
 }
 
 /// Address identity of the current node, for cheap "same node as before?" checks.

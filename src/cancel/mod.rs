@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use crate::error::Cancelled;
 use crate::runtime::context;
-use node::{OwnerPark, TreeNode};
+use node::{NodeRef, OwnerPark};
 use waiting::{LockWatch, WaitLabel};
 
 /// Registration of a blocked operation with the cancel tree: while registered, cancelling any
@@ -37,9 +37,9 @@ enum Registration {
     None,
     /// Parked with the waker of the task with this identity, which the node keeps as its owner
     /// waker: counted in the node, nothing else stored (see `node::Waiters`).
-    Owner(Arc<dyn TreeNode>, usize),
+    Owner(NodeRef, usize),
     /// Parked with another waker, kept in this slot of the node.
-    Slot(Arc<dyn TreeNode>, usize),
+    Slot(NodeRef, usize),
 }
 
 impl CancelWaiter {
@@ -75,9 +75,7 @@ impl CancelWaiter {
         let here = current as *const ();
         let owner = current::own_task_waker(cx.waker());
         match &self.registration {
-            Registration::Owner(node, id)
-                if Arc::as_ptr(node) as *const () == here && owner == Some(*id) =>
-            {
+            Registration::Owner(node, id) if node.addr() == here && owner == Some(*id) => {
                 // Polled again in the same node by the same task: still counted there. (Polled
                 // by another task, the future was moved: it registers again, for that task.)
                 if !fails_here(node.node(), function) {
@@ -88,7 +86,7 @@ impl CancelWaiter {
                 self.clear();
                 return Poll::Ready(err);
             }
-            Registration::Slot(node, key) if Arc::as_ptr(node) as *const () == here => {
+            Registration::Slot(node, key) if node.addr() == here => {
                 // Woken by a cancellation (the usual reason to be polled again while
                 // registered): answer without refreshing the waker under the node's lock.
                 if !fails_here(node.node(), function) && node.node().update_waiter(*key, cx.waker())
@@ -105,7 +103,7 @@ impl CancelWaiter {
         }
         fire_passed_deadlines();
         // SAFETY: read above, in this poll.
-        let node = unsafe { current::node_arc(current) };
+        let node = unsafe { current::node_ref(current) };
         if let Some(id) = owner {
             match node.node().park_owner(cx.waker(), id) {
                 OwnerPark::Parked => {

@@ -36,6 +36,7 @@
 //! only after its future has been dropped, and a nursery completes only when it has no task
 //! children left.
 
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
@@ -58,8 +59,11 @@ fn tree_lock() -> MutexGuard<'static, ()> {
 
 /// Something that sits in the tree: a plain node (scope, nursery, root) or a task cell that
 /// embeds its node and can be torn down.
-pub(crate) trait TreeNode: Expire + Send + Sync + 'static {
+pub(crate) trait TreeNode: Send + Sync + 'static {
     fn node(&self) -> &Node;
+
+    /// How references to this node are counted (see [`NodeRef`]).
+    fn counter(&self) -> &'static Counter;
 
     /// Drops the task's future now, waiting for a poll in progress on another thread to end.
     /// Only task cells do anything.
@@ -71,14 +75,156 @@ pub(crate) trait TreeNode: Expire + Send + Sync + 'static {
     }
 }
 
-/// Timers fire cancel-tree nodes through [`Expire`] (the timer store sits below the tree).
-impl<T: TreeNode> Expire for T {
-    fn deadline_passed(self: Arc<Self>) {
-        deadline_fired(&(self as Arc<dyn TreeNode>));
+/// The two functions that count references to a node, given the node's address: an `Arc`'s
+/// strong count for a plain node, the `async-task` reference count of the task's allocation for
+/// a task's cell.
+pub(crate) struct Counter {
+    /// Adds one reference.
+    pub(crate) retain: unsafe fn(*const ()),
+    /// Gives one back; the node may be freed before it returns.
+    pub(crate) release: unsafe fn(*const ()),
+}
+
+/// A counted reference to a node of the tree: what parents, children, registrations and
+/// handles hold. It is `NodeRef` in all but the count: a task's node lives in the
+/// task's own `async-task` allocation (one allocation per task), which counts its references
+/// itself, so the reference counts through the node's [`Counter`].
+pub(crate) struct NodeRef {
+    ptr: NonNull<dyn TreeNode>,
+}
+
+// SAFETY: a `NodeRef` is a shared reference to a `TreeNode`, which is `Send + Sync`, plus a
+// count that its counter keeps with atomics.
+unsafe impl Send for NodeRef {}
+// SAFETY: as above.
+unsafe impl Sync for NodeRef {}
+
+impl NodeRef {
+    /// Takes over one reference already counted for the node at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` must point at a live node, and the caller must own one count of it, which the
+    /// returned reference gives back when dropped.
+    pub(crate) unsafe fn adopt(ptr: NonNull<dyn TreeNode>) -> NodeRef {
+        NodeRef { ptr }
     }
 
-    fn grace_ran_out(self: Arc<Self>) {
-        grace_expired(&(self as Arc<dyn TreeNode>));
+    /// A new counted reference to `node`.
+    ///
+    /// # Safety
+    /// `node` must be counted by its [`Counter`]: held by a `NodeRef`, by its own `Arc`, or be
+    /// a task's cell whose allocation is alive. (A [`Node`] embedded in a task's cell is not: it
+    /// is reached through the cell.)
+    pub(crate) unsafe fn retained(node: &dyn TreeNode) -> NodeRef {
+        let ptr = NonNull::from(node);
+        // SAFETY: the node is alive and counted by its counter (the caller's contract).
+        unsafe { (node.counter().retain)(ptr.as_ptr() as *const ()) };
+        NodeRef { ptr }
+    }
+
+    /// The node's address, for identity checks.
+    #[inline]
+    pub(crate) fn addr(&self) -> *const () {
+        self.ptr.as_ptr() as *const ()
+    }
+
+    /// The `Arc` of a plain node (a scope, nursery or root); `None` for a task's node.
+    pub(crate) fn plain(&self) -> Option<Arc<Node>> {
+        if !std::ptr::eq(self.counter(), &ARC_COUNTED) {
+            return None;
+        }
+        let node = self.addr() as *const Node;
+        // SAFETY: a node counted by `ARC_COUNTED` is a `Node` in an `Arc` of its own, and `self`
+        // holds one of its counts, so it is alive; the new `Arc` takes a count of its own.
+        unsafe {
+            Arc::increment_strong_count(node);
+            Some(Arc::from_raw(node))
+        }
+    }
+}
+
+impl From<Arc<Node>> for NodeRef {
+    /// The tree's reference to a plain node: the `Arc`'s count becomes the reference's.
+    fn from(node: Arc<Node>) -> NodeRef {
+        let ptr: *const dyn TreeNode = Arc::into_raw(node);
+        NodeRef {
+            // SAFETY: `Arc::into_raw` never returns null.
+            ptr: unsafe { NonNull::new_unchecked(ptr as *mut dyn TreeNode) },
+        }
+    }
+}
+
+impl Clone for NodeRef {
+    #[inline]
+    fn clone(&self) -> NodeRef {
+        // SAFETY: `self` holds a count, so the node is alive and counted by its counter.
+        unsafe { NodeRef::retained(self.as_ref()) }
+    }
+}
+
+impl Drop for NodeRef {
+    #[inline]
+    fn drop(&mut self) {
+        // The counter is read before the count is given back: releasing may free the node.
+        let release = self.as_ref().counter().release;
+        // SAFETY: `self` owns one count, given back exactly once, here.
+        unsafe { release(self.addr()) }
+    }
+}
+
+impl std::ops::Deref for NodeRef {
+    type Target = dyn TreeNode;
+
+    #[inline]
+    fn deref(&self) -> &(dyn TreeNode + 'static) {
+        // SAFETY: the count `self` holds keeps the node alive.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl AsRef<dyn TreeNode> for NodeRef {
+    #[inline]
+    fn as_ref(&self) -> &(dyn TreeNode + 'static) {
+        &**self
+    }
+}
+
+/// The counter of plain nodes: each lives in an `Arc` of its own.
+static ARC_COUNTED: Counter = Counter {
+    retain: arc_retain,
+    release: arc_release,
+};
+
+/// # Safety
+/// `node` must come from `Arc::<Node>::into_raw` (or `as_ptr`) of a live `Arc`.
+unsafe fn arc_retain(node: *const ()) {
+    // SAFETY: by the function's contract.
+    unsafe { Arc::increment_strong_count(node as *const Node) }
+}
+
+/// # Safety
+/// As for [`arc_retain`], and the caller gives up one count it owns.
+unsafe fn arc_release(node: *const ()) {
+    // SAFETY: by the function's contract.
+    unsafe { Arc::decrement_strong_count(node as *const Node) }
+}
+
+/// Timers fire a scope's deadline through [`Expire`] (the timer store sits below the tree).
+impl Expire for Node {
+    fn expire(&self) {
+        // SAFETY: the timer store upgraded its weak reference to this node's `Arc` to call
+        // this, so the node is alive and counted by its `Arc`.
+        deadline_fired(&unsafe { NodeRef::retained(self) });
+    }
+}
+
+/// A grace timer's hold on the cancelled node it ends (B3). A task's node has no weak form, so
+/// the timer holds it; the timer is removed when the node leaves the tree.
+struct GraceOf(NodeRef);
+
+impl Expire for GraceOf {
+    fn expire(&self) {
+        grace_expired(&self.0);
     }
 }
 
@@ -132,7 +278,7 @@ pub(crate) enum OwnerPark {
 }
 
 pub(crate) struct NodeState {
-    parent: Option<Arc<dyn TreeNode>>,
+    parent: Option<NodeRef>,
     /// Our key in the parent's `children`, while linked (32 bits: an idle task's size is a
     /// benchmarked figure, and no nursery holds 4 billion children).
     slot: Option<u32>,
@@ -217,15 +363,15 @@ impl NodeState {
 /// Child nodes. Boxed and allocated on first use: most task nodes never get a child, and an
 /// idle task's size is a benchmarked figure.
 #[derive(Default)]
-struct Children(Option<Box<Slab<Arc<dyn TreeNode>>>>);
+struct Children(Option<Box<Slab<NodeRef>>>);
 
 impl Children {
-    fn insert(&mut self, child: Arc<dyn TreeNode>) -> u32 {
+    fn insert(&mut self, child: NodeRef) -> u32 {
         let key = self.0.get_or_insert_with(Default::default).insert(child);
         u32::try_from(key).expect("over 4 billion children in one scope")
     }
 
-    fn get(&self, key: u32) -> Option<&Arc<dyn TreeNode>> {
+    fn get(&self, key: u32) -> Option<&NodeRef> {
         self.0.as_ref().and_then(|slab| slab.get(key as usize))
     }
 
@@ -237,7 +383,7 @@ impl Children {
         }
     }
 
-    fn iter(&self) -> impl DoubleEndedIterator<Item = &Arc<dyn TreeNode>> {
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &NodeRef> {
         self.0.iter().flat_map(|slab| slab.iter().map(|(_, c)| c))
     }
 }
@@ -331,7 +477,7 @@ impl Node {
         self.eff_cancelled.load(Ordering::Acquire)
     }
 
-    pub(crate) fn parent(&self) -> Option<Arc<dyn TreeNode>> {
+    pub(crate) fn parent(&self) -> Option<NodeRef> {
         self.lock().parent.clone()
     }
 
@@ -343,7 +489,7 @@ impl Node {
     }
 
     /// The children, snapshotted.
-    pub(crate) fn children(&self) -> Vec<Arc<dyn TreeNode>> {
+    pub(crate) fn children(&self) -> Vec<NodeRef> {
         self.lock().children.iter().cloned().collect()
     }
 
@@ -471,6 +617,10 @@ impl TreeNode for Node {
     fn node(&self) -> &Node {
         self
     }
+
+    fn counter(&self) -> &'static Counter {
+        &ARC_COUNTED
+    }
 }
 
 /// Forgets the operation named by `Node::label_waiting` (its waiter left).
@@ -489,13 +639,13 @@ pub(crate) fn is_linked(state: &NodeState) -> bool {
 
 /// Links `child` under `parent`. Sets its cached cancellation from the parent. Returns false
 /// (and links nothing) if `child` is a task and `parent` is closed.
-pub(crate) fn link(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>) -> bool {
+pub(crate) fn link(parent: &NodeRef, child: &NodeRef) -> bool {
     let mut cs = child.node().lock();
     link_locked(parent, child, &mut cs)
 }
 
 /// `link`, with the child's lock already held.
-fn link_locked(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>, cs: &mut NodeState) -> bool {
+fn link_locked(parent: &NodeRef, child: &NodeRef, cs: &mut NodeState) -> bool {
     let p = parent.node();
     let c = child.node();
     let (is_task, service) = match &c.kind {
@@ -529,13 +679,13 @@ fn link_locked(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>, cs: &mut N
 
 /// Enters a cancel scope: links it under `parent` and arms its deadline (C5: one already past
 /// cancels at once). Panics if the scope was entered before.
-pub(crate) fn enter_scope(parent: &Arc<dyn TreeNode>, child: &Arc<dyn TreeNode>, rt: &Shared) {
-    let mut cs = child.node().lock();
+pub(crate) fn enter_scope(parent: &NodeRef, child: &Arc<Node>, rt: &Shared) {
+    let mut cs = child.lock();
     if cs.entered {
         drop(cs);
         panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
     }
-    link_locked(parent, child, &mut cs);
+    link_locked(parent, &NodeRef::from(child.clone()), &mut cs);
     // Armed under the same lock that linked the node: a timed scope is entered on every
     // `move_on_after`/`fail_after`, so each lock pass counts.
     let past = arm_locked(child, &mut cs, rt);
@@ -663,7 +813,7 @@ fn unlink_holding(child: &dyn TreeNode) {
 /// The parent's side of an unlink: forgets the child and, for a task, wakes the parent's owner
 /// when it may have to act.
 #[inline]
-fn leave_parent(c: &Node, parent: Option<Arc<dyn TreeNode>>, slot: Option<u32>) {
+fn leave_parent(c: &Node, parent: Option<NodeRef>, slot: Option<u32>) {
     let (Some(parent), Some(slot)) = (parent, slot) else {
         return;
     };
@@ -780,28 +930,25 @@ fn start_grace(target: &dyn TreeNode) {
     if !is_linked(&s) {
         return;
     }
-    let Some(weak) = weak_self(target, &s) else {
+    let Some(this) = tree_ref(target, &s) else {
         return;
     };
     let at = crate::time::clock::saturating_add(rt.driver.fresh_now(), period);
-    let key = rt.insert_timer(at, TimerTarget::Grace(weak as Weak<dyn Expire>));
+    let key = rt.insert_timer(at, TimerTarget::Grace(Box::new(GraceOf(this))));
     if let Some(old) = s.extras().grace_timer.replace(key) {
         rt.driver.timers.remove(old);
     }
 }
 
-/// A weak handle on `target` for a timer, found through the parent's child list (the tree
-/// holds nodes as `Arc<dyn TreeNode>`).
-fn weak_self(target: &dyn TreeNode, s: &NodeState) -> Option<Weak<dyn TreeNode>> {
+/// The tree's reference to `target` (a linked node), found through the parent's child list:
+/// a counted reference for a timer, taken from the one that certainly counts it.
+fn tree_ref(target: &dyn TreeNode, s: &NodeState) -> Option<NodeRef> {
     let parent = s.parent.as_ref()?;
     let slot = s.slot?;
     let ps = parent.node().lock();
     let this = ps.children.get(slot)?;
-    let same = std::ptr::eq(
-        Arc::as_ptr(this) as *const (),
-        target as *const dyn TreeNode as *const (),
-    );
-    same.then(|| Arc::downgrade(this))
+    let same = std::ptr::eq(this.addr(), target as *const dyn TreeNode as *const ());
+    same.then(|| this.clone())
 }
 
 /// Sets a scope's own grace period (B3); `None` leaves the runtime's default.
@@ -820,12 +967,12 @@ pub(crate) fn grace_period(node: &Node) -> Option<Duration> {
 /// Called by the timer store when a cancelled scope's grace period runs out (B3): what is left
 /// under it is to be dropped. Marks the scope and its subtree forced, stopping at shields (B4),
 /// and wakes the owners and blocked operations there so the owners act.
-fn grace_expired(target: &Arc<dyn TreeNode>) {
+fn grace_expired(target: &NodeRef) {
     target.node().lock().take_grace_timer();
     let mut wake = Vec::new();
     {
         let _tree = tree_lock();
-        let mut stack: Vec<Arc<dyn TreeNode>> = vec![target.clone()];
+        let mut stack: Vec<NodeRef> = vec![target.clone()];
         let mut first = true;
         while let Some(n) = stack.pop() {
             let node = n.node();
@@ -854,7 +1001,7 @@ pub(crate) fn is_forced(node: &Node) -> bool {
 /// `TREE_LOCK`. Iterative so 5 000 nested scopes do not overflow the stack (C9).
 fn propagate(start: &dyn TreeNode) {
     let mut wake = Vec::new();
-    let mut stack: Vec<(Arc<dyn TreeNode>, bool)> = Vec::new();
+    let mut stack: Vec<(NodeRef, bool)> = Vec::new();
     let parent_eff = start
         .node()
         .parent()
@@ -868,12 +1015,7 @@ fn propagate(start: &dyn TreeNode) {
 
 /// Sets one node's cached flag from its parent's; if it changed, queues its children with the
 /// new value as their parent's.
-fn visit(
-    node: &Node,
-    parent_eff: bool,
-    stack: &mut Vec<(Arc<dyn TreeNode>, bool)>,
-    wake: &mut Vec<Waker>,
-) {
+fn visit(node: &Node, parent_eff: bool, stack: &mut Vec<(NodeRef, bool)>, wake: &mut Vec<Waker>) {
     let mut s = node.lock();
     let eff = s.cancel_called || (!s.shield && parent_eff);
     // SeqCst: paired with `park_owner`'s count and check (see there).
@@ -889,7 +1031,7 @@ fn changed(
     node: &Node,
     s: &mut NodeState,
     eff: bool,
-    stack: &mut Vec<(Arc<dyn TreeNode>, bool)>,
+    stack: &mut Vec<(NodeRef, bool)>,
     wake: &mut Vec<Waker>,
 ) {
     if eff {
@@ -930,7 +1072,7 @@ pub(crate) fn set_shield(target: &dyn TreeNode, shield: bool) {
 /// The node is linked under its new parent before it leaves the old one, so it is in some
 /// parent's children at every instant: a forced teardown of either parent (N11) either finds it
 /// or knows it has moved on.
-pub(crate) fn reparent(child: &Arc<dyn TreeNode>, new_parent: &Arc<dyn TreeNode>) -> bool {
+pub(crate) fn reparent(child: &NodeRef, new_parent: &NodeRef) -> bool {
     let _tree = tree_lock();
     let was = child.node().is_cancelled();
     {
@@ -1003,15 +1145,15 @@ pub(crate) fn shut_down(root: &dyn TreeNode) {
 }
 
 /// Called by the timer store when a scope's deadline arrives.
-fn deadline_fired(node: &Arc<dyn TreeNode>) {
+fn deadline_fired(node: &NodeRef) {
     node.node().lock().armed = None;
     cancel(node.as_ref(), CancelReason::Deadline);
 }
 
 /// Sets (or clears) a node's deadline. If the node is linked, its timer is replaced; a deadline
 /// already past cancels at once (C5).
-pub(crate) fn set_deadline(target: &Arc<dyn TreeNode>, deadline: Option<Instant>) {
-    let node = target.node();
+pub(crate) fn set_deadline(target: &Arc<Node>, deadline: Option<Instant>) {
+    let node: &Node = target;
     {
         let mut s = node.lock();
         s.deadline = deadline;
@@ -1042,7 +1184,7 @@ pub(crate) fn set_deadline(target: &Arc<dyn TreeNode>, deadline: Option<Instant>
 /// any earlier timer. Lock order: node, then timer store (the store never takes a node lock:
 /// targets fire after it is released). Returns whether the deadline has already passed: the
 /// caller then cancels the node with reason `Deadline` once the lock is released (C5).
-fn arm_locked(target: &Arc<dyn TreeNode>, s: &mut NodeState, rt: &Shared) -> bool {
+fn arm_locked(target: &Arc<Node>, s: &mut NodeState, rt: &Shared) -> bool {
     let Some(deadline) = s.deadline else {
         return false;
     };
@@ -1091,7 +1233,7 @@ pub(crate) fn parent_cancel_visible(node: &Node) -> bool {
 /// The id of the task `node` is, or sits in (the nearest task at or above it); `None` when no
 /// task is above it (a portal's tasks hang from the root).
 #[cfg(feature = "instrument")]
-pub(crate) fn nearest_task_id(node: &Arc<dyn TreeNode>) -> Option<u64> {
+pub(crate) fn nearest_task_id(node: &NodeRef) -> Option<u64> {
     nearest_task(node.node()).map(|info| info.id)
 }
 
@@ -1110,7 +1252,7 @@ fn nearest_task(node: &Node) -> Option<TaskInfo> {
 }
 
 /// The root of the tree `node` is linked into (`node` itself once unlinked).
-pub(crate) fn root_of(node: &Arc<dyn TreeNode>) -> Arc<dyn TreeNode> {
+pub(crate) fn root_of(node: &NodeRef) -> NodeRef {
     let mut at = node.clone();
     loop {
         let parent = at.node().lock().parent.clone();
@@ -1237,7 +1379,7 @@ pub(crate) fn must_end(node: &Node, own_tasks_apart: bool) -> bool {
 /// body must not be dropped with the code around it: the owner waits until it has left.
 #[cold]
 fn nothing_shielded_below(node: &Node) -> bool {
-    let mut stack: Vec<Arc<dyn TreeNode>> = node.lock().children.iter().cloned().collect();
+    let mut stack: Vec<NodeRef> = node.lock().children.iter().cloned().collect();
     while let Some(n) = stack.pop() {
         if !is_forced(n.node()) {
             return false;
@@ -1275,7 +1417,7 @@ fn subtree_in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
     if grace_applies(node) {
         return false;
     }
-    let mut stack: Vec<Arc<dyn TreeNode>> = Vec::new();
+    let mut stack: Vec<NodeRef> = Vec::new();
     {
         let s = node.lock();
         if node.has_waiters(&s) {
@@ -1308,7 +1450,7 @@ fn subtree_in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
 /// Is any code below `root` in a foreign wait (B1)? Such code may be woken by something trellis
 /// cannot see, so the deadlock detector counts it as "something could still happen".
 pub(crate) fn any_foreign_wait(root: &Node) -> bool {
-    let mut stack: Vec<Arc<dyn TreeNode>> = root.children();
+    let mut stack: Vec<NodeRef> = root.children();
     while let Some(n) = stack.pop() {
         if n.node().foreign_wait.load(Ordering::Acquire) {
             return true;

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::current;
-use super::node::{self, Node, NodeKind, TreeNode};
+use super::node::{self, Node, NodeKind};
 use super::outside_runtime;
 use crate::error::{CancelReason, Outcome, TimedOut};
 use crate::runtime::context;
@@ -353,8 +353,7 @@ impl CancelScope {
     /// });
     /// ```
     pub fn set_deadline(&self, deadline: Option<Instant>) {
-        let target: Arc<dyn TreeNode> = self.node.clone();
-        node::set_deadline(&target, deadline);
+        node::set_deadline(&self.node, deadline);
     }
 
     /// Whether the scope is shielded.
@@ -626,13 +625,12 @@ where
 }
 
 fn enter(node: &Arc<Node>, function: &str) {
-    let Some(parent) = current::current_node_arc() else {
+    let Some(parent) = current::current_node_ref() else {
         outside_runtime(function);
     };
-    let child: Arc<dyn TreeNode> = node.clone();
     context::with_shared(|rt| {
         let rt = rt.expect("a node is set, so a runtime is entered");
-        node::enter_scope(&parent, &child, rt);
+        node::enter_scope(&parent, node, rt);
     });
 }
 

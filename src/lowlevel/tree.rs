@@ -84,7 +84,7 @@ pub fn task_tree_snapshot() -> TaskTree {
 
 /// The snapshot of the caller's runtime; `function` names the caller if there is none.
 fn snapshot_here(function: &str) -> TaskTree {
-    let Some(here) = current::current_node_arc().filter(|_| context::in_runtime()) else {
+    let Some(here) = current::current_node_ref().filter(|_| context::in_runtime()) else {
         outside_runtime(function);
     };
     let with_waits = context::with_shared(|rt| rt.is_some_and(|rt| rt.watchdog.enabled));

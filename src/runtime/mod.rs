@@ -17,6 +17,7 @@ pub(crate) mod context;
 pub(crate) mod driver;
 mod idle;
 pub(crate) mod instrument;
+pub(crate) mod job;
 pub(crate) mod park;
 pub(crate) mod scheduler;
 pub(crate) mod shared;
@@ -34,7 +35,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cancel::current;
-use crate::cancel::node::{self, Node, NodeKind, TaskInfo, TreeNode};
+use crate::cancel::node::{self, Node, NodeKind, NodeRef, TaskInfo};
 use crate::error::CancelReason;
 use crate::task::local;
 use crate::time::clock::{Clock, SystemClock};
@@ -573,12 +574,13 @@ impl Runtime {
         let shared = Arc::new(Shared::new(driver, settings));
         let root = Arc::new(Node::new(NodeKind::Root(Arc::downgrade(&shared))));
         let _rt_guard = context::enter_runtime(shared.clone());
-        let main_node: Arc<dyn TreeNode> = Arc::new(Node::new(NodeKind::Task(TaskInfo {
+        let main_node: NodeRef = Arc::new(Node::new(NodeKind::Task(TaskInfo {
             id: 0,
             name: Some("main".into()),
             service: false,
-        })));
-        node::link(&(root.clone() as Arc<dyn TreeNode>), &main_node);
+        })))
+        .into();
+        node::link(&root.clone().into(), &main_node);
         // Ctrl-C handling is best effort: without a signal slot or pipe, the runtime still runs.
         let ctrl_c = match self.config.ctrl_c {
             CtrlC::Ignore => None,

@@ -25,7 +25,7 @@
 //! jumps a mock clock forward (autojump), as trio does.
 //!
 //! Shutdown: `shutdown` is set, every worker is woken and joined, then the queues are drained
-//! (dropping a `Runnable` drops its future) until nothing is rescheduled.
+//! (dropping a `Job` drops its future) until nothing is rescheduled.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -34,10 +34,11 @@ use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_task::{Runnable, ScheduleInfo};
+use async_task::ScheduleInfo;
 use concurrent_queue::ConcurrentQueue;
 
 use crate::runtime::driver::Driver;
+use crate::runtime::job::Job;
 use crate::runtime::park::Parker;
 
 /// How a runtime runs its tasks.
@@ -99,7 +100,7 @@ const MAINTENANCE_INTERVAL: u32 = 61;
 const INJECTOR_BATCH: usize = 32;
 
 pub(crate) struct Scheduler {
-    injector: ConcurrentQueue<Runnable>,
+    injector: ConcurrentQueue<Job>,
     workers: Box<[WorkerSlot]>,
     idle: Mutex<Idle>,
     num_idle: AtomicUsize,
@@ -114,7 +115,7 @@ pub(crate) struct Scheduler {
 }
 
 struct WorkerSlot {
-    queue: ConcurrentQueue<Runnable>,
+    queue: ConcurrentQueue<Job>,
     parker: Parker,
 }
 
@@ -157,7 +158,7 @@ struct Local {
     /// `run_blocking` thread, never two at once, but wakers of the other may run here).
     scheduler: *const Scheduler,
     index: usize,
-    lifo: Cell<Option<Runnable>>,
+    lifo: Cell<Option<Job>>,
     lifo_streak: Cell<u32>,
     searching: Cell<bool>,
     tick: Cell<u32>,
@@ -170,12 +171,12 @@ struct Local {
     /// With a schedule seed: the runnable tasks taken off the queues, to pick from at random.
     shuffled: Option<Shuffled>,
     /// Current-thread flavour: this worker's run queue, in place of its slot's shared one.
-    thread_queue: Option<RefCell<VecDeque<Runnable>>>,
+    thread_queue: Option<RefCell<VecDeque<Job>>>,
 }
 
 /// The tasks a seeded worker picks from, and its generator.
 struct Shuffled {
-    pool: RefCell<Vec<Runnable>>,
+    pool: RefCell<Vec<Job>>,
     rng: Cell<SplitMix64>,
 }
 
@@ -261,7 +262,7 @@ impl Scheduler {
     }
 
     /// The schedule function of every task.
-    pub(crate) fn schedule(&self, driver: &Driver, runnable: Runnable, info: ScheduleInfo) {
+    pub(crate) fn schedule(&self, driver: &Driver, runnable: Job, info: ScheduleInfo) {
         with_local(self, |local| match local {
             Some(local) => {
                 if self.use_lifo && !info.woken_while_running {
@@ -283,7 +284,7 @@ impl Scheduler {
 
     /// Queues a newly spawned task at the back of the queue (never the LIFO slot: spawn order
     /// stays run order).
-    pub(crate) fn schedule_new(&self, driver: &Driver, runnable: Runnable) {
+    pub(crate) fn schedule_new(&self, driver: &Driver, runnable: Job) {
         with_local(self, |local| match local {
             Some(local) => {
                 self.push_local(local, runnable);
@@ -296,7 +297,7 @@ impl Scheduler {
         })
     }
 
-    fn push_local(&self, local: &Local, runnable: Runnable) {
+    fn push_local(&self, local: &Local, runnable: Job) {
         if let Err(runnable) = self.push_own(local, runnable) {
             self.push_remote(runnable);
         }
@@ -304,7 +305,7 @@ impl Scheduler {
 
     /// Pushes onto this worker's own queue, counting the push; gives the task back if it is full.
     #[inline]
-    fn push_own(&self, local: &Local, runnable: Runnable) -> Result<(), Runnable> {
+    fn push_own(&self, local: &Local, runnable: Job) -> Result<(), Job> {
         if let Some(queue) = &local.thread_queue {
             queue.borrow_mut().push_back(runnable);
             local.pushed.set(local.pushed.get() + 1);
@@ -319,7 +320,7 @@ impl Scheduler {
         }
     }
 
-    fn push_remote(&self, runnable: Runnable) {
+    fn push_remote(&self, runnable: Job) {
         // The injector is unbounded; it is closed when the runtime drains its queues at
         // shutdown. After that a push fails and the task is dropped right here, its future with
         // it (see `ChildRunner`'s `Drop`), which is what shutdown does to queued tasks anyway.
@@ -401,7 +402,7 @@ impl Scheduler {
 
     /// Pops from this worker's own queue (not counted: see `find_task`).
     #[inline]
-    fn pop_own(&self, local: &Local) -> Option<Runnable> {
+    fn pop_own(&self, local: &Local) -> Option<Job> {
         match &local.thread_queue {
             Some(queue) => queue.borrow_mut().pop_front(),
             None => self.workers[local.index].queue.pop().ok(),
@@ -427,7 +428,7 @@ impl Scheduler {
             && !self.main.runnable()
     }
 
-    fn find_task(&self, local: &Local) -> Option<Runnable> {
+    fn find_task(&self, local: &Local) -> Option<Job> {
         let tick = local.tick.get().wrapping_add(1);
         local.tick.set(tick);
         if let Some(shuffled) = &local.shuffled {
@@ -471,7 +472,7 @@ impl Scheduler {
     /// `find_task` with a schedule seed (current-thread flavour): everything runnable is moved
     /// into the pool, in queue order, and one task is picked from it at random. The main
     /// future keeps its place in the count of tasks run (`popped`), so it still gets its turn.
-    fn pick_at_random(&self, local: &Local, shuffled: &Shuffled) -> Option<Runnable> {
+    fn pick_at_random(&self, local: &Local, shuffled: &Shuffled) -> Option<Job> {
         let mut pool = shuffled.pool.borrow_mut();
         while let Some(r) = self.pop_own(local) {
             pool.push(r);
@@ -487,7 +488,7 @@ impl Scheduler {
         Some(pool.swap_remove(i))
     }
 
-    fn steal(&self, local: &Local) -> Option<Runnable> {
+    fn steal(&self, local: &Local) -> Option<Job> {
         let n = self.workers.len();
         if n == 1 {
             return None;

@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Signal, Subscription};
-use crate::cancel::node::{self, TreeNode};
+use crate::cancel::node::{self, NodeRef};
 use crate::error::CancelReason;
 
 struct Watched {
     id: u64,
-    main: Arc<dyn TreeNode>,
+    main: NodeRef,
     interrupted: Arc<AtomicBool>,
 }
 
@@ -58,7 +58,7 @@ impl Registration {
 /// Puts a runtime whose main future sits at `main` on the watch list. If SIGINT cannot be
 /// watched (no signal slot or pipe left), the runtime runs without Ctrl-C handling rather than
 /// not at all: the error is returned for the caller to decide.
-pub(crate) fn register(main: Arc<dyn TreeNode>) -> std::io::Result<Registration> {
+pub(crate) fn register(main: NodeRef) -> std::io::Result<Registration> {
     let mut w = watch();
     if w.watcher.is_none() {
         let (subscription, read) = Subscription::open(&[Signal::INT])?;

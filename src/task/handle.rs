@@ -3,8 +3,10 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::ptr::NonNull;
+use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use crate::cancel::node::TreeNode;
@@ -54,6 +56,54 @@ where
     }
 }
 
+/// A counted reference to a task's cell, typed by the task's value: what a handle holds. It
+/// counts through the cell's [`Counter`](crate::cancel::node::Counter), as the tree's
+/// references do.
+pub(crate) struct JoinRef<T: 'static> {
+    cell: NonNull<dyn JoinCell<T>>,
+}
+
+// SAFETY: a shared reference to a `JoinCell`, which is `Send + Sync` (it is a `TreeNode`), with a
+// count kept by atomics. (`TaskHandle` adds the bound on `T`.)
+unsafe impl<T: 'static> Send for JoinRef<T> {}
+// SAFETY: as above.
+unsafe impl<T: 'static> Sync for JoinRef<T> {}
+
+impl<T: 'static> JoinRef<T> {
+    /// A new counted reference to `cell`.
+    ///
+    /// # Safety
+    /// `cell` must be alive and counted by its counter (a task's cell, while some reference
+    /// to it is held).
+    pub(crate) unsafe fn retained(cell: &dyn JoinCell<T>) -> Self {
+        let cell = NonNull::from(cell);
+        // SAFETY: the caller's contract.
+        unsafe {
+            let counter = cell.as_ref().counter();
+            (counter.retain)(cell.as_ptr() as *const ());
+        }
+        JoinRef { cell }
+    }
+}
+
+impl<T: 'static> Deref for JoinRef<T> {
+    type Target = dyn JoinCell<T>;
+
+    fn deref(&self) -> &(dyn JoinCell<T> + 'static) {
+        // SAFETY: the count this reference holds keeps the cell alive.
+        unsafe { self.cell.as_ref() }
+    }
+}
+
+impl<T: 'static> Drop for JoinRef<T> {
+    fn drop(&mut self) {
+        // Read before the count is given back: giving it back may free the cell.
+        let release = self.counter().release;
+        // SAFETY: this reference owns one count, given back exactly once, here.
+        unsafe { release(self.cell.as_ptr() as *const ()) }
+    }
+}
+
 /// A handle on a task spawned in a nursery. Awaiting it gives the task's value.
 ///
 /// Dropping the handle does not cancel or detach anything: the nursery owns the task either way.
@@ -72,7 +122,7 @@ where
 /// });
 /// ```
 pub struct TaskHandle<T: 'static> {
-    cell: Arc<dyn JoinCell<T>>,
+    cell: JoinRef<T>,
     cancel: CancelWaiter,
     yield_once: YieldOnce,
     /// The handle hands out a `T`, so it may cross threads only if `T` may. (`JoinCell` is
@@ -94,7 +144,7 @@ impl<T: 'static> fmt::Debug for TaskHandle<T> {
 }
 
 impl<T: 'static> TaskHandle<T> {
-    pub(crate) fn new(cell: Arc<dyn JoinCell<T>>) -> Self {
+    pub(crate) fn new(cell: JoinRef<T>) -> Self {
         TaskHandle {
             cell,
             cancel: CancelWaiter::new(),
@@ -145,7 +195,7 @@ impl<T: 'static> TaskHandle<T> {
     /// });
     /// ```
     pub fn cancel(&self) {
-        super::cancel_task(self.cell.as_ref());
+        super::cancel_task(&*self.cell);
     }
 
     /// Whether the task has finished (its future is gone).

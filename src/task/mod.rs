@@ -1,12 +1,18 @@
 //! Tasks: the cell that owns a child's future, the runner the scheduler polls, and the handle
 //! that awaits the child's value.
 //!
-//! A task is two allocations: the `async-task` header (state, waker vtable, schedule function)
-//! whose future is a small [`ChildRunner`], and an `Arc<ChildCell>` holding the task's node in
-//! the cancel tree and the user's future. The cell, not `async-task`, owns the user's future so
-//! that a nursery torn down by `drop` can drop every child's future *synchronously* (N11):
-//! `poll_state` is a tiny lock — the runner takes it for each poll, teardown takes it to drop the
-//! future, and waits (yielding the thread) while a poll on another thread finishes.
+//! A task is one allocation, `async-task`'s: its header (state, waker vtable), its schedule
+//! function, a small [`ChildRunner`] as its future, and a [`ChildCell`] as its metadata, which
+//! holds the task's node in the cancel tree and the user's future. The cell, not `async-task`,
+//! owns the user's future so that a nursery torn down by `drop` can drop every child's future
+//! *synchronously* (N11): `poll_state` is a tiny lock — the runner takes it for each poll,
+//! teardown takes it to drop the future, and waits (yielding the thread) while a poll on another
+//! thread finishes.
+//!
+//! The metadata lives as long as the allocation, that is as long as anything counts a reference
+//! to the task: the tree's and the handle's references ([`NodeRef`], `JoinRef`) are counts of
+//! the allocation, taken as wakers (see [`ChildCell::COUNTER`]). So a task's node outlives its
+//! future, as the tree needs (a task is unlinked after its future is dropped).
 //!
 //! Life of a child: linked under its nursery's node → polled by the runner → its output goes to
 //! the handle (`Ok`), the nursery's error list (`Err`, and the nursery is cancelled, N2) or the
@@ -18,24 +24,25 @@ pub(crate) mod local;
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::future::Future;
-use std::mem::ManuallyDrop;
+use std::mem::{self, ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::thread::ThreadId;
 
-use async_task::{Builder, WithInfo};
+use async_task::{Builder, Runnable, ScheduleInfo, WithInfo};
 
 use crate::cancel::current;
-use crate::cancel::node::{self, Node, NodeKind, TaskInfo, TreeNode};
+use crate::cancel::node::{self, Counter, Node, NodeKind, NodeRef, TaskInfo, TreeNode};
 use crate::error::{AsCancelled, CancelReason, Cancelled};
 #[cfg(feature = "instrument")]
 use crate::runtime::instrument::{self, TaskEvent};
 use crate::runtime::instrument::{Hook, PollEnd};
+use crate::runtime::job::Job;
 use crate::runtime::Shared;
 pub(crate) use handle::JoinState;
 pub use handle::TaskHandle;
@@ -85,6 +92,10 @@ pub(crate) struct ChildCell<F, T, E> {
     /// The task-locals it inherited from the code that spawned it (`None` for nearly every task:
     /// then its polls cost one test of this field, see `local`).
     locals: Option<local::Chain>,
+    /// A waker of this task, written once right after the task is spawned and before any
+    /// reference to the cell exists: the template from which the cell's references are counted
+    /// (see [`ChildCell::COUNTER`]). It owns no count of its own, so it is never dropped.
+    keep: UnsafeCell<MaybeUninit<Waker>>,
 }
 
 // SAFETY: the future is only touched by whoever set the POLLING bit of `poll_state` (from IDLE,
@@ -101,6 +112,31 @@ where
     T: 'static,
     E: AsCancelled + 'static,
 {
+    /// References to a task's cell count the task's `async-task` allocation, the way its wakers
+    /// do: retaining clones the cell's waker and forgets the clone; releasing drops a copy of
+    /// it. The allocation, and with it the cell, is freed when the last count goes.
+    const COUNTER: Counter = Counter {
+        retain: Self::retain,
+        release: Self::release,
+    };
+
+    /// # Safety
+    /// `cell` must point at a live cell whose `keep` waker was written.
+    unsafe fn retain(cell: *const ()) {
+        // SAFETY: by the function's contract.
+        let keep = unsafe { (*(*(cell as *const Self)).keep.get()).assume_init_ref() };
+        mem::forget(keep.clone());
+    }
+
+    /// # Safety
+    /// As for [`retain`](Self::retain), and the caller gives up one count it owns.
+    unsafe fn release(cell: *const ()) {
+        // SAFETY: by the function's contract; the bitwise copy takes over the caller's count,
+        // and the cell is not touched once the copy is dropped (which may free it).
+        let count = unsafe { (*(*(cell as *const Self)).keep.get()).assume_init_read() };
+        drop(count);
+    }
+
     /// The task, as instrument events name it.
     #[cfg(feature = "instrument")]
     fn event(&self) -> TaskEvent<'_> {
@@ -223,6 +259,10 @@ where
         &self.node
     }
 
+    fn counter(&self) -> &'static Counter {
+        &Self::COUNTER
+    }
+
     fn local_thread(&self) -> Option<ThreadId> {
         self.local_thread
     }
@@ -254,13 +294,9 @@ where
 
 /// The future `async-task` polls: runs one poll of the child inside its node.
 ///
-/// It points at its cell without owning a reference: the task's schedule function, stored in
-/// the same `async-task` allocation, owns one. That matters because `async-task` may free a task
-/// without dropping its future: a detached task left pending with no waker anywhere (which
-/// happens when a teardown on another thread drops the task's last waker while the worker is
-/// still finishing the poll that returned `Pending`) is deallocated as is. A strong reference
-/// here would then be forgotten, and with it the cell, its runtime and every descriptor the
-/// runtime holds. The schedule function, by contrast, is always dropped when the task is freed.
+/// It points at its cell, the metadata of the same `async-task` allocation, without counting a
+/// reference: the cell lives as long as the allocation, and `async-task` never polls or drops
+/// the runner after freeing it.
 struct ChildRunner<F, T, E>
 where
     F: Future<Output = Result<T, E>> + 'static,
@@ -277,11 +313,8 @@ where
     E: AsCancelled + 'static,
 {
     fn cell(&self) -> &ChildCell<F, T, E> {
-        // SAFETY: the schedule function of this runner's task holds a strong reference to the
-        // cell (see `spawn_child`). `async-task` drops a task's future, if it drops it at all,
-        // before it drops the schedule function (`destroy` drops it last, then frees the memory),
-        // and it never polls the future after that; so whenever the runner is polled or dropped
-        // the cell is alive.
+        // SAFETY: the cell is the metadata of the allocation the runner lives in, which
+        // `async-task` drops only when it frees that allocation, after the runner is gone.
         unsafe { self.cell.as_ref() }
     }
 }
@@ -336,8 +369,8 @@ where
             let _guard = current::set_node(cell);
             let mut poll = || {
                 panic::catch_unwind(AssertUnwindSafe(|| {
-                    // SAFETY: we hold POLLING (exclusive access), and the future lives inside an
-                    // `Arc` allocation that never moves, so pinning it is sound.
+                    // SAFETY: we hold POLLING (exclusive access), and the future lives inside the
+                    // task's allocation, which never moves, so pinning it is sound.
                     let future = unsafe { Pin::new_unchecked(&mut **cell.future.get()) };
                     future.poll(cx)
                 }))
@@ -377,7 +410,7 @@ where
 /// What to spawn, and under which node.
 pub(crate) struct SpawnSpec<'a, E> {
     pub(crate) rt: &'a Arc<Shared>,
-    pub(crate) parent: Arc<dyn TreeNode>,
+    pub(crate) parent: NodeRef,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) service: bool,
     pub(crate) reporter: Arc<dyn Report<E>>,
@@ -389,7 +422,7 @@ pub(crate) struct SpawnSpec<'a, E> {
 }
 
 /// See [`SpawnSpec::on_linked`].
-pub(crate) type OnLinked<'a> = dyn Fn(&Arc<dyn TreeNode>) + 'a;
+pub(crate) type OnLinked<'a> = dyn Fn(&NodeRef) + 'a;
 
 /// Spawns a child. `local` futures need not be `Send`; the caller checked the flavour.
 ///
@@ -398,14 +431,14 @@ pub(crate) type OnLinked<'a> = dyn Fn(&Arc<dyn TreeNode>) + 'a;
 pub(crate) unsafe fn spawn_child<F, T, E>(
     spec: SpawnSpec<'_, E>,
     future: F,
-) -> Result<(TaskHandle<T>, Arc<dyn TreeNode>), crate::Error>
+) -> Result<(TaskHandle<T>, NodeRef), crate::Error>
 where
     F: Future<Output = Result<T, E>> + 'static,
     T: 'static,
     E: AsCancelled + 'static,
 {
     let rt = spec.rt;
-    let cell = Arc::new(ChildCell {
+    let cell = ChildCell {
         node: Node::new(NodeKind::Task(TaskInfo {
             id: rt.next_task_id(),
             name: spec.name,
@@ -418,38 +451,55 @@ where
         rt: rt.clone(),
         local_thread: spec.local.then(|| std::thread::current().id()),
         locals: local::snapshot(),
-    });
+        keep: UnsafeCell::new(MaybeUninit::uninit()),
+    };
     // Counted before linking, so that the refused path below, which drops the future through
     // `drop_future` (and so uncounts it), stays balanced.
     rt.live_tasks.fetch_add(1, Ordering::Relaxed);
-    let tree: Arc<dyn TreeNode> = cell.clone();
-    if !node::link(&spec.parent, &tree) {
-        // Never polled: drop the future through the normal path so the state is consistent.
-        cell.poll_state.store(POLLING, Ordering::Relaxed);
-        let _ = current::as_task(cell.id(), || cell.drop_future());
-        return Err(crate::Error::NurseryClosed);
-    }
-    // The schedule function owns the task's reference to its cell (the runner only points at
-    // it; see `ChildRunner`).
-    let schedule_cell = cell.clone();
-    let schedule = move |runnable, info| {
-        let rt = &schedule_cell.rt;
-        schedule_cell.report(Hook::Scheduled);
-        rt.scheduler.schedule(&rt.driver, runnable, info)
-    };
-    let runner = ChildRunner {
-        cell: NonNull::from(&*cell),
+    // The schedule function reaches the runtime through its own reference: `async-task` keeps a
+    // task alive while calling a schedule function that has captured something, and the task
+    // may run, finish and be freed on another worker as soon as it is queued.
+    let schedule = {
+        let rt = rt.clone();
+        move |runnable: Runnable<ChildCell<F, T, E>>, info: ScheduleInfo| {
+            runnable.metadata().report(Hook::Scheduled);
+            rt.scheduler.schedule(&rt.driver, Job::new(runnable), info)
+        }
     };
     // SAFETY: the runner only points at the cell, which may be shared across threads when `F`
     // and `T` are `Send` (the caller guarantees the current-thread condition otherwise); it is
-    // `'static` and valid for the task's life (see `ChildRunner::cell`); the schedule function
-    // is `Send + Sync + 'static`.
+    // valid for the task's life (see `ChildRunner::cell`); the schedule function is
+    // `Send + Sync + 'static`.
     let (runnable, task) = unsafe {
         Builder::new()
             .propagate_panic(false)
-            .spawn_unchecked(move |()| runner, WithInfo(schedule))
+            .metadata(cell)
+            .spawn_unchecked(
+                |cell: &ChildCell<F, T, E>| ChildRunner {
+                    cell: NonNull::from(cell),
+                },
+                WithInfo(schedule),
+            )
     };
     task.detach();
+    let cell = NonNull::from(runnable.metadata());
+    // SAFETY: nothing else can reach the cell yet (no reference to it exists), so this one
+    // write does not race; from here on `keep` is only read.
+    unsafe { (*cell.as_ref().keep.get()).write(runnable.waker()) };
+    // SAFETY: the waker just written took one count of the allocation: the tree's reference
+    // adopts it.
+    let tree = unsafe { NodeRef::adopt(cell as NonNull<dyn TreeNode>) };
+    // SAFETY: `tree` counts the allocation, so the cell lives at least as long as it.
+    let cell = unsafe { cell.as_ref() };
+    if !node::link(&spec.parent, &tree) {
+        // Never polled: drop the future through the normal path so the state is consistent,
+        // then the never-scheduled task (its runner finds the future gone).
+        cell.poll_state.store(POLLING, Ordering::Relaxed);
+        let _ = current::as_task(cell.id(), || cell.drop_future());
+        drop(runnable);
+        drop(tree);
+        return Err(crate::Error::NurseryClosed);
+    }
     if let Some(on_linked) = spec.on_linked {
         on_linked(&tree);
     }
@@ -458,8 +508,9 @@ where
         cell.report(Hook::Spawned(node::nearest_task_id(&spec.parent)));
         cell.report(Hook::Scheduled);
     }
-    rt.scheduler.schedule_new(&rt.driver, runnable);
-    let handle = TaskHandle::new(cell.clone());
+    // SAFETY: `tree` counts the cell.
+    let handle = TaskHandle::new(unsafe { handle::JoinRef::retained(cell) });
+    rt.scheduler.schedule_new(&rt.driver, Job::new(runnable));
     Ok((handle, tree))
 }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use super::FromThreadError;
-use crate::cancel::node::{self, TreeNode};
+use crate::cancel::node::{self, NodeRef};
 use crate::cancel::{current, CancelWaiter, YieldOnce};
 use crate::error::Cancelled;
 
@@ -32,7 +32,7 @@ pub(super) type Request = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// What a pool thread shares with the task waiting for it.
 pub(super) struct Call<R> {
     /// The cancel-tree node the caller waits in, for [`check_cancelled`].
-    node: Option<Arc<dyn TreeNode>>,
+    node: Option<NodeRef>,
     state: Mutex<CallState<R>>,
 }
 
@@ -48,7 +48,7 @@ impl<R> Call<R> {
     /// A call made by the current task: [`check_cancelled`] reads that task's cancel-tree node.
     pub(super) fn new() -> Arc<Self> {
         Arc::new(Call {
-            node: current::current_node_arc(),
+            node: current::current_node_ref(),
             state: Mutex::new(CallState {
                 result: None,
                 waker: None,

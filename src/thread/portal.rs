@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 
 use super::forward::{receive, Forward};
 use super::FromThreadError;
-use crate::cancel::node::{self, TreeNode};
+use crate::cancel::node::{self, Node};
 use crate::cancel::{current, outside_runtime};
 use crate::error::Cancelled;
 use crate::runtime::{context, Shared};
@@ -43,7 +43,7 @@ use crate::task::{spawn_child, Report, SpawnSpec};
 pub struct Portal {
     rt: Weak<Shared>,
     /// The root of the runtime's cancel tree: portal tasks are its children.
-    root: Weak<dyn TreeNode>,
+    root: Weak<Node>,
 }
 
 /// Live portals are counted on their runtime: a plain thread holding one may wake a task, which
@@ -102,12 +102,16 @@ impl Portal {
     /// .unwrap();
     /// ```
     pub fn current() -> Portal {
-        match context::try_current().zip(current::current_node_arc()) {
+        match context::try_current().zip(current::current_node_ref()) {
             Some((rt, here)) => {
                 rt.watchdog.portals.fetch_add(1, Ordering::SeqCst);
                 Portal {
                     rt: Arc::downgrade(&rt),
-                    root: Arc::downgrade(&node::root_of(&here)),
+                    root: Arc::downgrade(
+                        &node::root_of(&here)
+                            .plain()
+                            .expect("a tree's root is a plain node"),
+                    ),
                 }
             }
             None => outside_runtime("thread::Portal::current"),
@@ -170,7 +174,7 @@ impl Portal {
         };
         let spec = SpawnSpec {
             rt: &rt,
-            parent: root,
+            parent: root.into(),
             name: Some("portal".into()),
             service: false,
             reporter: Arc::new(Detached),

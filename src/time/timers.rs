@@ -28,7 +28,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -49,19 +49,19 @@ pub(crate) struct TimerKey {
 pub(crate) enum TimerTarget {
     /// A sleeping future: wake it.
     Wake(Waker),
-    /// A cancel scope's deadline: cancel it with reason `Deadline`.
+    /// A cancel scope's deadline: cancel it with reason `Deadline`, if the scope still exists.
     Deadline(Weak<dyn Expire>),
-    /// A cancelled scope's grace period ran out: drop what is left under it (B3).
-    Grace(Weak<dyn Expire>),
+    /// A cancelled scope's grace period ran out: drop what is left under it (B3). Holds the
+    /// scope, which may be a task's node (no weak form): the scope removes the timer when it
+    /// leaves the tree.
+    Grace(Box<dyn Expire>),
 }
 
 /// What a timer that is more than a wake-up fires: the cancel tree implements it, so the store
 /// needs to know nothing of scopes (it sits below them).
 pub(crate) trait Expire: Send + Sync {
-    /// The deadline set with [`TimerTarget::Deadline`] arrived.
-    fn deadline_passed(self: Arc<Self>);
-    /// The grace period set with [`TimerTarget::Grace`] ran out.
-    fn grace_ran_out(self: Arc<Self>);
+    /// The time set with the target arrived.
+    fn expire(&self);
 }
 
 pub(crate) struct Timers {
@@ -180,7 +180,7 @@ impl Timers {
             self.publish_next(&inner);
         }
         drop(inner);
-        // A waker or weak node is dropped outside the lock.
+        // A waker or node reference is dropped outside the lock.
         drop(entry);
         true
     }
@@ -275,14 +275,10 @@ pub(crate) fn fire(targets: &mut Vec<TimerTarget>) {
             TimerTarget::Wake(waker) => waker.wake(),
             TimerTarget::Deadline(target) => {
                 if let Some(target) = target.upgrade() {
-                    target.deadline_passed();
+                    target.expire();
                 }
             }
-            TimerTarget::Grace(target) => {
-                if let Some(target) = target.upgrade() {
-                    target.grace_ran_out();
-                }
-            }
+            TimerTarget::Grace(target) => target.expire(),
         }
     }
 }

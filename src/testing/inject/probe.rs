@@ -194,7 +194,7 @@ impl CheckpointHook for Probe {
                 }
                 self.fired.set(true);
                 self.points.borrow_mut().push(Point::here(n, function));
-                if let Some(here) = current::current_node_arc() {
+                if let Some(here) = current::current_node_ref() {
                     let reason = format!("injected at checkpoint {n} by testing::CancelInjection");
                     node::cancel(here.as_ref(), CancelReason::Explicit(Some(reason.into())));
                 }
