@@ -334,7 +334,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             local: false,
         };
         // SAFETY: `F` and `T` are `Send`.
-        unsafe { spawn_child(spec, future) }.map(|(handle, _)| handle)
+        unsafe { spawn_child(spec, future) }
     }
 
     /// Spawns a task that need not be `Send`. Only on a current-thread runtime, from its thread.
@@ -383,7 +383,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             local: true,
         };
         // SAFETY: checked above: current-thread runtime, called on its thread.
-        unsafe { spawn_child(spec, future) }.map(|(handle, _)| handle)
+        unsafe { spawn_child(spec, future) }
     }
 
     /// Starts a task and waits until it calls [`TaskStatus::started`]; returns the value it passed
@@ -431,9 +431,8 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             placement: Mutex::new(Placement::UnderCaller),
             kept: Mutex::new(None),
         });
-        let mut pending = PendingStart {
+        let pending = PendingStart {
             nursery: self.inner.node.clone(),
-            child: None,
             shared: shared.clone(),
         };
         let status = TaskStatus {
@@ -455,8 +454,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             }),
         };
         // SAFETY: `Fut` and `T` are `Send`.
-        let (_handle, child) = unsafe { spawn_child(spec, f(status)) }.map_err(E::from)?;
-        pending.child = Some(child);
+        let _handle = unsafe { spawn_child(spec, f(status)) }.map_err(E::from)?;
         let outcome = StartWait { shared: &shared }.await;
         // `started` tried to move the task but the target had closed meanwhile (torn down by a
         // drop, N11): the task stayed under the caller, and `pending` tears it down.
@@ -788,13 +786,15 @@ impl<V, E> Future for StartWait<'_, V, E> {
 /// the task down if the `start` future was dropped before the task started.
 struct PendingStart<V, E> {
     nursery: Arc<Node>,
-    child: Option<NodeRef>,
+    /// Where the task is recorded once spawned (`StartShared::child`).
     shared: Arc<StartShared<V, E>>,
 }
 
 impl<V, E> Drop for PendingStart<V, E> {
     fn drop(&mut self) {
-        if let Some(child) = &self.child {
+        // Taken out now and dropped outside every lock: the last reference to a task may go here.
+        let child = self.shared.child().take();
+        if let Some(child) = &child {
             // Ask `started`, not the tree: when `start` is called from the target nursery's own
             // body, the caller's node is the nursery's, so the task's parent is the target from
             // the beginning; and a task that finished has forgotten its parent.
@@ -813,8 +813,6 @@ impl<V, E> Drop for PendingStart<V, E> {
                 child.teardown();
             }
         }
-        // Taken out of the lock before it is dropped: the last reference to a task may go here.
-        let child = self.shared.child().take();
         drop(child);
         let waker = {
             let mut s = self.nursery.lock();
@@ -909,8 +907,8 @@ where
     };
     let rt = context::try_current().expect("a node is set, so a runtime is entered");
     let node = Arc::new(Node::new(NodeKind::Nursery));
-    let tree: NodeRef = node.clone().into();
-    node::link(&parent, &tree);
+    // A nursery is no task: it is never refused.
+    let _ = node::link(parent, node.clone().into(), &node);
     let inner = Arc::new(NurseryInner {
         node,
         rt,

@@ -637,15 +637,18 @@ pub(crate) fn is_linked(state: &NodeState) -> bool {
     state.slot.is_some()
 }
 
-/// Links `child` under `parent`. Sets its cached cancellation from the parent. Returns false
-/// (and links nothing) if `child` is a task and `parent` is closed.
-pub(crate) fn link(parent: &NodeRef, child: &NodeRef) -> bool {
-    let mut cs = child.node().lock();
-    link_locked(parent, child, &mut cs)
+/// Links `child` under `parent`, both references moving into the tree, and sets the child's
+/// cached cancellation from the parent. `node` is the child's node, which the caller keeps
+/// alive by other means for the call (the reference moves into the parent's list). Gives the
+/// child's reference back, linking nothing, if `child` is a task and `parent` is closed.
+pub(crate) fn link(parent: NodeRef, child: NodeRef, node: &Node) -> Result<(), NodeRef> {
+    link_locked(parent, child, &mut node.lock())
 }
 
-/// `link`, with the child's lock already held.
-fn link_locked(parent: &NodeRef, child: &NodeRef, cs: &mut NodeState) -> bool {
+/// `link`, with the child's lock already held (taken through a borrow other than `child`).
+/// References move in rather than being cloned: each clone of a task's reference is a call
+/// through its counter, on the path of every spawn and every timed scope.
+fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<(), NodeRef> {
     let p = parent.node();
     let c = child.node();
     let (is_task, service) = match &c.kind {
@@ -655,37 +658,41 @@ fn link_locked(parent: &NodeRef, child: &NodeRef, cs: &mut NodeState) -> bool {
     {
         let mut ps = p.lock();
         if is_task && ps.closed {
-            return false;
+            drop(ps);
+            return Err(child);
         }
-        let slot = ps.children.insert(child.clone());
-        if is_task {
-            ps.tasks += 1;
-            if service {
-                ps.services += 1;
-            }
-        }
+        // Set before the child is in the list, under the same lock: a propagation snapshots
+        // the list under it, so it sees both or neither.
         let eff = cs.cancel_called || (!cs.shield && p.is_cancelled());
         c.eff_cancelled.store(eff, Ordering::Release);
         if !cs.shield && is_forced(p) {
             // Born under a scope whose grace period ran out (B3).
             c.forced.store(true, Ordering::Release);
         }
+        let slot = ps.children.insert(child);
+        if is_task {
+            ps.tasks += 1;
+            if service {
+                ps.services += 1;
+            }
+        }
         cs.slot = Some(slot);
     }
-    cs.parent = Some(parent.clone());
+    cs.parent = Some(parent);
     cs.entered = true;
-    true
+    Ok(())
 }
 
 /// Enters a cancel scope: links it under `parent` and arms its deadline (C5: one already past
 /// cancels at once). Panics if the scope was entered before.
-pub(crate) fn enter_scope(parent: &NodeRef, child: &Arc<Node>, rt: &Shared) {
+pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<Node>, rt: &Shared) {
     let mut cs = child.lock();
     if cs.entered {
         drop(cs);
         panic!("a CancelScope can be entered only once; create a new CancelScope for each run");
     }
-    link_locked(parent, &NodeRef::from(child.clone()), &mut cs);
+    // A scope is never refused (only tasks are, by a closed nursery).
+    let _ = link_locked(parent, NodeRef::from(child.clone()), &mut cs);
     // Armed under the same lock that linked the node: a timed scope is entered on every
     // `move_on_after`/`fail_after`, so each lock pass counts.
     let past = arm_locked(child, &mut cs, rt);
@@ -1079,7 +1086,7 @@ pub(crate) fn reparent(child: &NodeRef, new_parent: &NodeRef) -> bool {
         let mut cs = child.node().lock();
         let old_parent = cs.parent.take();
         let old_slot = cs.slot.take();
-        if !link_locked(new_parent, child, &mut cs) {
+        if link_locked(new_parent.clone(), child.clone(), &mut cs).is_err() {
             cs.parent = old_parent;
             cs.slot = old_slot;
             return false;

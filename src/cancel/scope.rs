@@ -630,7 +630,7 @@ fn enter(node: &Arc<Node>, function: &str) {
     };
     context::with_shared(|rt| {
         let rt = rt.expect("a node is set, so a runtime is entered");
-        node::enter_scope(&parent, node, rt);
+        node::enter_scope(parent, node, rt);
     });
 }
 

@@ -574,13 +574,14 @@ impl Runtime {
         let shared = Arc::new(Shared::new(driver, settings));
         let root = Arc::new(Node::new(NodeKind::Root(Arc::downgrade(&shared))));
         let _rt_guard = context::enter_runtime(shared.clone());
-        let main_node: NodeRef = Arc::new(Node::new(NodeKind::Task(TaskInfo {
+        let main = Arc::new(Node::new(NodeKind::Task(TaskInfo {
             id: 0,
             name: Some("main".into()),
             service: false,
-        })))
-        .into();
-        node::link(&root.clone().into(), &main_node);
+        })));
+        // A root is no nursery: it never refuses a child.
+        let _ = node::link(root.clone().into(), main.clone().into(), &main);
+        let main_node: NodeRef = main.into();
         // Ctrl-C handling is best effort: without a signal slot or pipe, the runtime still runs.
         let ctrl_c = match self.config.ctrl_c {
             CtrlC::Ignore => None,

@@ -415,7 +415,8 @@ pub(crate) struct SpawnSpec<'a, E> {
     pub(crate) service: bool,
     pub(crate) reporter: Arc<dyn Report<E>>,
     /// Called with the task's node once it is linked and before it is first scheduled, so the
-    /// caller can record it before the task can possibly run (`start` needs this).
+    /// caller can record it before the task can possibly run (`start` needs this: it is the only
+    /// caller that keeps a reference to the task's node).
     pub(crate) on_linked: Option<&'a OnLinked<'a>>,
     /// A `spawn_local` task: its future is tied to the calling thread.
     pub(crate) local: bool,
@@ -431,7 +432,7 @@ pub(crate) type OnLinked<'a> = dyn Fn(&NodeRef) + 'a;
 pub(crate) unsafe fn spawn_child<F, T, E>(
     spec: SpawnSpec<'_, E>,
     future: F,
-) -> Result<(TaskHandle<T>, NodeRef), crate::Error>
+) -> Result<TaskHandle<T>, crate::Error>
 where
     F: Future<Output = Result<T, E>> + 'static,
     T: 'static,
@@ -489,9 +490,13 @@ where
     // SAFETY: the waker just written took one count of the allocation: the tree's reference
     // adopts it.
     let tree = unsafe { NodeRef::adopt(cell as NonNull<dyn TreeNode>) };
-    // SAFETY: `tree` counts the allocation, so the cell lives at least as long as it.
+    // SAFETY: `runnable` holds a reference to the task until it is scheduled, at the end, so
+    // the cell lives at least that long; it is not used after.
     let cell = unsafe { cell.as_ref() };
-    if !node::link(&spec.parent, &tree) {
+    #[cfg(feature = "instrument")]
+    let spawned_by =
+        (instrument::any() && rt.instrument.is_some()).then(|| node::nearest_task_id(&spec.parent));
+    if let Err(tree) = node::link(spec.parent, tree, &cell.node) {
         // Never polled: drop the future through the normal path so the state is consistent,
         // then the never-scheduled task (its runner finds the future gone).
         cell.poll_state.store(POLLING, Ordering::Relaxed);
@@ -501,17 +506,18 @@ where
         return Err(crate::Error::NurseryClosed);
     }
     if let Some(on_linked) = spec.on_linked {
-        on_linked(&tree);
+        // SAFETY: the tree counts the cell now.
+        on_linked(&unsafe { NodeRef::retained(cell) });
     }
     #[cfg(feature = "instrument")]
-    if instrument::any() && rt.instrument.is_some() {
-        cell.report(Hook::Spawned(node::nearest_task_id(&spec.parent)));
+    if let Some(spawned_by) = spawned_by {
+        cell.report(Hook::Spawned(spawned_by));
         cell.report(Hook::Scheduled);
     }
-    // SAFETY: `tree` counts the cell.
+    // SAFETY: the tree counts the cell.
     let handle = TaskHandle::new(unsafe { handle::JoinRef::retained(cell) });
     rt.scheduler.schedule_new(&rt.driver, Job::new(runnable));
-    Ok((handle, tree))
+    Ok(handle)
 }
 
 /// Cancels a task's node with an explicit reason (used by `TaskHandle::cancel`).
