@@ -262,21 +262,21 @@ impl Scheduler {
     }
 
     /// The schedule function of every task.
-    pub(crate) fn schedule(&self, driver: &Driver, runnable: Job, info: ScheduleInfo) {
+    pub(crate) fn schedule(&self, driver: &Driver, job: Job, info: ScheduleInfo) {
         with_local(self, |local| match local {
             Some(local) => {
                 if self.use_lifo && !info.woken_while_running {
-                    match local.lifo.replace(Some(runnable)) {
+                    match local.lifo.replace(Some(job)) {
                         Some(previous) => self.push_local(local, previous),
                         None => return,
                     }
                 } else {
-                    self.push_local(local, runnable);
+                    self.push_local(local, job);
                 }
                 self.notify_if_idle(driver);
             }
             None => {
-                self.push_remote(runnable);
+                self.push_remote(job);
                 self.notify_one(driver);
             }
         })
@@ -284,34 +284,34 @@ impl Scheduler {
 
     /// Queues a newly spawned task at the back of the queue (never the LIFO slot: spawn order
     /// stays run order).
-    pub(crate) fn schedule_new(&self, driver: &Driver, runnable: Job) {
+    pub(crate) fn schedule_new(&self, driver: &Driver, job: Job) {
         with_local(self, |local| match local {
             Some(local) => {
-                self.push_local(local, runnable);
+                self.push_local(local, job);
                 self.notify_if_idle(driver);
             }
             None => {
-                self.push_remote(runnable);
+                self.push_remote(job);
                 self.notify_one(driver);
             }
         })
     }
 
-    fn push_local(&self, local: &Local, runnable: Job) {
-        if let Err(runnable) = self.push_own(local, runnable) {
-            self.push_remote(runnable);
+    fn push_local(&self, local: &Local, job: Job) {
+        if let Err(job) = self.push_own(local, job) {
+            self.push_remote(job);
         }
     }
 
     /// Pushes onto this worker's own queue, counting the push; gives the task back if it is full.
     #[inline]
-    fn push_own(&self, local: &Local, runnable: Job) -> Result<(), Job> {
+    fn push_own(&self, local: &Local, job: Job) -> Result<(), Job> {
         if let Some(queue) = &local.thread_queue {
-            queue.borrow_mut().push_back(runnable);
+            queue.borrow_mut().push_back(job);
             local.pushed.set(local.pushed.get() + 1);
             return Ok(());
         }
-        match self.workers[local.index].queue.push(runnable) {
+        match self.workers[local.index].queue.push(job) {
             Ok(()) => {
                 local.pushed.set(local.pushed.get() + 1);
                 Ok(())
@@ -320,11 +320,11 @@ impl Scheduler {
         }
     }
 
-    fn push_remote(&self, runnable: Job) {
+    fn push_remote(&self, job: Job) {
         // The injector is unbounded; it is closed when the runtime drains its queues at
         // shutdown. After that a push fails and the task is dropped right here, its future with
         // it (see `ChildRunner`'s `Drop`), which is what shutdown does to queued tasks anyway.
-        let _ = self.injector.push(runnable);
+        let _ = self.injector.push(job);
     }
 
     /// A worker queued work for itself: wake a helper if some worker sleeps and none is already
@@ -557,11 +557,11 @@ impl Scheduler {
             if local.tick.get() % MAINTENANCE_INTERVAL == 0 {
                 self.maintenance(driver);
             }
-            let Some(runnable) = self.find_task(local) else {
+            let Some(job) = self.find_task(local) else {
                 break;
             };
             self.stop_searching(driver, local);
-            runnable.run();
+            job.run();
             ran += 1;
         }
         ran
