@@ -10,9 +10,10 @@
 //! thread finishes.
 //!
 //! The metadata lives as long as the allocation, that is as long as anything counts a reference
-//! to the task: the tree's and the handle's references ([`NodeRef`], `JoinRef`) are counts of
-//! the allocation, taken as wakers (see [`ChildCell::COUNTER`]). So a task's node outlives its
-//! future, as the tree needs (a task is unlinked after its future is dropped).
+//! to the task: the tree's and the handle's references ([`NodeRef`], `JoinRef`) are counted in
+//! the cell and together hold one count of the allocation (see [`ChildCell::COUNTER`]). So a
+//! task's node outlives its future, as the tree needs (a task is unlinked after its future is
+//! dropped).
 //!
 //! Life of a child: linked under its nursery's node → polled by the runner → its output goes to
 //! the handle (`Ok`), the nursery's error list (`Err`, and the nursery is cancelled, N2) or the
@@ -24,11 +25,11 @@ pub(crate) mod local;
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::future::Future;
-use std::mem::{self, ManuallyDrop, MaybeUninit};
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::task::{Context, Poll, Waker};
@@ -92,9 +93,12 @@ pub(crate) struct ChildCell<F, T, E> {
     /// The task-locals it inherited from the code that spawned it (`None` for nearly every task:
     /// then its polls cost one test of this field, see `local`).
     locals: Option<local::Chain>,
+    /// References to this cell ([`NodeRef`], `JoinRef`) that exist, counted here as an `Arc`
+    /// counts its own (see [`ChildCell::COUNTER`]). Starts at 1: the tree's.
+    refs: AtomicUsize,
     /// A waker of this task, written once right after the task is spawned and before any
-    /// reference to the cell exists: the template from which the cell's references are counted
-    /// (see [`ChildCell::COUNTER`]). It owns no count of its own, so it is never dropped.
+    /// reference to the cell exists: the one count of the task's allocation that all the
+    /// references above share, given back (by dropping a copy) when the last of them goes.
     keep: UnsafeCell<MaybeUninit<Waker>>,
 }
 
@@ -112,28 +116,46 @@ where
     T: 'static,
     E: AsCancelled + 'static,
 {
-    /// References to a task's cell count the task's `async-task` allocation, the way its wakers
-    /// do: retaining clones the cell's waker and forgets the clone; releasing drops a copy of
-    /// it. The allocation, and with it the cell, is freed when the last count goes.
+    /// References to a task's cell are counted in the cell, as an `Arc` counts its own, and
+    /// all of them together hold one count of the task's `async-task` allocation: the `keep`
+    /// waker, given back when the last reference goes. The allocation, and with it the cell, is
+    /// freed when that count and the task's own (its `Runnable`, its wakers) are all gone.
+    /// (Counting each reference on the allocation itself, through the waker's vtable, cost
+    /// every park and wake-up two calls more: about 35 instructions per wait.)
     const COUNTER: Counter = Counter {
         retain: Self::retain,
         release: Self::release,
     };
 
     /// # Safety
-    /// `cell` must point at a live cell whose `keep` waker was written.
+    /// `cell` must point at a live cell that some reference counts (so `refs` is not 0).
     unsafe fn retain(cell: *const ()) {
         // SAFETY: by the function's contract.
-        let keep = unsafe { (*(*(cell as *const Self)).keep.get()).assume_init_ref() };
-        mem::forget(keep.clone());
+        let cell = unsafe { &*(cell as *const Self) };
+        // Relaxed, as `Arc::clone`: a new reference is made from one that already exists.
+        let before = cell.refs.fetch_add(1, Ordering::Relaxed);
+        debug_assert!(before != 0, "a task cell's reference made from none");
+        if before > isize::MAX as usize {
+            // As `Arc`: so many references that the count could wrap.
+            std::process::abort();
+        }
     }
 
     /// # Safety
-    /// As for [`retain`](Self::retain), and the caller gives up one count it owns.
+    /// As for [`retain`](Self::retain), and the caller gives up one reference it owns.
     unsafe fn release(cell: *const ()) {
-        // SAFETY: by the function's contract; the bitwise copy takes over the caller's count,
-        // and the cell is not touched once the copy is dropped (which may free it).
-        let count = unsafe { (*(*(cell as *const Self)).keep.get()).assume_init_read() };
+        let cell = cell as *const Self;
+        // SAFETY: by the function's contract.
+        if unsafe { &(*cell).refs }.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // The last reference: everything done through the others happens before the cell may
+        // be freed (as in `Arc`'s drop).
+        fence(Ordering::Acquire);
+        // SAFETY: the shared count is still held, so the cell is alive; the bitwise copy takes
+        // that count over, and the cell is not touched once the copy is dropped (which may
+        // free it).
+        let count = unsafe { (*(*cell).keep.get()).assume_init_read() };
         drop(count);
     }
 
@@ -452,6 +474,7 @@ where
         rt: rt.clone(),
         local_thread: spec.local.then(|| std::thread::current().id()),
         locals: local::snapshot(),
+        refs: AtomicUsize::new(1),
         keep: UnsafeCell::new(MaybeUninit::uninit()),
     };
     // Counted before linking, so that the refused path below, which drops the future through
@@ -487,8 +510,8 @@ where
     // SAFETY: nothing else can reach the cell yet (no reference to it exists), so this one
     // write does not race; from here on `keep` is only read.
     unsafe { (*cell.as_ref().keep.get()).write(runnable.waker()) };
-    // SAFETY: the waker just written took one count of the allocation: the tree's reference
-    // adopts it.
+    // SAFETY: the waker just written took the count of the allocation that the cell's
+    // references share, and `refs` starts at 1: the tree's reference is that one.
     let tree = unsafe { NodeRef::adopt(cell as NonNull<dyn TreeNode>) };
     // SAFETY: `runnable` holds a reference to the task until it is scheduled, at the end, so
     // the cell lives at least that long; it is not used after.
