@@ -436,6 +436,12 @@ impl Waiters {
 
 impl Node {
     pub(crate) fn new(kind: NodeKind) -> Node {
+        Node::with_deadline(kind, None)
+    }
+
+    /// A node with its deadline already set: a timed scope is made on every `move_on_after`,
+    /// and setting the deadline afterwards would cost a lock pass.
+    pub(crate) fn with_deadline(kind: NodeKind, deadline: Option<Instant>) -> Node {
         Node {
             kind,
             eff_cancelled: AtomicBool::new(false),
@@ -456,7 +462,7 @@ impl Node {
                 tasks: 0,
                 services: 0,
                 pending_starts: 0,
-                deadline: None,
+                deadline,
                 armed: None,
                 extras: None,
             }),

@@ -96,9 +96,7 @@ impl CancelScope {
     /// });
     /// ```
     pub fn with_deadline(deadline: Instant) -> Self {
-        let scope = Self::new();
-        scope.node.lock().deadline = Some(deadline);
-        scope
+        Self::with_optional_deadline(Some(deadline))
     }
 
     /// A scope that cancels itself `timeout` after now (read from the runtime's clock). A
@@ -123,9 +121,8 @@ impl CancelScope {
     }
 
     fn with_optional_deadline(deadline: Option<Instant>) -> Self {
-        match deadline {
-            Some(deadline) => Self::with_deadline(deadline),
-            None => Self::new(),
+        CancelScope {
+            node: Arc::new(Node::with_deadline(NodeKind::Scope, deadline)),
         }
     }
 
