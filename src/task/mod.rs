@@ -480,15 +480,15 @@ where
     // Counted before linking, so that the refused path below, which drops the future through
     // `drop_future` (and so uncounts it), stays balanced.
     rt.live_tasks.fetch_add(1, Ordering::Relaxed);
-    // The schedule function reaches the runtime through its own reference: `async-task` keeps a
-    // task alive while calling a schedule function that has captured something, and the task
-    // may run, finish and be freed on another worker as soon as it is queued.
-    let schedule = {
-        let rt = rt.clone();
-        move |runnable: Runnable<ChildCell<F, T, E>>, info: ScheduleInfo| {
-            runnable.metadata().report(Hook::Scheduled);
-            rt.scheduler.schedule(&rt.driver, Job::new(runnable), info)
-        }
+    // The schedule function captures nothing (8 bytes less per task), so `async-task` does not
+    // keep the task alive while calling it: the task may run, finish and be freed on another
+    // worker as soon as it is queued. So it takes a reference to the runtime first, and touches
+    // the task no more once it is queued.
+    let schedule = |runnable: Runnable<ChildCell<F, T, E>>, info: ScheduleInfo| {
+        let cell = runnable.metadata();
+        cell.report(Hook::Scheduled);
+        let rt = cell.rt.clone();
+        rt.scheduler.schedule(&rt.driver, Job::new(runnable), info)
     };
     // SAFETY: the runner only points at the cell, which may be shared across threads when `F`
     // and `T` are `Send` (the caller guarantees the current-thread condition otherwise); it is
