@@ -1297,16 +1297,31 @@ fn walk_up(node: &Node, mut f: impl FnMut(&Node, &NodeState) -> bool) {
 /// Builds the `Cancelled` error raised at a checkpoint in `node`: the reason is that of the
 /// outermost cancelled scope visible from here (the one that will absorb it, C3).
 pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
+    // Each node's flag is read before its lock is taken: the walk ends at the first node that
+    // is not cancelled without locking it (the nursery's owner, in the common case of a task
+    // cancelled with its nursery).
     let mut reason = None;
-    walk_up(node, |n, s| {
-        if !n.is_cancelled() {
-            return false;
+    let mut held: Option<NodeRef> = None;
+    let mut at = node;
+    loop {
+        if !at.is_cancelled() {
+            break;
         }
-        if s.cancel_called {
-            reason = s.reason().cloned();
-        }
-        !s.shield
-    });
+        let parent = {
+            let s = at.lock();
+            if s.cancel_called {
+                reason = s.reason().cloned();
+            }
+            if s.shield {
+                break;
+            }
+            s.parent.clone()
+        };
+        let Some(parent) = parent else {
+            break;
+        };
+        at = held.insert(parent).node();
+    }
     Cancelled::new(reason.unwrap_or(CancelReason::Explicit(None)))
 }
 
