@@ -263,22 +263,36 @@ impl Scheduler {
 
     /// The schedule function of every task.
     pub(crate) fn schedule(&self, driver: &Driver, job: Job, info: ScheduleInfo) {
-        with_local(self, |local| match local {
-            Some(local) => {
-                if self.use_lifo && !info.woken_while_running {
-                    match local.lifo.replace(Some(job)) {
-                        Some(previous) => self.push_local(local, previous),
-                        None => return,
-                    }
-                } else {
-                    self.push_local(local, job);
+        if let Err(job) = self.schedule_on_worker(driver, job, info) {
+            self.push_remote(job);
+            self.notify_one(driver);
+        }
+    }
+
+    /// [`schedule`](Self::schedule) on one of this scheduler's workers; anywhere else, gives
+    /// the job back untouched. (A task's schedule function borrows the runtime on a worker,
+    /// which keeps it alive, and takes a reference of its own elsewhere.)
+    #[inline]
+    pub(crate) fn schedule_on_worker(
+        &self,
+        driver: &Driver,
+        job: Job,
+        info: ScheduleInfo,
+    ) -> Result<(), Job> {
+        with_local(self, |local| {
+            let Some(local) = local else {
+                return Err(job);
+            };
+            if self.use_lifo && !info.woken_while_running {
+                match local.lifo.replace(Some(job)) {
+                    Some(previous) => self.push_local(local, previous),
+                    None => return Ok(()),
                 }
-                self.notify_if_idle(driver);
+            } else {
+                self.push_local(local, job);
             }
-            None => {
-                self.push_remote(job);
-                self.notify_one(driver);
-            }
+            self.notify_if_idle(driver);
+            Ok(())
         })
     }
 

@@ -481,14 +481,29 @@ where
     // `drop_future` (and so uncounts it), stays balanced.
     rt.live_tasks.fetch_add(1, Ordering::Relaxed);
     // The schedule function captures nothing (8 bytes less per task), so `async-task` does not
-    // keep the task alive while calling it: the task may run, finish and be freed on another
-    // worker as soon as it is queued. So it takes a reference to the runtime first, and touches
-    // the task no more once it is queued.
+    // keep the task alive while calling it (it would, with a waker clone per call): the task may
+    // run, finish and be freed on another worker as soon as it is queued, so the task is not
+    // touched once queued, and the runtime is reached through its own address, not through the
+    // cell.
     let schedule = |runnable: Runnable<ChildCell<F, T, E>>, info: ScheduleInfo| {
         let cell = runnable.metadata();
         cell.report(Hook::Scheduled);
-        let rt = cell.rt.clone();
-        rt.scheduler.schedule(&rt.driver, Job::new(runnable), info)
+        let cell_rt: *const Arc<Shared> = &cell.rt;
+        // SAFETY: the cell's reference keeps the runtime alive until the job is queued; once it
+        // is, this thread is one of the runtime's workers (else the job comes back unqueued),
+        // and the runtime lives at least as long as its workers. No count is taken, so the
+        // wake-ups on workers touch no counter that every task shares.
+        let rt = unsafe { &**cell_rt };
+        if let Err(job) = rt
+            .scheduler
+            .schedule_on_worker(&rt.driver, Job::new(runnable), info)
+        {
+            // Any other thread (a waker used outside the runtime, possibly after it ended):
+            // the task's reference may be the runtime's last, so hold one of our own.
+            // SAFETY: the job came back unqueued and holds the task, so the cell is alive.
+            let rt = unsafe { (*cell_rt).clone() };
+            rt.scheduler.schedule(&rt.driver, job, info);
+        }
     };
     // SAFETY: the runner only points at the cell, which may be shared across threads when `F`
     // and `T` are `Send` (the caller guarantees the current-thread condition otherwise); it is
