@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::runtime::driver::Driver;
@@ -23,6 +24,9 @@ pub(crate) struct Shared {
     pub(crate) scheduler: Scheduler,
     pub(crate) driver: Driver,
     flavor: Flavor,
+    /// The thread that made it (in `block_on`): on the current-thread flavour, the one thread
+    /// that polls every task, and so the owner of the `spawn_local` ones.
+    pub(crate) thread: ThreadId,
     next_task_id: AtomicU64,
     /// Task futures alive (spawned and not yet dropped).
     pub(crate) live_tasks: AtomicUsize,
@@ -125,6 +129,7 @@ impl Shared {
             scheduler: Scheduler::new(settings.workers, settings.flavor, settings.schedule_seed),
             driver,
             flavor: settings.flavor,
+            thread: std::thread::current().id(),
             next_task_id: AtomicU64::new(1),
             live_tasks: AtomicUsize::new(0),
             idle_waiters: Mutex::new(IdleWaiters::default()),

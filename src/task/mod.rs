@@ -29,7 +29,7 @@ use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::task::{Context, Poll, Waker};
@@ -88,14 +88,15 @@ pub(crate) struct ChildCell<F, T, E> {
     /// The runtime: its scheduler (the task's schedule function reaches it through here) and its
     /// count of live task futures.
     rt: Arc<Shared>,
-    /// For a `spawn_local` task, the only thread its future may be polled or dropped on.
-    local_thread: Option<ThreadId>,
+    /// A `spawn_local` task: its future may be polled or dropped only on the runtime's thread
+    /// (`Shared::thread`; `spawn_local` is only allowed on the current-thread flavour).
+    local: bool,
     /// The task-locals it inherited from the code that spawned it (`None` for nearly every task:
     /// then its polls cost one test of this field, see `local`).
     locals: Option<local::Chain>,
     /// References to this cell ([`NodeRef`], `JoinRef`) that exist, counted here as an `Arc`
     /// counts its own (see [`ChildCell::COUNTER`]). Starts at 1: the tree's.
-    refs: AtomicUsize,
+    refs: AtomicU32,
     /// A waker of this task, written once right after the task is spawned and before any
     /// reference to the cell exists: the one count of the task's allocation that all the
     /// references above share, given back (by dropping a copy) when the last of them goes.
@@ -135,8 +136,9 @@ where
         // Relaxed, as `Arc::clone`: a new reference is made from one that already exists.
         let before = cell.refs.fetch_add(1, Ordering::Relaxed);
         debug_assert!(before != 0, "a task cell's reference made from none");
-        if before > isize::MAX as usize {
-            // As `Arc`: so many references that the count could wrap.
+        if before > u32::MAX / 2 {
+            // As `Arc`, an abort rather than a count that could wrap (2^31 references to one
+            // task: one for the tree, one per handle and per operation parked in its node).
             std::process::abort();
         }
     }
@@ -286,7 +288,7 @@ where
     }
 
     fn local_thread(&self) -> Option<ThreadId> {
-        self.local_thread
+        self.local.then_some(self.rt.thread)
     }
 
     fn teardown(&self) {
@@ -472,9 +474,9 @@ where
         join: Mutex::new(JoinState::Pending(None)),
         reporter: spec.reporter,
         rt: rt.clone(),
-        local_thread: spec.local.then(|| std::thread::current().id()),
+        local: spec.local,
         locals: local::snapshot(),
-        refs: AtomicUsize::new(1),
+        refs: AtomicU32::new(1),
         keep: UnsafeCell::new(MaybeUninit::uninit()),
     };
     // Counted before linking, so that the refused path below, which drops the future through
