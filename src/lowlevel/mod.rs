@@ -83,7 +83,7 @@ fn task_of(node: &Node) -> Option<TaskInfo> {
             None => {
                 found = Some(TaskInfo {
                     id: info.id,
-                    name: info.name.as_deref().map(str::to_owned),
+                    name: info.name().map(str::to_owned),
                     parent: None,
                 });
                 true

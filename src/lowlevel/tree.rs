@@ -250,7 +250,7 @@ fn collect_below(
             NodeKind::Task(info) => {
                 let task = TaskInfo {
                     id: info.id,
-                    name: info.name.as_deref().map(str::to_owned),
+                    name: info.name().map(str::to_owned),
                     parent: parent_task,
                 };
                 if info.service {

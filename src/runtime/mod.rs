@@ -574,11 +574,11 @@ impl Runtime {
         let shared = Arc::new(Shared::new(driver, settings));
         let root = Arc::new(Node::new(NodeKind::Root(Arc::downgrade(&shared))));
         let _rt_guard = context::enter_runtime(shared.clone());
-        let main = Arc::new(Node::new(NodeKind::Task(TaskInfo {
-            id: 0,
-            name: Some("main".into()),
-            service: false,
-        })));
+        let main = Arc::new(Node::new(NodeKind::Task(TaskInfo::new(
+            0,
+            Some("main".into()),
+            false,
+        ))));
         // A root is no nursery: it never refuses a child.
         let _ = node::link(root.clone().into(), main.clone().into(), &main);
         let main_node: NodeRef = main.into();

@@ -167,7 +167,7 @@ where
         match self.node.kind() {
             NodeKind::Task(info) => TaskEvent {
                 id: info.id,
-                name: info.name.as_deref(),
+                name: info.name(),
             },
             _ => unreachable!("a task cell's node is a task node"),
         }
@@ -464,11 +464,11 @@ where
 {
     let rt = spec.rt;
     let cell = ChildCell {
-        node: Node::new(NodeKind::Task(TaskInfo {
-            id: rt.next_task_id(),
-            name: spec.name,
-            service: spec.service,
-        })),
+        node: Node::new(NodeKind::Task(TaskInfo::new(
+            rt.next_task_id(),
+            spec.name,
+            spec.service,
+        ))),
         poll_state: AtomicU8::new(IDLE),
         future: UnsafeCell::new(ManuallyDrop::new(future)),
         join: Mutex::new(JoinState::Pending(None)),
