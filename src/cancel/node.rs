@@ -77,8 +77,7 @@ pub(crate) trait TreeNode: Send + Sync + 'static {
 }
 
 /// The two functions that count references to a node, given the node's address: an `Arc`'s
-/// strong count for a plain node, the `async-task` reference count of the task's allocation for
-/// a task's cell.
+/// strong count for a plain node, a count in the cell for a task (see `task::ChildCell`).
 pub(crate) struct Counter {
     /// Adds one reference.
     pub(crate) retain: unsafe fn(*const ()),
@@ -87,9 +86,9 @@ pub(crate) struct Counter {
 }
 
 /// A counted reference to a node of the tree: what parents, children, registrations and
-/// handles hold. It is `NodeRef` in all but the count: a task's node lives in the
-/// task's own `async-task` allocation (one allocation per task), which counts its references
-/// itself, so the reference counts through the node's [`Counter`].
+/// handles hold. It is `Arc<dyn TreeNode>` in all but the count: a task's node lives in the
+/// task's own `async-task` allocation (one allocation per task), not in an `Arc`, so the
+/// reference counts through the node's [`Counter`].
 pub(crate) struct NodeRef {
     ptr: NonNull<dyn TreeNode>,
 }
@@ -213,9 +212,7 @@ unsafe fn arc_release(node: *const ()) {
 /// Timers fire a scope's deadline through [`Expire`] (the timer store sits below the tree).
 impl Expire for Node {
     fn expire(&self) {
-        // SAFETY: the timer store upgraded its weak reference to this node's `Arc` to call
-        // this, so the node is alive and counted by its `Arc`.
-        deadline_fired(&unsafe { NodeRef::retained(self) });
+        deadline_fired(self);
     }
 }
 
@@ -682,6 +679,7 @@ pub(crate) fn is_linked(state: &NodeState) -> bool {
 /// alive by other means for the call (the reference moves into the parent's list). Gives the
 /// child's reference back, linking nothing, if `child` is a task and `parent` is closed.
 pub(crate) fn link(parent: NodeRef, child: NodeRef, node: &Node) -> Result<(), NodeRef> {
+    debug_assert!(std::ptr::eq(node, child.node()), "`node` is the child's");
     link_locked(parent, child, &mut node.lock())
 }
 
@@ -1192,9 +1190,9 @@ pub(crate) fn shut_down(root: &dyn TreeNode) {
 }
 
 /// Called by the timer store when a scope's deadline arrives.
-fn deadline_fired(node: &NodeRef) {
-    node.node().lock().armed = None;
-    cancel(node.as_ref(), CancelReason::Deadline);
+fn deadline_fired(node: &Node) {
+    node.lock().armed = None;
+    cancel(node, CancelReason::Deadline);
 }
 
 /// Sets (or clears) a node's deadline. If the node is linked, its timer is replaced; a deadline

@@ -261,17 +261,10 @@ impl Scheduler {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The schedule function of every task.
-    pub(crate) fn schedule(&self, driver: &Driver, job: Job, info: ScheduleInfo) {
-        if let Err(job) = self.schedule_on_worker(driver, job, info) {
-            self.push_remote(job);
-            self.notify_one(driver);
-        }
-    }
-
-    /// [`schedule`](Self::schedule) on one of this scheduler's workers; anywhere else, gives
-    /// the job back untouched. (A task's schedule function borrows the runtime on a worker,
-    /// which keeps it alive, and takes a reference of its own elsewhere.)
+    /// Schedules a woken task from one of this scheduler's workers (its LIFO slot or its own
+    /// queue); anywhere else, gives the job back untouched, for
+    /// [`schedule_remote`](Self::schedule_remote). (A task's schedule function borrows the
+    /// runtime on a worker, which keeps it alive, and takes a reference of its own elsewhere.)
     #[inline]
     pub(crate) fn schedule_on_worker(
         &self,
@@ -294,6 +287,13 @@ impl Scheduler {
             self.notify_if_idle(driver);
             Ok(())
         })
+    }
+
+    /// Schedules a woken task from a thread that is not one of the workers: through the
+    /// injector, waking an idle worker.
+    pub(crate) fn schedule_remote(&self, driver: &Driver, job: Job) {
+        self.push_remote(job);
+        self.notify_one(driver);
     }
 
     /// Queues a newly spawned task at the back of the queue (never the LIFO slot: spawn order

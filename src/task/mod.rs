@@ -504,7 +504,7 @@ where
             // the task's reference may be the runtime's last, so hold one of our own.
             // SAFETY: the job came back unqueued and holds the task, so the cell is alive.
             let rt = unsafe { (*cell_rt).clone() };
-            rt.scheduler.schedule(&rt.driver, job, info);
+            rt.scheduler.schedule_remote(&rt.driver, job);
         }
     };
     // SAFETY: the runner only points at the cell, which may be shared across threads when `F`
