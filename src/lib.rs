@@ -71,7 +71,8 @@ pub use runtime::{
 pub use task::{TaskHandle, TaskLocal, TaskLocalError, TaskLocalFuture};
 pub use time::clock::{Clock, SystemClock};
 pub use time::{
-    interval, now, sleep, sleep_forever, sleep_until, timeout, timeout_at, Interval, Sleep, Timeout,
+    interval, now, sleep, sleep_forever, sleep_until, timeout, timeout_at, Interval, Sleep,
+    SleepForever, Timeout,
 };
 #[cfg(feature = "macros")]
 #[doc = include_str!("testing/test_attribute.md")]

@@ -13,6 +13,7 @@ pub use interval::{interval, Interval};
 pub use timeout::{timeout, timeout_at, Timeout};
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -108,18 +109,58 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 ///     .unwrap();
 /// });
 /// ```
-pub async fn sleep_forever() -> Result<Infallible, Cancelled> {
-    match Sleep::new(SleepUntil::Never).await {
-        Err(c) => Err(c),
-        Ok(()) => unreachable!("a sleep with no deadline ends only by cancellation"),
+pub fn sleep_forever() -> SleepForever {
+    SleepForever {
+        cancel: CancelWaiter::new(),
     }
 }
 
+/// Future of [`sleep_forever`]: only a cancel registration (24 bytes), with no deadline and no
+/// timer, because a task that waits to be cancelled (a service, a parked helper) is the most
+/// common idle task and its size is part of every such task's.
+///
+/// ```
+/// use trellis::{CancelScope, SleepForever};
+///
+/// trellis::run(async {
+///     let scope = CancelScope::new();
+///     scope.cancel();
+///     let forever: SleepForever = trellis::sleep_forever();
+///     // It ends only by cancellation, here absorbed by the scope.
+///     assert!(scope.run(forever).await.is_none());
+/// });
+/// ```
+#[must_use = "futures do nothing unless awaited"]
+pub struct SleepForever {
+    cancel: CancelWaiter,
+}
+
+impl Future for SleepForever {
+    type Output = Result<Infallible, Cancelled>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Either cancelled now, or registered so that a cancellation wakes it: no schedule
+        // point is owed (it blocks), and nothing else can end it.
+        self.cancel.poll_cancelled("sleep_forever", cx).map(Err)
+    }
+}
+
+impl fmt::Debug for SleepForever {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SleepForever").finish_non_exhaustive()
+    }
+}
+
+/// What a [`Sleep`] waits for. A duration becomes a deadline at the first poll, in place: a
+/// sleeping task's size is a benchmarked figure, so the deadline has no field of its own.
 #[derive(Clone, Copy)]
 enum SleepUntil {
+    /// `sleep(duration)`, not polled yet.
     After(Duration),
+    /// `sleep(duration)` once polled: the deadline it computed.
+    AfterAt(Instant),
+    /// `sleep_until(deadline)`.
     At(Instant),
-    Never,
 }
 
 /// Future of [`sleep`] and [`sleep_until`].
@@ -139,7 +180,6 @@ enum SleepUntil {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {
     until: SleepUntil,
-    deadline: Option<Instant>,
     timer: Option<TimerKey>,
     cancel: CancelWaiter,
     yield_once: YieldOnce,
@@ -149,7 +189,6 @@ impl Sleep {
     fn new(until: SleepUntil) -> Self {
         Sleep {
             until,
-            deadline: None,
             timer: None,
             cancel: CancelWaiter::new(),
             yield_once: YieldOnce::default(),
@@ -170,9 +209,8 @@ impl Future for Sleep {
         let this = &mut *self;
         // Name the function the caller used, for the panic outside a runtime (R2).
         let function = match this.until {
-            SleepUntil::After(_) => "sleep",
+            SleepUntil::After(_) | SleepUntil::AfterAt(_) => "sleep",
             SleepUntil::At(_) => "sleep_until",
-            SleepUntil::Never => "sleep_forever",
         };
         if let Poll::Ready(c) = this.cancel.poll_cancelled(function, cx) {
             this.remove_timer();
@@ -188,14 +226,17 @@ impl Future for Sleep {
 impl Sleep {
     fn poll_timer(&mut self, rt: &Shared, cx: &mut Context<'_>) -> Poll<Result<(), Cancelled>> {
         let this = self;
-        let deadline = match (this.deadline, this.until) {
-            (Some(d), _) => Some(d),
+        let deadline = match this.until {
             // A fresh reading (see `deadline_after`); a duration too long to add is forever.
-            (None, SleepUntil::After(d)) => rt.driver.fresh_now().checked_add(d),
-            (None, SleepUntil::At(t)) => Some(t),
-            (None, SleepUntil::Never) => None,
+            SleepUntil::After(d) => {
+                let deadline = rt.driver.fresh_now().checked_add(d);
+                if let Some(t) = deadline {
+                    this.until = SleepUntil::AfterAt(t);
+                }
+                deadline
+            }
+            SleepUntil::AfterAt(t) | SleepUntil::At(t) => Some(t),
         };
-        this.deadline = deadline;
         match deadline {
             Some(d) if d <= rt.driver.now() => {
                 if let Some(key) = this.timer.take() {
