@@ -647,7 +647,7 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
             // fails and tears it down (`PendingStart`).
             *placement = Placement::MoveFailed;
             drop(placement);
-            node::cancel(child.as_ref(), CancelReason::Explicit(None));
+            node::cancel(child.node(), CancelReason::Explicit(None));
         }
         self.shared.resolve(StartState::Started(value));
     }
@@ -1010,7 +1010,7 @@ where
         };
         for child in services {
             if child.node().task_info().is_some_and(|info| info.service) {
-                node::cancel(child.as_ref(), CancelReason::ServiceDone);
+                node::cancel(child.node(), CancelReason::ServiceDone);
             }
         }
         Poll::Pending
@@ -1076,7 +1076,7 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
                     // ends on its own thread, at the latest when the runtime shuts down.
                     let root = node::root_of(&task);
                     node::reparent(&task, &root);
-                    node::cancel(task.as_ref(), CancelReason::Explicit(None));
+                    node::cancel(task.node(), CancelReason::Explicit(None));
                     continue;
                 }
                 task.teardown();

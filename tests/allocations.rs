@@ -81,13 +81,14 @@ fn a_spawn_is_one_allocation() {
 
 /// A parked task keeps its wait's future inside its allocation, so the size of a sleep is part
 /// of every sleeping task's. A sleep holds its deadline (a duration becomes one in place), a
-/// timer key, a 24-byte cancel registration and the schedule point's flag; `sleep_forever`
-/// holds the registration alone. Before, they were 96 and 104 bytes (the registration was 32,
-/// and `sleep_forever` was a `Sleep` with no deadline inside an `async fn`).
+/// timer key, a 16-byte cancel registration (a thin node reference and one word) and the
+/// schedule point's flag; `sleep_forever` holds the registration alone. Before, they were 96
+/// and 104 bytes (the registration was 32, and `sleep_forever` was a `Sleep` with no deadline
+/// inside an `async fn`).
 #[cfg(target_pointer_width = "64")]
 #[test]
-fn a_sleep_is_72_bytes_and_sleep_forever_24() {
-    assert_eq!(std::mem::size_of::<trellis::Sleep>(), 72);
-    assert_eq!(std::mem::size_of::<trellis::SleepForever>(), 24);
-    assert_eq!(std::mem::size_of_val(&trellis::sleep_forever()), 24);
+fn a_sleep_is_64_bytes_and_sleep_forever_16() {
+    assert_eq!(std::mem::size_of::<trellis::Sleep>(), 64);
+    assert_eq!(std::mem::size_of::<trellis::SleepForever>(), 16);
+    assert_eq!(std::mem::size_of_val(&trellis::sleep_forever()), 16);
 }

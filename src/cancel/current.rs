@@ -13,11 +13,11 @@ use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::task::Waker;
 
-use crate::cancel::node::{NodeRef, TreeNode};
+use crate::cancel::node::{Node, NodeRef, TreeNode};
 use crate::runtime::context;
 
 thread_local! {
-    static NODE: Cell<Option<*const dyn TreeNode>> = const { Cell::new(None) };
+    static NODE: Cell<Option<*const Node>> = const { Cell::new(None) };
     /// A trellis operation parked (registered with the cancel tree) or yielded during the poll
     /// being made; see `begin_park_watch`.
     static PARKED: Cell<bool> = const { Cell::new(false) };
@@ -155,8 +155,8 @@ pub(crate) fn parked_in_poll() -> bool {
 
 /// Sets the current node for the duration of a poll.
 #[inline]
-pub(crate) fn set_node(node: &dyn TreeNode) -> NodeGuard {
-    let ptr: *const dyn TreeNode = node;
+pub(crate) fn set_node<N: TreeNode + ?Sized>(node: &N) -> NodeGuard {
+    let ptr: *const Node = node.node();
     // SAFETY (of later reads): the caller keeps `node` alive, and does not move it, for as long
     // as the guard lives; the guard restores the previous value when dropped.
     let previous = NODE.with(|cell| cell.replace(Some(ptr)));
@@ -164,7 +164,7 @@ pub(crate) fn set_node(node: &dyn TreeNode) -> NodeGuard {
 }
 
 pub(crate) struct NodeGuard {
-    previous: Option<*const dyn TreeNode>,
+    previous: Option<*const Node>,
 }
 
 impl Drop for NodeGuard {
@@ -176,7 +176,7 @@ impl Drop for NodeGuard {
 
 /// Runs `f` with the node the current code sits in; `None` outside any task.
 #[inline]
-pub(crate) fn with_node<R>(f: impl FnOnce(Option<&dyn TreeNode>) -> R) -> R {
+pub(crate) fn with_node<R>(f: impl FnOnce(Option<&Node>) -> R) -> R {
     let ptr = NODE.with(Cell::get);
     match ptr {
         // SAFETY: a pointer is only stored by `set_node`, whose guard keeps the node alive and in
@@ -196,7 +196,7 @@ pub(crate) fn current_node_ref() -> Option<NodeRef> {
 /// The current node as a pointer (`None` outside any task), for a caller that compares its
 /// address and then may need [`node_ref`]: one thread-local read serves both.
 #[inline]
-pub(crate) fn current_node_ptr() -> Option<*const dyn TreeNode> {
+pub(crate) fn current_node_ptr() -> Option<*const Node> {
     NODE.with(Cell::get)
 }
 
@@ -205,7 +205,7 @@ pub(crate) fn current_node_ptr() -> Option<*const dyn TreeNode> {
 /// # Safety
 /// `ptr` must come from [`current_node_ptr`] during the poll still in progress.
 #[inline]
-pub(crate) unsafe fn node_ref(ptr: *const dyn TreeNode) -> NodeRef {
+pub(crate) unsafe fn node_ref(ptr: *const Node) -> NodeRef {
     // SAFETY: every pointer stored by `set_node` is that of a node counted by its counter (a
     // task's cell, or a scope's or nursery's `Arc<Node>`), which its owner keeps alive while
     // polling; the caller read it during that poll.

@@ -59,25 +59,15 @@ fn tree_lock() -> MutexGuard<'static, ()> {
 }
 
 /// Something that sits in the tree: a plain node (scope, nursery, root) or a task cell that
-/// embeds its node and can be torn down.
+/// embeds its node. What differs between them (how references are counted, what a teardown
+/// does) is in the node's [`NodeOps`], so a reference to either is a thin pointer to the node.
 pub(crate) trait TreeNode: Send + Sync + 'static {
     fn node(&self) -> &Node;
-
-    /// How references to this node are counted (see [`NodeRef`]).
-    fn counter(&self) -> &'static Counter;
-
-    /// Drops the task's future now, waiting for a poll in progress on another thread to end.
-    /// Only task cells do anything.
-    fn teardown(&self) {}
-
-    /// For a task spawned with `spawn_local`, the thread its future belongs to.
-    fn local_thread(&self) -> Option<std::thread::ThreadId> {
-        None
-    }
 }
 
 /// The two functions that count references to a node, given the node's address: an `Arc`'s
-/// strong count for a plain node, a count in the cell for a task (see `task::ChildCell`).
+/// strong count for a plain node, a count in the cell for a task (see `task::ChildCell`, whose
+/// node is its first field, so the node's address is the cell's).
 pub(crate) struct Counter {
     /// Adds one reference.
     pub(crate) retain: unsafe fn(*const ()),
@@ -85,16 +75,29 @@ pub(crate) struct Counter {
     pub(crate) release: unsafe fn(*const ()),
 }
 
-/// A counted reference to a node of the tree: what parents, children, registrations and
-/// handles hold. It is `Arc<dyn TreeNode>` in all but the count: a task's node lives in the
-/// task's own `async-task` allocation (one allocation per task), not in an `Arc`, so the
-/// reference counts through the node's [`Counter`].
-pub(crate) struct NodeRef {
-    ptr: NonNull<dyn TreeNode>,
+/// What a node does that depends on where it lives: kept in the node (one pointer), so that a
+/// [`NodeRef`] is a thin pointer (8 bytes, not a trait object's 16). Every parent, every entry
+/// of a child list and every parked operation holds one.
+pub(crate) struct NodeOps {
+    pub(crate) counter: Counter,
+    /// Drops the task's future now, waiting for a poll in progress on another thread to end.
+    /// Only task cells do anything. Given the node's address.
+    pub(crate) teardown: unsafe fn(*const ()),
+    /// For a task spawned with `spawn_local`, the thread its future belongs to. Given the
+    /// node's address.
+    pub(crate) local_thread: unsafe fn(*const ()) -> Option<std::thread::ThreadId>,
 }
 
-// SAFETY: a `NodeRef` is a shared reference to a `TreeNode`, which is `Send + Sync`, plus a
-// count that its counter keeps with atomics.
+/// A counted reference to a node of the tree: what parents, children, registrations and
+/// handles hold. It is `Arc<Node>` in all but the count: a task's node lives in the task's own
+/// `async-task` allocation (one allocation per task), not in an `Arc`, so the reference counts
+/// through the node's [`NodeOps`].
+pub(crate) struct NodeRef {
+    ptr: NonNull<Node>,
+}
+
+// SAFETY: a `NodeRef` is a shared reference to a `Node`, which is `Send + Sync`, plus a count
+// that its counter keeps with atomics.
 unsafe impl Send for NodeRef {}
 // SAFETY: as above.
 unsafe impl Sync for NodeRef {}
@@ -105,7 +108,7 @@ impl NodeRef {
     /// # Safety
     /// `ptr` must point at a live node, and the caller must own one count of it, which the
     /// returned reference gives back when dropped.
-    pub(crate) unsafe fn adopt(ptr: NonNull<dyn TreeNode>) -> NodeRef {
+    pub(crate) unsafe fn adopt(ptr: NonNull<Node>) -> NodeRef {
         NodeRef { ptr }
     }
 
@@ -113,12 +116,11 @@ impl NodeRef {
     ///
     /// # Safety
     /// `node` must be counted by its [`Counter`]: held by a `NodeRef`, by its own `Arc`, or be
-    /// a task's cell whose allocation is alive. (A [`Node`] embedded in a task's cell is not: it
-    /// is reached through the cell.)
-    pub(crate) unsafe fn retained(node: &dyn TreeNode) -> NodeRef {
+    /// the node of a task's cell whose allocation is alive.
+    pub(crate) unsafe fn retained(node: &Node) -> NodeRef {
         let ptr = NonNull::from(node);
         // SAFETY: the node is alive and counted by its counter (the caller's contract).
-        unsafe { (node.counter().retain)(ptr.as_ptr() as *const ()) };
+        unsafe { (node.ops.counter.retain)(ptr.as_ptr() as *const ()) };
         NodeRef { ptr }
     }
 
@@ -130,12 +132,12 @@ impl NodeRef {
 
     /// The `Arc` of a plain node (a scope, nursery or root); `None` for a task's node.
     pub(crate) fn plain(&self) -> Option<Arc<Node>> {
-        if !std::ptr::eq(self.counter(), &ARC_COUNTED) {
+        if !std::ptr::eq(self.ops, &PLAIN) {
             return None;
         }
-        let node = self.addr() as *const Node;
-        // SAFETY: a node counted by `ARC_COUNTED` is a `Node` in an `Arc` of its own, and `self`
-        // holds one of its counts, so it is alive; the new `Arc` takes a count of its own.
+        let node = self.ptr.as_ptr() as *const Node;
+        // SAFETY: a node with the plain operations is a `Node` in an `Arc` of its own, and
+        // `self` holds one of its counts, so it is alive; the new `Arc` takes a count of its own.
         unsafe {
             Arc::increment_strong_count(node);
             Some(Arc::from_raw(node))
@@ -146,10 +148,11 @@ impl NodeRef {
 impl From<Arc<Node>> for NodeRef {
     /// The tree's reference to a plain node: the `Arc`'s count becomes the reference's.
     fn from(node: Arc<Node>) -> NodeRef {
-        let ptr: *const dyn TreeNode = Arc::into_raw(node);
+        debug_assert!(std::ptr::eq(node.ops, &PLAIN), "an `Arc`'s node is plain");
+        let ptr = Arc::into_raw(node);
         NodeRef {
             // SAFETY: `Arc::into_raw` never returns null.
-            ptr: unsafe { NonNull::new_unchecked(ptr as *mut dyn TreeNode) },
+            ptr: unsafe { NonNull::new_unchecked(ptr as *mut Node) },
         }
     }
 }
@@ -158,7 +161,7 @@ impl Clone for NodeRef {
     #[inline]
     fn clone(&self) -> NodeRef {
         // SAFETY: `self` holds a count, so the node is alive and counted by its counter.
-        unsafe { NodeRef::retained(self.as_ref()) }
+        unsafe { NodeRef::retained(self) }
     }
 }
 
@@ -166,33 +169,30 @@ impl Drop for NodeRef {
     #[inline]
     fn drop(&mut self) {
         // The counter is read before the count is given back: releasing may free the node.
-        let release = self.as_ref().counter().release;
+        let release = self.ops.counter.release;
         // SAFETY: `self` owns one count, given back exactly once, here.
         unsafe { release(self.addr()) }
     }
 }
 
 impl std::ops::Deref for NodeRef {
-    type Target = dyn TreeNode;
+    type Target = Node;
 
     #[inline]
-    fn deref(&self) -> &(dyn TreeNode + 'static) {
+    fn deref(&self) -> &Node {
         // SAFETY: the count `self` holds keeps the node alive.
         unsafe { self.ptr.as_ref() }
     }
 }
 
-impl AsRef<dyn TreeNode> for NodeRef {
-    #[inline]
-    fn as_ref(&self) -> &(dyn TreeNode + 'static) {
-        &**self
-    }
-}
-
-/// The counter of plain nodes: each lives in an `Arc` of its own.
-static ARC_COUNTED: Counter = Counter {
-    retain: arc_retain,
-    release: arc_release,
+/// The operations of plain nodes: each lives in an `Arc` of its own, and has no future.
+static PLAIN: NodeOps = NodeOps {
+    counter: Counter {
+        retain: arc_retain,
+        release: arc_release,
+    },
+    teardown: |_| {},
+    local_thread: |_| None,
 };
 
 /// # Safety
@@ -264,6 +264,8 @@ impl TaskInfo {
 }
 
 pub(crate) struct Node {
+    /// How the node is counted and torn down (see [`NodeOps`]).
+    ops: &'static NodeOps,
     kind: NodeKind,
     /// Cached "a checkpoint inside this node fails". See the module comment for who writes it.
     eff_cancelled: AtomicBool,
@@ -466,14 +468,26 @@ impl Waiters {
 }
 
 impl Node {
+    /// A plain node, to live in an `Arc` of its own.
     pub(crate) fn new(kind: NodeKind) -> Node {
         Node::with_deadline(kind, None)
     }
 
-    /// A node with its deadline already set: a timed scope is made on every `move_on_after`,
-    /// and setting the deadline afterwards would cost a lock pass.
+    /// A plain node with its deadline already set: a timed scope is made on every
+    /// `move_on_after`, and setting the deadline afterwards would cost a lock pass.
     pub(crate) fn with_deadline(kind: NodeKind, deadline: Option<Instant>) -> Node {
+        Node::with_ops(&PLAIN, kind, deadline)
+    }
+
+    /// The node of a task cell, which counts its references and tears its task down with
+    /// `ops`.
+    pub(crate) fn in_cell(ops: &'static NodeOps, info: TaskInfo) -> Node {
+        Node::with_ops(ops, NodeKind::Task(info), None)
+    }
+
+    fn with_ops(ops: &'static NodeOps, kind: NodeKind, deadline: Option<Instant>) -> Node {
         Node {
+            ops,
             kind,
             eff_cancelled: AtomicBool::new(false),
             foreign_wait: AtomicBool::new(false),
@@ -654,9 +668,31 @@ impl TreeNode for Node {
     fn node(&self) -> &Node {
         self
     }
+}
 
-    fn counter(&self) -> &'static Counter {
-        &ARC_COUNTED
+impl Node {
+    /// Itself: code that holds a node, a [`NodeRef`] or a task cell reaches the node alike.
+    #[inline]
+    pub(crate) fn node(&self) -> &Node {
+        self
+    }
+
+    /// Drops the future of the task this node belongs to now (nothing for a plain node),
+    /// waiting for a poll in progress on another thread to end.
+    pub(crate) fn teardown(&self) {
+        // SAFETY: `self` is alive, and its operations were made for where it lives.
+        unsafe { (self.ops.teardown)(self as *const Node as *const ()) }
+    }
+
+    /// For the node of a task spawned with `spawn_local`, the thread its future belongs to.
+    pub(crate) fn local_thread(&self) -> Option<std::thread::ThreadId> {
+        // SAFETY: as in `teardown`.
+        unsafe { (self.ops.local_thread)(self as *const Node as *const ()) }
+    }
+
+    /// How references to this node are counted.
+    pub(crate) fn counter(&self) -> &'static Counter {
+        &self.ops.counter
     }
 }
 
@@ -992,7 +1028,7 @@ fn tree_ref(target: &dyn TreeNode, s: &NodeState) -> Option<NodeRef> {
     let slot = s.slot?;
     let ps = parent.node().lock();
     let this = ps.children.get(slot)?;
-    let same = std::ptr::eq(this.addr(), target as *const dyn TreeNode as *const ());
+    let same = std::ptr::eq(this.addr(), target.node() as *const Node as *const ());
     same.then(|| this.clone())
 }
 

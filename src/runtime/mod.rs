@@ -628,7 +628,7 @@ impl Runtime {
             let mut poll_main = || {
                 current::begin_poll();
                 current::begin_other_poll();
-                let _node = current::set_node(main_node.as_ref());
+                let _node = current::set_node(main_node.node());
                 let _locals = main_locals.as_ref().map(|c| local::enter(Some(c.clone())));
                 let mut cx = Context::from_waker(&waker);
                 match future.as_mut().poll(&mut cx) {
@@ -684,7 +684,7 @@ impl Runtime {
             let _ = t.join();
         }
         node::shut_down(root.as_ref());
-        node::unlink(main_node.as_ref());
+        node::unlink(main_node.node());
         shared.driver.timers.clear();
         shared.scheduler.drain();
         drop(waker);

@@ -79,7 +79,7 @@ impl<T: 'static> JoinRef<T> {
         let cell = NonNull::from(cell);
         // SAFETY: the caller's contract.
         unsafe {
-            let counter = cell.as_ref().counter();
+            let counter = cell.as_ref().node().counter();
             (counter.retain)(cell.as_ptr() as *const ());
         }
         JoinRef { cell }
@@ -98,7 +98,7 @@ impl<T: 'static> Deref for JoinRef<T> {
 impl<T: 'static> Drop for JoinRef<T> {
     fn drop(&mut self) {
         // Read before the count is given back: giving it back may free the cell.
-        let release = self.counter().release;
+        let release = self.node().counter().release;
         // SAFETY: this reference owns one count, given back exactly once, here.
         unsafe { release(self.cell.as_ptr() as *const ()) }
     }

@@ -11,7 +11,7 @@
 //!
 //! The metadata lives as long as the allocation, that is as long as anything counts a reference
 //! to the task: the tree's and the handle's references ([`NodeRef`], `JoinRef`) are counted in
-//! the cell and together hold one count of the allocation (see [`ChildCell::COUNTER`]). So a
+//! the cell and together hold one count of the allocation (see [`ChildCell::OPS`]). So a
 //! task's node outlives its future, as the tree needs (a task is unlinked after its future is
 //! dropped).
 //!
@@ -38,7 +38,7 @@ use std::thread::ThreadId;
 use async_task::{Builder, Runnable, ScheduleInfo, WithInfo};
 
 use crate::cancel::current;
-use crate::cancel::node::{self, Counter, Node, NodeKind, NodeRef, TaskInfo, TreeNode};
+use crate::cancel::node::{self, Counter, Node, NodeKind, NodeOps, NodeRef, TaskInfo, TreeNode};
 use crate::error::{AsCancelled, CancelReason, Cancelled};
 #[cfg(feature = "instrument")]
 use crate::runtime::instrument::{self, TaskEvent};
@@ -77,30 +77,36 @@ pub(crate) trait Report<E>: Send + Sync {
     fn finished(&self) {}
 }
 
+/// `repr(C)` with the node first: the node's address is the cell's, so a [`NodeRef`] (a thin
+/// pointer to the node) reaches the cell through the node's [`NodeOps`] without an offset. The
+/// other fields are in falling order of alignment, so that the fixed order wastes no padding
+/// (a parked task's size is a benchmarked figure).
+#[repr(C)]
 pub(crate) struct ChildCell<F, T, E> {
     node: Node,
-    /// IDLE, POLLING (the future is being polled or dropped) or DONE (the future is gone), with
-    /// CLOSING added once a teardown has begun.
-    poll_state: AtomicU8,
     future: UnsafeCell<ManuallyDrop<F>>,
     pub(crate) join: Mutex<JoinState<T>>,
     reporter: Arc<dyn Report<E>>,
     /// The runtime: its scheduler (the task's schedule function reaches it through here) and its
     /// count of live task futures.
     rt: Arc<Shared>,
-    /// A `spawn_local` task: its future may be polled or dropped only on the runtime's thread
-    /// (`Shared::thread`; `spawn_local` is only allowed on the current-thread flavour).
-    local: bool,
     /// The task-locals it inherited from the code that spawned it (`None` for nearly every task:
-    /// then its polls cost one test of this field, see `local`).
-    locals: Option<local::Chain>,
-    /// References to this cell ([`NodeRef`], `JoinRef`) that exist, counted here as an `Arc`
-    /// counts its own (see [`ChildCell::COUNTER`]). Starts at 1: the tree's.
-    refs: AtomicU32,
+    /// then its polls cost one test of this field, see `local`). Boxed: a thin pointer keeps
+    /// every task 8 bytes smaller, and only tasks that inherit task-locals pay for the box.
+    locals: Option<Box<local::Chain>>,
     /// A waker of this task, written once right after the task is spawned and before any
     /// reference to the cell exists: the one count of the task's allocation that all the
     /// references above share, given back (by dropping a copy) when the last of them goes.
     keep: UnsafeCell<MaybeUninit<Waker>>,
+    /// References to this cell ([`NodeRef`], `JoinRef`) that exist, counted here as an `Arc`
+    /// counts its own (see [`ChildCell::OPS`]). Starts at 1: the tree's.
+    refs: AtomicU32,
+    /// IDLE, POLLING (the future is being polled or dropped) or DONE (the future is gone), with
+    /// CLOSING added once a teardown has begun.
+    poll_state: AtomicU8,
+    /// A `spawn_local` task: its future may be polled or dropped only on the runtime's thread
+    /// (`Shared::thread`; `spawn_local` is only allowed on the current-thread flavour).
+    local: bool,
 }
 
 // SAFETY: the future is only touched by whoever set the POLLING bit of `poll_state` (from IDLE,
@@ -123,13 +129,18 @@ where
     /// freed when that count and the task's own (its `Runnable`, its wakers) are all gone.
     /// (Counting each reference on the allocation itself, through the waker's vtable, cost
     /// every park and wake-up two calls more: about 35 instructions per wait.)
-    const COUNTER: Counter = Counter {
-        retain: Self::retain,
-        release: Self::release,
+    const OPS: NodeOps = NodeOps {
+        counter: Counter {
+            retain: Self::retain,
+            release: Self::release,
+        },
+        teardown: Self::teardown_at,
+        local_thread: Self::local_thread_at,
     };
 
     /// # Safety
-    /// `cell` must point at a live cell that some reference counts (so `refs` is not 0).
+    /// `cell` must point at a live cell that some reference counts (so `refs` is not 0). (A
+    /// `NodeRef` passes its node's address: the same, the node being the cell's first field.)
     unsafe fn retain(cell: *const ()) {
         // SAFETY: by the function's contract.
         let cell = unsafe { &*(cell as *const Self) };
@@ -159,6 +170,50 @@ where
         // free it).
         let count = unsafe { (*(*cell).keep.get()).assume_init_read() };
         drop(count);
+    }
+
+    /// [`NodeOps::teardown`] of a task's node.
+    ///
+    /// # Safety
+    /// `node` must be the address of the node of a live cell of this type.
+    unsafe fn teardown_at(node: *const ()) {
+        // SAFETY: the cell's node is its first field (`repr(C)`): same address.
+        unsafe { &*(node as *const Self) }.teardown()
+    }
+
+    /// [`NodeOps::local_thread`] of a task's node.
+    ///
+    /// # Safety
+    /// As for [`teardown_at`](Self::teardown_at).
+    unsafe fn local_thread_at(node: *const ()) -> Option<ThreadId> {
+        // SAFETY: as in `teardown_at`.
+        let cell = unsafe { &*(node as *const Self) };
+        cell.local.then_some(cell.rt.thread)
+    }
+
+    /// Drops the task's future now, waiting for a poll in progress on another thread to end.
+    fn teardown(&self) {
+        // From here on the runner refuses to start a poll, so we wait for one poll at most.
+        self.poll_state.fetch_or(CLOSING, Ordering::AcqRel);
+        loop {
+            match self.poll_state.compare_exchange(
+                CLOSING,
+                CLOSING | POLLING,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(state) if state & DONE != 0 => return,
+                // Being polled on another thread: polls are short, wait for this one to end.
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        // Possibly from inside another task's poll: the destructors run as this task's code.
+        if let Some(payload) = current::as_task(self.id(), || self.exit()) {
+            self.reporter.panicked(payload);
+        }
+        handle::complete(&self.join, JoinState::Cancelled);
+        node::unlink(self);
     }
 
     /// The task, as instrument events name it.
@@ -208,7 +263,7 @@ where
         let _guard = current::set_node(self);
         // A teardown drops the future from inside another task's poll: its destructors see this
         // task's values, not that task's.
-        let _locals = local::enter_task(&self.locals);
+        let _locals = local::enter_task(self.locals.as_deref());
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
             // SAFETY: we hold POLLING, and the state becomes DONE right after, so the future is
             // dropped exactly once and never touched again.
@@ -281,38 +336,6 @@ where
 {
     fn node(&self) -> &Node {
         &self.node
-    }
-
-    fn counter(&self) -> &'static Counter {
-        &Self::COUNTER
-    }
-
-    fn local_thread(&self) -> Option<ThreadId> {
-        self.local.then_some(self.rt.thread)
-    }
-
-    fn teardown(&self) {
-        // From here on the runner refuses to start a poll, so we wait for one poll at most.
-        self.poll_state.fetch_or(CLOSING, Ordering::AcqRel);
-        loop {
-            match self.poll_state.compare_exchange(
-                CLOSING,
-                CLOSING | POLLING,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(state) if state & DONE != 0 => return,
-                // Being polled on another thread: polls are short, wait for this one to end.
-                Err(_) => std::thread::yield_now(),
-            }
-        }
-        // Possibly from inside another task's poll: the destructors run as this task's code.
-        if let Some(payload) = current::as_task(self.id(), || self.exit()) {
-            self.reporter.panicked(payload);
-        }
-        handle::complete(&self.join, JoinState::Cancelled);
-        node::unlink(self);
     }
 }
 
@@ -464,18 +487,17 @@ where
 {
     let rt = spec.rt;
     let cell = ChildCell {
-        node: Node::new(NodeKind::Task(TaskInfo::new(
-            rt.next_task_id(),
-            spec.name,
-            spec.service,
-        ))),
+        node: Node::in_cell(
+            &ChildCell::<F, T, E>::OPS,
+            TaskInfo::new(rt.next_task_id(), spec.name, spec.service),
+        ),
         poll_state: AtomicU8::new(IDLE),
         future: UnsafeCell::new(ManuallyDrop::new(future)),
         join: Mutex::new(JoinState::Pending(None)),
         reporter: spec.reporter,
         rt: rt.clone(),
         local: spec.local,
-        locals: local::snapshot(),
+        locals: local::snapshot().map(Box::new),
         refs: AtomicU32::new(1),
         keep: UnsafeCell::new(MaybeUninit::uninit()),
     };
@@ -529,7 +551,7 @@ where
     unsafe { (*cell.as_ref().keep.get()).write(runnable.waker()) };
     // SAFETY: the waker just written took the count of the allocation that the cell's
     // references share, and `refs` starts at 1: the tree's reference is that one.
-    let tree = unsafe { NodeRef::adopt(cell as NonNull<dyn TreeNode>) };
+    let tree = unsafe { NodeRef::adopt(cell.cast::<Node>()) };
     // SAFETY: `runnable` holds a reference to the task until it is scheduled, at the end, so
     // the cell lives at least that long; it is not used after.
     let cell = unsafe { cell.as_ref() };
@@ -547,7 +569,7 @@ where
     }
     if let Some(on_linked) = spec.on_linked {
         // SAFETY: the tree counts the cell now.
-        on_linked(&unsafe { NodeRef::retained(cell) });
+        on_linked(&unsafe { NodeRef::retained(&cell.node) });
     }
     #[cfg(feature = "instrument")]
     if let Some(spawned_by) = spawned_by {
