@@ -1950,3 +1950,28 @@ fn cancellation_survives_conversions_between_error_types() {
         assert!(scope.cancelled_caught());
     });
 }
+
+/// A scope's node is reused by the next scope made on the thread once nothing refers to it, and
+/// comes back empty (C2, C5, C8): a scope made right after one that timed out, was shielded and
+/// caught its cancellation sees none of that, and runs its body uncancelled.
+#[test]
+fn a_scope_made_after_one_that_timed_out_starts_fresh() {
+    let (rt, _clock) = current_thread();
+    rt.block_on(async {
+        for _ in 0..3 {
+            let shielded = trellis::move_on_after(Duration::ZERO, sleep_forever());
+            shielded.cancel_scope().set_shield(true);
+            assert!(shielded.await.is_none(), "a zero timeout ends the body");
+            let fresh = CancelScope::new();
+            assert!(!fresh.cancel_called());
+            assert!(!fresh.cancelled_caught());
+            assert_eq!(fresh.cancel_reason(), None);
+            assert_eq!(fresh.deadline(), None);
+            assert!(!fresh.shield());
+            assert_eq!(fresh.run(checkpoint()).await, Some(Ok(())));
+            let timed = CancelScope::with_timeout(SECOND);
+            assert_eq!(timed.deadline(), Some(now() + SECOND));
+            assert!(!timed.cancel_called());
+        }
+    });
+}

@@ -522,6 +522,13 @@ impl Node {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sets the deadline of a node nothing else refers to yet (a fresh or reused scope node),
+    /// without locking.
+    pub(crate) fn set_unshared_deadline(&mut self, deadline: Option<Instant>) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        state.deadline = deadline;
+    }
+
     /// Does a checkpoint inside this node fail?
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {

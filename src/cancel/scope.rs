@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::current;
-use super::node::{self, Node, NodeKind};
+use super::node::{self, Node};
 use super::outside_runtime;
 use crate::error::{CancelReason, Outcome, TimedOut};
 use crate::runtime::context;
@@ -38,9 +39,83 @@ use crate::runtime::context;
 ///     assert!(scope.cancelled_caught());
 /// });
 /// ```
-#[derive(Clone)]
 pub struct CancelScope {
-    node: Arc<Node>,
+    /// Given back to [`spare`] by the handle that drops it last (hence `ManuallyDrop`).
+    node: ManuallyDrop<Arc<Node>>,
+}
+
+impl Clone for CancelScope {
+    fn clone(&self) -> Self {
+        CancelScope {
+            node: ManuallyDrop::new(Arc::clone(&self.node)),
+        }
+    }
+}
+
+impl Drop for CancelScope {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here, and the field is not used after.
+        spare::give_back(unsafe { ManuallyDrop::take(&mut self.node) });
+    }
+}
+
+/// Scope nodes kept for reuse by the next scope made on the same thread. A timed scope is made
+/// and dropped on every `move_on_after` and `fail_after`; reusing its allocation saves a
+/// `malloc` and a `free` each time. Only a node nothing else refers to comes back (checked
+/// with `Arc::get_mut`: no tree link, no timer, no other handle), emptied on the way in.
+mod spare {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use crate::cancel::node::{Node, NodeKind};
+
+    /// Nodes kept per thread: enough for scopes nested a few deep, re-made in a loop.
+    const KEEP: usize = 8;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Arc<Node>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A fresh scope node with `deadline`: a kept one if there is one.
+    pub(super) fn take(deadline: Option<Instant>) -> Arc<Node> {
+        let kept = SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten();
+        match kept {
+            Some(mut node) => {
+                // Unique when given back, and nothing has seen it since.
+                match Arc::get_mut(&mut node) {
+                    Some(n) => n.set_unshared_deadline(deadline),
+                    None => unreachable!("a kept scope node is referred to elsewhere"),
+                }
+                node
+            }
+            None => Arc::new(Node::with_deadline(NodeKind::Scope, deadline)),
+        }
+    }
+
+    /// The last handle of a scope lets go of its node: kept, emptied, if nothing else refers to
+    /// it and there is room; dropped otherwise.
+    pub(super) fn give_back(mut node: Arc<Node>) {
+        let Some(n) = Arc::get_mut(&mut node) else {
+            return;
+        };
+        // What the old node held (wakers, child references, extras) is dropped here, before the
+        // list is borrowed: dropping a waker may drop a task, and with it other scopes.
+        *n = Node::new(NodeKind::Scope);
+        let refused = SPARE
+            .try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < KEEP {
+                    s.push(node);
+                    None
+                } else {
+                    Some(node)
+                }
+            })
+            .unwrap_or(None);
+        // Dropped (freed) outside the borrow.
+        drop(refused);
+    }
 }
 
 impl fmt::Debug for CancelScope {
@@ -73,13 +148,15 @@ impl CancelScope {
     /// ```
     pub fn new() -> Self {
         CancelScope {
-            node: Arc::new(Node::new(NodeKind::Scope)),
+            node: ManuallyDrop::new(spare::take(None)),
         }
     }
 
     /// A handle on an existing node (a nursery's scope). Such a scope is already entered.
     pub(crate) fn from_node(node: Arc<Node>) -> Self {
-        CancelScope { node }
+        CancelScope {
+            node: ManuallyDrop::new(node),
+        }
     }
 
     /// A scope that cancels itself at `deadline`.
@@ -122,7 +199,7 @@ impl CancelScope {
 
     fn with_optional_deadline(deadline: Option<Instant>) -> Self {
         CancelScope {
-            node: Arc::new(Node::with_deadline(NodeKind::Scope, deadline)),
+            node: ManuallyDrop::new(spare::take(deadline)),
         }
     }
 
@@ -180,17 +257,18 @@ impl CancelScope {
         F: Future,
         F::Output: Outcome,
     {
-        self.run_named("CancelScope::run", future)
+        self.clone().into_scoped("CancelScope::run", future)
     }
 
-    /// [`run`](CancelScope::run), naming `function` in the panic raised outside a runtime (R2).
-    fn run_named<F>(&self, function: &'static str, future: F) -> Scoped<F>
+    /// [`run`](CancelScope::run) for a scope made only to run `future` (no clone), naming
+    /// `function` in the panic raised outside a runtime (R2).
+    fn into_scoped<F>(self, function: &'static str, future: F) -> Scoped<F>
     where
         F: Future,
         F::Output: Outcome,
     {
         Scoped {
-            node: self.node.clone(),
+            scope: self,
             future: Some(future),
             state: ScopedState::New(function),
         }
@@ -485,7 +563,8 @@ pin_project_lite::pin_project! {
     /// ```
     #[must_use = "futures do nothing unless awaited"]
     pub struct Scoped<F> {
-        node: Arc<Node>,
+        // The scope itself, not only its node: its last handle gives the node back for reuse.
+        scope: CancelScope,
         // `None` once dropped in a foreign wait (contract B1).
         #[pin]
         future: Option<F>,
@@ -496,7 +575,7 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let ScopedState::Entered = this.state {
-                node::unlink(this.node.as_ref());
+                node::unlink(this.scope.node.as_ref());
             }
         }
     }
@@ -527,7 +606,7 @@ impl<F> Scoped<F> {
     /// });
     /// ```
     pub fn cancel_scope(&self) -> CancelScope {
-        CancelScope::from_node(self.node.clone())
+        self.scope.clone()
     }
 }
 
@@ -551,13 +630,13 @@ where
         let mut this = self.project();
         match this.state {
             ScopedState::New(function) => {
-                enter(this.node, function);
+                enter(&this.scope.node, function);
                 *this.state = ScopedState::Entered;
             }
             ScopedState::Entered => {}
             ScopedState::Done => panic!("Scoped future polled after completion"),
         }
-        let node = this.node.as_ref();
+        let node = this.scope.node.as_ref();
         if node::must_end(node, false) && node::absorbs_cancellation(node) {
             // This scope's cancellation found its body parked where it cannot see it (B1), or
             // its grace period ran out (B3): end the body, and the scope with its own
@@ -652,7 +731,7 @@ where
     F::Output: Outcome,
 {
     CancelScope::with_optional_deadline(deadline_after("move_on_after", timeout))
-        .run_named("move_on_after", future)
+        .into_scoped("move_on_after", future)
 }
 
 /// Runs `future` with a deadline; `None` if the deadline ended it (C6).
@@ -674,7 +753,7 @@ where
     F: Future,
     F::Output: Outcome,
 {
-    CancelScope::with_deadline(deadline).run_named("move_on_at", future)
+    CancelScope::with_deadline(deadline).into_scoped("move_on_at", future)
 }
 
 /// Runs `future` with a deadline `timeout` from now; `Err(TimedOut)` if the deadline ended it
@@ -695,7 +774,7 @@ where
 {
     FailAt {
         inner: CancelScope::with_optional_deadline(deadline_after("fail_after", timeout))
-            .run_named("fail_after", future),
+            .into_scoped("fail_after", future),
     }
 }
 
@@ -718,7 +797,7 @@ where
     F::Output: Outcome,
 {
     FailAt {
-        inner: CancelScope::with_deadline(deadline).run_named("fail_at", future),
+        inner: CancelScope::with_deadline(deadline).into_scoped("fail_at", future),
     }
 }
 
