@@ -180,6 +180,7 @@ impl CancelWaiter {
 }
 
 impl Drop for CancelWaiter {
+    #[inline]
     fn drop(&mut self) {
         self.clear();
     }
