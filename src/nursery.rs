@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use crate::cancel::current;
-use crate::cancel::node::{self, Node, NodeKind, NodeRef};
+use crate::cancel::node::{self, NodeKind, NodeRef, PlainNode};
 use crate::cancel::{outside_runtime, CancelScope};
 use crate::error::{AsCancelled, CancelReason, Cancelled, Error, NurseryError};
 use crate::runtime::{context, Flavor, Shared};
@@ -123,14 +123,14 @@ impl<E> fmt::Debug for Nursery<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.inner.node.lock();
         f.debug_struct("Nursery")
-            .field("tasks", &s.tasks)
+            .field("tasks", &s.plain_ref().map_or(0, |f| f.tasks))
             .field("closed", &s.closed)
             .finish()
     }
 }
 
 struct NurseryInner<E> {
-    node: Arc<Node>,
+    node: Arc<PlainNode>,
     rt: Arc<Shared>,
     /// A task's failure does not cancel the nursery (`supervisor`).
     supervise: bool,
@@ -423,7 +423,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             if s.closed {
                 return Err(Error::NurseryClosed.into());
             }
-            s.pending_starts += 1;
+            s.nursery().pending_starts += 1;
         }
         let shared = Arc::new(StartShared {
             state: Mutex::new(StartState::Waiting(None)),
@@ -785,7 +785,7 @@ impl<V, E> Future for StartWait<'_, V, E> {
 /// Keeps the target nursery open while a `start` is in flight; on drop, releases it, and tears
 /// the task down if the `start` future was dropped before the task started.
 struct PendingStart<V, E> {
-    nursery: Arc<Node>,
+    nursery: Arc<PlainNode>,
     /// Where the task is recorded once spawned (`StartShared::child`).
     shared: Arc<StartShared<V, E>>,
 }
@@ -816,8 +816,9 @@ impl<V, E> Drop for PendingStart<V, E> {
         drop(child);
         let waker = {
             let mut s = self.nursery.lock();
-            s.pending_starts -= 1;
-            if s.pending_starts == 0 && s.tasks == s.services {
+            let counts = s.nursery();
+            counts.pending_starts -= 1;
+            if counts.pending_starts == 0 && counts.tasks == counts.services {
                 s.take_exit_waker()
             } else {
                 None
@@ -906,7 +907,7 @@ where
         outside_runtime("nursery");
     };
     let rt = context::try_current().expect("a node is set, so a runtime is entered");
-    let node = Arc::new(Node::new(NodeKind::Nursery));
+    let node = PlainNode::new(NodeKind::Nursery);
     // A nursery is no task: it is never refused.
     let _ = node::link(parent, node.clone().into(), &node);
     let inner = Arc::new(NurseryInner {
@@ -993,13 +994,18 @@ where
     fn poll_children(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let services = {
             let mut s = self.inner.node.lock();
-            if s.tasks > s.services || s.pending_starts > 0 {
+            let counts = s.nursery();
+            let (busy, empty) = (
+                counts.tasks > counts.services || counts.pending_starts > 0,
+                counts.tasks == 0,
+            );
+            if busy {
                 s.set_exit_waker(cx.waker());
                 // Waiting for tasks is a trellis wait, not a foreign one (B1).
                 current::note_parked();
                 return Poll::Pending;
             }
-            if s.tasks == 0 {
+            if empty {
                 s.closed = true;
                 return Poll::Ready(());
             }

@@ -207,7 +207,7 @@ pub(crate) fn current_node_ptr() -> Option<*const Node> {
 #[inline]
 pub(crate) unsafe fn node_ref(ptr: *const Node) -> NodeRef {
     // SAFETY: every pointer stored by `set_node` is that of a node counted by its counter (a
-    // task's cell, or a scope's or nursery's `Arc<Node>`), which its owner keeps alive while
+    // task's cell, or a scope's or nursery's `Arc<PlainNode>`), which its owner keeps alive while
     // polling; the caller read it during that poll.
     unsafe { NodeRef::retained(&*ptr) }
 }

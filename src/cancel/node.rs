@@ -36,6 +36,7 @@
 //! only after its future has been dropped, and a nursery completes only when it has no task
 //! children left.
 
+use std::cell::UnsafeCell;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -89,7 +90,7 @@ pub(crate) struct NodeOps {
 }
 
 /// A counted reference to a node of the tree: what parents, children, registrations and
-/// handles hold. It is `Arc<Node>` in all but the count: a task's node lives in the task's own
+/// handles hold. It is `Arc<PlainNode>` in all but the count: a task's node lives in the task's own
 /// `async-task` allocation (one allocation per task), not in an `Arc`, so the reference counts
 /// through the node's [`NodeOps`].
 pub(crate) struct NodeRef {
@@ -131,11 +132,12 @@ impl NodeRef {
     }
 
     /// The `Arc` of a plain node (a scope, nursery or root); `None` for a task's node.
-    pub(crate) fn plain(&self) -> Option<Arc<Node>> {
+    pub(crate) fn plain(&self) -> Option<Arc<PlainNode>> {
         if !std::ptr::eq(self.ops, &PLAIN) {
             return None;
         }
-        let node = self.ptr.as_ptr() as *const Node;
+        // A plain node is the first field of its `repr(C)` `PlainNode`: same address.
+        let node = self.ptr.as_ptr() as *const PlainNode;
         // SAFETY: a node with the plain operations is a `Node` in an `Arc` of its own, and
         // `self` holds one of its counts, so it is alive; the new `Arc` takes a count of its own.
         unsafe {
@@ -145,10 +147,11 @@ impl NodeRef {
     }
 }
 
-impl From<Arc<Node>> for NodeRef {
+impl From<Arc<PlainNode>> for NodeRef {
     /// The tree's reference to a plain node: the `Arc`'s count becomes the reference's.
-    fn from(node: Arc<Node>) -> NodeRef {
+    fn from(node: Arc<PlainNode>) -> NodeRef {
         debug_assert!(std::ptr::eq(node.ops, &PLAIN), "an `Arc`'s node is plain");
+        // The node is the first field of its `repr(C)` `PlainNode`: same address.
         let ptr = Arc::into_raw(node);
         NodeRef {
             // SAFETY: `Arc::into_raw` never returns null.
@@ -196,21 +199,21 @@ static PLAIN: NodeOps = NodeOps {
 };
 
 /// # Safety
-/// `node` must come from `Arc::<Node>::into_raw` (or `as_ptr`) of a live `Arc`.
+/// `node` must come from `Arc::<PlainNode>::into_raw` (or `as_ptr`) of a live `Arc`.
 unsafe fn arc_retain(node: *const ()) {
     // SAFETY: by the function's contract.
-    unsafe { Arc::increment_strong_count(node as *const Node) }
+    unsafe { Arc::increment_strong_count(node as *const PlainNode) }
 }
 
 /// # Safety
 /// As for [`arc_retain`], and the caller gives up one count it owns.
 unsafe fn arc_release(node: *const ()) {
     // SAFETY: by the function's contract.
-    unsafe { Arc::decrement_strong_count(node as *const Node) }
+    unsafe { Arc::decrement_strong_count(node as *const PlainNode) }
 }
 
 /// Timers fire a scope's deadline through [`Expire`] (the timer store sits below the tree).
-impl Expire for Node {
+impl Expire for PlainNode {
     fn expire(&self) {
         deadline_fired(self);
     }
@@ -307,15 +310,9 @@ pub(crate) struct NodeState {
     pub(crate) closed: bool,
     pub(crate) cancelled_caught: bool,
     pub(crate) entered: bool,
-    /// Number of task children, and how many of them are services (N12).
-    pub(crate) tasks: u32,
-    pub(crate) services: u32,
-    /// `start` calls in flight that will add a task (N9: keeps a nursery open).
-    pub(crate) pending_starts: u32,
-    pub(crate) deadline: Option<Instant>,
-    /// The timer entry of `deadline` while the node is linked. Its store is the runtime at the
-    /// root of this node's tree (see `runtime_of`), so only the key is kept.
-    armed: Option<TimerKey>,
+    /// The fields only plain nodes have, beside the node in its [`PlainNode`]; `None` in a
+    /// task's node. Reached through [`NodeState::plain`], under the node's lock.
+    plain: Option<PlainPtr>,
     /// What only a few nodes need, allocated on first use: an idle task's size is a benchmarked
     /// figure.
     extras: Option<Box<Extras>>,
@@ -341,7 +338,153 @@ struct Extras {
     waiting: Option<WaitLabel>,
 }
 
+/// What a scope, a nursery or the root keeps that a task's node never needs: 44 bytes that every
+/// task would otherwise carry (an idle task's size is a benchmarked figure).
+#[derive(Default)]
+pub(crate) struct PlainFields {
+    /// Number of task children, and how many of them are services (N12). Counted in every
+    /// plain node; only a nursery reads them. (A task started with `start` sits under its
+    /// caller's node until it is started, and a task's node does not count it.)
+    pub(crate) tasks: u32,
+    pub(crate) services: u32,
+    /// `start` calls in flight that will add a task (N9: keeps a nursery open).
+    pub(crate) pending_starts: u32,
+    pub(crate) deadline: Option<Instant>,
+    /// The timer entry of `deadline` while the node is linked. Its store is the runtime at the
+    /// root of this node's tree (see `runtime_of`), so only the key is kept.
+    armed: Option<TimerKey>,
+}
+
+/// The address of a plain node's [`PlainFields`], kept in its state.
+#[derive(Clone, Copy)]
+struct PlainPtr(NonNull<PlainFields>);
+
+// SAFETY: the fields it points at are `Send` and are only reached under the lock of the node
+// whose state holds the pointer, so they move between threads as that state does.
+unsafe impl Send for PlainPtr {}
+
+/// A plain node (scope, nursery, root, or the main task's) in its `Arc`: the node, then the
+/// fields only plain nodes have. `repr(C)` with the node first, so a [`NodeRef`] to the node
+/// is a pointer to the whole.
+#[repr(C)]
+pub(crate) struct PlainNode {
+    node: Node,
+    /// Reached only through the node's state (`NodeState::plain`), under its lock.
+    fields: UnsafeCell<PlainFields>,
+}
+
+// SAFETY: `fields` is only touched under the node's lock (see `NodeState::plain`); the rest is
+// `Node`, which is `Send + Sync`.
+unsafe impl Send for PlainNode {}
+// SAFETY: as above.
+unsafe impl Sync for PlainNode {}
+
+impl PlainNode {
+    /// A plain node in an `Arc` of its own.
+    pub(crate) fn new(kind: NodeKind) -> Arc<PlainNode> {
+        PlainNode::with_deadline(kind, None)
+    }
+
+    /// A plain node with its deadline already set: a timed scope is made on every
+    /// `move_on_after`, and setting the deadline afterwards would cost a lock pass.
+    pub(crate) fn with_deadline(kind: NodeKind, deadline: Option<Instant>) -> Arc<PlainNode> {
+        let mut plain = Arc::new(PlainNode {
+            node: Node::with_ops(&PLAIN, kind),
+            fields: UnsafeCell::new(PlainFields {
+                deadline,
+                ..PlainFields::default()
+            }),
+        });
+        let fields = PlainNode::fields_of(&plain);
+        Arc::get_mut(&mut plain)
+            .expect("just made")
+            .node
+            .state_mut()
+            .plain = Some(PlainPtr(fields));
+        plain
+    }
+
+    /// Makes a plain node a fresh scope node with `deadline`, for reuse (see `scope::spare`),
+    /// if nothing else refers to it; says whether it did. What the old node held is dropped here.
+    pub(crate) fn reset_if_unshared(plain: &mut Arc<PlainNode>, deadline: Option<Instant>) -> bool {
+        let fields = PlainNode::fields_of(plain);
+        let Some(this) = Arc::get_mut(plain) else {
+            return false;
+        };
+        this.node = Node::with_ops(&PLAIN, NodeKind::Scope);
+        this.node.state_mut().plain = Some(PlainPtr(fields));
+        *this.fields.get_mut() = PlainFields {
+            deadline,
+            ..PlainFields::default()
+        };
+        true
+    }
+
+    /// Sets the deadline of a plain node nothing else refers to (a reused one), without locking.
+    pub(crate) fn set_unshared_deadline(&mut self, deadline: Option<Instant>) {
+        self.fields.get_mut().deadline = deadline;
+    }
+
+    /// The address of the node's fields, made from the `Arc`'s own pointer (not from a
+    /// reference, whose borrow would end), so it stays valid as long as the allocation.
+    fn fields_of(plain: &Arc<PlainNode>) -> NonNull<PlainFields> {
+        let base = Arc::as_ptr(plain);
+        // SAFETY: `base` points at a live `PlainNode`; no reference is made on the way.
+        let fields = unsafe { UnsafeCell::raw_get(std::ptr::addr_of!((*base).fields)) };
+        NonNull::new(fields).expect("inside a live allocation")
+    }
+}
+
+impl std::ops::Deref for PlainNode {
+    type Target = Node;
+
+    #[inline]
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl TreeNode for PlainNode {
+    fn node(&self) -> &Node {
+        &self.node
+    }
+}
+
 impl NodeState {
+    /// The fields only plain nodes have; `None` in a task's node.
+    #[inline]
+    pub(crate) fn plain(&mut self) -> Option<&mut PlainFields> {
+        // SAFETY: `plain` points at the fields beside this node in its `PlainNode`, which live
+        // as long as the node; they are only reached through this state, so under the node's
+        // lock, and `&mut self` makes this the only reference made through it now.
+        self.plain.map(|p| unsafe { &mut *p.0.as_ptr() })
+    }
+
+    /// [`plain`](Self::plain), to read.
+    #[inline]
+    pub(crate) fn plain_ref(&self) -> Option<&PlainFields> {
+        // SAFETY: as in `plain`; `&self` allows no `plain` borrow at the same time.
+        self.plain.map(|p| unsafe { &*p.0.as_ptr() })
+    }
+
+    /// The fields of a nursery's node, which is always plain.
+    pub(crate) fn nursery(&mut self) -> &mut PlainFields {
+        self.plain().expect("a nursery's node is a plain node")
+    }
+
+    /// The node's deadline (a task's node has none).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.plain_ref().and_then(|f| f.deadline)
+    }
+
+    fn armed(&self) -> bool {
+        self.plain_ref().is_some_and(|f| f.armed.is_some())
+    }
+
+    fn take_armed(&mut self) -> Option<TimerKey> {
+        self.plain().and_then(|f| f.armed.take())
+    }
+
     fn extras(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Default::default)
     }
@@ -468,24 +611,13 @@ impl Waiters {
 }
 
 impl Node {
-    /// A plain node, to live in an `Arc` of its own.
-    pub(crate) fn new(kind: NodeKind) -> Node {
-        Node::with_deadline(kind, None)
-    }
-
-    /// A plain node with its deadline already set: a timed scope is made on every
-    /// `move_on_after`, and setting the deadline afterwards would cost a lock pass.
-    pub(crate) fn with_deadline(kind: NodeKind, deadline: Option<Instant>) -> Node {
-        Node::with_ops(&PLAIN, kind, deadline)
-    }
-
     /// The node of a task cell, which counts its references and tears its task down with
     /// `ops`.
     pub(crate) fn in_cell(ops: &'static NodeOps, info: TaskInfo) -> Node {
-        Node::with_ops(ops, NodeKind::Task(info), None)
+        Node::with_ops(ops, NodeKind::Task(info))
     }
 
-    fn with_ops(ops: &'static NodeOps, kind: NodeKind, deadline: Option<Instant>) -> Node {
+    fn with_ops(ops: &'static NodeOps, kind: NodeKind) -> Node {
         Node {
             ops,
             kind,
@@ -504,11 +636,7 @@ impl Node {
                 closed: false,
                 cancelled_caught: false,
                 entered: false,
-                tasks: 0,
-                services: 0,
-                pending_starts: 0,
-                deadline,
-                armed: None,
+                plain: None,
                 extras: None,
             }),
         }
@@ -522,11 +650,9 @@ impl Node {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets the deadline of a node nothing else refers to yet (a fresh or reused scope node),
-    /// without locking.
-    pub(crate) fn set_unshared_deadline(&mut self, deadline: Option<Instant>) {
-        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        state.deadline = deadline;
+    /// The state of a node nothing else refers to yet, without locking.
+    fn state_mut(&mut self) -> &mut NodeState {
+        self.state.get_mut().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Does a checkpoint inside this node fail?
@@ -751,10 +877,10 @@ fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<()
             c.forced.store(true, Ordering::Release);
         }
         let slot = ps.children.insert(child);
-        if is_task {
-            ps.tasks += 1;
+        if let Some(counts) = ps.plain().filter(|_| is_task) {
+            counts.tasks += 1;
             if service {
-                ps.services += 1;
+                counts.services += 1;
             }
         }
         cs.slot = Some(slot);
@@ -766,7 +892,7 @@ fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<()
 
 /// Enters a cancel scope: links it under `parent` and arms its deadline (C5: one already past
 /// cancels at once). Panics if the scope was entered before.
-pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<Node>, rt: &Shared) {
+pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<PlainNode>, rt: &Shared) {
     let mut cs = child.lock();
     if cs.entered {
         drop(cs);
@@ -813,7 +939,7 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
         (
             cs.parent.take(),
             cs.slot.take(),
-            cs.armed.take(),
+            cs.take_armed(),
             grace,
             absorbed,
             [foreign, owner],
@@ -855,7 +981,7 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
 /// ends with an unlink, so the common case, none, takes one lock pass.
 #[inline]
 fn holds_timer_or_waker(s: &NodeState) -> bool {
-    s.armed.is_some()
+    s.armed()
         || s.extras
             .as_ref()
             .is_some_and(|e| e.grace_timer.is_some() || e.foreign.is_some())
@@ -869,7 +995,7 @@ fn unlink_holding(child: &dyn TreeNode) {
     // A pending deadline's store is found at the root, so look before forgetting the parent.
     let timer_store = {
         let s = c.lock();
-        s.armed.is_some() || s.extras.as_ref().is_some_and(|e| e.grace_timer.is_some())
+        s.armed() || s.extras.as_ref().is_some_and(|e| e.grace_timer.is_some())
     }
     .then(|| runtime_of(c))
     .flatten();
@@ -881,7 +1007,7 @@ fn unlink_holding(child: &dyn TreeNode) {
         (
             cs.parent.take(),
             cs.slot.take(),
-            cs.armed.take(),
+            cs.take_armed(),
             cs.take_grace_timer(),
             [cs.take_foreign(), owner],
         )
@@ -910,11 +1036,14 @@ fn leave_parent(c: &Node, parent: Option<NodeRef>, slot: Option<ChildKey>) {
         let mut ps = p.lock();
         ps.children.remove(slot);
         if let NodeKind::Task(info) = &c.kind {
-            ps.tasks -= 1;
-            if info.service {
-                ps.services -= 1;
-            }
-            let exit = if ps.tasks == ps.services {
+            let all_services = ps.plain().is_some_and(|counts| {
+                counts.tasks -= 1;
+                if info.service {
+                    counts.services -= 1;
+                }
+                counts.tasks == counts.services
+            });
+            let exit = if all_services {
                 ps.take_exit_waker()
             } else {
                 None
@@ -1177,10 +1306,10 @@ pub(crate) fn reparent(child: &NodeRef, new_parent: &NodeRef) -> bool {
             // loses a task only to an owner that is still running (`start`'s caller).
             let mut ps = parent.node().lock();
             ps.children.remove(slot);
-            if let NodeKind::Task(info) = &child.node().kind {
-                ps.tasks -= 1;
+            if let (NodeKind::Task(info), Some(counts)) = (&child.node().kind, ps.plain()) {
+                counts.tasks -= 1;
                 if info.service {
-                    ps.services -= 1;
+                    counts.services -= 1;
                 }
             }
         }
@@ -1234,17 +1363,19 @@ pub(crate) fn shut_down(root: &dyn TreeNode) {
 
 /// Called by the timer store when a scope's deadline arrives.
 fn deadline_fired(node: &Node) {
-    node.lock().armed = None;
+    node.lock().take_armed();
     cancel(node, CancelReason::Deadline);
 }
 
 /// Sets (or clears) a node's deadline. If the node is linked, its timer is replaced; a deadline
 /// already past cancels at once (C5).
-pub(crate) fn set_deadline(target: &Arc<Node>, deadline: Option<Instant>) {
+pub(crate) fn set_deadline(target: &Arc<PlainNode>, deadline: Option<Instant>) {
     let node: &Node = target;
     {
         let mut s = node.lock();
-        s.deadline = deadline;
+        if let Some(fields) = s.plain() {
+            fields.deadline = deadline;
+        }
         if !s.entered || s.slot.is_none() {
             return;
         }
@@ -1255,7 +1386,7 @@ pub(crate) fn set_deadline(target: &Arc<Node>, deadline: Option<Instant>) {
         return;
     };
     let mut s = node.lock();
-    if let Some(key) = s.armed.take() {
+    if let Some(key) = s.take_armed() {
         rt.driver.timers.remove(key);
     }
     if s.slot.is_none() {
@@ -1264,7 +1395,7 @@ pub(crate) fn set_deadline(target: &Arc<Node>, deadline: Option<Instant>) {
     let past = arm_locked(target, &mut s, &rt);
     drop(s);
     if past {
-        cancel(target.as_ref(), CancelReason::Deadline);
+        cancel(node, CancelReason::Deadline);
     }
 }
 
@@ -1272,17 +1403,21 @@ pub(crate) fn set_deadline(target: &Arc<Node>, deadline: Option<Instant>) {
 /// any earlier timer. Lock order: node, then timer store (the store never takes a node lock:
 /// targets fire after it is released). Returns whether the deadline has already passed: the
 /// caller then cancels the node with reason `Deadline` once the lock is released (C5).
-fn arm_locked(target: &Arc<Node>, s: &mut NodeState, rt: &Shared) -> bool {
-    let Some(deadline) = s.deadline else {
+fn arm_locked(target: &Arc<PlainNode>, s: &mut NodeState, rt: &Shared) -> bool {
+    let cancel_called = s.cancel_called;
+    let Some(fields) = s.plain() else {
         return false;
     };
-    if s.cancel_called {
+    let Some(deadline) = fields.deadline else {
+        return false;
+    };
+    if cancel_called {
         return false;
     }
     if deadline <= rt.driver.now() {
         return true;
     }
-    s.armed = Some(rt.insert_timer(
+    fields.armed = Some(rt.insert_timer(
         deadline,
         TimerTarget::Deadline(Arc::downgrade(target) as Weak<dyn Expire>),
     ));
@@ -1405,7 +1540,7 @@ pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
 pub(crate) fn effective_deadline(node: &Node) -> Option<Instant> {
     let mut best: Option<Instant> = None;
     walk_up(node, |_, s| {
-        if let Some(d) = s.deadline {
+        if let Some(d) = s.deadline() {
             best = Some(best.map_or(d, |b| b.min(d)));
         }
         !s.shield

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::current;
-use super::node::{self, Node};
+use super::node::{self, PlainNode};
 use super::outside_runtime;
 use crate::error::{CancelReason, Outcome, TimedOut};
 use crate::runtime::context;
@@ -41,7 +41,7 @@ use crate::runtime::context;
 /// ```
 pub struct CancelScope {
     /// Given back to [`spare`] by the handle that drops it last (hence `ManuallyDrop`).
-    node: ManuallyDrop<Arc<Node>>,
+    node: ManuallyDrop<Arc<PlainNode>>,
 }
 
 impl Clone for CancelScope {
@@ -68,17 +68,17 @@ mod spare {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use crate::cancel::node::{Node, NodeKind};
+    use crate::cancel::node::{NodeKind, PlainNode};
 
     /// Nodes kept per thread: enough for scopes nested a few deep, re-made in a loop.
     const KEEP: usize = 8;
 
     thread_local! {
-        static SPARE: RefCell<Vec<Arc<Node>>> = const { RefCell::new(Vec::new()) };
+        static SPARE: RefCell<Vec<Arc<PlainNode>>> = const { RefCell::new(Vec::new()) };
     }
 
     /// A fresh scope node with `deadline`: a kept one if there is one.
-    pub(super) fn take(deadline: Option<Instant>) -> Arc<Node> {
+    pub(super) fn take(deadline: Option<Instant>) -> Arc<PlainNode> {
         let kept = SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten();
         match kept {
             Some(mut node) => {
@@ -89,19 +89,18 @@ mod spare {
                 }
                 node
             }
-            None => Arc::new(Node::with_deadline(NodeKind::Scope, deadline)),
+            None => PlainNode::with_deadline(NodeKind::Scope, deadline),
         }
     }
 
     /// The last handle of a scope lets go of its node: kept, emptied, if nothing else refers to
     /// it and there is room; dropped otherwise.
-    pub(super) fn give_back(mut node: Arc<Node>) {
-        let Some(n) = Arc::get_mut(&mut node) else {
-            return;
-        };
+    pub(super) fn give_back(mut node: Arc<PlainNode>) {
         // What the old node held (wakers, child references, extras) is dropped here, before the
         // list is borrowed: dropping a waker may drop a task, and with it other scopes.
-        *n = Node::new(NodeKind::Scope);
+        if !PlainNode::reset_if_unshared(&mut node, None) {
+            return;
+        }
         let refused = SPARE
             .try_with(|s| {
                 let mut s = s.borrow_mut();
@@ -123,7 +122,7 @@ impl fmt::Debug for CancelScope {
         let s = self.node.lock();
         f.debug_struct("CancelScope")
             .field("cancel_called", &s.cancel_called)
-            .field("deadline", &s.deadline)
+            .field("deadline", &s.deadline())
             .field("shield", &s.shield)
             .finish()
     }
@@ -153,7 +152,7 @@ impl CancelScope {
     }
 
     /// A handle on an existing node (a nursery's scope). Such a scope is already entered.
-    pub(crate) fn from_node(node: Arc<Node>) -> Self {
+    pub(crate) fn from_node(node: Arc<PlainNode>) -> Self {
         CancelScope {
             node: ManuallyDrop::new(node),
         }
@@ -343,7 +342,7 @@ impl CancelScope {
             let s = self.node.lock();
             (
                 s.cancel_called,
-                s.deadline,
+                s.deadline(),
                 s.entered && !node::is_linked(&s),
             )
         };
@@ -404,7 +403,7 @@ impl CancelScope {
     /// assert_eq!(CancelScope::new().deadline(), None);
     /// ```
     pub fn deadline(&self) -> Option<Instant> {
-        self.node.lock().deadline
+        self.node.lock().deadline()
     }
 
     /// Moves the deadline, earlier or later, or removes it; takes effect at once, and a deadline
@@ -700,7 +699,7 @@ where
     }
 }
 
-fn enter(node: &Arc<Node>, function: &str) {
+fn enter(node: &Arc<PlainNode>, function: &str) {
     let Some(parent) = current::current_node_ref() else {
         outside_runtime(function);
     };

@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 
 use super::forward::{receive, Forward};
 use super::FromThreadError;
-use crate::cancel::node::{self, Node};
+use crate::cancel::node::{self, PlainNode};
 use crate::cancel::{current, outside_runtime};
 use crate::error::Cancelled;
 use crate::runtime::{context, Shared};
@@ -43,7 +43,7 @@ use crate::task::{spawn_child, Report, SpawnSpec};
 pub struct Portal {
     rt: Weak<Shared>,
     /// The root of the runtime's cancel tree: portal tasks are its children.
-    root: Weak<Node>,
+    root: Weak<PlainNode>,
 }
 
 /// Live portals are counted on their runtime: a plain thread holding one may wake a task, which
