@@ -153,13 +153,30 @@ pub(crate) fn parked_in_poll() -> bool {
     PARKED.with(Cell::get)
 }
 
-/// Sets the current node for the duration of a poll.
+/// Sets the current node for the duration of a poll. `node` is the node's container (a task's
+/// cell, a `PlainNode`), whose first field is the node: the pointer kept is made from it, so a
+/// reference counted from it later (see `NodeRef::retained`) may reach the whole container.
 #[inline]
 pub(crate) fn set_node<N: TreeNode + ?Sized>(node: &N) -> NodeGuard {
-    let ptr: *const Node = node.node();
-    // SAFETY (of later reads): the caller keeps `node` alive, and does not move it, for as long
-    // as the guard lives; the guard restores the previous value when dropped.
-    let previous = NODE.with(|cell| cell.replace(Some(ptr)));
+    let ptr = NonNull::from(node).cast::<Node>();
+    debug_assert!(
+        ptr::eq(ptr.as_ptr(), node.node()),
+        "the node is its container's first field"
+    );
+    set_node_ptr(ptr)
+}
+
+/// [`set_node`] for the node a reference holds.
+#[inline]
+pub(crate) fn set_node_ref(node: &NodeRef) -> NodeGuard {
+    set_node_ptr(node.as_ptr())
+}
+
+#[inline]
+fn set_node_ptr(ptr: NonNull<Node>) -> NodeGuard {
+    // SAFETY (of later reads): the caller keeps the node alive, and does not move it, for as
+    // long as the guard lives; the guard restores the previous value when dropped.
+    let previous = NODE.with(|cell| cell.replace(Some(ptr.as_ptr())));
     NodeGuard { previous }
 }
 
@@ -207,9 +224,9 @@ pub(crate) fn current_node_ptr() -> Option<*const Node> {
 #[inline]
 pub(crate) unsafe fn node_ref(ptr: *const Node) -> NodeRef {
     // SAFETY: every pointer stored by `set_node` is that of a node counted by its counter (a
-    // task's cell, or a scope's or nursery's `Arc<PlainNode>`), which its owner keeps alive while
-    // polling; the caller read it during that poll.
-    unsafe { NodeRef::retained(&*ptr) }
+    // task's cell, or a scope's or nursery's `Arc<PlainNode>`), made from its container, which
+    // its owner keeps alive while polling; the caller read it during that poll.
+    unsafe { NodeRef::retained(NonNull::new_unchecked(ptr as *mut Node)) }
 }
 
 /// Address identity of the current node, for cheap "same node as before?" checks.

@@ -113,16 +113,41 @@ impl NodeRef {
         NodeRef { ptr }
     }
 
-    /// A new counted reference to `node`.
+    /// A new counted reference to the node at `ptr`.
+    ///
+    /// A pointer, not a `&Node`: a task's cell is reached from its node's address (the node is
+    /// its first field), so the pointer must carry the whole container's provenance, as one
+    /// made from the container (the cell, the `PlainNode`) or held by another `NodeRef` does; a
+    /// reference to the node covers the node only.
     ///
     /// # Safety
-    /// `node` must be counted by its [`Counter`]: held by a `NodeRef`, by its own `Arc`, or be
-    /// the node of a task's cell whose allocation is alive.
-    pub(crate) unsafe fn retained(node: &Node) -> NodeRef {
-        let ptr = NonNull::from(node);
+    /// `ptr` must point at a live node counted by its [`Counter`] (held by a `NodeRef`, by its
+    /// own `Arc`, or the node of a task's cell whose allocation is alive), and be made from a
+    /// pointer to its container.
+    pub(crate) unsafe fn retained(ptr: NonNull<Node>) -> NodeRef {
         // SAFETY: the node is alive and counted by its counter (the caller's contract).
-        unsafe { (node.ops.counter.retain)(ptr.as_ptr() as *const ()) };
+        unsafe { (ptr.as_ref().ops.counter.retain)(ptr.as_ptr() as *const ()) };
         NodeRef { ptr }
+    }
+
+    /// The pointer this reference holds, with its container's provenance (see [`retained`](Self::retained)).
+    #[inline]
+    pub(crate) fn as_ptr(&self) -> NonNull<Node> {
+        self.ptr
+    }
+
+    /// Drops the future of the task this node belongs to now (nothing for a plain node),
+    /// waiting for a poll in progress on another thread to end.
+    pub(crate) fn teardown(&self) {
+        // SAFETY: the node is alive (`self` counts it), its operations were made for where it
+        // lives, and `self.ptr` carries its container's provenance.
+        unsafe { (self.ops.teardown)(self.addr()) }
+    }
+
+    /// For the node of a task spawned with `spawn_local`, the thread its future belongs to.
+    pub(crate) fn local_thread(&self) -> Option<std::thread::ThreadId> {
+        // SAFETY: as in `teardown`.
+        unsafe { (self.ops.local_thread)(self.addr()) }
     }
 
     /// The node's address, for identity checks.
@@ -163,8 +188,9 @@ impl From<Arc<PlainNode>> for NodeRef {
 impl Clone for NodeRef {
     #[inline]
     fn clone(&self) -> NodeRef {
-        // SAFETY: `self` holds a count, so the node is alive and counted by its counter.
-        unsafe { NodeRef::retained(self) }
+        // SAFETY: `self` holds a count, so the node is alive and counted by its counter, and its
+        // pointer was made from the container.
+        unsafe { NodeRef::retained(self.ptr) }
     }
 }
 
@@ -808,19 +834,6 @@ impl Node {
     #[inline]
     pub(crate) fn node(&self) -> &Node {
         self
-    }
-
-    /// Drops the future of the task this node belongs to now (nothing for a plain node),
-    /// waiting for a poll in progress on another thread to end.
-    pub(crate) fn teardown(&self) {
-        // SAFETY: `self` is alive, and its operations were made for where it lives.
-        unsafe { (self.ops.teardown)(self as *const Node as *const ()) }
-    }
-
-    /// For the node of a task spawned with `spawn_local`, the thread its future belongs to.
-    pub(crate) fn local_thread(&self) -> Option<std::thread::ThreadId> {
-        // SAFETY: as in `teardown`.
-        unsafe { (self.ops.local_thread)(self as *const Node as *const ()) }
     }
 
     /// How references to this node are counted.

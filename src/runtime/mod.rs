@@ -624,7 +624,7 @@ impl Runtime {
             let mut poll_main = || {
                 current::begin_poll();
                 current::begin_other_poll();
-                let _node = current::set_node(main_node.node());
+                let _node = current::set_node_ref(&main_node);
                 let _locals = main_locals.as_ref().map(|c| local::enter(Some(c.clone())));
                 let mut cx = Context::from_waker(&waker);
                 match future.as_mut().poll(&mut cx) {

@@ -175,7 +175,8 @@ where
     /// [`NodeOps::teardown`] of a task's node.
     ///
     /// # Safety
-    /// `node` must be the address of the node of a live cell of this type.
+    /// `node` must be the address of the node of a live cell of this type, made from a pointer
+    /// to the cell (a `NodeRef`'s), so that it reaches the whole cell.
     unsafe fn teardown_at(node: *const ()) {
         // SAFETY: the cell's node is its first field (`repr(C)`): same address.
         unsafe { &*(node as *const Self) }.teardown()
@@ -545,16 +546,16 @@ where
             )
     };
     task.detach();
-    let cell = NonNull::from(runnable.metadata());
+    let cell_ptr = NonNull::from(runnable.metadata());
     // SAFETY: nothing else can reach the cell yet (no reference to it exists), so this one
     // write does not race; from here on `keep` is only read.
-    unsafe { (*cell.as_ref().keep.get()).write(runnable.waker()) };
+    unsafe { (*cell_ptr.as_ref().keep.get()).write(runnable.waker()) };
     // SAFETY: the waker just written took the count of the allocation that the cell's
     // references share, and `refs` starts at 1: the tree's reference is that one.
-    let tree = unsafe { NodeRef::adopt(cell.cast::<Node>()) };
+    let tree = unsafe { NodeRef::adopt(cell_ptr.cast::<Node>()) };
     // SAFETY: `runnable` holds a reference to the task until it is scheduled, at the end, so
     // the cell lives at least that long; it is not used after.
-    let cell = unsafe { cell.as_ref() };
+    let cell = unsafe { cell_ptr.as_ref() };
     #[cfg(feature = "instrument")]
     let spawned_by =
         (instrument::any() && rt.instrument.is_some()).then(|| node::nearest_task_id(&spec.parent));
@@ -569,7 +570,7 @@ where
     }
     if let Some(on_linked) = spec.on_linked {
         // SAFETY: the tree counts the cell now.
-        on_linked(&unsafe { NodeRef::retained(&cell.node) });
+        on_linked(&unsafe { NodeRef::retained(cell_ptr.cast()) });
     }
     #[cfg(feature = "instrument")]
     if let Some(spawned_by) = spawned_by {
