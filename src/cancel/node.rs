@@ -266,30 +266,12 @@ pub(crate) enum NodeKind {
     Nursery,
 }
 
-/// Identity of a task, for introspection.
-#[derive(Debug, Clone)]
+/// Identity of a task, for introspection. (Its name, which few tasks have, is kept in the
+/// node's extras: see [`Node::task_name`].)
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct TaskInfo {
     pub(crate) id: u64,
-    /// Boxed: a thin pointer keeps every task's node 8 bytes smaller (an idle task's size is a
-    /// benchmarked figure), and only named tasks pay for the box.
-    name: Option<Box<Arc<str>>>,
     pub(crate) service: bool,
-}
-
-impl TaskInfo {
-    #[inline]
-    pub(crate) fn new(id: u64, name: Option<Arc<str>>, service: bool) -> TaskInfo {
-        TaskInfo {
-            id,
-            name: name.map(Box::new),
-            service,
-        }
-    }
-
-    #[inline]
-    pub(crate) fn name(&self) -> Option<&str> {
-        self.name.as_deref().map(|name| &**name)
-    }
 }
 
 pub(crate) struct Node {
@@ -334,7 +316,6 @@ pub(crate) struct NodeState {
     pub(crate) shield: bool,
     /// No new task children (a finished nursery, N5).
     pub(crate) closed: bool,
-    pub(crate) cancelled_caught: bool,
     pub(crate) entered: bool,
     /// The fields only plain nodes have, beside the node in its [`PlainNode`]; `None` in a
     /// task's node. Reached through [`NodeState::plain`], under the node's lock.
@@ -362,9 +343,12 @@ struct Extras {
     /// What a waiter registered here waits in, kept only where deadlock detection is on, for
     /// its report.
     waiting: Option<WaitLabel>,
+    /// A task's name, given with `spawn_named`. Here rather than in every task's node: an idle
+    /// task's size is a benchmarked figure, and only named tasks pay for the extras.
+    name: Option<Arc<str>>,
 }
 
-/// What a scope, a nursery or the root keeps that a task's node never needs: 44 bytes that every
+/// What a scope, a nursery or the root keeps that a task's node never needs: fields that every
 /// task would otherwise carry (an idle task's size is a benchmarked figure).
 #[derive(Default)]
 pub(crate) struct PlainFields {
@@ -379,6 +363,8 @@ pub(crate) struct PlainFields {
     /// The timer entry of `deadline` while the node is linked. Its store is the runtime at the
     /// root of this node's tree (see `runtime_of`), so only the key is kept.
     armed: Option<TimerKey>,
+    /// A scope's body ended with the scope's own cancellation, which the scope absorbed (C3).
+    pub(crate) cancelled_caught: bool,
 }
 
 /// The address of a plain node's [`PlainFields`], kept in its state.
@@ -409,6 +395,18 @@ impl PlainNode {
     /// A plain node in an `Arc` of its own.
     pub(crate) fn new(kind: NodeKind) -> Arc<PlainNode> {
         PlainNode::with_deadline(kind, None)
+    }
+
+    /// The node of a runtime's main task (`block_on`'s future): a plain node, task 0, named
+    /// "main".
+    pub(crate) fn main_task() -> Arc<PlainNode> {
+        let mut main = PlainNode::new(NodeKind::Task(TaskInfo {
+            id: 0,
+            service: false,
+        }));
+        let node = &mut Arc::get_mut(&mut main).expect("just made").node;
+        node.set_name("main".into());
+        main
     }
 
     /// A plain node with its deadline already set: a timed scope is made on every
@@ -515,6 +513,11 @@ impl NodeState {
         self.extras.get_or_insert_with(Default::default)
     }
 
+    /// The name of the task this node is, if it was given one.
+    pub(crate) fn task_name(&self) -> Option<&Arc<str>> {
+        self.extras.as_ref().and_then(|e| e.name.as_ref())
+    }
+
     /// Why this node's own cancel was called, if it was.
     pub(crate) fn reason(&self) -> Option<&CancelReason> {
         self.extras.as_ref().and_then(|e| e.reason.as_ref())
@@ -549,7 +552,17 @@ impl NodeState {
 /// Child nodes. Boxed and allocated on first use: most task nodes never get a child, and an
 /// idle task's size is a benchmarked figure.
 #[derive(Default)]
-struct Children(Option<Box<Slab<NodeRef>>>);
+struct Children(Option<Box<ChildList>>);
+
+/// The child list: a slot per child, 8 bytes each (a slab's entries, which can also hold a
+/// vacancy's link, take 16, and a nursery's list holds a slot per live task), and the indices
+/// of the vacant slots, to fill first (newest first, as a slab does). Like a slab's, its room
+/// is that of the most children it held at once.
+#[derive(Default)]
+struct ChildList {
+    slots: Vec<Option<NodeRef>>,
+    vacant: Vec<u32>,
+}
 
 /// A child's key in its parent's `Children`: 32 bits, and never zero, so that a node's
 /// `Option<ChildKey>` takes 4 bytes (an idle task's size is a benchmarked figure, and no scope
@@ -564,29 +577,49 @@ impl ChildKey {
 }
 
 impl Children {
+    #[inline]
     fn insert(&mut self, child: NodeRef) -> ChildKey {
-        let index = self.0.get_or_insert_with(Default::default).insert(child);
-        u32::try_from(index + 1)
-            .ok()
-            .and_then(NonZeroU32::new)
-            .map(ChildKey)
-            .expect("over 4 billion children in one scope")
+        let list = self.0.get_or_insert_with(Default::default);
+        let index = match list.vacant.pop() {
+            Some(index) => {
+                list.slots[index as usize] = Some(child);
+                index
+            }
+            None => {
+                let index = u32::try_from(list.slots.len())
+                    .ok()
+                    .filter(|&index| index < u32::MAX)
+                    .expect("over 4 billion children in one scope");
+                list.slots.push(Some(child));
+                index
+            }
+        };
+        ChildKey(NonZeroU32::new(index + 1).expect("index below u32::MAX"))
     }
 
     fn get(&self, key: ChildKey) -> Option<&NodeRef> {
-        self.0.as_ref().and_then(|slab| slab.get(key.index()))
+        self.0
+            .as_ref()
+            .and_then(|list| list.slots.get(key.index()))
+            .and_then(Option::as_ref)
     }
 
+    /// Forgets the child at `key` (nothing if it has gone already).
+    #[inline]
     fn remove(&mut self, key: ChildKey) {
-        if let Some(slab) = &mut self.0 {
-            if slab.contains(key.index()) {
-                slab.remove(key.index());
+        let Some(list) = &mut self.0 else {
+            return;
+        };
+        let index = key.index();
+        if let Some(slot) = list.slots.get_mut(index) {
+            if slot.take().is_some() {
+                list.vacant.push(index as u32);
             }
         }
     }
 
     fn iter(&self) -> impl DoubleEndedIterator<Item = &NodeRef> {
-        self.0.iter().flat_map(|slab| slab.iter().map(|(_, c)| c))
+        self.0.iter().flat_map(|list| list.slots.iter().flatten())
     }
 }
 
@@ -639,10 +672,23 @@ impl Waiters {
 impl Node {
     /// The node of a task cell, which counts its references and tears its task down with
     /// `ops`.
-    pub(crate) fn in_cell(ops: &'static NodeOps, info: TaskInfo) -> Node {
-        Node::with_ops(ops, NodeKind::Task(info))
+    #[inline]
+    pub(crate) fn in_cell(ops: &'static NodeOps, info: TaskInfo, name: Option<Arc<str>>) -> Node {
+        let mut node = Node::with_ops(ops, NodeKind::Task(info));
+        if let Some(name) = name {
+            node.set_name(name);
+        }
+        node
     }
 
+    /// Out of line: few tasks are named, and every spawn makes a node.
+    #[cold]
+    #[inline(never)]
+    fn set_name(&mut self, name: Arc<str>) {
+        self.state_mut().extras().name = Some(name);
+    }
+
+    #[inline]
     fn with_ops(ops: &'static NodeOps, kind: NodeKind) -> Node {
         Node {
             ops,
@@ -660,7 +706,6 @@ impl Node {
                 cancel_called: false,
                 shield: false,
                 closed: false,
-                cancelled_caught: false,
                 entered: false,
                 plain: None,
                 extras: None,
@@ -689,6 +734,11 @@ impl Node {
 
     pub(crate) fn parent(&self) -> Option<NodeRef> {
         self.lock().parent.clone()
+    }
+
+    /// The name of the task this node is, if it was given one.
+    pub(crate) fn task_name(&self) -> Option<Arc<str>> {
+        self.lock().task_name().cloned()
     }
 
     pub(crate) fn task_info(&self) -> Option<&TaskInfo> {
@@ -938,7 +988,9 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
             !cs.shield && cs.parent.as_ref().is_some_and(|p| p.node().is_cancelled());
         let absorbed = returned_cancellation && cs.cancel_called && !parent_visible;
         if absorbed {
-            cs.cancelled_caught = true;
+            if let Some(fields) = cs.plain() {
+                fields.cancelled_caught = true;
+            }
         }
         // Forget the parent, the owner's foreign-wait waker and the owner waker (see `unlink`);
         // the grace timer and the foreign-wait waker are looked for only in a node that has
@@ -1132,9 +1184,9 @@ fn report_cancel(node: &Node) {
     let task = nearest_task(node);
     instrument.scope_cancelled(CancelEvent {
         kind,
-        task: task.as_ref().map(|info| TaskEvent {
+        task: task.as_ref().map(|(info, name)| TaskEvent {
             id: info.id,
-            name: info.name(),
+            name: name.as_deref(),
         }),
         reason: &reason,
     });
@@ -1470,16 +1522,16 @@ pub(crate) fn parent_cancel_visible(node: &Node) -> bool {
 /// task is above it (a portal's tasks hang from the root).
 #[cfg(feature = "instrument")]
 pub(crate) fn nearest_task_id(node: &NodeRef) -> Option<u64> {
-    nearest_task(node.node()).map(|info| info.id)
+    nearest_task(node.node()).map(|(info, _)| info.id)
 }
 
-/// The task `node` is, or sits in (see [`nearest_task_id`]).
+/// The task `node` is, or sits in (see [`nearest_task_id`]), with its name.
 #[cfg(feature = "instrument")]
-fn nearest_task(node: &Node) -> Option<TaskInfo> {
+fn nearest_task(node: &Node) -> Option<(TaskInfo, Option<Arc<str>>)> {
     let mut task = None;
-    walk_up(node, |n, _| match n.kind() {
+    walk_up(node, |n, s| match n.kind() {
         NodeKind::Task(info) => {
-            task = Some(info.clone());
+            task = Some((*info, s.task_name().cloned()));
             false
         }
         _ => true,
@@ -1709,4 +1761,60 @@ pub(crate) fn any_foreign_wait(root: &Node) -> bool {
         stack.extend(n.node().children());
     }
     false
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::cancel::node::{ChildKey, Children, Node, NodeKind, NodeRef, NodeState, PlainNode};
+
+    /// Every task carries a node: its size is in an idle task's, a benchmarked figure. The
+    /// scope-only flags live beside plain nodes, and a task's name in the extras.
+    #[test]
+    fn a_task_node_is_112_bytes() {
+        assert_eq!(std::mem::size_of::<NodeState>(), 64);
+        assert_eq!(std::mem::size_of::<NodeKind>(), 16);
+        assert_eq!(std::mem::size_of::<Node>(), 112);
+        // A nursery keeps one slot per live task.
+        assert_eq!(std::mem::size_of::<Option<NodeRef>>(), 8);
+    }
+
+    /// Slots are reused, newest vacancy first; a key removed twice removes nothing the second
+    /// time.
+    #[test]
+    fn child_slots_are_reused_newest_vacancy_first() {
+        let nodes: Vec<Arc<PlainNode>> = (0..3).map(|_| PlainNode::new(NodeKind::Scope)).collect();
+        let mut children = Children::default();
+        let keys: Vec<ChildKey> = nodes
+            .iter()
+            .map(|n| children.insert(NodeRef::from(n.clone())))
+            .collect();
+        assert_eq!(
+            keys.iter().map(|k| k.index()).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        children.remove(keys[0]);
+        children.remove(keys[1]);
+        children.remove(keys[1]);
+        assert_eq!(children.iter().count(), 1);
+        assert!(children.get(keys[1]).is_none());
+        assert!(std::ptr::eq(
+            children.get(keys[2]).unwrap().node(),
+            nodes[2].node()
+        ));
+        // Each node is held by the test and, while listed, by the list.
+        assert_eq!(Arc::strong_count(&nodes[0]), 1);
+        assert_eq!(Arc::strong_count(&nodes[2]), 2);
+        let again = children.insert(NodeRef::from(nodes[0].clone()));
+        assert_eq!(again.index(), 1);
+        children.remove(again);
+        children.remove(keys[2]);
+        assert_eq!(children.iter().count(), 0);
+        let reused = children.insert(NodeRef::from(nodes[1].clone()));
+        assert_eq!(reused.index(), 2);
+        assert_eq!(children.iter().count(), 1);
+        drop(children);
+        assert!(nodes.iter().all(|n| Arc::strong_count(n) == 1));
+    }
 }

@@ -375,7 +375,10 @@ impl CancelScope {
     /// });
     /// ```
     pub fn cancelled_caught(&self) -> bool {
-        self.node.lock().cancelled_caught
+        self.node
+            .lock()
+            .plain_ref()
+            .is_some_and(|f| f.cancelled_caught)
     }
 
     /// The reason this scope was cancelled with, if it was.

@@ -83,7 +83,7 @@ fn task_of(node: &Node) -> Option<TaskInfo> {
             None => {
                 found = Some(TaskInfo {
                     id: info.id,
-                    name: info.name().map(str::to_owned),
+                    name: n.task_name().map(|name| name.to_string()),
                     parent: None,
                 });
                 true

@@ -250,7 +250,7 @@ fn collect_below(
             NodeKind::Task(info) => {
                 let task = TaskInfo {
                     id: info.id,
-                    name: info.name().map(str::to_owned),
+                    name: child.task_name().map(|name| name.to_string()),
                     parent: parent_task,
                 };
                 if info.service {

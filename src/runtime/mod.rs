@@ -35,7 +35,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cancel::current;
-use crate::cancel::node::{self, NodeKind, NodeRef, PlainNode, TaskInfo};
+use crate::cancel::node::{self, NodeKind, NodeRef, PlainNode};
 use crate::error::CancelReason;
 use crate::task::local;
 use crate::time::clock::{Clock, SystemClock};
@@ -574,7 +574,7 @@ impl Runtime {
         let shared = Arc::new(Shared::new(driver, settings));
         let root = PlainNode::new(NodeKind::Root(Arc::downgrade(&shared)));
         let _rt_guard = context::enter_runtime(shared.clone());
-        let main = PlainNode::new(NodeKind::Task(TaskInfo::new(0, Some("main".into()), false)));
+        let main = PlainNode::main_task();
         // A root is no nursery: it never refuses a child.
         let _ = node::link(root.clone().into(), main.clone().into(), &main);
         let main_node: NodeRef = main.into();

@@ -217,18 +217,6 @@ where
         node::unlink(self);
     }
 
-    /// The task, as instrument events name it.
-    #[cfg(feature = "instrument")]
-    fn event(&self) -> TaskEvent<'_> {
-        match self.node.kind() {
-            NodeKind::Task(info) => TaskEvent {
-                id: info.id,
-                name: info.name(),
-            },
-            _ => unreachable!("a task cell's node is a task node"),
-        }
-    }
-
     /// Tells the runtime's instrument, if there may be one, of `hook`. Without the feature
     /// `instrument` this is empty, and the hook points compile to nothing.
     #[inline]
@@ -246,7 +234,13 @@ where
     #[inline(never)]
     fn report_to_instrument(&self, hook: Hook) {
         if let Some(instrument) = &self.rt.instrument {
-            hook.tell(instrument.as_ref(), self.event());
+            // The name is read under the node's lock, which no caller of `tell` holds.
+            let name = self.node.task_name();
+            let task = TaskEvent {
+                id: self.id(),
+                name: name.as_deref(),
+            };
+            hook.tell(instrument.as_ref(), task);
         }
     }
 
@@ -490,7 +484,11 @@ where
     let cell = ChildCell {
         node: Node::in_cell(
             &ChildCell::<F, T, E>::OPS,
-            TaskInfo::new(rt.next_task_id(), spec.name, spec.service),
+            TaskInfo {
+                id: rt.next_task_id(),
+                service: spec.service,
+            },
+            spec.name,
         ),
         poll_state: AtomicU8::new(IDLE),
         future: UnsafeCell::new(ManuallyDrop::new(future)),
