@@ -93,6 +93,9 @@ fn run_workload(plan: &Plan, workload: Workload, watchdog: &Watchdog) -> Workloa
 
 /// One sample; `idle_memory` runs in a fresh process (see `memory`).
 fn sample(runtime: Runtime, workload: Workload, sizes: &Sizes) -> Outcome {
+    if !runtime.runs(workload) {
+        return Outcome::NotAvailable;
+    }
     match workload {
         Workload::IdleMemory => memory::measure_in_child(runtime, sizes),
         _ => runtimes::measure(runtime, workload, sizes),

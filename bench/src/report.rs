@@ -3,7 +3,9 @@
 //!
 //! Every sample is "lower is better" (a time, or bytes per task), so is the ratio: it divides
 //! the median of the better trellis flavour by the median of the best other runtime, and a
-//! value below 1 means trellis wins the row. Throughputs (operations per second, e.g. TCP
+//! value below 1 means trellis wins the row. The floor (a bare executor on trellis's own
+//! foundations) is no other runtime: where it has a row, the better trellis flavour is also
+//! divided by it, as "x floor". Throughputs (operations per second, e.g. TCP
 //! requests per second) are shown next to the times but never used for the ratio.
 
 use std::fmt::Write as _;
@@ -51,8 +53,8 @@ pub struct Ratio {
 impl Ratio {
     /// `None` unless at least one trellis row and one other row have samples.
     pub fn of(result: &WorkloadResult) -> Option<Ratio> {
-        let (trellis, t) = best(result, true)?;
-        let (other, o) = best(result, false)?;
+        let (trellis, t) = best(result, Side::Trellis)?;
+        let (other, o) = best(result, Side::Other)?;
         Some(Ratio {
             trellis,
             other,
@@ -61,12 +63,40 @@ impl Ratio {
     }
 }
 
-/// The runtime with the lowest median among the trellis rows (`trellis`) or the others.
-fn best(result: &WorkloadResult, trellis: bool) -> Option<(Runtime, f64)> {
+/// The better trellis flavour's median over the floor's, where both have one.
+pub fn over_floor(result: &WorkloadResult) -> Option<f64> {
+    let (_, t) = best(result, Side::Trellis)?;
+    let (_, f) = best(result, Side::Floor)?;
+    Some(t / f)
+}
+
+/// Which rows a best median is taken among.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Trellis,
+    /// The competitors: neither trellis nor the floor.
+    Other,
+    Floor,
+}
+
+impl Side {
+    fn of(rt: Runtime) -> Side {
+        if rt.is_trellis() {
+            Side::Trellis
+        } else if rt.is_floor() {
+            Side::Floor
+        } else {
+            Side::Other
+        }
+    }
+}
+
+/// The runtime with the lowest median among the rows of `side`.
+fn best(result: &WorkloadResult, side: Side) -> Option<(Runtime, f64)> {
     result
         .rows
         .iter()
-        .filter(|(rt, _)| rt.is_trellis() == trellis)
+        .filter(|(rt, _)| Side::of(*rt) == side)
         .filter_map(|(rt, row)| Some((*rt, stats(row)?.median)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
@@ -140,7 +170,7 @@ pub fn table(plan: &Plan, result: &WorkloadResult) -> String {
 }
 
 fn ratio_line(result: &WorkloadResult) -> String {
-    match Ratio::of(result) {
+    let mut line = match Ratio::of(result) {
         Some(r) => format!(
             "ratio {} / {} = {:.2} ({})",
             r.trellis.name(),
@@ -153,7 +183,11 @@ fn ratio_line(result: &WorkloadResult) -> String {
             }
         ),
         None => "ratio n/a".to_owned(),
+    };
+    if let Some(x) = over_floor(result) {
+        let _ = write!(line, "; {x:.2} x floor");
     }
+    line
 }
 
 /// The closing summary: one line per workload with the best of each side, per operation
@@ -161,24 +195,25 @@ fn ratio_line(result: &WorkloadResult) -> String {
 pub fn summary(plan: &Plan, results: &[WorkloadResult]) -> String {
     let mut out = String::from(
         "\n== summary (per operation; ratio = better trellis median / best other median, \
-         below 1: trellis ahead)\n",
+         below 1: trellis ahead; x floor = better trellis median / the floor's)\n",
     );
     let _ = writeln!(
         out,
-        "{:<16} {:<11} {:>10}   {:<11} {:>10} {:>7}",
-        "workload", "trellis", "", "best other", "", "ratio"
+        "{:<16} {:<11} {:>10}   {:<11} {:>10} {:>7} {:>8}",
+        "workload", "trellis", "", "best other", "", "ratio", "x floor"
     );
     for result in results {
         let metric = result.workload.metric(&plan.sizes);
-        let side = |trellis| match best(result, trellis) {
+        let side = |side| match best(result, side) {
             Some((rt, median)) => (rt.name(), per_op(metric, median)),
             None => ("n/a", String::new()),
         };
-        let ((t, t_value), (o, o_value)) = (side(true), side(false));
+        let ((t, t_value), (o, o_value)) = (side(Side::Trellis), side(Side::Other));
         let ratio = Ratio::of(result).map_or("n/a".to_owned(), |r| format!("{:.2}", r.value));
+        let floor = over_floor(result).map_or(String::new(), |x| format!("{x:.2}"));
         let _ = writeln!(
             out,
-            "{:<16} {t:<11} {t_value:>10}   {o:<11} {o_value:>10} {ratio:>7}",
+            "{:<16} {t:<11} {t_value:>10}   {o:<11} {o_value:>10} {ratio:>7} {floor:>8}",
             result.workload.name(),
         );
     }
@@ -299,14 +334,19 @@ fn workload_json(out: &mut String, plan: &Plan, result: &WorkloadResult) {
         Some(r) => {
             let _ = write!(
                 out,
-                "{{\"value\": {}, \"trellis\": {}, \"other\": {}}}}}",
+                "{{\"value\": {}, \"trellis\": {}, \"other\": {}}}",
                 number(r.value),
                 string(r.trellis.name()),
                 string(r.other.name())
             );
         }
-        None => out.push_str("null}"),
+        None => out.push_str("null"),
     }
+    let _ = write!(
+        out,
+        ", \"x_floor\": {}}}",
+        over_floor(result).map_or("null".to_owned(), number)
+    );
 }
 
 /// A JSON number (`null` for the non-finite values JSON cannot carry).
@@ -366,6 +406,32 @@ mod tests {
             (r.trellis, r.other, r.value),
             (Runtime::TrellisCt, Runtime::Smol, 0.5)
         );
+    }
+
+    /// The floor is faster than every row here, yet the ratio is still against smol; the
+    /// floor has its own figure.
+    #[test]
+    fn the_floor_is_not_in_the_ratio() {
+        let result = WorkloadResult {
+            workload: Workload::SpawnJoin,
+            rows: vec![
+                (Runtime::TrellisCt, Row::Samples(vec![30.0])),
+                (Runtime::Smol, Row::Samples(vec![40.0])),
+                (Runtime::Floor, Row::Samples(vec![10.0])),
+            ],
+        };
+        let r = Ratio::of(&result).unwrap();
+        assert_eq!((r.other, r.value), (Runtime::Smol, 0.75));
+        assert_eq!(over_floor(&result), Some(3.0));
+        assert!(ratio_line(&result).ends_with("; 3.00 x floor"));
+        let no_floor = WorkloadResult {
+            workload: Workload::Timers,
+            rows: vec![
+                (Runtime::TrellisCt, Row::Samples(vec![30.0])),
+                (Runtime::Floor, Row::NotAvailable),
+            ],
+        };
+        assert_eq!(over_floor(&no_floor), None);
     }
 
     #[test]

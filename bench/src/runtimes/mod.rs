@@ -5,6 +5,7 @@
 //! fresh runtime, spawns the workload body as a task, and returns what the body measured from
 //! inside the runtime (runtime start-up and shutdown are never timed).
 
+mod floor_arms;
 mod smol_arms;
 mod tokio_arms;
 #[cfg(feature = "trellis")]
@@ -41,16 +42,21 @@ pub enum Runtime {
     /// async-executor with one runner thread per core (the calling thread is one of them) and
     /// async-io's reactor: what `smol` is made of.
     Smol,
+    /// Not a competitor: a bare executor on the crates trellis schedules with (`async-task`,
+    /// `concurrent-queue`), one thread, for the scheduler-bound rows only. What trellis costs
+    /// over its foundations is measured against it; it is never in the ratio.
+    Floor,
 }
 
 impl Runtime {
     /// Every runtime, in the order each round runs them.
-    pub const ALL: [Runtime; 5] = [
+    pub const ALL: [Runtime; 6] = [
         Runtime::TrellisMt,
         Runtime::TrellisCt,
         Runtime::TokioMt,
         Runtime::TokioCt,
         Runtime::Smol,
+        Runtime::Floor,
     ];
 
     /// The name used on the command line, in the table and in the JSON output.
@@ -61,6 +67,7 @@ impl Runtime {
             Runtime::TokioMt => "tokio-mt",
             Runtime::TokioCt => "tokio-ct",
             Runtime::Smol => "smol",
+            Runtime::Floor => "floor",
         }
     }
 
@@ -72,6 +79,16 @@ impl Runtime {
     /// Whether this is one of trellis's flavours (the left side of the ratio).
     pub fn is_trellis(self) -> bool {
         matches!(self, Runtime::TrellisMt | Runtime::TrellisCt)
+    }
+
+    /// Whether this is the floor, the reference that is neither side of the ratio.
+    pub fn is_floor(self) -> bool {
+        self == Runtime::Floor
+    }
+
+    /// Whether this runtime has a row for `workload` (only the floor lacks some).
+    pub fn runs(self, workload: Workload) -> bool {
+        !self.is_floor() || floor_arms::runs(workload)
     }
 }
 
@@ -92,6 +109,7 @@ pub fn measure(runtime: Runtime, workload: Workload, sizes: &Sizes) -> Outcome {
         Runtime::TokioMt => Outcome::Value(tokio_arms::run(workload, true, sizes)),
         Runtime::TokioCt => Outcome::Value(tokio_arms::run(workload, false, sizes)),
         Runtime::Smol => Outcome::Value(smol_arms::run(workload, sizes)),
+        Runtime::Floor => floor_arms::run(workload, sizes),
     }
 }
 
