@@ -907,6 +907,11 @@ where
         outside_runtime("nursery");
     };
     let rt = context::try_current().expect("a node is set, so a runtime is entered");
+    if current::deferred_deadline().is_some() {
+        // Its tasks may wait while the code around it keeps running: the deadlines around it
+        // need their timers (see `node::enter_scope`).
+        node::arm_deferred_above(Some(parent.clone()), &rt);
+    }
     let node = PlainNode::new(NodeKind::Nursery);
     // A nursery is no task: it is never refused.
     let _ = node::link(parent, node.clone().into(), &node);
@@ -963,7 +968,7 @@ where
             let _guard = current::set_node(node);
             panic::catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx)))
         };
-        let parked = current::end_park_watch(outer_watch);
+        let parked = current::end_park_watch(outer_watch) != 0;
         match polled {
             Ok(Poll::Pending) => {
                 node::record_poll(node, parked, cx.waker(), || {

@@ -1183,6 +1183,152 @@ fn c5_a_deadline_set_from_another_thread_takes_effect() {
     });
 }
 
+// contract C5, with the timer of a timeout deferred until its code waits: a body that only
+// passes schedule points leaves the timer store empty; its first wait arms the deadline, which
+// then fires at the exact virtual time.
+#[test]
+fn c5_a_timeout_arms_its_timer_when_its_code_first_waits() {
+    let (rt, _clock) = current_thread();
+    rt.block_on(async {
+        let t0 = now();
+        let out = trellis::move_on_after(SECOND, async {
+            checkpoint().await?;
+            checkpoint().await?;
+            assert_eq!(lowlevel::statistics().timers, 0, "no timer while runnable");
+            sleep(Duration::from_millis(1)).await?;
+            assert_eq!(lowlevel::statistics().timers, 1, "armed by the wait");
+            let r = sleep_forever().await;
+            assert_eq!(reason(&r), CancelReason::Deadline);
+            r
+        })
+        .await;
+        assert_eq!(out, None);
+        assert_eq!(now() - t0, SECOND);
+        assert_eq!(lowlevel::statistics().timers, 0);
+    });
+}
+
+// contract C5, C7: the deadline of a timeout whose timer is still deferred (its code only
+// passes schedule points) passes because another task moves the clock: the next checkpoint of
+// the timed code sees it, exactly as it would see a fired timer.
+#[test]
+fn c5_a_deferred_deadline_passed_by_another_task_is_seen_at_the_next_checkpoint() {
+    let (rt, clock) = current_thread();
+    rt.block_on(async {
+        let t0 = now();
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let counted = rounds.clone();
+        nursery(|n| async move {
+            n.spawn(async move {
+                let out = trellis::move_on_after(SECOND, async {
+                    loop {
+                        checkpoint().await?;
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), Cancelled>(())
+                })
+                .await;
+                assert_eq!(out, None);
+                assert_eq!(now() - t0, secs(2));
+                Ok(())
+            })?;
+            n.spawn(async move {
+                for _ in 0..3 {
+                    checkpoint().await?;
+                }
+                clock.jump(secs(2));
+                Ok::<_, Error>(())
+            })?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+        // Tasks alternate: the timed loop completed three checkpoints before the jump, and
+        // its fourth, the first after it, failed.
+        assert_eq!(rounds.load(Ordering::Relaxed), 3);
+    });
+}
+
+// contract C5 (no child outlives its deadline): a nursery opened inside a timeout arms the
+// timeout's timer at once. Here the timed future is polled once, its nursery's body keeps
+// passing schedule points, and then nothing polls it for 5 s: only the timer can cancel the
+// nursery's sleeping child, and it does so at 1 s.
+#[test]
+fn c5_a_nursery_inside_a_timeout_is_reached_by_the_deadline_while_the_timeout_is_not_polled() {
+    let (rt, _clock) = current_thread();
+    rt.block_on(async {
+        let t0 = now();
+        let child_ended = Arc::new(Mutex::new(None));
+        let ended = child_ended.clone();
+        let mut timed = Box::pin(trellis::move_on_after(
+            SECOND,
+            nursery(move |n| async move {
+                n.spawn(async move {
+                    let r = sleep_forever().await;
+                    *ended.lock().unwrap() = Some((now() - t0, reason(&r)));
+                    r.map_err(Error::from)
+                })?;
+                loop {
+                    checkpoint().await?;
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), Error>(())
+            }),
+        ));
+        std::future::poll_fn(|cx| {
+            assert!(timed.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        sleep(secs(5)).await.unwrap();
+        assert_eq!(
+            child_ended.lock().unwrap().take(),
+            Some((SECOND, CancelReason::Deadline))
+        );
+        assert!(timed.await.is_none());
+    });
+}
+
+// contract C5: moving the deadline of a scope whose timer is still deferred arms it: the new
+// deadline fires when the clock passes it, whoever moves the clock.
+#[test]
+fn c5_moving_a_deferred_deadline_arms_it() {
+    let (rt, clock) = current_thread();
+    rt.block_on(async {
+        let t0 = now();
+        let scope = CancelScope::with_deadline(t0 + secs(10));
+        let handle = scope.clone();
+        nursery(|n| async move {
+            n.spawn(async move {
+                let out = scope
+                    .run(async {
+                        loop {
+                            checkpoint().await?;
+                        }
+                        #[allow(unreachable_code)]
+                        Ok::<(), Cancelled>(())
+                    })
+                    .await;
+                assert_eq!(out, None);
+                assert_eq!(now() - t0, secs(4));
+                assert_eq!(scope.cancel_reason(), Some(CancelReason::Deadline));
+                Ok(())
+            })?;
+            n.spawn(async move {
+                checkpoint().await?;
+                handle.set_deadline(Some(t0 + secs(3)));
+                assert_eq!(lowlevel::statistics().timers, 1);
+                clock.jump(secs(4));
+                Ok::<_, Error>(())
+            })?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // C7: a deadline that passes while a task runs
 

@@ -12,15 +12,20 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::task::Waker;
+use std::time::Instant;
 
 use crate::cancel::node::{Node, NodeRef, TreeNode};
 use crate::runtime::context;
 
 thread_local! {
     static NODE: Cell<Option<*const Node>> = const { Cell::new(None) };
-    /// A trellis operation parked (registered with the cancel tree) or yielded during the poll
-    /// being made; see `begin_park_watch`.
-    static PARKED: Cell<bool> = const { Cell::new(false) };
+    /// What the trellis operations polled so far did: [`WAITED`] (parked, registered with the
+    /// cancel tree) and [`YIELDED`] (woke their task and returned `Pending`); see
+    /// `begin_park_watch`.
+    static PARKED: Cell<u8> = const { Cell::new(0) };
+    /// The earliest deadline whose timer is deferred among the scopes being polled on this
+    /// thread now; see [`enter_deferred`].
+    static DEFERRED: Cell<Option<Instant>> = const { Cell::new(None) };
     /// The checkpoint hook, while one is installed; see [`set_checkpoint_hook`].
     static HOOK: Cell<Option<NonNull<dyn CheckpointHook>>> = const { Cell::new(None) };
     /// The task being polled: see [`TaskPoll`].
@@ -38,12 +43,18 @@ struct TaskPoll {
     id: u64,
 }
 
+/// An operation parked: it waits for a wake-up registered with the cancel tree.
+pub(crate) const WAITED: u8 = 1;
+/// An operation yielded: it woke its own task, which is runnable again.
+pub(crate) const YIELDED: u8 = 2;
+
 /// Called at the start of every task poll: forgets the cached time, refills the yield budget
 /// and starts the task's park watch.
 #[inline]
 pub(crate) fn begin_poll() {
     context::begin_poll();
-    PARKED.with(|p| p.set(false));
+    PARKED.with(|p| p.set(0));
+    DEFERRED.with(|d| d.set(None));
 }
 
 /// Called before a poll that is not a task's (the main future): no task owns its code.
@@ -122,26 +133,33 @@ pub(crate) fn own_task_waker(waker: &Waker) -> Option<usize> {
 }
 
 /// A trellis operation is about to return `Pending` having registered its wake-up with the
-/// cancel tree (or woken itself): the code being polled waits where cancellation can reach it.
+/// cancel tree: the code being polled waits where cancellation can reach it.
 #[inline]
 pub(crate) fn note_parked() {
-    PARKED.with(|p| p.set(true));
+    PARKED.with(|p| p.set(p.get() | WAITED));
+}
+
+/// A trellis operation is about to return `Pending` having woken its own task (a schedule
+/// point): the code being polled is runnable, and cancellation reaches it when it runs.
+#[inline]
+pub(crate) fn note_yielded() {
+    PARKED.with(|p| p.set(p.get() | YIELDED));
 }
 
 /// Starts watching one poll of an inner future for trellis waits; returns the outer watch's
 /// state, to hand to [`end_park_watch`].
 #[inline]
-pub(crate) fn begin_park_watch() -> bool {
-    PARKED.with(|p| p.replace(false))
+pub(crate) fn begin_park_watch() -> u8 {
+    PARKED.with(|p| p.replace(0))
 }
 
-/// Ends a watch: returns whether a trellis operation parked or yielded during it, and folds
-/// that into the outer watch.
+/// Ends a watch: returns what the trellis operations polled during it did ([`WAITED`],
+/// [`YIELDED`]), and folds that into the outer watch.
 #[inline]
-pub(crate) fn end_park_watch(outer: bool) -> bool {
+pub(crate) fn end_park_watch(outer: u8) -> u8 {
     PARKED.with(|p| {
         let inner = p.get();
-        p.set(outer || inner);
+        p.set(outer | inner);
         inner
     })
 }
@@ -150,7 +168,38 @@ pub(crate) fn end_park_watch(outer: bool) -> bool {
 /// watch of the outermost owner, the task itself, without a save and restore.
 #[inline]
 pub(crate) fn parked_in_poll() -> bool {
-    PARKED.with(Cell::get)
+    PARKED.with(Cell::get) != 0
+}
+
+/// A scope whose deadline timer is deferred (`deadline`, see `Scoped`) is about to poll its
+/// body: its deadline joins the earliest deferred one seen by the cancel checks made inside.
+/// Returns the outer value, to hand to [`leave_deferred`].
+#[inline]
+pub(crate) fn enter_deferred(deadline: Option<Instant>) -> Option<Instant> {
+    DEFERRED.with(|d| {
+        let outer = d.get();
+        if let Some(deadline) = deadline {
+            d.set(Some(outer.map_or(deadline, |o| o.min(deadline))));
+        }
+        outer
+    })
+}
+
+/// The body's poll is over: the outer scopes' earliest deferred deadline applies again.
+#[inline]
+pub(crate) fn leave_deferred(outer: Option<Instant>) {
+    DEFERRED.with(|d| d.set(outer));
+}
+
+/// The earliest deferred deadline among the scopes being polled on this thread now.
+#[inline]
+pub(crate) fn deferred_deadline() -> Option<Instant> {
+    DEFERRED.with(Cell::get)
+}
+
+/// Replaces [`deferred_deadline`] after the enclosing scopes were looked at.
+pub(crate) fn set_deferred_deadline(deadline: Option<Instant>) {
+    DEFERRED.with(|d| d.set(deadline));
 }
 
 /// Sets the current node for the duration of a poll. `node` is the node's container (a task's

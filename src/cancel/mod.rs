@@ -203,8 +203,33 @@ fn fire_passed_deadlines() {
     context::with_shared(|rt| {
         if let Some(rt) = rt {
             rt.driver.fire_timers_due_this_poll();
+            if current::deferred_deadline().is_some() {
+                expire_deferred_deadlines_as_cached(rt);
+            }
         }
     });
+}
+
+/// [`fire_passed_deadlines`] for the deadlines of the scopes being polled whose timers are
+/// deferred (see `node::enter_scope`), against this poll's cached time. Out of line: only code
+/// inside such a scope gets here.
+#[cold]
+#[inline(never)]
+fn expire_deferred_deadlines_as_cached(rt: &crate::runtime::Shared) {
+    let now = rt.driver.now();
+    if current::deferred_deadline().is_some_and(|earliest| earliest <= now) {
+        expire_deferred_deadlines(now);
+    }
+}
+
+/// The deadline of a scope being polled, whose timer is deferred (see `node::enter_scope`),
+/// passed by `now`: the scopes it and others like it belong to are cancelled, as their timers
+/// would have done.
+#[cold]
+#[inline(never)]
+fn expire_deferred_deadlines(now: std::time::Instant) {
+    let left = node::expire_deferred_above(current::current_node_ref(), now);
+    current::set_deferred_deadline(left);
 }
 
 /// Is the code being polled right now inside a cancelled scope? If so, the error to return.
@@ -220,7 +245,18 @@ pub(crate) fn current_cancellation(function: &'static str) -> Option<Cancelled> 
 /// while this task ran is seen here, even if no worker has looked at the timers since).
 #[inline]
 fn checkpoint_cancellation(function: &'static str) -> Option<Cancelled> {
-    context::with_shared(|rt| rt.map(|rt| rt.driver.fire_due_timers()));
+    context::with_shared(|rt| {
+        if let Some(rt) = rt {
+            rt.driver.fire_due_timers();
+            if let Some(earliest) = current::deferred_deadline() {
+                // The same fresh reading for the deadlines whose timers are deferred.
+                let now = rt.driver.fresh_now();
+                if earliest <= now {
+                    expire_deferred_deadlines(now);
+                }
+            }
+        }
+    });
     cancellation_here(function)
 }
 
@@ -264,7 +300,7 @@ impl YieldOnce {
         } else {
             self.yielded = true;
             cx.waker().wake_by_ref();
-            current::note_parked();
+            current::note_yielded();
             Poll::Pending
         }
     }

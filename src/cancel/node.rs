@@ -365,6 +365,9 @@ pub(crate) struct PlainFields {
     armed: Option<TimerKey>,
     /// A scope's body ended with the scope's own cancellation, which the scope absorbed (C3).
     pub(crate) cancelled_caught: bool,
+    /// The deadline's timer is deferred: the scope is linked with a deadline to come but
+    /// `armed` is empty until its owner's code waits (see [`enter_scope`]).
+    deferred: bool,
 }
 
 /// The address of a plain node's [`PlainFields`], kept in its state.
@@ -953,9 +956,17 @@ fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<()
     Ok(())
 }
 
-/// Enters a cancel scope: links it under `parent` and arms its deadline (C5: one already past
-/// cancels at once). Panics if the scope was entered before.
-pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<PlainNode>, rt: &Shared) {
+/// Enters a cancel scope: links it under `parent`, with its deadline's timer deferred (C5: a
+/// deadline already past cancels at once). Panics if the scope was entered before.
+///
+/// The timer is not armed here: a timeout whose body ends before it waits (the common case:
+/// a checkpoint, a ready operation) never needs one. Until it is armed, the scope's owner sees
+/// the deadline itself: `Scoped` checks it before each poll of the body and arms it when the
+/// body waits ([`arm_deferred`]), the cancel checks made inside the body compare the clock with
+/// it ([`expire_deferred_above`]), and a nursery opened inside arms it at once
+/// ([`arm_deferred_above`]), as its tasks may wait while the body does not. Returns the deadline
+/// if its timer was deferred.
+pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<PlainNode>, rt: &Shared) -> Option<Instant> {
     let mut cs = child.lock();
     if cs.entered {
         drop(cs);
@@ -963,9 +974,7 @@ pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<PlainNode>, rt: &Shared) 
     }
     // A scope is never refused (only tasks are, by a closed nursery).
     let _ = link_locked(parent, NodeRef::from(child.clone()), &mut cs);
-    // Armed under the same lock that linked the node: a timed scope is entered on every
-    // `move_on_after`/`fail_after`, so each lock pass counts.
-    let past = arm_locked(child, &mut cs, rt);
+    let (past, deferred) = defer_locked(&mut cs, rt);
     let cancelled_before = cs.cancel_called;
     drop(cs);
     if past {
@@ -973,6 +982,119 @@ pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<PlainNode>, rt: &Shared) 
     } else if cancelled_before {
         // Cancelled before it was entered (C2): it takes effect now.
         took_effect(child.as_ref());
+    }
+    deferred
+}
+
+/// Defers the timer of a just-linked node's deadline; the caller holds the node's lock.
+/// Returns whether the deadline has already passed (the caller then cancels the node), and the
+/// deadline if its timer is deferred.
+fn defer_locked(s: &mut NodeState, rt: &Shared) -> (bool, Option<Instant>) {
+    let cancel_called = s.cancel_called;
+    let Some(fields) = s.plain() else {
+        return (false, None);
+    };
+    match fields.deadline {
+        None => (false, None),
+        Some(_) if cancel_called => (false, None),
+        Some(deadline) if deadline <= rt.driver.now() => (true, None),
+        Some(deadline) => {
+            fields.deferred = true;
+            (false, Some(deadline))
+        }
+    }
+}
+
+/// The code of a scope whose deadline's timer is deferred waits: arm the timer now (the owner
+/// may not run again before the deadline). Nothing if it was armed meanwhile (`set_deadline`)
+/// or the scope has left the tree.
+pub(crate) fn arm_deferred(node: &Arc<PlainNode>, rt: &Shared) {
+    let mut s = node.lock();
+    let deferred = s.plain().is_some_and(|f| std::mem::take(&mut f.deferred));
+    if !deferred || s.slot.is_none() {
+        return;
+    }
+    let past = arm_locked(node, &mut s, rt);
+    drop(s);
+    if past {
+        cancel(node.as_ref(), CancelReason::Deadline);
+    }
+}
+
+/// A scope whose timer is deferred is left at `now`: if its deadline has passed, it is
+/// cancelled first, as its timer would have been (`cancel_called` then stays true after the
+/// exit, C5).
+pub(crate) fn expire_deferred(node: &Arc<PlainNode>, now: Instant) {
+    let due = {
+        let mut s = node.lock();
+        let cancel_called = s.cancel_called;
+        s.plain().is_some_and(|f| {
+            let due = f.deferred && !cancel_called && f.deadline.is_some_and(|d| d <= now);
+            f.deferred &= !due;
+            due
+        })
+    };
+    if due {
+        cancel(node.as_ref(), CancelReason::Deadline);
+    }
+}
+
+/// A cancel check at `now` in `node` (the current node), inside scopes whose timers are
+/// deferred, with the earliest of their deadlines passed: cancels each scope at or above `node`
+/// in its task whose deferred deadline has passed. Returns the earliest deferred deadline left.
+pub(crate) fn expire_deferred_above(node: Option<NodeRef>, now: Instant) -> Option<Instant> {
+    let mut due = Vec::new();
+    let mut left: Option<Instant> = None;
+    for_each_scope_above(node, |plain, s| {
+        let cancel_called = s.cancel_called;
+        if let Some(fields) = s.plain().filter(|f| f.deferred) {
+            match fields.deadline {
+                Some(deadline) if deadline > now && !cancel_called => {
+                    left = Some(left.map_or(deadline, |l| l.min(deadline)));
+                }
+                deadline => {
+                    fields.deferred = false;
+                    if deadline.is_some() && !cancel_called {
+                        due.push(plain);
+                    }
+                }
+            }
+        }
+    });
+    for plain in due {
+        cancel(plain.as_ref(), CancelReason::Deadline);
+    }
+    left
+}
+
+/// A nursery is opened in `node` (the current node), inside scopes whose timers are deferred:
+/// arm them, since the nursery's tasks may wait while the scopes' owner keeps running.
+pub(crate) fn arm_deferred_above(node: Option<NodeRef>, rt: &Shared) {
+    let mut deferred = Vec::new();
+    for_each_scope_above(node, |plain, s| {
+        if s.plain_ref().is_some_and(|f| f.deferred) {
+            deferred.push(plain);
+        }
+    });
+    for plain in deferred {
+        arm_deferred(&plain, rt);
+    }
+}
+
+/// Calls `f` with each plain node from `node` up to its task's node (not included: a task's
+/// scopes are below it), under the node's lock.
+fn for_each_scope_above(node: Option<NodeRef>, mut f: impl FnMut(Arc<PlainNode>, &mut NodeState)) {
+    let mut next = node;
+    while let Some(at) = next {
+        if matches!(at.node().kind(), NodeKind::Task(_) | NodeKind::Root(_)) {
+            return;
+        }
+        let Some(plain) = at.plain() else {
+            return;
+        };
+        let mut s = plain.lock();
+        next = s.parent.clone();
+        f(plain.clone(), &mut s);
     }
 }
 
@@ -1473,6 +1595,8 @@ fn arm_locked(target: &Arc<PlainNode>, s: &mut NodeState, rt: &Shared) -> bool {
     let Some(fields) = s.plain() else {
         return false;
     };
+    // Whatever it was, the deadline is the store's business from here on.
+    fields.deferred = false;
     let Some(deadline) = fields.deadline else {
         return false;
     };

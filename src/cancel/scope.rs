@@ -545,7 +545,8 @@ enum ScopedState {
     /// Not entered yet; the public function that made the future, for the panic outside a
     /// runtime.
     New(&'static str),
-    Entered,
+    /// Entered; the deadline, while its timer may still be deferred (see `node::enter_scope`).
+    Entered(Option<Instant>),
     Done,
 }
 
@@ -576,7 +577,7 @@ pin_project_lite::pin_project! {
     impl<F> PinnedDrop for Scoped<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let ScopedState::Entered = this.state {
+            if let ScopedState::Entered(_) = this.state {
                 node::unlink(this.scope.node.as_ref());
             }
         }
@@ -630,14 +631,15 @@ where
     /// race hands a losing `send`'s value back to its caller).
     pub(crate) fn poll_exit(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exit<F::Output>> {
         let mut this = self.project();
-        match this.state {
+        let deferred = match this.state {
             ScopedState::New(function) => {
-                enter(&this.scope.node, function);
-                *this.state = ScopedState::Entered;
+                let deferred = enter(&this.scope.node, function);
+                *this.state = ScopedState::Entered(deferred);
+                deferred
             }
-            ScopedState::Entered => {}
+            ScopedState::Entered(deferred) => *deferred,
             ScopedState::Done => panic!("Scoped future polled after completion"),
-        }
+        };
         let node = this.scope.node.as_ref();
         if node::must_end(node, false) && node::absorbs_cancellation(node) {
             // This scope's cancellation found its body parked where it cannot see it (B1), or
@@ -657,17 +659,28 @@ where
         let output = {
             let _guard = current::set_node(node);
             let outer_watch = current::begin_park_watch();
+            let outer_deferred = current::enter_deferred(deferred);
             let polled = this
                 .future
                 .as_mut()
                 .as_pin_mut()
                 .expect("the body is present until the scope is done")
                 .poll(cx);
+            current::leave_deferred(outer_deferred);
             let parked = current::end_park_watch(outer_watch);
             match polled {
                 Poll::Ready(out) => out,
                 Poll::Pending => {
-                    node::record_poll(node, parked, cx.waker(), || {
+                    if deferred.is_some() && parked != current::YIELDED {
+                        // The body waits (anything but a schedule point, which leaves the task
+                        // runnable): the deadline needs its timer now.
+                        context::with_shared(|rt| {
+                            let rt = rt.expect("a node is set, so a runtime is entered");
+                            node::arm_deferred(&this.scope.node, rt);
+                        });
+                        *this.state = ScopedState::Entered(None);
+                    }
+                    node::record_poll(node, parked != 0, cx.waker(), || {
                         node::absorbs_cancellation(node)
                     });
                     return Poll::Pending;
@@ -678,6 +691,12 @@ where
         let returned_cancellation = output.cancellation().is_some();
         let absorbed = context::with_shared(|rt| {
             let rt = rt.expect("a node is set, so a runtime is entered");
+            if let Some(deadline) = deferred {
+                let now = rt.driver.now();
+                if deadline <= now {
+                    node::expire_deferred(&this.scope.node, now);
+                }
+            }
             node::exit_scope(node, rt, returned_cancellation)
         });
         Poll::Ready(Exit::Returned { output, absorbed })
@@ -702,14 +721,15 @@ where
     }
 }
 
-fn enter(node: &Arc<PlainNode>, function: &str) {
+/// Enters the scope under the current node; returns its deadline if its timer is deferred.
+fn enter(node: &Arc<PlainNode>, function: &str) -> Option<Instant> {
     let Some(parent) = current::current_node_ref() else {
         outside_runtime(function);
     };
     context::with_shared(|rt| {
         let rt = rt.expect("a node is set, so a runtime is entered");
-        node::enter_scope(parent, node, rt);
-    });
+        node::enter_scope(parent, node, rt)
+    })
 }
 
 /// Runs `future` with a deadline `timeout` from now; `None` if the deadline (or a cancel of

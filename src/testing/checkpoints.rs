@@ -100,7 +100,7 @@ impl<F: Future> Future for AssertCheckpoints<F> {
         let this = self.project();
         let outer = current::begin_park_watch();
         let polled = context::with_every_ready_operation_yielding(|| this.future.poll(cx));
-        *this.seen |= current::end_park_watch(outer);
+        *this.seen |= current::end_park_watch(outer) != 0;
         match polled {
             Poll::Pending if !*this.expect => panic!(
                 "assert_no_checkpoints (at {}): the future did not finish in one poll",
