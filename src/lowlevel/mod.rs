@@ -144,7 +144,8 @@ pub fn current_task() -> TaskInfo {
 pub struct RuntimeStatistics {
     /// Spawned tasks whose futures have not been dropped yet.
     pub live_tasks: usize,
-    /// Entries in the timer store (sleeps and scope deadlines).
+    /// Entries in the timer store (sleeps and scope deadlines). A timeout's deadline is in the
+    /// store from the first time its code waits; before that it has no entry.
     pub timers: usize,
     /// Worker threads.
     pub workers: usize,
