@@ -248,16 +248,24 @@ fn checkpoint_cancellation(function: &'static str) -> Option<Cancelled> {
     context::with_shared(|rt| {
         if let Some(rt) = rt {
             rt.driver.fire_due_timers();
-            if let Some(earliest) = current::deferred_deadline() {
-                // The same fresh reading for the deadlines whose timers are deferred.
-                let now = rt.driver.fresh_now();
-                if earliest <= now {
-                    expire_deferred_deadlines(now);
-                }
+            if current::deferred_deadline().is_some() {
+                expire_deferred_deadlines_as_of_now(rt);
             }
         }
     });
     cancellation_here(function)
+}
+
+/// [`checkpoint_cancellation`] for the deadlines of the scopes being polled whose timers are
+/// deferred: the same fresh reading as for the timer store. Out of line, as
+/// [`expire_deferred_deadlines_as_cached`].
+#[cold]
+#[inline(never)]
+fn expire_deferred_deadlines_as_of_now(rt: &crate::runtime::Shared) {
+    let now = rt.driver.fresh_now();
+    if current::deferred_deadline().is_some_and(|earliest| earliest <= now) {
+        expire_deferred_deadlines(now);
+    }
 }
 
 /// [`current_cancellation`] for callers that have just fired the due timers themselves.
