@@ -159,12 +159,16 @@ pub struct RuntimeStatistics {
 /// ```
 /// trellis::run(async {
 ///     let before = trellis::lowlevel::statistics().timers;
-///     // A deadline is an entry in the timer store while its scope is open.
 ///     trellis::move_on_after(std::time::Duration::from_secs(60), async {
-///         assert!(trellis::lowlevel::statistics().timers > before);
+///         // A timeout's deadline has no entry in the timer store until its code waits...
+///         assert_eq!(trellis::lowlevel::statistics().timers, before);
+///         trellis::sleep(std::time::Duration::from_millis(1)).await?;
+///         // ...and then keeps it while its scope is open.
+///         assert_eq!(trellis::lowlevel::statistics().timers, before + 1);
 ///         Ok::<_, trellis::Cancelled>(())
 ///     })
 ///     .await;
+///     assert_eq!(trellis::lowlevel::statistics().timers, before);
 /// });
 /// ```
 pub fn statistics() -> RuntimeStatistics {
