@@ -145,7 +145,8 @@ pub struct RuntimeStatistics {
     /// Spawned tasks whose futures have not been dropped yet.
     pub live_tasks: usize,
     /// Entries in the timer store (sleeps and scope deadlines). A timeout's deadline is in the
-    /// store from the first time its code waits; before that it has no entry.
+    /// store from the first time its code waits, opens a nursery or has its deadline moved;
+    /// before that it has no entry.
     pub timers: usize,
     /// Worker threads.
     pub workers: usize,
