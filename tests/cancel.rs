@@ -1290,6 +1290,81 @@ fn c5_a_nursery_inside_a_timeout_is_reached_by_the_deadline_while_the_timeout_is
     });
 }
 
+// contract C5 on both flavours: timeouts whose code passes schedule points first and then
+// waits (their timers are armed by the wait, on whichever worker polls them) all fire at the
+// exact virtual time.
+#[test]
+fn c5_timeouts_armed_by_a_wait_fire_on_time_on_both_flavours() {
+    for flavor in common::FLAVORS {
+        let rt = common::autojump_runtime(flavor);
+        let ended = rt.block_on(async {
+            let t0 = now();
+            let ended = Arc::new(Mutex::new(Vec::new()));
+            nursery(|n| {
+                let ended = ended.clone();
+                async move {
+                    for i in 1..=50u64 {
+                        let ended = ended.clone();
+                        n.spawn(async move {
+                            let out = trellis::move_on_after(secs(i), async {
+                                for _ in 0..i {
+                                    checkpoint().await?;
+                                }
+                                sleep_forever().await
+                            })
+                            .await;
+                            assert!(out.is_none());
+                            ended.lock().unwrap().push((i, now() - t0));
+                            Ok(())
+                        })?;
+                    }
+                    Ok::<_, Error>(())
+                }
+            })
+            .await
+            .unwrap();
+            assert_eq!(lowlevel::statistics().timers, 0);
+            let mut ended = ended.lock().unwrap().clone();
+            ended.sort();
+            ended
+        });
+        let expected: Vec<(u64, Duration)> = (1..=50).map(|i| (i, secs(i))).collect();
+        assert_eq!(ended, expected, "{flavor:?}");
+    }
+}
+
+// contract C5: a deadline moved from another thread, into the past, while the timed code only
+// passes schedule points (its timer still deferred), cancels it at its next checkpoint.
+#[test]
+fn c5_a_deferred_deadline_moved_from_another_thread_cancels_at_once() {
+    let rt = common::multi_thread(2);
+    rt.block_on(async {
+        let scope = CancelScope::with_deadline(now() + secs(3600));
+        let handle = scope.clone();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let mover = std::thread::spawn(move || {
+            started_rx.recv().unwrap();
+            handle.set_deadline(Some(std::time::Instant::now() - Duration::from_millis(1)));
+        });
+        let mut started = Some(started_tx);
+        let out = scope
+            .run(async {
+                loop {
+                    if let Some(tx) = started.take() {
+                        tx.send(()).unwrap();
+                    }
+                    checkpoint().await?;
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), Cancelled>(())
+            })
+            .await;
+        mover.join().unwrap();
+        assert_eq!(out, None);
+        assert_eq!(scope.cancel_reason(), Some(CancelReason::Deadline));
+    });
+}
+
 // contract C5: moving the deadline of a scope whose timer is still deferred arms it: the new
 // deadline fires when the clock passes it, whoever moves the clock.
 #[test]
