@@ -720,6 +720,7 @@ impl Node {
         &self.kind
     }
 
+    #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, NodeState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

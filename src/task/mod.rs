@@ -25,12 +25,13 @@ pub(crate) mod local;
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use std::task::{Context, Poll, Waker};
 use std::thread::ThreadId;
@@ -45,8 +46,8 @@ use crate::runtime::instrument::{self, TaskEvent};
 use crate::runtime::instrument::{Hook, PollEnd};
 use crate::runtime::job::Job;
 use crate::runtime::Shared;
-pub(crate) use handle::JoinState;
 pub use handle::TaskHandle;
+pub(crate) use handle::{JoinCell, JoinGuard, JoinSlot, JoinState};
 pub use local::{TaskLocal, TaskLocalError, TaskLocalFuture};
 
 const IDLE: u8 = 0;
@@ -82,11 +83,11 @@ pub(crate) trait Report<E>: Send + Sync {
 /// other fields are in falling order of alignment, so that the fixed order wastes no padding
 /// (a parked task's size is a benchmarked figure).
 #[repr(C)]
-pub(crate) struct ChildCell<F, T, E> {
+pub(crate) struct ChildCell<F, T, E, R> {
     node: Node,
     future: UnsafeCell<ManuallyDrop<F>>,
-    pub(crate) join: Mutex<JoinState<T>>,
-    reporter: Arc<dyn Report<E>>,
+    join: JoinSlot<T>,
+    reporter: Arc<R>,
     /// The runtime: its scheduler (the task's schedule function reaches it through here) and its
     /// count of live task futures.
     rt: Arc<Shared>,
@@ -107,21 +108,24 @@ pub(crate) struct ChildCell<F, T, E> {
     /// A `spawn_local` task: its future may be polled or dropped only on the runtime's thread
     /// (`Shared::thread`; `spawn_local` is only allowed on the current-thread flavour).
     local: bool,
+    /// The error type the reporter takes (the future's, through `F`).
+    error: PhantomData<fn(E)>,
 }
 
 // SAFETY: the future is only touched by whoever set the POLLING bit of `poll_state` (from IDLE,
 // or from CLOSING for a teardown), so it is never accessed from two threads at once. The spawn functions require `F: Send` and `T: Send`
 // except for `spawn_local`, which is only allowed on the current-thread runtime, where every
 // poll and drop happens on the runtime's one thread. `E` is required `Send` by `Nursery`.
-unsafe impl<F, T, E> Send for ChildCell<F, T, E> {}
+unsafe impl<F, T, E, R> Send for ChildCell<F, T, E, R> {}
 // SAFETY: as above; shared access goes through `poll_state`, mutexes and atomics.
-unsafe impl<F, T, E> Sync for ChildCell<F, T, E> {}
+unsafe impl<F, T, E, R> Sync for ChildCell<F, T, E, R> {}
 
-impl<F, T, E> ChildCell<F, T, E>
+impl<F, T, E, R> ChildCell<F, T, E, R>
 where
     F: Future<Output = Result<T, E>> + 'static,
     T: 'static,
     E: AsCancelled + 'static,
+    R: Report<E> + 'static,
 {
     /// References to a task's cell are counted in the cell, as an `Arc` counts its own, and
     /// all of them together hold one count of the task's `async-task` allocation: the `keep`
@@ -213,7 +217,7 @@ where
         if let Some(payload) = current::as_task(self.id(), || self.exit()) {
             self.reporter.panicked(payload);
         }
-        handle::complete(&self.join, JoinState::Cancelled);
+        handle::complete(self.lock_join(), JoinState::Cancelled);
         node::unlink(self);
     }
 
@@ -242,6 +246,13 @@ where
             };
             hook.tell(instrument.as_ref(), task);
         }
+    }
+
+    /// The result slot, under the node's lock.
+    #[inline]
+    pub(crate) fn lock_join(&self) -> JoinGuard<'_, T> {
+        // SAFETY: the slot is this cell's and the node is this cell's.
+        unsafe { self.join.lock(&self.node) }
     }
 
     /// The task's id.
@@ -304,7 +315,7 @@ where
             }
         };
         reporter.finished();
-        handle::complete(&self.join, state);
+        handle::complete(self.lock_join(), state);
         node::unlink(self);
     }
 
@@ -318,16 +329,29 @@ where
             None => self.reporter.dropped(cancelled),
         }
         self.reporter.finished();
-        handle::complete(&self.join, JoinState::Cancelled);
+        handle::complete(self.lock_join(), JoinState::Cancelled);
         node::unlink(self);
     }
 }
 
-impl<F, T, E> TreeNode for ChildCell<F, T, E>
+impl<F, T, E, R> JoinCell<T> for ChildCell<F, T, E, R>
 where
     F: Future<Output = Result<T, E>> + 'static,
     T: 'static,
     E: AsCancelled + 'static,
+    R: Report<E> + 'static,
+{
+    fn lock_join(&self) -> JoinGuard<'_, T> {
+        ChildCell::lock_join(self)
+    }
+}
+
+impl<F, T, E, R> TreeNode for ChildCell<F, T, E, R>
+where
+    F: Future<Output = Result<T, E>> + 'static,
+    T: 'static,
+    E: AsCancelled + 'static,
+    R: Report<E> + 'static,
 {
     fn node(&self) -> &Node {
         &self.node
@@ -339,22 +363,24 @@ where
 /// It points at its cell, the metadata of the same `async-task` allocation, without counting a
 /// reference: the cell lives as long as the allocation, and `async-task` never polls or drops
 /// the runner after freeing it.
-struct ChildRunner<F, T, E>
+struct ChildRunner<F, T, E, R>
 where
     F: Future<Output = Result<T, E>> + 'static,
     T: 'static,
     E: AsCancelled + 'static,
+    R: Report<E> + 'static,
 {
-    cell: NonNull<ChildCell<F, T, E>>,
+    cell: NonNull<ChildCell<F, T, E, R>>,
 }
 
-impl<F, T, E> ChildRunner<F, T, E>
+impl<F, T, E, R> ChildRunner<F, T, E, R>
 where
     F: Future<Output = Result<T, E>> + 'static,
     T: 'static,
     E: AsCancelled + 'static,
+    R: Report<E> + 'static,
 {
-    fn cell(&self) -> &ChildCell<F, T, E> {
+    fn cell(&self) -> &ChildCell<F, T, E, R> {
         // SAFETY: the cell is the metadata of the allocation the runner lives in, which
         // `async-task` drops only when it frees that allocation, after the runner is gone.
         unsafe { self.cell.as_ref() }
@@ -365,11 +391,12 @@ where
 /// runtime shutdown, or when it is woken after the runtime's queues closed. The cell still owns
 /// the user's future then; drop it now, so that nothing it holds (a channel end another thread
 /// waits on, for one) outlives the runtime.
-impl<F, T, E> Drop for ChildRunner<F, T, E>
+impl<F, T, E, R> Drop for ChildRunner<F, T, E, R>
 where
     F: Future<Output = Result<T, E>> + 'static,
     T: 'static,
     E: AsCancelled + 'static,
+    R: Report<E> + 'static,
 {
     fn drop(&mut self) {
         let cell = self.cell();
@@ -379,11 +406,12 @@ where
     }
 }
 
-impl<F, T, E> Future for ChildRunner<F, T, E>
+impl<F, T, E, R> Future for ChildRunner<F, T, E, R>
 where
     F: Future<Output = Result<T, E>> + 'static,
     T: 'static,
     E: AsCancelled + 'static,
+    R: Report<E> + 'static,
 {
     type Output = ();
 
@@ -450,12 +478,12 @@ where
 }
 
 /// What to spawn, and under which node.
-pub(crate) struct SpawnSpec<'a, E> {
+pub(crate) struct SpawnSpec<'a, R> {
     pub(crate) rt: &'a Arc<Shared>,
     pub(crate) parent: NodeRef,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) service: bool,
-    pub(crate) reporter: Arc<dyn Report<E>>,
+    pub(crate) reporter: Arc<R>,
     /// Called with the task's node once it is linked and before it is first scheduled, so the
     /// caller can record it before the task can possibly run (`start` needs this: it is the only
     /// caller that keeps a reference to the task's node).
@@ -471,19 +499,20 @@ pub(crate) type OnLinked<'a> = dyn Fn(&NodeRef) + 'a;
 ///
 /// # Safety
 /// If `F` or `T` is not `Send`, the runtime must be current-thread and the caller on its thread.
-pub(crate) unsafe fn spawn_child<F, T, E>(
-    spec: SpawnSpec<'_, E>,
+pub(crate) unsafe fn spawn_child<F, T, E, R>(
+    spec: SpawnSpec<'_, R>,
     future: F,
 ) -> Result<TaskHandle<T>, crate::Error>
 where
     F: Future<Output = Result<T, E>> + 'static,
     T: 'static,
     E: AsCancelled + 'static,
+    R: Report<E> + 'static,
 {
     let rt = spec.rt;
     let cell = ChildCell {
         node: Node::in_cell(
-            &ChildCell::<F, T, E>::OPS,
+            &ChildCell::<F, T, E, R>::OPS,
             TaskInfo {
                 id: rt.next_task_id(),
                 service: spec.service,
@@ -492,10 +521,11 @@ where
         ),
         poll_state: AtomicU8::new(IDLE),
         future: UnsafeCell::new(ManuallyDrop::new(future)),
-        join: Mutex::new(JoinState::Pending(None)),
+        join: JoinSlot::new(),
         reporter: spec.reporter,
         rt: rt.clone(),
         local: spec.local,
+        error: PhantomData,
         locals: local::snapshot().map(Box::new),
         refs: AtomicU32::new(1),
         keep: UnsafeCell::new(MaybeUninit::uninit()),
@@ -508,7 +538,7 @@ where
     // run, finish and be freed on another worker as soon as it is queued, so the task is not
     // touched once queued, and the runtime is reached through its own address, not through the
     // cell.
-    let schedule = |runnable: Runnable<ChildCell<F, T, E>>, info: ScheduleInfo| {
+    let schedule = |runnable: Runnable<ChildCell<F, T, E, R>>, info: ScheduleInfo| {
         let cell = runnable.metadata();
         cell.report(Hook::Scheduled);
         let cell_rt: *const Arc<Shared> = &cell.rt;
@@ -537,7 +567,7 @@ where
             .propagate_panic(false)
             .metadata(cell)
             .spawn_unchecked(
-                |cell: &ChildCell<F, T, E>| ChildRunner {
+                |cell: &ChildCell<F, T, E, R>| ChildRunner {
                     cell: NonNull::from(cell),
                 },
                 WithInfo(schedule),
