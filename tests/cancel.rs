@@ -1365,6 +1365,36 @@ fn c5_a_deferred_deadline_moved_from_another_thread_cancels_at_once() {
     });
 }
 
+// contract C4, C5: a shielded scope inside a timeout whose timer is deferred keeps the passed
+// deadline out; the deadline takes effect at the first checkpoint after the shield is left.
+#[test]
+fn c5_a_shield_keeps_out_a_deferred_deadline_until_it_is_left() {
+    let (rt, clock) = current_thread();
+    rt.block_on(async {
+        let t0 = now();
+        let log = Log::default();
+        let out = trellis::move_on_after(SECOND, async {
+            let shielded = CancelScope::new()
+                .shielded(true)
+                .run(async {
+                    clock.jump(secs(2));
+                    checkpoint().await?;
+                    log.push("shielded checkpoint passed");
+                    Ok::<(), Cancelled>(())
+                })
+                .await;
+            assert_eq!(shielded, Some(Ok(())));
+            let r = checkpoint().await;
+            log.push(format!("{:?}", r.as_ref().map_err(Cancelled::reason)));
+            r
+        })
+        .await;
+        assert_eq!(out, None);
+        assert_eq!(log.take(), ["shielded checkpoint passed", "Err(Deadline)"]);
+        assert_eq!(now() - t0, secs(2));
+    });
+}
+
 // contract C5: moving the deadline of a scope whose timer is still deferred arms it: the new
 // deadline fires when the clock passes it, whoever moves the clock.
 #[test]
