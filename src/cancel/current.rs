@@ -19,9 +19,9 @@ use crate::runtime::context;
 
 thread_local! {
     static NODE: Cell<Option<*const Node>> = const { Cell::new(None) };
-    /// What the trellis operations polled so far did: [`WAITED`] (parked, registered with the
-    /// cancel tree) and [`YIELDED`] (woke their task and returned `Pending`); see
-    /// `begin_park_watch`.
+    /// What the trellis operations polled so far did: nothing (0), only yield ([`YIELDED`]:
+    /// woke their task and returned `Pending`), or wait ([`WAITED`]: parked, registered with
+    /// the cancel tree); see `begin_park_watch`.
     static PARKED: Cell<u8> = const { Cell::new(0) };
     /// The earliest deadline whose timer is deferred among the scopes being polled on this
     /// thread now; see [`enter_deferred`].
@@ -43,10 +43,12 @@ struct TaskPoll {
     id: u64,
 }
 
-/// An operation parked: it waits for a wake-up registered with the cancel tree.
-pub(crate) const WAITED: u8 = 1;
 /// An operation yielded: it woke its own task, which is runnable again.
-pub(crate) const YIELDED: u8 = 2;
+pub(crate) const YIELDED: u8 = 0b01;
+/// An operation parked: it waits for a wake-up registered with the cancel tree. Its bits cover
+/// a yield's, so noting it is a plain store (every park does it), and a watch reads exactly
+/// [`YIELDED`] only when nothing but yields happened in it.
+pub(crate) const WAITED: u8 = 0b11;
 
 /// Called at the start of every task poll: forgets the cached time, refills the yield budget
 /// and starts the task's park watch.
@@ -136,7 +138,7 @@ pub(crate) fn own_task_waker(waker: &Waker) -> Option<usize> {
 /// cancel tree: the code being polled waits where cancellation can reach it.
 #[inline]
 pub(crate) fn note_parked() {
-    PARKED.with(|p| p.set(p.get() | WAITED));
+    PARKED.with(|p| p.set(WAITED));
 }
 
 /// A trellis operation is about to return `Pending` having woken its own task (a schedule
@@ -153,8 +155,8 @@ pub(crate) fn begin_park_watch() -> u8 {
     PARKED.with(|p| p.replace(0))
 }
 
-/// Ends a watch: returns what the trellis operations polled during it did ([`WAITED`],
-/// [`YIELDED`]), and folds that into the outer watch.
+/// Ends a watch: returns what the trellis operations polled during it did (0, [`YIELDED`] or
+/// [`WAITED`]), and folds that into the outer watch.
 #[inline]
 pub(crate) fn end_park_watch(outer: u8) -> u8 {
     PARKED.with(|p| {
@@ -173,7 +175,7 @@ pub(crate) fn parked_in_poll() -> bool {
 
 /// A scope whose deadline timer is deferred (`deadline`, see `Scoped`) is about to poll its
 /// body: its deadline joins the earliest deferred one seen by the cancel checks made inside.
-/// Returns the outer value, to hand to [`leave_deferred`].
+/// Returns the outer value, to put back with [`set_deferred_deadline`].
 #[inline]
 pub(crate) fn enter_deferred(deadline: Option<Instant>) -> Option<Instant> {
     DEFERRED.with(|d| {
@@ -185,19 +187,15 @@ pub(crate) fn enter_deferred(deadline: Option<Instant>) -> Option<Instant> {
     })
 }
 
-/// The body's poll is over: the outer scopes' earliest deferred deadline applies again.
-#[inline]
-pub(crate) fn leave_deferred(outer: Option<Instant>) {
-    DEFERRED.with(|d| d.set(outer));
-}
-
 /// The earliest deferred deadline among the scopes being polled on this thread now.
 #[inline]
 pub(crate) fn deferred_deadline() -> Option<Instant> {
     DEFERRED.with(Cell::get)
 }
 
-/// Replaces [`deferred_deadline`] after the enclosing scopes were looked at.
+/// Replaces [`deferred_deadline`]: with the outer value [`enter_deferred`] returned once the
+/// body's poll is over, or with what is left after the enclosing scopes were looked at.
+#[inline]
 pub(crate) fn set_deferred_deadline(deadline: Option<Instant>) {
     DEFERRED.with(|d| d.set(deadline));
 }

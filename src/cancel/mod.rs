@@ -216,20 +216,25 @@ fn fire_passed_deadlines() {
 #[cold]
 #[inline(never)]
 fn expire_deferred_deadlines_as_cached(rt: &crate::runtime::Shared) {
-    let now = rt.driver.now();
-    if current::deferred_deadline().is_some_and(|earliest| earliest <= now) {
-        expire_deferred_deadlines(now);
-    }
+    expire_deferred_deadlines(rt.driver.now());
 }
 
-/// The deadline of a scope being polled, whose timer is deferred (see `node::enter_scope`),
-/// passed by `now`: the scopes it and others like it belong to are cancelled, as their timers
-/// would have done.
+/// [`checkpoint_cancellation`]'s look at the deferred deadlines: against a fresh clock reading,
+/// as it looks at the store. Out of line, as [`expire_deferred_deadlines_as_cached`].
 #[cold]
 #[inline(never)]
+fn expire_deferred_deadlines_as_of_now(rt: &crate::runtime::Shared) {
+    expire_deferred_deadlines(rt.driver.fresh_now());
+}
+
+/// The deferred deadlines of the scopes being polled that `now` has passed cancel their scopes,
+/// as their timers would have.
+#[inline]
 fn expire_deferred_deadlines(now: std::time::Instant) {
-    let left = node::expire_deferred_above(current::current_node_ref(), now);
-    current::set_deferred_deadline(left);
+    if current::deferred_deadline().is_some_and(|earliest| earliest <= now) {
+        let left = node::expire_deferred_above(current::current_node_ref(), now);
+        current::set_deferred_deadline(left);
+    }
 }
 
 /// Is the code being polled right now inside a cancelled scope? If so, the error to return.
@@ -254,18 +259,6 @@ fn checkpoint_cancellation(function: &'static str) -> Option<Cancelled> {
         }
     });
     cancellation_here(function)
-}
-
-/// [`checkpoint_cancellation`] for the deadlines of the scopes being polled whose timers are
-/// deferred: the same fresh reading as for the timer store. Out of line, as
-/// [`expire_deferred_deadlines_as_cached`].
-#[cold]
-#[inline(never)]
-fn expire_deferred_deadlines_as_of_now(rt: &crate::runtime::Shared) {
-    let now = rt.driver.fresh_now();
-    if current::deferred_deadline().is_some_and(|earliest| earliest <= now) {
-        expire_deferred_deadlines(now);
-    }
 }
 
 /// [`current_cancellation`] for callers that have just fired the due timers themselves.

@@ -962,11 +962,11 @@ fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<()
 ///
 /// The timer is not armed here: a timeout whose body ends before it waits (the common case:
 /// a checkpoint, a ready operation) never needs one. Until it is armed, the scope's owner sees
-/// the deadline itself: `Scoped` checks it before each poll of the body and arms it when the
-/// body waits ([`arm_deferred`]), the cancel checks made inside the body compare the clock with
-/// it ([`expire_deferred_above`]), and a nursery opened inside arms it at once
-/// ([`arm_deferred_above`]), as its tasks may wait while the body does not. Returns the deadline
-/// if its timer was deferred.
+/// the deadline itself: the cancel checks made inside the body compare the clock with it
+/// ([`expire_deferred_above`], also called when the body ends), `Scoped` arms it when the body
+/// waits ([`arm_deferred`]), and a nursery opened inside arms it at once
+/// ([`arm_deferred_above`]), as its tasks may wait while the body does not. Returns the
+/// deadline if its timer was deferred.
 pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<PlainNode>, rt: &Shared) -> Option<Instant> {
     let mut cs = child.lock();
     if cs.entered {
@@ -991,19 +991,38 @@ pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<PlainNode>, rt: &Shared) 
 /// Returns whether the deadline has already passed (the caller then cancels the node), and the
 /// deadline if its timer is deferred.
 fn defer_locked(s: &mut NodeState, rt: &Shared) -> (bool, Option<Instant>) {
-    let cancel_called = s.cancel_called;
-    let Some(fields) = s.plain() else {
-        return (false, None);
-    };
-    match fields.deadline {
-        None => (false, None),
-        Some(_) if cancel_called => (false, None),
-        Some(deadline) if deadline <= rt.driver.now() => (true, None),
-        Some(deadline) => {
+    match deadline_ahead(s, rt) {
+        Some((fields, Watch::At(deadline))) => {
             fields.deferred = true;
             (false, Some(deadline))
         }
+        Some((_, Watch::Passed)) => (true, None),
+        _ => (false, None),
     }
+}
+
+/// What a linked node's deadline asks for, as [`deadline_ahead`] sees it.
+enum Watch {
+    /// Nothing: no deadline, or the node is cancelled already.
+    None,
+    /// A cancel: the deadline has passed (C5).
+    Passed,
+    /// A timer at this time.
+    At(Instant),
+}
+
+/// The node's deadline against the clock (this poll's reading), with the fields it is kept in;
+/// `None` for a task's node, which has none. The caller holds the node's lock.
+fn deadline_ahead<'s>(s: &'s mut NodeState, rt: &Shared) -> Option<(&'s mut PlainFields, Watch)> {
+    let cancel_called = s.cancel_called;
+    let fields = s.plain()?;
+    let watch = match fields.deadline {
+        None => Watch::None,
+        Some(_) if cancel_called => Watch::None,
+        Some(deadline) if deadline <= rt.driver.now() => Watch::Passed,
+        Some(deadline) => Watch::At(deadline),
+    };
+    Some((fields, watch))
 }
 
 /// The code of a scope whose deadline's timer is deferred waits: arm the timer now (the owner
@@ -1022,21 +1041,33 @@ pub(crate) fn arm_deferred(node: &Arc<PlainNode>, rt: &Shared) {
     }
 }
 
-/// A scope whose timer is deferred is left at `now`: if its deadline has passed, it is
-/// cancelled first, as its timer would have been (`cancel_called` then stays true after the
-/// exit, C5).
-pub(crate) fn expire_deferred(node: &Arc<PlainNode>, now: Instant) {
-    let due = {
-        let mut s = node.lock();
-        let cancel_called = s.cancel_called;
-        s.plain().is_some_and(|f| {
-            let due = f.deferred && !cancel_called && f.deadline.is_some_and(|d| d <= now);
-            f.deferred &= !due;
-            due
-        })
+/// Where a scope's deferred deadline stands at `now`, as [`settle_deferred`] found it.
+enum Deferred {
+    /// Not deferred (or no longer: armed, or settled by an earlier look).
+    No,
+    /// Still ahead.
+    Ahead(Instant),
+    /// Passed: no longer deferred, and the scope is to be cancelled once the lock is released.
+    Passed,
+}
+
+/// Looks at a node's deferred deadline at `now`, under its lock; one that has passed, or whose
+/// scope is cancelled already, is deferred no more.
+fn settle_deferred(s: &mut NodeState, now: Instant) -> Deferred {
+    let cancel_called = s.cancel_called;
+    let Some(fields) = s.plain().filter(|f| f.deferred) else {
+        return Deferred::No;
     };
-    if due {
-        cancel(node.as_ref(), CancelReason::Deadline);
+    match fields.deadline {
+        Some(deadline) if deadline > now && !cancel_called => Deferred::Ahead(deadline),
+        deadline => {
+            fields.deferred = false;
+            if deadline.is_some() && !cancel_called {
+                Deferred::Passed
+            } else {
+                Deferred::No
+            }
+        }
     }
 }
 
@@ -1046,21 +1077,10 @@ pub(crate) fn expire_deferred(node: &Arc<PlainNode>, now: Instant) {
 pub(crate) fn expire_deferred_above(node: Option<NodeRef>, now: Instant) -> Option<Instant> {
     let mut due = Vec::new();
     let mut left: Option<Instant> = None;
-    for_each_scope_above(node, |plain, s| {
-        let cancel_called = s.cancel_called;
-        if let Some(fields) = s.plain().filter(|f| f.deferred) {
-            match fields.deadline {
-                Some(deadline) if deadline > now && !cancel_called => {
-                    left = Some(left.map_or(deadline, |l| l.min(deadline)));
-                }
-                deadline => {
-                    fields.deferred = false;
-                    if deadline.is_some() && !cancel_called {
-                        due.push(plain);
-                    }
-                }
-            }
-        }
+    for_each_scope_above(node, |plain, s| match settle_deferred(s, now) {
+        Deferred::No => {}
+        Deferred::Ahead(deadline) => left = Some(left.map_or(deadline, |l| l.min(deadline))),
+        Deferred::Passed => due.push(plain),
     });
     for plain in due {
         cancel(plain.as_ref(), CancelReason::Deadline);
@@ -1071,14 +1091,14 @@ pub(crate) fn expire_deferred_above(node: Option<NodeRef>, now: Instant) -> Opti
 /// A nursery is opened in `node` (the current node), inside scopes whose timers are deferred:
 /// arm them, since the nursery's tasks may wait while the scopes' owner keeps running.
 pub(crate) fn arm_deferred_above(node: Option<NodeRef>, rt: &Shared) {
-    let mut deferred = Vec::new();
+    let mut passed = Vec::new();
     for_each_scope_above(node, |plain, s| {
-        if s.plain_ref().is_some_and(|f| f.deferred) {
-            deferred.push(plain);
+        if s.plain_ref().is_some_and(|f| f.deferred) && arm_locked(&plain, s, rt) {
+            passed.push(plain);
         }
     });
-    for plain in deferred {
-        arm_deferred(&plain, rt);
+    for plain in passed {
+        cancel(plain.as_ref(), CancelReason::Deadline);
     }
 }
 
@@ -1151,16 +1171,31 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
 /// The node forgets its parent here: an exited node that kept its parent alive would make the
 /// last drop of a deep chain of nested scopes recurse once per level (C9).
 pub(crate) fn unlink(child: &dyn TreeNode) {
+    unlink_with(child, |_| (), |()| ());
+}
+
+/// [`unlink`], running `first` under the node's lock before anything else, in the same lock
+/// pass (a task stores its result there: that lock guards it), and `then` with what `first`
+/// returned once the lock is released, before the parent hears of the unlink.
+#[inline]
+pub(crate) fn unlink_with<R>(
+    child: &dyn TreeNode,
+    first: impl FnOnce(&mut NodeState) -> R,
+    then: impl FnOnce(R),
+) {
     let c = child.node();
-    let (parent, slot, owner) = {
+    let (parent, slot, owner, out) = {
         let mut cs = c.lock();
+        let out = first(&mut cs);
         if holds_timer_or_waker(&cs) {
             drop(cs);
+            then(out);
             return unlink_holding(child);
         }
         let owner = c.take_owner(&mut cs);
-        (cs.parent.take(), cs.slot.take(), owner)
+        (cs.parent.take(), cs.slot.take(), owner, out)
     };
+    then(out);
     drop(owner);
     leave_parent(c, parent, slot);
 }
@@ -1592,26 +1627,22 @@ pub(crate) fn set_deadline(target: &Arc<PlainNode>, deadline: Option<Instant>) {
 /// targets fire after it is released). Returns whether the deadline has already passed: the
 /// caller then cancels the node with reason `Deadline` once the lock is released (C5).
 fn arm_locked(target: &Arc<PlainNode>, s: &mut NodeState, rt: &Shared) -> bool {
-    let cancel_called = s.cancel_called;
-    let Some(fields) = s.plain() else {
+    let Some((fields, watch)) = deadline_ahead(s, rt) else {
         return false;
     };
     // Whatever it was, the deadline is the store's business from here on.
     fields.deferred = false;
-    let Some(deadline) = fields.deadline else {
-        return false;
-    };
-    if cancel_called {
-        return false;
+    match watch {
+        Watch::None => false,
+        Watch::Passed => true,
+        Watch::At(deadline) => {
+            fields.armed = Some(rt.insert_timer(
+                deadline,
+                TimerTarget::Deadline(Arc::downgrade(target) as Weak<dyn Expire>),
+            ));
+            false
+        }
     }
-    if deadline <= rt.driver.now() {
-        return true;
-    }
-    fields.armed = Some(rt.insert_timer(
-        deadline,
-        TimerTarget::Deadline(Arc::downgrade(target) as Weak<dyn Expire>),
-    ));
-    false
 }
 
 /// The runtime whose tree `node` is linked into, found at the root.
@@ -1931,14 +1962,25 @@ mod tests {
         // Each node is held by the test and, while listed, by the list.
         assert_eq!(Arc::strong_count(&nodes[0]), 1);
         assert_eq!(Arc::strong_count(&nodes[2]), 2);
-        let again = children.insert(NodeRef::from(nodes[0].clone()));
-        assert_eq!(again.index(), 1);
-        children.remove(again);
-        children.remove(keys[2]);
-        assert_eq!(children.iter().count(), 0);
-        let reused = children.insert(NodeRef::from(nodes[1].clone()));
-        assert_eq!(reused.index(), 2);
-        assert_eq!(children.iter().count(), 1);
+        // Slots 0 and 1 are vacant once each, whatever the second removal of `keys[1]` did:
+        // two children fill them, newest vacancy first, and a third takes a new slot.
+        let again: Vec<ChildKey> = [0, 1, 0]
+            .iter()
+            .map(|&i| children.insert(NodeRef::from(nodes[i].clone())))
+            .collect();
+        assert_eq!(
+            again.iter().map(|k| k.index()).collect::<Vec<_>>(),
+            [1, 0, 3]
+        );
+        assert_eq!(children.iter().count(), 4);
+        assert!(std::ptr::eq(
+            children.get(again[0]).unwrap().node(),
+            nodes[0].node()
+        ));
+        assert!(std::ptr::eq(
+            children.get(again[1]).unwrap().node(),
+            nodes[1].node()
+        ));
         drop(children);
         assert!(nodes.iter().all(|n| Arc::strong_count(n) == 1));
     }

@@ -666,14 +666,15 @@ where
                 .as_pin_mut()
                 .expect("the body is present until the scope is done")
                 .poll(cx);
-            current::leave_deferred(outer_deferred);
+            current::set_deferred_deadline(outer_deferred);
             let parked = current::end_park_watch(outer_watch);
             match polled {
                 Poll::Ready(out) => out,
                 Poll::Pending => {
                     if deferred.is_some() && parked != current::YIELDED {
-                        // The body waits (anything but a schedule point, which leaves the task
-                        // runnable): the deadline needs its timer now.
+                        // The body waits, or returned `Pending` with no trellis operation at all
+                        // (anything but a schedule point, which leaves the task runnable): the
+                        // deadline needs its timer now.
                         context::with_shared(|rt| {
                             let rt = rt.expect("a node is set, so a runtime is entered");
                             node::arm_deferred(&this.scope.node, rt);
@@ -692,9 +693,14 @@ where
         let absorbed = context::with_shared(|rt| {
             let rt = rt.expect("a node is set, so a runtime is entered");
             if let Some(deadline) = deferred {
+                // A deferred deadline that passed while the body ran to its end: cancelled now,
+                // as its timer would have (`cancel_called` then reads true after the exit).
                 let now = rt.driver.now();
                 if deadline <= now {
-                    node::expire_deferred(&this.scope.node, now);
+                    node::expire_deferred_above(
+                        Some(node::NodeRef::from(Arc::clone(&this.scope.node))),
+                        now,
+                    );
                 }
             }
             node::exit_scope(node, rt, returned_cancellation)

@@ -46,10 +46,58 @@ impl<T> JoinSlot<T> {
     #[inline]
     pub(crate) unsafe fn lock<'a>(&'a self, node: &'a Node) -> JoinGuard<'a, T> {
         let held = node.lock();
-        // SAFETY: the slot is only reached here, under the lock of its cell's node (the
-        // caller's contract), which `held` keeps for as long as the reference lives.
+        // SAFETY: the slot is only reached under the lock of its cell's node (the caller's
+        // contract), which `held` keeps for as long as the reference lives.
         let state = unsafe { &mut *self.0.get() };
         JoinGuard { state, _held: held }
+    }
+
+    /// Stores the final state (first completion wins), the node's lock being held already by
+    /// whoever lent `_held`. Returns the waker to wake and what is to be dropped, both for after
+    /// the lock is released.
+    ///
+    /// # Safety
+    /// `_held` must be the state of the node of the task whose cell holds this slot, borrowed
+    /// from that node's lock.
+    #[inline]
+    pub(crate) unsafe fn complete_locked(
+        &self,
+        _held: &mut NodeState,
+        state: JoinState<T>,
+    ) -> Completion<T> {
+        // SAFETY: the node's lock is held (the caller's contract) for as long as `_held` is
+        // borrowed, which outlives this reference.
+        let slot = unsafe { &mut *self.0.get() };
+        match slot {
+            JoinState::Pending(waker) => {
+                let waker = waker.take();
+                Completion {
+                    waker,
+                    left: std::mem::replace(slot, state),
+                }
+            }
+            _ => Completion {
+                waker: None,
+                left: state,
+            },
+        }
+    }
+}
+
+/// What [`JoinSlot::complete_locked`] leaves for after the lock: the handle's waker to wake,
+/// and the state that lost (the slot's old one, or a second completion) to drop.
+pub(crate) struct Completion<T> {
+    waker: Option<Waker>,
+    left: JoinState<T>,
+}
+
+impl<T> Completion<T> {
+    /// Drops what lost, then wakes the handle. Called with no lock held.
+    pub(crate) fn finish(self) {
+        drop(self.left);
+        if let Some(w) = self.waker {
+            w.wake();
+        }
     }
 }
 
@@ -70,23 +118,6 @@ impl<T> Deref for JoinGuard<'_, T> {
 impl<T> DerefMut for JoinGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut JoinState<T> {
         self.state
-    }
-}
-
-/// Stores the final state and wakes the handle (first completion wins). What the slot held, and
-/// a state that came second, are dropped once the lock is released.
-pub(crate) fn complete<T>(mut slot: JoinGuard<'_, T>, state: JoinState<T>) {
-    let JoinState::Pending(waker) = &mut *slot else {
-        drop(slot);
-        drop(state);
-        return;
-    };
-    let waker = waker.take();
-    let pending = std::mem::replace(&mut *slot, state);
-    drop(slot);
-    drop(pending);
-    if let Some(w) = waker {
-        w.wake();
     }
 }
 

@@ -217,8 +217,7 @@ where
         if let Some(payload) = current::as_task(self.id(), || self.exit()) {
             self.reporter.panicked(payload);
         }
-        handle::complete(self.lock_join(), JoinState::Cancelled);
-        node::unlink(self);
+        self.complete_and_unlink(JoinState::Cancelled);
     }
 
     /// Tells the runtime's instrument, if there may be one, of `hook`. Without the feature
@@ -248,11 +247,16 @@ where
         }
     }
 
-    /// The result slot, under the node's lock.
-    #[inline]
-    pub(crate) fn lock_join(&self) -> JoinGuard<'_, T> {
-        // SAFETY: the slot is this cell's and the node is this cell's.
-        unsafe { self.join.lock(&self.node) }
+    /// Stores the task's final state for its handle and unlinks its node, in one pass of the
+    /// node's lock (which guards the result slot); the handle is woken once the lock is
+    /// released, before the parent hears of the exit.
+    fn complete_and_unlink(&self, state: JoinState<T>) {
+        node::unlink_with(
+            self,
+            // SAFETY: the state is lent by this cell's own node's lock.
+            |held| unsafe { self.join.complete_locked(held, state) },
+            handle::Completion::finish,
+        );
     }
 
     /// The task's id.
@@ -315,8 +319,7 @@ where
             }
         };
         reporter.finished();
-        handle::complete(self.lock_join(), state);
-        node::unlink(self);
+        self.complete_and_unlink(state);
     }
 
     /// Ends a task parked in a foreign wait after its cancellation (B1), or still running when
@@ -329,8 +332,7 @@ where
             None => self.reporter.dropped(cancelled),
         }
         self.reporter.finished();
-        handle::complete(self.lock_join(), JoinState::Cancelled);
-        node::unlink(self);
+        self.complete_and_unlink(JoinState::Cancelled);
     }
 }
 
@@ -342,7 +344,8 @@ where
     R: Report<E> + 'static,
 {
     fn lock_join(&self) -> JoinGuard<'_, T> {
-        ChildCell::lock_join(self)
+        // SAFETY: the slot is this cell's and the node is this cell's.
+        unsafe { self.join.lock(&self.node) }
     }
 }
 
