@@ -1,6 +1,7 @@
 //! The receiving half of a channel, also a `Stream`.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -98,8 +99,8 @@ impl<T> Receiver<T> {
     ///     .unwrap();
     /// });
     /// ```
-    pub async fn recv(&self) -> Result<T, Error> {
-        Op::<RecvSite<T>>::new(&self.chan.state, self.handle).await
+    pub fn recv(&self) -> impl Future<Output = Result<T, Error>> + '_ {
+        Op::<RecvSite<T>>::new(&self.chan.state, self.handle)
     }
 
     /// Receives a message if one is ready now. Not a checkpoint; usable outside a runtime.

@@ -1,6 +1,7 @@
 //! The sending half of a channel, and the error that gives an unsent message back.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use super::send_error::SendError;
@@ -58,8 +59,8 @@ impl<T> Sender<T> {
     ///     assert_eq!(err.into_inner(), "lost?"); // the message comes back
     /// });
     /// ```
-    pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
-        Op::<SendSite<T>>::new(&self.chan.state, self.request(value)).await
+    pub fn send(&self, value: T) -> impl Future<Output = Result<(), SendError<T>>> + '_ {
+        Op::<SendSite<T>>::new(&self.chan.state, self.request(value))
     }
 
     /// Sends `value` if that is possible now. Not a checkpoint; usable outside a runtime.

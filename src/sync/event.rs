@@ -1,6 +1,7 @@
 //! `Event`: a flag that tasks can wait for (trio's `Event`: set once, never cleared).
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Mutex;
 
 use super::parking_lot::{lock, Op, ParkingLot, Site, WakeList, MAIN};
@@ -182,8 +183,8 @@ impl Event {
     ///
     /// # Errors
     /// [`Cancelled`] if the enclosing scope is cancelled first.
-    pub async fn wait(&self) -> Result<(), Cancelled> {
-        Op::<WaitSite>::new(&self.state, ()).await
+    pub fn wait(&self) -> impl Future<Output = Result<(), Cancelled>> + '_ {
+        Op::<WaitSite>::new(&self.state, ())
     }
 
     /// Counters, for debugging.
