@@ -672,6 +672,34 @@ fn cancelling_a_nursery_reaches_every_descendant() {
     });
 }
 
+// contract N7: tasks without children of their own are reached in the same tree order as
+// subtrees when the two are mixed (a childless task is visited under its parent's lock, a
+// subtree through the walk's stack).
+#[test]
+fn cancellation_keeps_tree_order_across_leaves_and_subtrees() {
+    block_on_current(async {
+        let log = Log::new();
+        let l = log.clone();
+        nursery(|n| async move {
+            n.spawn(sleeper(l.clone(), "x"))?;
+            n.spawn(subtree(l.clone(), "a"))?;
+            n.spawn(sleeper(l.clone(), "y"))?;
+            n.spawn(subtree(l.clone(), "b"))?;
+            n.spawn(sleeper(l.clone(), "z"))?;
+            wait_all_tasks_blocked().await?;
+            n.cancel();
+            Ok::<_, TestError>(())
+        })
+        .await
+        .unwrap();
+        let expected: Vec<String> = ["x", "a", "a.1", "a.2", "y", "b", "b.1", "b.2", "z"]
+            .iter()
+            .map(|who| format!("{who} cancelled: cancelled explicitly"))
+            .collect();
+        assert_eq!(log.take(), expected);
+    });
+}
+
 // contract N7: a deadline of a scope around the outer nursery reaches the grandchildren.
 #[test]
 fn an_enclosing_deadline_reaches_nested_nurseries() {
