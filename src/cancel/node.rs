@@ -40,7 +40,7 @@ use std::cell::UnsafeCell;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -619,12 +619,6 @@ impl Children {
                 list.vacant.push(index as u32);
             }
         }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_none_or(|list| list.slots.len() == list.vacant.len())
     }
 
     fn iter(&self) -> impl DoubleEndedIterator<Item = &NodeRef> {
@@ -1462,21 +1456,12 @@ fn propagate(start: &dyn TreeNode) {
 /// Sets one node's cached flag from its parent's; if it changed, queues its children with the
 /// new value as their parent's.
 fn visit(node: &Node, parent_eff: bool, stack: &mut Vec<(NodeRef, bool)>, wake: &mut Vec<Waker>) {
-    visit_locked(node, &mut node.lock(), parent_eff, stack, wake);
-}
-
-fn visit_locked(
-    node: &Node,
-    s: &mut NodeState,
-    parent_eff: bool,
-    stack: &mut Vec<(NodeRef, bool)>,
-    wake: &mut Vec<Waker>,
-) {
+    let mut s = node.lock();
     let eff = s.cancel_called || (!s.shield && parent_eff);
     // SeqCst: paired with `park_owner`'s count and check (see there).
     let was = node.eff_cancelled.swap(eff, Ordering::SeqCst);
     if eff != was {
-        changed(node, s, eff, stack, wake);
+        changed(node, &mut s, eff, stack, wake);
     }
 }
 
@@ -1501,32 +1486,10 @@ fn changed(
         }
     }
     // Un-cancelling (a shield was raised) wakes nothing: blocked operations keep waiting.
-    // Children are visited in slot order, so wake-ups go out in tree order (a node's own
-    // waiters, then each child's subtree in turn), which on a current-thread runtime is the
-    // order the woken tasks run in.
-    //
-    // A child with no children of its own (a nursery's tasks, usually) is visited here, under
-    // this node's lock: no reference taken, no trip through the stack. The lock order is child
-    // before parent, so its lock is only tried; from the first child that is busy or has
-    // children on, the children go on the stack, reversed so they are popped in slot order.
-    let mut rest = s.children.iter();
-    while let Some(child) = rest.next() {
-        let leaf = match child.node().state.try_lock() {
-            Ok(cs) => Some(cs),
-            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
-        .filter(|cs| cs.children.is_empty());
-        if let Some(mut cs) = leaf {
-            visit_locked(child.node(), &mut cs, eff, stack, wake);
-            continue;
-        }
-        let first = stack.len();
-        stack.push((child.clone(), eff));
-        stack.extend(rest.map(|c| (c.clone(), eff)));
-        stack[first..].reverse();
-        break;
-    }
+    // Pushed in reverse so they are popped in slot order: wake-ups go out in tree order (a
+    // node's own waiters, then each child's subtree in turn), which on a current-thread runtime
+    // is the order the woken tasks run in.
+    stack.extend(s.children.iter().rev().map(|c| (c.clone(), eff)));
 }
 
 /// Raises or lowers a node's shield with immediate effect (C4).
