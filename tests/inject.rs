@@ -630,6 +630,52 @@ fn oneshot_recv_passes() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// C1 at the border with the operating system: a socket write is cancelled at each of its
+// checkpoints with nothing sent, and a write that can complete at once is still a checkpoint
+// (its cancel check comes before the write). Socket operations check as the parking-lot ones
+// do: on entry and again as they park. The first write waits for the new socket's first
+// readiness: checkpoints 1 (entry), 2 (as it parks) and 3 (woken), suspension 1. The second is
+// ready at once: checkpoint 4, and its schedule point after the write is suspension 2.
+#[test]
+fn a_ready_socket_write_is_a_checkpoint_and_sends_nothing_when_cancelled_there() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream as StdUnixStream;
+
+    let report = CancelInjection::new()
+        .check(
+            || {
+                let (a, b) = StdUnixStream::pair().unwrap();
+                b.set_nonblocking(true).unwrap();
+                Arc::new((a, b))
+            },
+            |pair| async move {
+                let mut a = trellis::net::UnixStream::from_std(pair.0.try_clone()?)?;
+                a.write_all(b"pi").await?;
+                a.write_all(b"ng").await
+            },
+            |pair, ending| async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 16];
+                while let Ok(n @ 1..) = (&pair.1).read(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+                match ending {
+                    Ending::Returned(Ok(())) => assert_eq!(got, b"ping"),
+                    Ending::Cancelled | Ending::Dropped => assert!(
+                        [&b""[..], b"pi", b"ping"].contains(&&got[..]),
+                        "a write sent part of its bytes: {got:?}"
+                    ),
+                    Ending::Returned(Err(e)) => panic!("the write failed: {e}"),
+                }
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        (report.checkpoints, report.suspensions, report.missed),
+        (4, 2, 0)
+    );
+}
+
 // Seeded mode: random checkpoints of every task.
 
 async fn recv_three_then_checkpoint(p: Pipe) -> Result<(), Error> {

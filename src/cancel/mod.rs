@@ -167,6 +167,31 @@ impl CancelWaiter {
         }
     }
 
+    /// The cancel check of an operation that may have to wait: `Err` at once if the code being
+    /// polled is cancelled (the operation does nothing then); otherwise the operation's
+    /// `attempt`, and only if that has to wait, the registration that makes a later
+    /// cancellation wake `cx` (with the cancellation if one came in between). An operation that
+    /// completes at once deregisters what an earlier wait registered.
+    #[inline]
+    pub(crate) fn poll_attempt<R>(
+        &mut self,
+        function: &'static str,
+        cx: &mut Context<'_>,
+        attempt: impl FnOnce(&mut Context<'_>) -> Poll<R>,
+    ) -> Poll<Result<R, Cancelled>> {
+        if let Some(c) = current_cancellation(function) {
+            self.clear();
+            return Poll::Ready(Err(c));
+        }
+        match attempt(cx) {
+            Poll::Ready(out) => {
+                self.clear();
+                Poll::Ready(Ok(out))
+            }
+            Poll::Pending => self.poll_cancelled(function, cx).map(Err),
+        }
+    }
+
     /// Deregisters (the operation completed). Also done on drop.
     #[inline]
     pub(crate) fn clear(&mut self) {

@@ -64,7 +64,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::cancel::current;
-use crate::cancel::{current_cancellation, outside_runtime, CancelWaiter};
+use crate::cancel::{outside_runtime, CancelWaiter};
 use crate::runtime::{context, Shared};
 pub(crate) use reactor::Direction;
 use reactor::Source;
@@ -457,20 +457,11 @@ impl<T: AsRawFd> AsyncFd<T> {
         if context::current_runtime_addr().is_null() {
             used_outside_its_runtime(true);
         }
-        if let Some(c) = current_cancellation("io::AsyncFd::poll_io") {
-            waiter.clear();
-            return Poll::Ready(Err(c.into()));
-        }
-        match self.poll_op(dir, cx, op, drained) {
-            Poll::Ready(result) => {
-                waiter.clear();
-                Poll::Ready(result)
-            }
-            Poll::Pending => match waiter.poll_cancelled("io::AsyncFd::poll_io", cx) {
-                Poll::Ready(c) => Poll::Ready(Err(c.into())),
-                Poll::Pending => Poll::Pending,
-            },
-        }
+        waiter
+            .poll_attempt("io::AsyncFd::poll_io", cx, |cx| {
+                self.poll_op(dir, cx, op, drained)
+            })
+            .map(|attempt| attempt.unwrap_or_else(|c| Err(c.into())))
     }
 }
 
@@ -558,16 +549,17 @@ where
         if let Some(result) = this.done.take() {
             return Poll::Ready(result);
         }
-        if let Poll::Ready(c) = this.cancel.poll_cancelled("io::AsyncFd", cx) {
-            return Poll::Ready(Err(c.into()));
-        }
-        match this.fd.poll_op(this.dir, cx, &mut this.op, &this.drained) {
+        let (fd, dir, op, drained) = (this.fd, this.dir, &mut this.op, &this.drained);
+        match this
+            .cancel
+            .poll_attempt("io::AsyncFd", cx, |cx| fd.poll_op(dir, cx, op, drained))
+        {
+            Poll::Ready(Err(c)) => Poll::Ready(Err(c.into())),
             Poll::Pending => {
                 this.blocked = true;
                 Poll::Pending
             }
-            Poll::Ready(result) => {
-                this.cancel.clear();
+            Poll::Ready(Ok(result)) => {
                 if this.blocked || !context::must_yield() {
                     return Poll::Ready(result);
                 }

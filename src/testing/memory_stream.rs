@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::cancel::{current_cancellation, CancelWaiter, YieldOnce};
+use crate::cancel::{CancelWaiter, YieldOnce};
 use crate::io::{ReadStream, SplitStream, WriteStream};
 
 /// Bytes a direction buffers before a write blocks, unless set: a typical socket buffer.
@@ -468,7 +468,8 @@ impl MemoryStream {
 }
 
 /// A checkpoint around a poll function (as `IoOp` does for descriptors): cancellation checked
-/// first, a result that came without blocking kept across one yield.
+/// first, the registration for a cancellation's wake-up made only when the poll has to wait, a
+/// result that came without blocking kept across one yield.
 struct Op<F> {
     poll: F,
     cancel: CancelWaiter,
@@ -499,16 +500,16 @@ impl<F: FnMut(&mut Context<'_>) -> Poll<io::Result<usize>> + Unpin> Future for O
             }
             return Poll::Ready(done);
         }
-        if let Poll::Ready(c) = this.cancel.poll_cancelled("testing::MemoryStream", cx) {
-            return Poll::Ready(Err(c.into()));
-        }
-        match (this.poll)(cx) {
+        match this
+            .cancel
+            .poll_attempt("testing::MemoryStream", cx, &mut this.poll)
+        {
+            Poll::Ready(Err(c)) => Poll::Ready(Err(c.into())),
             Poll::Pending => {
                 this.yield_once.blocked();
                 Poll::Pending
             }
-            Poll::Ready(result) => {
-                this.cancel.clear();
+            Poll::Ready(Ok(result)) => {
                 if this.yield_once.poll_yield(cx).is_pending() {
                     this.done = Some(result);
                     return Poll::Pending;
@@ -526,20 +527,9 @@ fn poll_traits(
     cx: &mut Context<'_>,
     op: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<usize>>,
 ) -> Poll<io::Result<usize>> {
-    if let Some(c) = current_cancellation("testing::MemoryStream") {
-        waiter.clear();
-        return Poll::Ready(Err(c.into()));
-    }
-    match op(cx) {
-        Poll::Ready(r) => {
-            waiter.clear();
-            Poll::Ready(r)
-        }
-        Poll::Pending => match waiter.poll_cancelled("testing::MemoryStream", cx) {
-            Poll::Ready(c) => Poll::Ready(Err(c.into())),
-            Poll::Pending => Poll::Pending,
-        },
-    }
+    waiter
+        .poll_attempt("testing::MemoryStream", cx, op)
+        .map(|attempt| attempt.unwrap_or_else(|c| Err(c.into())))
 }
 
 impl ReadStream for MemoryReadHalf {
