@@ -1030,15 +1030,16 @@ fn deadline_ahead<'s>(s: &'s mut NodeState, rt: &Shared) -> Option<(&'s mut Plai
 /// or the scope has left the tree.
 pub(crate) fn arm_deferred(node: &Arc<PlainNode>, rt: &Shared) {
     let mut s = node.lock();
-    let deferred = s.plain().is_some_and(|f| std::mem::take(&mut f.deferred));
-    if !deferred || s.slot.is_none() {
-        return;
-    }
-    let past = arm_locked(node, &mut s, rt);
+    let past = s.slot.is_some() && arm_if_deferred(node, &mut s, rt);
     drop(s);
     if past {
         cancel(node.as_ref(), CancelReason::Deadline);
     }
+}
+
+/// [`arm_locked`] for a node whose deadline's timer is deferred; nothing for any other.
+fn arm_if_deferred(node: &Arc<PlainNode>, s: &mut NodeState, rt: &Shared) -> bool {
+    s.plain_ref().is_some_and(|f| f.deferred) && arm_locked(node, s, rt)
 }
 
 /// Where a scope's deferred deadline stands at `now`, as [`settle_deferred`] found it.
@@ -1093,7 +1094,7 @@ pub(crate) fn expire_deferred_above(node: Option<NodeRef>, now: Instant) -> Opti
 pub(crate) fn arm_deferred_above(node: Option<NodeRef>, rt: &Shared) {
     let mut passed = Vec::new();
     for_each_scope_above(node, |plain, s| {
-        if s.plain_ref().is_some_and(|f| f.deferred) && arm_locked(&plain, s, rt) {
+        if arm_if_deferred(&plain, s, rt) {
             passed.push(plain);
         }
     });

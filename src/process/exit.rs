@@ -255,19 +255,25 @@ impl ThreadWatch {
         let mut cancel = CancelWaiter::new();
         let mut blocked = false;
         let status = std::future::poll_fn(|cx| {
-            if let Poll::Ready(c) = cancel.poll_cancelled("process::Child::wait", cx) {
-                return Poll::Ready(Err(io::Error::from(c)));
+            let exited = cancel.poll_attempt("process::Child::wait", cx, |cx| {
+                let mut state = self.lock();
+                if let Some(status) = state.status {
+                    return Poll::Ready(Ok(status));
+                }
+                if let Some(kind) = state.error {
+                    return Poll::Ready(Err(io::Error::new(kind, "could not wait for the child")));
+                }
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            });
+            match exited {
+                Poll::Ready(Ok(exit)) => Poll::Ready(exit),
+                Poll::Ready(Err(c)) => Poll::Ready(Err(io::Error::from(c))),
+                Poll::Pending => {
+                    blocked = true;
+                    Poll::Pending
+                }
             }
-            let mut state = self.lock();
-            if let Some(status) = state.status {
-                return Poll::Ready(Ok(status));
-            }
-            if let Some(kind) = state.error {
-                return Poll::Ready(Err(io::Error::new(kind, "could not wait for the child")));
-            }
-            state.waker = Some(cx.waker().clone());
-            blocked = true;
-            Poll::Pending
         })
         .await?;
         if !blocked {

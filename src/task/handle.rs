@@ -311,29 +311,32 @@ impl<T: 'static> Future for TaskHandle<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if let Poll::Ready(c) = this.cancel.poll_cancelled("TaskHandle::await", cx) {
-            return Poll::Ready(Err(Error::Cancelled(c)));
-        }
-        let mut state = this.cell.lock_join();
-        match &mut *state {
-            JoinState::Pending(waker) => {
-                // A waker replaced is dropped once the lock is released.
-                let _replaced = match waker {
-                    Some(w) if w.will_wake(cx.waker()) => None,
-                    _ => waker.replace(cx.waker().clone()),
-                };
-                drop(state);
+        let cell = &this.cell;
+        let finished = this.cancel.poll_attempt("TaskHandle::await", cx, |cx| {
+            let mut state = cell.lock_join();
+            let JoinState::Pending(waker) = &mut *state else {
+                return Poll::Ready(());
+            };
+            // A waker replaced is dropped once the lock is released.
+            let _replaced = match waker {
+                Some(w) if w.will_wake(cx.waker()) => None,
+                _ => waker.replace(cx.waker().clone()),
+            };
+            drop(state);
+            Poll::Pending
+        });
+        match finished {
+            Poll::Ready(Err(c)) => return Poll::Ready(Err(Error::Cancelled(c))),
+            Poll::Pending => {
                 this.yield_once.blocked();
                 return Poll::Pending;
             }
-            _ => {
-                drop(state);
+            Poll::Ready(Ok(())) => {
                 if this.yield_once.poll_yield(cx).is_pending() {
                     return Poll::Pending;
                 }
             }
         }
-        this.cancel.clear();
         let taken = std::mem::replace(&mut *this.cell.lock_join(), JoinState::Taken);
         Poll::Ready(match taken {
             JoinState::Ready(value) => Ok(value),
