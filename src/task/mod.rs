@@ -34,7 +34,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::thread::ThreadId;
 
 use async_task::{Builder, Runnable, ScheduleInfo, WithInfo};
@@ -96,10 +96,12 @@ pub(crate) struct ChildCell<F, T, E, R> {
     /// then its polls cost one test of this field, see `local`). Boxed: a thin pointer keeps
     /// every task 8 bytes smaller, and only tasks that inherit task-locals pay for the box.
     locals: Option<Box<local::Chain>>,
-    /// A waker of this task, written once right after the task is spawned and before any
-    /// reference to the cell exists: the one count of the task's allocation that all the
-    /// references above share, given back (by dropping a copy) when the last of them goes.
-    keep: UnsafeCell<MaybeUninit<Waker>>,
+    /// The task's `async-task` handle, written once right after the task is spawned and before
+    /// any reference to the cell exists: the one count of the task's allocation that all the
+    /// references above share, given back (by detaching a copy) when the last of them goes.
+    /// (A handle, not a waker: it is a pointer, 8 bytes where a waker takes 16, and detaching
+    /// it frees or finishes the task exactly as dropping a last waker does.)
+    keep: UnsafeCell<MaybeUninit<TaskCount<F, T, E, R>>>,
     /// References to this cell ([`NodeRef`], `JoinRef`) that exist, counted here as an `Arc`
     /// counts its own (see [`ChildCell::OPS`]). Starts at 1: the tree's.
     refs: AtomicU32,
@@ -130,7 +132,7 @@ where
 {
     /// References to a task's cell are counted in the cell, as an `Arc` counts its own, and
     /// all of them together hold one count of the task's `async-task` allocation: the `keep`
-    /// waker, given back when the last reference goes. The allocation, and with it the cell, is
+    /// handle, given back when the last reference goes. The allocation, and with it the cell, is
     /// freed when that count and the task's own (its `Runnable`, its wakers) are all gone.
     /// (Counting each reference on the allocation itself, through the waker's vtable, cost
     /// every park and wake-up two calls more: about 35 instructions per wait.)
@@ -174,7 +176,7 @@ where
         // that count over, and the cell is not touched once the copy is dropped (which may
         // free it).
         let count = unsafe { (*(*cell).keep.get()).assume_init_read() };
-        drop(count);
+        count.detach();
     }
 
     /// [`NodeOps::teardown`] of a task's node.
@@ -361,6 +363,10 @@ where
         &self.node
     }
 }
+
+/// The `async-task` handle of a task, kept only as a count of its allocation (see
+/// `ChildCell::keep`).
+type TaskCount<F, T, E, R> = async_task::Task<(), CellSlot<F, T, E, R>>;
 
 /// A task's `async-task` metadata: its [`ChildCell`], written in place once the allocation
 /// exists (in the future-making closure `async-task` calls with the metadata's final address).
@@ -617,12 +623,11 @@ where
             )
     };
     std::mem::forget(cell);
-    task.detach();
     let cell_ptr = NonNull::from(runnable.metadata().cell());
     // SAFETY: nothing else can reach the cell yet (no reference to it exists), so this one
     // write does not race; from here on `keep` is only read.
-    unsafe { (*cell_ptr.as_ref().keep.get()).write(runnable.waker()) };
-    // SAFETY: the waker just written took the count of the allocation that the cell's
+    unsafe { (*cell_ptr.as_ref().keep.get()).write(task) };
+    // SAFETY: the handle just stored holds the count of the allocation that the cell's
     // references share, and `refs` starts at 1: the tree's reference is that one.
     let tree = unsafe { NodeRef::adopt(cell_ptr.cast::<Node>()) };
     // SAFETY: `runnable` holds a reference to the task until it is scheduled, at the end, so
