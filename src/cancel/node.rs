@@ -674,17 +674,23 @@ impl Waiters {
 
 impl Node {
     /// The node of a task cell, which counts its references and tears its task down with
-    /// `ops`.
+    /// `ops`. A plain value, with no branch (the name, if any, is set once the node is in
+    /// place: [`name_task`](Self::name_task)), so that it is built where the cell is: a node
+    /// built aside and then moved costs every spawn a copy, and stalls on reading back the
+    /// small fields just written.
     #[inline]
-    pub(crate) fn in_cell(ops: &'static NodeOps, info: TaskInfo, name: Option<Arc<str>>) -> Node {
-        let mut node = Node::with_ops(ops, NodeKind::Task(info));
-        if let Some(name) = name {
-            node.set_name(name);
-        }
-        node
+    pub(crate) fn in_cell(ops: &'static NodeOps, info: TaskInfo) -> Node {
+        Node::with_ops(ops, NodeKind::Task(info))
     }
 
-    /// Out of line: few tasks are named, and every spawn makes a node.
+    /// Names a task's node that nothing else can reach yet. Out of line: few tasks are named.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn name_task(&self, name: Arc<str>) {
+        self.lock().extras().name = Some(name);
+    }
+
+    /// Out of line: few nodes are named.
     #[cold]
     #[inline(never)]
     fn set_name(&mut self, name: Arc<str>) {

@@ -550,24 +550,31 @@ where
     R: Report<E> + 'static,
 {
     let rt = spec.rt;
+    // What takes a call or an atomic first, so that the cell below is plain values written
+    // straight into place: a part built aside (the node, say) and then moved stalls on reading
+    // back the small fields just written.
+    let (id, locals, owner_rt) = (
+        rt.next_task_id(),
+        local::snapshot().map(Box::new),
+        rt.clone(),
+    );
     // Moved into the task's allocation by the closure below (see `CellSlot`), then forgotten.
     let cell = ChildCell {
         node: Node::in_cell(
             &ChildCell::<F, T, E, R>::OPS,
             TaskInfo {
-                id: rt.next_task_id(),
+                id,
                 service: spec.service,
             },
-            spec.name,
         ),
         poll_state: AtomicU8::new(IDLE),
         future: UnsafeCell::new(ManuallyDrop::new(future)),
         join: JoinSlot::new(),
         reporter: spec.reporter,
-        rt: rt.clone(),
+        rt: owner_rt,
         local: spec.local,
         error: PhantomData,
-        locals: local::snapshot().map(Box::new),
+        locals,
         refs: AtomicU32::new(1),
         keep: UnsafeCell::new(MaybeUninit::uninit()),
     };
@@ -633,6 +640,9 @@ where
     // SAFETY: `runnable` holds a reference to the task until it is scheduled, at the end, so
     // the cell lives at least that long; it is not used after.
     let cell = unsafe { cell_ptr.as_ref() };
+    if let Some(name) = spec.name {
+        cell.node.name_task(name);
+    }
     #[cfg(feature = "instrument")]
     let spawned_by =
         (instrument::any() && rt.instrument.is_some()).then(|| node::nearest_task_id(&spec.parent));
