@@ -1184,7 +1184,7 @@ pub(crate) fn unlink(child: &dyn TreeNode) {
 /// [`unlink`], running `first` under the node's lock before anything else, in the same lock
 /// pass (a task stores its result there: that lock guards it), and `then` with what `first`
 /// returned once the lock is released, before the parent hears of the unlink.
-#[inline]
+#[inline(always)]
 pub(crate) fn unlink_with<R>(
     child: &dyn TreeNode,
     first: impl FnOnce(&mut NodeState) -> R,

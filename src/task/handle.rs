@@ -68,18 +68,21 @@ impl<T> JoinSlot<T> {
         // SAFETY: the node's lock is held (the caller's contract) for as long as `_held` is
         // borrowed, which outlives this reference.
         let slot = unsafe { &mut *self.0.get() };
-        match slot {
-            JoinState::Pending(waker) => {
-                let waker = waker.take();
-                Completion {
-                    waker,
-                    left: std::mem::replace(slot, state),
-                }
-            }
-            _ => Completion {
+        if !matches!(slot, JoinState::Pending(_)) {
+            return Completion {
                 waker: None,
                 left: state,
+            };
+        }
+        // One move out of the slot, the waker taken from the moved value: taking the waker in
+        // place first, then moving the slot, read back a word just written (a stalled load on
+        // every task's end).
+        match std::mem::replace(slot, state) {
+            JoinState::Pending(waker) => Completion {
+                waker,
+                left: JoinState::Pending(None),
             },
+            _ => unreachable!("checked above"),
         }
     }
 }
