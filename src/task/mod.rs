@@ -2,13 +2,12 @@
 //! that awaits the child's value.
 //!
 //! A task is one allocation, `async-task`'s: its header (state, waker vtable), its schedule
-//! function, a small [`ChildRunner`] as its future, and a [`ChildCell`] as its metadata (written
-//! in place, see [`CellSlot`]), which holds the task's node in the cancel tree and the user's
-//! future. The cell, not `async-task`,
-//! owns the user's future so that a nursery torn down by `drop` can drop every child's future
-//! *synchronously* (N11): `poll_state` is a tiny lock — the runner takes it for each poll,
-//! teardown takes it to drop the future, and waits (yielding the thread) while a poll on another
-//! thread finishes.
+//! function, a small [`ChildRunner`] as its future, and a [`ChildCell`] as its metadata (moved
+//! into place once the allocation exists, see [`CellSlot`]), which holds the task's node in the
+//! cancel tree and the user's future. The cell, not `async-task`, owns the user's future so
+//! that a nursery torn down by `drop` can drop every child's future *synchronously* (N11):
+//! `poll_state` is a tiny lock — the runner takes it for each poll, teardown takes it to drop
+//! the future, and waits (yielding the thread) while a poll on another thread finishes.
 //!
 //! The metadata lives as long as the allocation, that is as long as anything counts a reference
 //! to the task: the tree's and the handle's references ([`NodeRef`], `JoinRef`) are counted in
