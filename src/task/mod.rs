@@ -474,6 +474,10 @@ where
             return Poll::Ready(());
         }
         cell.report(Hook::BeforePoll);
+        // The output leaves the poll through `output`, and only a flag through the unwinding
+        // guard: passing the whole `Poll` through it copied the result with loads wider than
+        // the stores of a `Pending` (its tag alone), which wait for those stores, on every poll.
+        let mut output = None;
         let polled = {
             let _guard = current::set_node(cell);
             let mut poll = || {
@@ -481,7 +485,13 @@ where
                     // SAFETY: we hold POLLING (exclusive access), and the future lives inside the
                     // task's allocation, which never moves, so pinning it is sound.
                     let future = unsafe { Pin::new_unchecked(&mut **cell.future.get()) };
-                    future.poll(cx)
+                    match future.poll(cx) {
+                        Poll::Ready(out) => {
+                            output = Some(out);
+                            true
+                        }
+                        Poll::Pending => false,
+                    }
                 }))
             };
             // Nothing is in effect outside a poll (see `local`), so a task that inherited nothing
@@ -495,14 +505,14 @@ where
         current::end_task_poll();
         let parked = current::parked_in_poll();
         let outcome = match polled {
-            Ok(Poll::Pending) => {
+            Ok(false) => {
                 cell.report(Hook::AfterPoll(PollEnd::Parked));
                 node::record_poll(&cell.node, parked, cx.waker(), || true);
                 // Clears POLLING only: a teardown's CLOSING flag must stay.
                 cell.poll_state.fetch_and(!POLLING, Ordering::Release);
                 return Poll::Pending;
             }
-            Ok(Poll::Ready(out)) => Ok(out),
+            Ok(true) => Ok(output.take().expect("a finished poll left its output")),
             Err(payload) => Err(payload),
         };
         cell.report(Hook::AfterPoll(PollEnd::Finished));
