@@ -403,12 +403,11 @@ impl PlainNode {
     /// The node of a runtime's main task (`block_on`'s future): a plain node, task 0, named
     /// "main".
     pub(crate) fn main_task() -> Arc<PlainNode> {
-        let mut main = PlainNode::new(NodeKind::Task(TaskInfo {
+        let main = PlainNode::new(NodeKind::Task(TaskInfo {
             id: 0,
             service: false,
         }));
-        let node = &mut Arc::get_mut(&mut main).expect("just made").node;
-        node.set_name("main".into());
+        main.node.name_task("main".into());
         main
     }
 
@@ -683,18 +682,12 @@ impl Node {
         Node::with_ops(ops, NodeKind::Task(info))
     }
 
-    /// Names a task's node that nothing else can reach yet. Out of line: few tasks are named.
+    /// Names a task's node (a spawned task's, or the main task's) before anything else reads
+    /// its name. Out of line: few tasks are named.
     #[cold]
     #[inline(never)]
     pub(crate) fn name_task(&self, name: Arc<str>) {
         self.lock().extras().name = Some(name);
-    }
-
-    /// Out of line: few nodes are named.
-    #[cold]
-    #[inline(never)]
-    fn set_name(&mut self, name: Arc<str>) {
-        self.state_mut().extras().name = Some(name);
     }
 
     #[inline]

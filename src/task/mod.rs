@@ -477,6 +477,7 @@ where
         // The output leaves the poll through `output`, and only a flag through the unwinding
         // guard: passing the whole `Poll` through it copied the result with loads wider than
         // the stores of a `Pending` (its tag alone), which wait for those stores, on every poll.
+        // (The flag, not `output.is_some()`: reading the output's tag back cost `yield` 6 %.)
         let mut output = None;
         let polled = {
             let _guard = current::set_node(cell);
