@@ -177,6 +177,10 @@ impl<E: AsCancelled + Send + 'static> Report<E> for NurseryInner<E> {
     fn dropped(&self, cancelled: Cancelled) {
         self.record_cancellation(|| Some(cancelled));
     }
+
+    fn runtime(&self) -> &Arc<Shared> {
+        &self.rt
+    }
 }
 
 impl<E> NurseryInner<E> {
@@ -430,6 +434,7 @@ impl<E: AsCancelled + Send + 'static> Nursery<E> {
             child: Mutex::new(None),
             placement: Mutex::new(Placement::UnderCaller),
             kept: Mutex::new(None),
+            rt: self.inner.rt.clone(),
         });
         let pending = PendingStart {
             nursery: self.inner.node.clone(),
@@ -664,6 +669,8 @@ struct StartShared<V, E> {
     /// The value given to a `started` call that left the task in place (its caller was
     /// cancelled); `start` returns it if the task then ends well.
     kept: Mutex<Option<V>>,
+    /// The runtime the task runs on, wherever it is placed.
+    rt: Arc<Shared>,
 }
 
 /// Where a started task belongs. Moves only forward: `UnderCaller` to one of the others.
@@ -755,6 +762,9 @@ impl<V: Send, E: Send> Report<E> for StartShared<V, E> {
             Some(value) => StartState::Started(value),
             None => StartState::Finished,
         });
+    }
+    fn runtime(&self) -> &Arc<Shared> {
+        &self.rt
     }
 }
 

@@ -77,11 +77,16 @@ impl fmt::Debug for Portal {
 }
 
 /// Failures of portal tasks go nowhere: the output (or panic) is sent to the calling thread.
-struct Detached;
+struct Detached {
+    rt: Arc<Shared>,
+}
 
 impl Report<Cancelled> for Detached {
     fn failed(&self, _error: Cancelled) {}
     fn panicked(&self, _payload: Box<dyn Any + Send>) {}
+    fn runtime(&self) -> &Arc<Shared> {
+        &self.rt
+    }
 }
 
 impl Portal {
@@ -177,7 +182,7 @@ impl Portal {
             parent: root.into(),
             name: Some("portal".into()),
             service: false,
-            reporter: Arc::new(Detached),
+            reporter: Arc::new(Detached { rt: rt.clone() }),
             on_linked: None,
             local: false,
         };
