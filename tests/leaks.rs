@@ -6,10 +6,16 @@
 
 mod common;
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
 
 use common::*;
-use trellis::{nursery, Flavor};
+use trellis::sync::Event;
+use trellis::testing::wait_all_tasks_blocked;
+use trellis::{nursery, Flavor, TaskHandle};
 
 /// Held by each test while it counts descriptors.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -107,5 +113,97 @@ fn a_task_pending_with_no_waker_does_not_keep_its_runtime_alive() {
             before,
             "{flavor:?}: runtime descriptors closed"
         );
+    }
+}
+
+/// Counts the wake-ups of a waker made from it.
+#[derive(Default)]
+struct Wakes(AtomicUsize);
+
+impl Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Polls `handle` once with `waker` in place of the task's own.
+fn poll_with<T>(handle: &mut TaskHandle<T>, waker: &Waker) -> bool {
+    Pin::new(handle)
+        .poll(&mut Context::from_waker(waker))
+        .is_pending()
+}
+
+// N9, principle 4: a task's value is dropped exactly once wherever it ends: returned through
+// the awaited handle, left behind by a handle dropped before the task finished or after, or
+// never made (the task cancelled first). The awaiting waker the result slot keeps is given
+// back: dropped when another replaces it, woken once (and so consumed) when the task ends. (The
+// slot keeps its state apart from the waker and the value, which share its memory.)
+#[test]
+fn a_task_value_and_its_handle_waker_are_dropped_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let values = DropCounter::new();
+        let (first, second) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
+        {
+            let v = values.clone();
+            let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
+            let (f, s) = (first.clone(), second.clone());
+            runtime(flavor).block_on(async move {
+                nursery(|n| async move {
+                    let value = |v: &DropCounter| {
+                        let v = v.clone();
+                        async move { Ok::<_, trellis::Error>(v.guard()) }
+                    };
+                    drop(n.spawn(value(&v))?.await?);
+                    drop(n.spawn(value(&v))?);
+                    let kept = n.spawn(value(&v))?;
+                    wait_all_tasks_blocked().await?;
+                    assert!(kept.is_finished());
+                    drop(kept);
+
+                    let go = Arc::new(Event::new());
+                    let mut waited = n.spawn({
+                        let (go, v) = (go.clone(), v.clone());
+                        async move {
+                            go.wait().await?;
+                            Ok::<_, trellis::Error>(v.guard())
+                        }
+                    })?;
+                    wait_all_tasks_blocked().await?;
+                    assert!(poll_with(&mut waited, &w1));
+                    assert!(poll_with(&mut waited, &w2));
+                    // Held here: the test's `Arc`, the clone moved in, and `w1` (`w2`); the
+                    // second waker also by the result slot and by the await's cancel
+                    // registration.
+                    assert_eq!(Arc::strong_count(&f), 3, "the replaced waker was dropped");
+                    assert_eq!(Arc::strong_count(&s), 5, "the slot keeps the new one");
+                    go.set();
+                    wait_all_tasks_blocked().await?;
+                    assert_eq!(s.0.load(Ordering::SeqCst), 1, "woken once");
+                    assert_eq!(Arc::strong_count(&s), 4, "the slot's copy was consumed");
+                    assert_eq!(f.0.load(Ordering::SeqCst), 0);
+                    drop((w1, w2));
+                    drop(waited.await?);
+
+                    let never = n.spawn({
+                        let v = v.clone();
+                        async move {
+                            trellis::sleep_forever().await?;
+                            Ok::<_, trellis::Error>(v.guard())
+                        }
+                    })?;
+                    wait_all_tasks_blocked().await?;
+                    never.cancel();
+                    assert!(matches!(never.await, Err(trellis::Error::TaskCancelled)));
+                    Ok::<_, trellis::Error>(())
+                })
+                .await
+                .unwrap();
+            });
+        }
+        assert_eq!(values.created(), 4, "{flavor:?}");
+        assert_eq!(values.count(), 4, "{flavor:?}: every value dropped once");
+        assert_eq!(Arc::strong_count(&first), 1, "{flavor:?}");
+        assert_eq!(Arc::strong_count(&second), 1, "{flavor:?}");
     }
 }

@@ -4,7 +4,8 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::MutexGuard;
@@ -14,7 +15,8 @@ use crate::cancel::node::{Node, NodeState, TreeNode};
 use crate::cancel::{CancelWaiter, YieldOnce};
 use crate::error::Error;
 
-/// Where a child's result waits for its handle.
+/// Where a child's result waits for its handle, as it is passed around. The slot keeps it
+/// packed (see [`JoinSlot`]).
 pub(crate) enum JoinState<T> {
     /// Still running; the waker of a task awaiting the handle.
     Pending(Option<Waker>),
@@ -28,28 +30,67 @@ pub(crate) enum JoinState<T> {
     Taken,
 }
 
-/// A task's result slot. It has no lock of its own: the task's node's lock guards it (a lock
-/// of its own would make every task 8 bytes bigger, and a parked task's size is a benchmarked
-/// figure). Reached only through [`JoinSlot::lock`].
-pub(crate) struct JoinSlot<T>(UnsafeCell<JoinState<T>>);
+/// Which [`JoinState`] a slot holds, so what its payload holds: the handle's waker while
+/// `Pending`, the value while `Ready`, nothing otherwise.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Tag {
+    Pending,
+    Ready,
+    Failed,
+    Cancelled,
+    Taken,
+}
+
+/// A slot's tag. It lives in the cell beside the slot, in bytes the cell pads anyway: inside
+/// the slot it would round the slot up by a word (24 bytes for a task returning `()`, where the
+/// waker and the value, never there together, need 16). Guarded, as the slot is, by the task's
+/// node's lock.
+pub(crate) struct JoinTag(UnsafeCell<Tag>);
+
+impl JoinTag {
+    pub(crate) fn new() -> JoinTag {
+        JoinTag(UnsafeCell::new(Tag::Pending))
+    }
+}
+
+/// The handle's waker or the task's value, whichever the tag says is there.
+union Payload<T> {
+    waker: ManuallyDrop<Option<Waker>>,
+    value: ManuallyDrop<T>,
+}
+
+/// A task's result slot: a [`JoinState`] packed as a payload here and a [`JoinTag`] beside it.
+/// It has no lock of its own: the task's node's lock guards both (a lock of its own would make
+/// every task 8 bytes bigger, and a parked task's size is a benchmarked figure). Reached only
+/// through [`JoinSlot::lock`] and [`JoinSlot::complete_locked`]; its owner drops the payload
+/// with [`JoinSlot::drop_payload`].
+pub(crate) struct JoinSlot<T>(UnsafeCell<Payload<T>>);
 
 impl<T> JoinSlot<T> {
+    /// A slot for a running task with no handle waiting; its tag is [`JoinTag::new`].
     pub(crate) fn new() -> JoinSlot<T> {
-        JoinSlot(UnsafeCell::new(JoinState::Pending(None)))
+        JoinSlot(UnsafeCell::new(Payload {
+            waker: ManuallyDrop::new(None),
+        }))
     }
 
     /// The slot, under `node`'s lock for as long as the guard lives.
     ///
     /// # Safety
-    /// `node` must be the node of the task whose cell holds this slot: every access to the slot
-    /// then holds that one lock.
+    /// `tag` must be this slot's and `node` the node of the task whose cell holds both: every
+    /// access to the slot then holds that one lock.
     #[inline]
-    pub(crate) unsafe fn lock<'a>(&'a self, node: &'a Node) -> JoinGuard<'a, T> {
+    pub(crate) unsafe fn lock<'a>(&'a self, tag: &'a JoinTag, node: &'a Node) -> JoinGuard<'a, T> {
         let held = node.lock();
-        // SAFETY: the slot is only reached under the lock of its cell's node (the caller's
-        // contract), which `held` keeps for as long as the reference lives.
-        let state = unsafe { &mut *self.0.get() };
-        JoinGuard { state, _held: held }
+        // SAFETY: the slot and its tag are only reached under the lock of their cell's node
+        // (the caller's contract), which `held` keeps for as long as the references live.
+        let (tag, payload) = unsafe { (&mut *tag.0.get(), &mut *self.0.get()) };
+        JoinGuard {
+            tag,
+            payload,
+            _held: held,
+        }
     }
 
     /// Stores the final state (first completion wins), the node's lock being held already by
@@ -57,34 +98,77 @@ impl<T> JoinSlot<T> {
     /// the lock is released.
     ///
     /// # Safety
-    /// `_held` must be the state of the node of the task whose cell holds this slot, borrowed
-    /// from that node's lock.
+    /// As for [`lock`](Self::lock), with `_held` the state of that node, borrowed from its
+    /// lock.
     #[inline]
     pub(crate) unsafe fn complete_locked(
         &self,
+        tag: &JoinTag,
         _held: &mut NodeState,
         state: JoinState<T>,
     ) -> Completion<T> {
         // SAFETY: the node's lock is held (the caller's contract) for as long as `_held` is
-        // borrowed, which outlives this reference.
-        let slot = unsafe { &mut *self.0.get() };
-        if !matches!(slot, JoinState::Pending(_)) {
+        // borrowed, which outlives these references.
+        let (tag, payload) = unsafe { (&mut *tag.0.get(), &mut *self.0.get()) };
+        if *tag != Tag::Pending {
             return Completion {
                 waker: None,
                 left: state,
             };
         }
-        // One move out of the slot, the waker taken from the moved value: taking the waker in
-        // place first, then moving the slot, read back a word just written (a stalled load on
-        // every task's end).
-        match std::mem::replace(slot, state) {
-            JoinState::Pending(waker) => Completion {
-                waker,
-                left: JoinState::Pending(None),
-            },
-            _ => unreachable!("checked above"),
+        // SAFETY: `Pending`: the payload holds the waker, moved out here and overwritten next.
+        let waker = unsafe { ManuallyDrop::take(&mut payload.waker) };
+        write(tag, payload, state);
+        Completion {
+            waker,
+            left: JoinState::Pending(None),
         }
     }
+
+    /// Drops what the payload holds. For the cell's drop, once.
+    ///
+    /// # Safety
+    /// `tag` must be this slot's, and the slot must not be used afterwards.
+    pub(crate) unsafe fn drop_payload(&mut self, tag: &mut JoinTag) {
+        // SAFETY: the tag says what the payload holds (the caller's contract); it is moved out
+        // once and dropped, and the slot is not read again.
+        drop(unsafe { read(*tag.0.get_mut(), self.0.get_mut()) });
+    }
+}
+
+/// Moves the state out of a payload, which must be written (or never read) afterwards.
+///
+/// # Safety
+/// `tag` must say what `payload` holds.
+unsafe fn read<T>(tag: Tag, payload: &mut Payload<T>) -> JoinState<T> {
+    // SAFETY: each arm reads the field the tag says is there (the caller's contract).
+    unsafe {
+        match tag {
+            Tag::Pending => JoinState::Pending(ManuallyDrop::take(&mut payload.waker)),
+            Tag::Ready => JoinState::Ready(ManuallyDrop::take(&mut payload.value)),
+            Tag::Failed => JoinState::Failed,
+            Tag::Cancelled => JoinState::Cancelled,
+            Tag::Taken => JoinState::Taken,
+        }
+    }
+}
+
+/// Packs `state` into a payload whose contents were moved out (or never were).
+fn write<T>(tag: &mut Tag, payload: &mut Payload<T>, state: JoinState<T>) {
+    // A union's fields are `ManuallyDrop`: assigning one drops nothing.
+    *tag = match state {
+        JoinState::Pending(waker) => {
+            payload.waker = ManuallyDrop::new(waker);
+            Tag::Pending
+        }
+        JoinState::Ready(value) => {
+            payload.value = ManuallyDrop::new(value);
+            Tag::Ready
+        }
+        JoinState::Failed => Tag::Failed,
+        JoinState::Cancelled => Tag::Cancelled,
+        JoinState::Taken => Tag::Taken,
+    };
 }
 
 /// What [`JoinSlot::complete_locked`] leaves for after the lock: the handle's waker to wake,
@@ -106,21 +190,31 @@ impl<T> Completion<T> {
 
 /// A task's result slot, its node's lock held.
 pub(crate) struct JoinGuard<'a, T> {
-    state: &'a mut JoinState<T>,
+    tag: &'a mut Tag,
+    payload: &'a mut Payload<T>,
     _held: MutexGuard<'a, NodeState>,
 }
 
-impl<T> Deref for JoinGuard<'_, T> {
-    type Target = JoinState<T>;
-
-    fn deref(&self) -> &JoinState<T> {
-        self.state
+impl<T> JoinGuard<'_, T> {
+    /// Is the task still running?
+    pub(crate) fn is_pending(&self) -> bool {
+        *self.tag == Tag::Pending
     }
-}
 
-impl<T> DerefMut for JoinGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut JoinState<T> {
-        self.state
+    /// The waker of the task awaiting the handle, while the task runs.
+    pub(crate) fn pending_waker(&mut self) -> Option<&mut Option<Waker>> {
+        // SAFETY: `Pending`: the payload holds the waker.
+        self.is_pending()
+            .then(|| unsafe { &mut *self.payload.waker })
+    }
+
+    /// Puts `state` in the slot and returns what was there.
+    pub(crate) fn replace(&mut self, state: JoinState<T>) -> JoinState<T> {
+        // SAFETY: the tag is the payload's (the guard was made from the pair), and the payload
+        // is written right after.
+        let old = unsafe { read(*self.tag, self.payload) };
+        write(self.tag, self.payload, state);
+        old
     }
 }
 
@@ -302,7 +396,7 @@ impl<T: 'static> TaskHandle<T> {
     /// });
     /// ```
     pub fn is_finished(&self) -> bool {
-        !matches!(*self.cell.lock_join(), JoinState::Pending(_))
+        !self.cell.lock_join().is_pending()
     }
 }
 
@@ -317,7 +411,7 @@ impl<T: 'static> Future for TaskHandle<T> {
         let cell = &this.cell;
         let finished = this.cancel.poll_attempt("TaskHandle::await", cx, |cx| {
             let mut state = cell.lock_join();
-            let JoinState::Pending(waker) = &mut *state else {
+            let Some(waker) = state.pending_waker() else {
                 return Poll::Ready(());
             };
             // A waker replaced is dropped once the lock is released.
@@ -340,7 +434,7 @@ impl<T: 'static> Future for TaskHandle<T> {
                 }
             }
         }
-        let taken = std::mem::replace(&mut *this.cell.lock_join(), JoinState::Taken);
+        let taken = this.cell.lock_join().replace(JoinState::Taken);
         Poll::Ready(match taken {
             JoinState::Ready(value) => Ok(value),
             JoinState::Failed => Err(Error::TaskFailed),

@@ -47,7 +47,7 @@ use crate::runtime::instrument::{Hook, PollEnd};
 use crate::runtime::job::Job;
 use crate::runtime::Shared;
 pub use handle::TaskHandle;
-pub(crate) use handle::{JoinCell, JoinGuard, JoinSlot, JoinState};
+pub(crate) use handle::{JoinCell, JoinGuard, JoinSlot, JoinState, JoinTag};
 pub use local::{TaskLocal, TaskLocalError, TaskLocalFuture};
 
 const IDLE: u8 = 0;
@@ -113,6 +113,8 @@ pub(crate) struct ChildCell<F, T, E, R> {
     /// A `spawn_local` task: its future may be polled or dropped only on the runtime's thread
     /// (`Shared::thread`; `spawn_local` is only allowed on the current-thread flavour).
     local: bool,
+    /// What `join` holds (see [`JoinTag`]): here, in bytes the cell pads anyway.
+    join_tag: JoinTag,
     /// The error type the reporter takes (the future's, through `F`).
     error: PhantomData<fn(E)>,
 }
@@ -124,6 +126,13 @@ pub(crate) struct ChildCell<F, T, E, R> {
 unsafe impl<F, T, E, R> Send for ChildCell<F, T, E, R> {}
 // SAFETY: as above; shared access goes through `poll_state`, mutexes and atomics.
 unsafe impl<F, T, E, R> Sync for ChildCell<F, T, E, R> {}
+
+impl<F, T, E, R> Drop for ChildCell<F, T, E, R> {
+    fn drop(&mut self) {
+        // SAFETY: the tag is the slot's, and the cell is going: the slot is not used again.
+        unsafe { self.join.drop_payload(&mut self.join_tag) }
+    }
+}
 
 impl<F, T, E, R> ChildCell<F, T, E, R>
 where
@@ -259,7 +268,7 @@ where
         node::unlink_with(
             self,
             // SAFETY: the state is lent by this cell's own node's lock.
-            |held| unsafe { self.join.complete_locked(held, state) },
+            |held| unsafe { self.join.complete_locked(&self.join_tag, held, state) },
             handle::Completion::finish,
         );
     }
@@ -356,7 +365,7 @@ where
 {
     fn lock_join(&self) -> JoinGuard<'_, T> {
         // SAFETY: the slot is this cell's and the node is this cell's.
-        unsafe { self.join.lock(&self.node) }
+        unsafe { self.join.lock(&self.join_tag, &self.node) }
     }
 }
 
@@ -590,6 +599,7 @@ where
         poll_state: AtomicU8::new(IDLE),
         future: UnsafeCell::new(ManuallyDrop::new(future)),
         join: JoinSlot::new(),
+        join_tag: JoinTag::new(),
         reporter: spec.reporter,
         local: spec.local,
         error: PhantomData,
