@@ -523,7 +523,7 @@ where
         };
         current::end_task_poll();
         let parked = current::parked_in_poll();
-        let outcome = match polled {
+        let poll_panic = match polled {
             Ok(false) => {
                 cell.report(Hook::AfterPoll(PollEnd::Parked));
                 node::record_poll(&cell.node, parked, cx.waker(), || true);
@@ -531,14 +531,22 @@ where
                 cell.poll_state.fetch_and(!POLLING, Ordering::Release);
                 return Poll::Pending;
             }
-            Ok(true) => Ok(output.take().expect("a finished poll left its output")),
-            Err(payload) => Err(payload),
+            Ok(true) => None,
+            Err(payload) => Some(payload),
         };
         cell.report(Hook::AfterPoll(PollEnd::Finished));
         let drop_panic = cell.exit();
-        let outcome = match (outcome, drop_panic) {
-            (Ok(_), Some(payload)) => Err(payload),
-            (outcome, _) => outcome,
+        // The outcome is put together here, where it is handed on, and not before the future's
+        // drop: built there, it was copied across the call and read back with loads wider than
+        // the stores that had just written it.
+        let outcome = match (poll_panic, drop_panic) {
+            // A panicking destructor after a panicking poll: the poll's panic is reported.
+            (Some(payload), _) => Err(payload),
+            (None, Some(payload)) => {
+                drop(output);
+                Err(payload)
+            }
+            (None, None) => Ok(output.expect("a finished poll left its output")),
         };
         cell.finish(outcome);
         Poll::Ready(())
