@@ -2,7 +2,7 @@
 //! is dropped (contract N9), and the runtime is freed, with its descriptors, whatever its tasks
 //! did.
 //!
-//! The tests count the process's open descriptors, so they take turns (`SERIAL`).
+//! Some tests count the process's open descriptors, so all take turns (`SERIAL`).
 
 mod common;
 
@@ -17,7 +17,8 @@ use trellis::sync::Event;
 use trellis::testing::wait_all_tasks_blocked;
 use trellis::{nursery, Flavor, TaskHandle};
 
-/// Held by each test while it counts descriptors.
+/// Held by each test while it counts descriptors, and by the others while their runtimes hold
+/// some open.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn open_descriptors() -> usize {
@@ -205,5 +206,38 @@ fn a_task_value_and_its_handle_waker_are_dropped_once() {
         assert_eq!(values.count(), 4, "{flavor:?}: every value dropped once");
         assert_eq!(Arc::strong_count(&first), 1, "{flavor:?}");
         assert_eq!(Arc::strong_count(&second), 1, "{flavor:?}");
+    }
+}
+
+// N9, principle 4: a finished task's cell frees what its node still holds. A named task keeps
+// its name beside its node; the name is dropped with the cell whether the task returned, was
+// cancelled while parked, or was never awaited. (A finished task's cell skips its node's drop
+// when the node holds nothing.)
+#[test]
+fn a_named_task_frees_its_name() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let name: Arc<str> = Arc::from("worker");
+        {
+            let name = name.clone();
+            runtime(flavor).block_on(async move {
+                nursery(|n| async move {
+                    n.spawn_named(name.clone(), async { Ok::<_, trellis::Error>(()) })?
+                        .await?;
+                    let parked = n.spawn_named(name.clone(), async {
+                        trellis::sleep_forever().await?;
+                        Ok::<_, trellis::Error>(())
+                    })?;
+                    drop(n.spawn_named(name.clone(), async { Ok::<_, trellis::Error>(()) })?);
+                    wait_all_tasks_blocked().await?;
+                    parked.cancel();
+                    assert!(matches!(parked.await, Err(trellis::Error::TaskCancelled)));
+                    Ok::<_, trellis::Error>(())
+                })
+                .await
+                .unwrap();
+            });
+        }
+        assert_eq!(Arc::strong_count(&name), 1, "{flavor:?}: every copy freed");
     }
 }

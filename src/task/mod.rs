@@ -88,7 +88,9 @@ pub(crate) trait Report<E>: Send + Sync {
 /// (a parked task's size is a benchmarked figure).
 #[repr(C)]
 pub(crate) struct ChildCell<F, T, E, R> {
-    node: Node,
+    /// Dropped by the cell's `Drop`, and only if it holds something (see
+    /// [`Node::holds_nothing`]).
+    node: ManuallyDrop<Node>,
     future: UnsafeCell<ManuallyDrop<F>>,
     join: JoinSlot<T>,
     /// Where the task's outcome goes, and through which the cell reaches its runtime (see
@@ -131,6 +133,11 @@ impl<F, T, E, R> Drop for ChildCell<F, T, E, R> {
     fn drop(&mut self) {
         // SAFETY: the tag is the slot's, and the cell is going: the slot is not used again.
         unsafe { self.join.drop_payload(&mut self.join_tag) }
+        // A task that ended normally left its node unlinked and empty: nothing to free there.
+        if !self.node.holds_nothing() {
+            // SAFETY: dropped once, here, as the cell goes; not used after.
+            unsafe { ManuallyDrop::drop(&mut self.node) }
+        }
     }
 }
 
@@ -597,13 +604,13 @@ where
     let (id, locals) = (rt.next_task_id(), local::snapshot().map(Box::new));
     // Moved into the task's allocation by the closure below (see `CellSlot`), then forgotten.
     let cell = ChildCell {
-        node: Node::in_cell(
+        node: ManuallyDrop::new(Node::in_cell(
             &ChildCell::<F, T, E, R>::OPS,
             TaskInfo {
                 id,
                 service: spec.service,
             },
-        ),
+        )),
         poll_state: AtomicU8::new(IDLE),
         future: UnsafeCell::new(ManuallyDrop::new(future)),
         join: JoinSlot::new(),
