@@ -7,8 +7,12 @@ mod common;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::task::Poll;
 
-use common::{assert_yields, block_on_current, block_on_trio_order, multi_thread, Log};
+use common::{
+    assert_yields, block_on_current, block_on_trio_order, catch_unwind, multi_thread,
+    panic_message, poll_once, Log,
+};
 use trellis::channel::{bounded, Receiver, Sender};
 use trellis::lowlevel::current_task;
 use trellis::sync::{
@@ -176,6 +180,36 @@ fn mutex_lock_and_statistics() {
         assert!(!stats.locked);
         assert_eq!(stats.owner, None);
         assert_eq!(stats.tasks_waiting, 0);
+    });
+}
+
+// Misuse gets a message (principle: bad input gets a clear error): a `Mutex::lock` future
+// polled again after it returned its guard panics naming the operation, whether it took the
+// lock at once (the lock word) or after queueing behind a holder (the parking lot), and the
+// lock is left as the returned guard says.
+#[test]
+fn a_lock_future_polled_after_it_completed_panics_with_its_name() {
+    block_on_current(async {
+        let l = Mutex::new(0);
+        let mut at_once = std::pin::pin!(l.lock());
+        let Poll::Ready(Ok(guard)) = poll_once(at_once.as_mut()).await else {
+            panic!("a free lock is taken at once");
+        };
+        let text = panic_message(&*catch_unwind(poll_once(at_once.as_mut())).await.unwrap_err());
+        assert_eq!(text, "sync::Mutex::lock future polled after it completed");
+        assert!(l.is_locked());
+
+        let mut queued = std::pin::pin!(l.lock());
+        assert!(poll_once(queued.as_mut()).await.is_pending());
+        assert_eq!(l.statistics().tasks_waiting, 1);
+        drop(guard);
+        let Poll::Ready(Ok(guard)) = poll_once(queued.as_mut()).await else {
+            panic!("the lock was handed over");
+        };
+        let text = panic_message(&*catch_unwind(poll_once(queued.as_mut())).await.unwrap_err());
+        assert_eq!(text, "sync::Mutex::lock future polled after it completed");
+        drop(guard);
+        assert!(!l.is_locked());
     });
 }
 

@@ -20,12 +20,15 @@
 
 use std::cell::UnsafeCell;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
+use std::task::{ready, Context, Poll};
 
 use super::parking_lot::{self, lock, Op, ParkingLot, Site, WakeList, MAIN};
 use crate::cancel::current_cancellation;
@@ -393,12 +396,11 @@ impl<T: ?Sized> Mutex<T> {
     /// # Errors
     /// [`Cancelled`] if the enclosing scope was cancelled before the lock was handed over; the
     /// lock is then not held.
-    pub async fn lock(&self) -> Result<MutexGuard<'_, T>, Cancelled> {
-        self.acquire().await?;
-        Ok(MutexGuard {
+    pub fn lock(&self) -> impl Future<Output = Result<MutexGuard<'_, T>, Cancelled>> + '_ {
+        Lock {
             mutex: self,
-            _marker: PhantomData,
-        })
+            phase: LockPhase::Start,
+        }
     }
 
     /// [`lock`](Mutex::lock) for a mutex in an `Arc`: the guard owns a reference to the mutex
@@ -427,7 +429,9 @@ impl<T: ?Sized> Mutex<T> {
     /// });
     /// ```
     pub async fn lock_owned(self: Arc<Self>) -> Result<OwnedMutexGuard<T>, Cancelled> {
-        self.acquire().await?;
+        let guard = self.lock().await?;
+        // The lock passes to the owned guard made next, which releases it.
+        std::mem::forget(guard);
         Ok(OwnedMutexGuard {
             mutex: self,
             _marker: PhantomData,
@@ -511,16 +515,7 @@ impl<T: ?Sized> Mutex<T> {
         }
     }
 
-    /// The checkpoint and the taking of the lock, for `lock` and `lock_owned`.
-    async fn acquire(&self) -> Result<(), Cancelled> {
-        if !self.acquire_at_once()? {
-            let request = LockRequest::with_word(parking_lot::current_task_id(), &self.word);
-            Op::<LockSite>::new(&self.state, request).await?;
-        }
-        Ok(())
-    }
-
-    /// The fast path of `acquire`: the checkpoint's cancel check, then the lock through the
+    /// The fast path of [`lock`](Mutex::lock): the checkpoint's cancel check, then the lock through the
     /// word, when the lock is free, nobody waits and the task's yield budget lets this operation
     /// skip its schedule point. `Ok(false)`: go the parking lot's way (which yields when the
     /// budget is spent, or after acting under trio's rule, and queues when the lock is held).
@@ -540,13 +535,95 @@ impl<T: ?Sized> Mutex<T> {
         Ok(true)
     }
 
+    #[inline]
     fn unlock(&self) {
-        if self.word.try_release() {
-            return;
+        if !self.word.try_release() {
+            self.unlock_queued();
         }
+    }
+
+    /// A release once the lock has moved into the state, out of line (see `Lock::poll_queued`).
+    #[inline(never)]
+    fn unlock_queued(&self) {
         let mut wakes = WakeList::new();
         lock(&self.state).release(&mut wakes, Some(&self.word));
         wakes.wake_all();
+    }
+}
+
+/// The future of [`Mutex::lock`]: on its first poll, the lock through the word when it can
+/// be taken at once ([`Mutex::acquire_at_once`]); otherwise the parking lot's operation, which
+/// yields, queues and hands over. Written out rather than as an `async fn` around that
+/// operation: the two nested state machines of one cost a lock that is free about 30
+/// instructions of its 140.
+struct Lock<'a, T: ?Sized> {
+    mutex: &'a Mutex<T>,
+    phase: LockPhase<'a>,
+}
+
+enum LockPhase<'a> {
+    /// Not polled yet.
+    Start,
+    /// Going the parking lot's way.
+    Queued(Op<'a, LockSite>),
+    /// Returned its result.
+    Finished,
+}
+
+// The operation never pins its fields (see `Op`), and the rest are references.
+impl<T: ?Sized> Unpin for Lock<'_, T> {}
+
+impl<'a, T: ?Sized> Future for Lock<'a, T> {
+    type Output = Result<MutexGuard<'a, T>, Cancelled>;
+
+    // Always inlined into the awaiting state machine, as `Checkpoint::poll` is: a call of its
+    // own paid an entry and exit longer than the free lock's path.
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let at_once = match this.phase {
+            LockPhase::Start => this.mutex.acquire_at_once(),
+            _ => Ok(false),
+        };
+        let taken = match at_once {
+            Ok(true) => Ok(()),
+            Ok(false) => ready!(this.poll_queued(cx)),
+            Err(c) => Err(c),
+        };
+        this.phase = LockPhase::Finished;
+        Poll::Ready(taken.map(|()| MutexGuard {
+            mutex: this.mutex,
+            _marker: PhantomData,
+        }))
+    }
+}
+
+impl<'a, T: ?Sized> Lock<'a, T> {
+    /// The parking lot's way, out of line: inlined, its registers and calls made the free
+    /// lock's path pay a longer entry and exit on every lock.
+    #[inline(never)]
+    fn poll_queued(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Cancelled>> {
+        let mutex = self.mutex;
+        let op = match &mut self.phase {
+            LockPhase::Start => {
+                let request = LockRequest::with_word(parking_lot::current_task_id(), &mutex.word);
+                self.phase.queue(Op::new(&mutex.state, request))
+            }
+            LockPhase::Queued(op) => op,
+            LockPhase::Finished => panic!("{} future polled after it completed", LockSite::NAME),
+        };
+        Pin::new(op).poll(cx)
+    }
+}
+
+impl<'a> LockPhase<'a> {
+    /// Moves to `Queued` with `op`, and lends it back to be polled.
+    fn queue(&mut self, op: Op<'a, LockSite>) -> &mut Op<'a, LockSite> {
+        *self = LockPhase::Queued(op);
+        match self {
+            LockPhase::Queued(op) => op,
+            _ => unreachable!("just set"),
+        }
     }
 }
 
