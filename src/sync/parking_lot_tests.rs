@@ -338,3 +338,44 @@ fn parking_lot_break_fails_parked_and_later_waiters() {
         ));
     });
 }
+
+/// Counts the wake-ups of the wakers made from it.
+#[derive(Default)]
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+// A wake list wakes each waker it holds exactly once and frees it, whether it is woken
+// explicitly or dropped, and whether it holds one waker (inline) or several (the vector); an
+// empty list wakes nothing.
+#[test]
+fn a_wake_list_wakes_each_waker_once_and_frees_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let counter = Arc::new(Wakes::default());
+    let waker = || std::task::Waker::from(counter.clone());
+    drop(WakeList::new());
+    for (n, explicit) in [(1, true), (1, false), (3, true), (3, false)] {
+        let before = counter.0.load(SeqCst);
+        let mut wakes = WakeList::new();
+        for _ in 0..n {
+            wakes.push(waker());
+        }
+        assert_eq!(Arc::strong_count(&counter), 1 + n);
+        if explicit {
+            wakes.wake_all();
+            assert_eq!(Arc::strong_count(&counter), 1, "woken wakers are consumed");
+        }
+        drop(wakes);
+        assert_eq!(
+            counter.0.load(SeqCst) - before,
+            n,
+            "{n} wakers, each woken once"
+        );
+        assert_eq!(Arc::strong_count(&counter), 1, "nothing kept");
+    }
+    assert_eq!(counter.0.load(SeqCst), 8);
+}
