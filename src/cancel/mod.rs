@@ -192,6 +192,12 @@ impl CancelWaiter {
         }
     }
 
+    /// Is the operation registered for a cancellation's wake-up (so `clear` has work to do)?
+    #[inline]
+    pub(crate) fn is_registered(&self) -> bool {
+        self.registration.is_some()
+    }
+
     /// Deregisters (the operation completed). Also done on drop.
     #[inline]
     pub(crate) fn clear(&mut self) {
