@@ -439,7 +439,15 @@ impl PlainNode {
         let Some(this) = Arc::get_mut(plain) else {
             return false;
         };
-        this.node = Node::with_ops(&PLAIN, NodeKind::Scope);
+        let fresh = Node::with_ops(&PLAIN, NodeKind::Scope);
+        if this.node.holds_nothing() {
+            // SAFETY: the place is a valid, aligned, initialised node, and what it holds needs
+            // no drop (`holds_nothing`), so writing over it leaks nothing. This skips the drop
+            // glue that an assignment runs over the emptied node, on every timeout.
+            unsafe { std::ptr::write(&mut this.node, fresh) };
+        } else {
+            this.node = fresh;
+        }
         this.node.state_mut().plain = Some(PlainPtr(fields));
         *this.fields.get_mut() = PlainFields {
             deadline,
@@ -718,9 +726,11 @@ impl Node {
     }
 
     /// Does this node own nothing that its drop would free: no parent, children, waiters or
-    /// extras, and not the root? True of a task's node once the task is unlinked, in the common
-    /// case: its cell then skips the node's drop glue, four calls that would each find nothing.
-    /// (A field added to [`NodeState`] that owns something must be checked here.)
+    /// extras, and not the root? True of a task's node once the task is unlinked and of a
+    /// scope's once it has exited, in the common case: a task's cell then skips the node's drop
+    /// glue (four calls that would each find nothing), and a scope node kept for reuse is
+    /// written over without it. (A field added to [`NodeState`] that owns something must be
+    /// checked here.)
     #[inline]
     pub(crate) fn holds_nothing(&mut self) -> bool {
         let root = matches!(self.kind, NodeKind::Root(_));

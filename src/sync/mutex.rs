@@ -515,10 +515,11 @@ impl<T: ?Sized> Mutex<T> {
         }
     }
 
-    /// The fast path of [`lock`](Mutex::lock): the checkpoint's cancel check, then the lock through the
-    /// word, when the lock is free, nobody waits and the task's yield budget lets this operation
-    /// skip its schedule point. `Ok(false)`: go the parking lot's way (which yields when the
-    /// budget is spent, or after acting under trio's rule, and queues when the lock is held).
+    /// The fast path of [`lock`](Mutex::lock): the checkpoint's cancel check, then the lock
+    /// through the word, when the lock is free, nobody waits and the task's yield budget lets
+    /// this operation skip its schedule point. `Ok(false)`: go the parking lot's way (which
+    /// yields when the budget is spent, or after acting under trio's rule, and queues when the
+    /// lock is held).
     #[inline]
     fn acquire_at_once(&self) -> Result<bool, Cancelled> {
         if !context::may_skip_yield() {
@@ -554,8 +555,8 @@ impl<T: ?Sized> Mutex<T> {
 /// The future of [`Mutex::lock`]: on its first poll, the lock through the word when it can
 /// be taken at once ([`Mutex::acquire_at_once`]); otherwise the parking lot's operation, which
 /// yields, queues and hands over. Written out rather than as an `async fn` around that
-/// operation: the two nested state machines of one cost a lock that is free about 30
-/// instructions of its 140.
+/// operation, whose two nested state machines a free lock paid for on every call: with the
+/// inlining below, 143 → 103 instructions per lock and unlock in `lock_contention`.
 struct Lock<'a, T: ?Sized> {
     mutex: &'a Mutex<T>,
     phase: LockPhase<'a>,
