@@ -248,6 +248,7 @@ impl Source {
 
     /// Ready if the cached readiness has `dir`; otherwise stores the waker (and re-arms a
     /// one-shot registration) and returns `Pending`.
+    #[inline]
     pub(crate) fn poll_ready(
         &self,
         reactor: &Reactor,
@@ -261,6 +262,19 @@ impl Source {
                 dir,
             }));
         }
+        self.register_waker(reactor, dir, cx)
+    }
+
+    /// [`poll_ready`](Self::poll_ready) once the source is not ready: stores the waker, looks
+    /// again, and re-arms the interest. Out of line: inlined, its lock and calls gave the ready
+    /// path, which most polls take, a longer entry and exit.
+    #[inline(never)]
+    fn register_waker(
+        &self,
+        reactor: &Reactor,
+        dir: Direction,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<ReadyEvent>> {
         {
             let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             let slot = match dir {
