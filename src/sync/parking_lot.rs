@@ -561,27 +561,38 @@ pub(crate) fn poll_op<S: Site>(
         }
         Phase::Start(request) => act(state, phase, cancel, request, cx, false),
         Phase::Yielded(request) => act(state, phase, cancel, request, cx, true),
-        Phase::Parked(key) => {
-            let taken = S::lot(&mut lock(state)).take(key, cx.waker());
-            match taken {
-                Some((value, request)) => {
-                    cancel.clear();
-                    Poll::Ready(S::finish(value, request))
-                }
-                None => {
-                    *phase = Phase::Parked(key);
-                    poll_cancel(state, phase, cancel, key, cx)
-                }
-            }
-        }
+        Phase::Parked(key) => poll_parked(state, phase, cancel, key, cx),
         Phase::Done(value, request) => Poll::Ready(S::finish(value, request)),
         Phase::Finished => panic!("{} future polled after it completed", S::NAME),
     }
 }
 
+/// A parked operation polled again: takes what it was handed, or checks for cancellation.
+/// Out of line, as `act` is, so that the poll itself is a small dispatch.
+#[inline(never)]
+fn poll_parked<S: Site>(
+    state: &Mutex<S::State>,
+    phase: &mut Phase<S>,
+    cancel: &mut CancelWaiter,
+    key: Key,
+    cx: &mut Context<'_>,
+) -> Poll<Result<S::Output, S::Error>> {
+    let taken = S::lot(&mut lock(state)).take(key, cx.waker());
+    match taken {
+        Some((value, request)) => {
+            cancel.clear();
+            Poll::Ready(S::finish(value, request))
+        }
+        None => {
+            *phase = Phase::Parked(key);
+            poll_cancel(state, phase, cancel, key, cx)
+        }
+    }
+}
+
 /// The operation's cancel check and attempt: completes, or parks. `yielded`: the schedule point
 /// was already taken (before acting), so a completion returns at once.
-#[inline]
+#[inline(never)]
 fn act<S: Site>(
     state: &Mutex<S::State>,
     phase: &mut Phase<S>,
