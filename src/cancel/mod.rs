@@ -326,9 +326,6 @@ pub(crate) struct YieldOnce {
 }
 
 impl YieldOnce {
-    /// Inlined: every checkpoint that yields goes through here, and as a call it was one more
-    /// entry and exit per yield.
-    #[inline]
     pub(crate) fn poll_yield(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.yielded {
             Poll::Ready(())
