@@ -583,10 +583,7 @@ fn poll_parked<S: Site>(
             cancel.clear();
             Poll::Ready(S::finish(value, request))
         }
-        None => {
-            *phase = Phase::Parked(key);
-            poll_cancel(state, phase, cancel, key, cx)
-        }
+        None => poll_cancel(state, phase, cancel, key, cx),
     }
 }
 
@@ -627,13 +624,13 @@ fn act<S: Site>(
         None => {
             let key = S::lot(&mut st).park(S::LINE, cx.waker(), request);
             drop(st);
-            *phase = Phase::Parked(key);
             poll_cancel(state, phase, cancel, key, cx)
         }
     }
 }
 
-/// A parked operation checks for cancellation (registering for wake-up if not cancelled).
+/// An operation parked under `key` checks for cancellation (registering for wake-up if not
+/// cancelled); its phase says `Parked` until it returns.
 fn poll_cancel<S: Site>(
     state: &Mutex<S::State>,
     phase: &mut Phase<S>,
@@ -641,6 +638,7 @@ fn poll_cancel<S: Site>(
     key: Key,
     cx: &mut Context<'_>,
 ) -> Poll<Result<S::Output, S::Error>> {
+    *phase = Phase::Parked(key);
     let Poll::Ready(c) = cancel.poll_cancelled_on(S::NAME, || S::lock_watch(&mut lock(state)), cx)
     else {
         return Poll::Pending;
