@@ -652,7 +652,7 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
             // fails and tears it down (`PendingStart`).
             *placement = Placement::MoveFailed;
             drop(placement);
-            node::cancel(child.node(), CancelReason::Explicit(None));
+            node::cancel(&child, CancelReason::Explicit(None));
         }
         self.shared.resolve(StartState::Started(value));
     }
@@ -1031,7 +1031,7 @@ where
         };
         for child in services {
             if child.node().task_info().is_some_and(|info| info.service) {
-                node::cancel(child.node(), CancelReason::ServiceDone);
+                node::cancel(&child, CancelReason::ServiceDone);
             }
         }
         Poll::Pending
@@ -1097,7 +1097,7 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
                     // ends on its own thread, at the latest when the runtime shuts down.
                     let root = node::root_of(&task);
                     node::reparent(&task, &root);
-                    node::cancel(task.node(), CancelReason::Explicit(None));
+                    node::cancel(&task, CancelReason::Explicit(None));
                     continue;
                 }
                 task.teardown();

@@ -489,16 +489,13 @@ pub async fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
 /// });
 /// ```
 pub fn current_effective_deadline() -> Option<Instant> {
-    current::with_node(|node| {
-        let node = match node {
-            Some(n) => n.node(),
-            None => outside_runtime("current_effective_deadline"),
-        };
-        let deadline = node::effective_deadline(node);
-        if node.is_cancelled() {
-            let now = context::fresh_now().expect("a node is set only inside a runtime");
-            return Some(deadline.map_or(now, |d| d.min(now)));
-        }
-        deadline
-    })
+    let Some(node) = current::current_node_ref() else {
+        outside_runtime("current_effective_deadline");
+    };
+    let deadline = node::effective_deadline(&node);
+    if node.is_cancelled() {
+        let now = context::fresh_now().expect("a node is set only inside a runtime");
+        return Some(deadline.map_or(now, |d| d.min(now)));
+    }
+    deadline
 }

@@ -64,6 +64,10 @@ fn tree_lock() -> MutexGuard<'static, ()> {
 /// does) is in the node's [`NodeOps`], so a reference to either is a thin pointer to the node.
 pub(crate) trait TreeNode: Send + Sync + 'static {
     fn node(&self) -> &Node;
+
+    /// Locks the node, its state coming with the fields beside it if it is a plain node (see
+    /// [`Locked`]).
+    fn lock(&self) -> Locked<'_>;
 }
 
 /// The two functions that count references to a node, given the node's address: an `Arc`'s
@@ -154,6 +158,25 @@ impl NodeRef {
     #[inline]
     pub(crate) fn addr(&self) -> *const () {
         self.ptr.as_ptr() as *const ()
+    }
+
+    /// Locks the node; its state comes with the fields beside it if it is a plain node.
+    #[inline]
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        let plain = std::ptr::eq(self.ops, &PLAIN).then(|| {
+            // A plain node is the first field of its `repr(C)` `PlainNode`: same address.
+            let base = self.ptr.as_ptr() as *const PlainNode;
+            // SAFETY: a node with the plain operations is the node of a live `PlainNode` (`self`
+            // counts it), and `self.ptr` carries the container's provenance; no reference is
+            // made on the way.
+            let fields = unsafe { UnsafeCell::raw_get(std::ptr::addr_of!((*base).fields)) };
+            // SAFETY: a field's address inside a live allocation is not null.
+            unsafe { NonNull::new_unchecked(fields) }
+        });
+        Locked {
+            state: Node::lock(self),
+            plain,
+        }
     }
 
     /// The `Arc` of a plain node (a scope, nursery or root); `None` for a task's node.
@@ -256,11 +279,12 @@ impl Expire for GraceOf {
 }
 
 /// What a node stands for.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NodeKind {
-    /// The root of a runtime's tree. It knows its runtime, so that code on a thread outside the
-    /// runtime can find it from any linked node (a deadline set from another thread, C2/C5).
-    Root(Weak<Shared>),
+    /// The root of a runtime's tree. It knows its runtime (in its extras), so that code on a
+    /// thread outside the runtime can find it from any linked node (a deadline set from another
+    /// thread, C2/C5).
+    Root,
     Task(TaskInfo),
     Scope,
     Nursery,
@@ -268,16 +292,62 @@ pub(crate) enum NodeKind {
 
 /// Identity of a task, for introspection. (Its name, which few tasks have, is kept in the
 /// node's extras: see [`Node::task_name`].)
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TaskInfo {
     pub(crate) id: u64,
     pub(crate) service: bool,
 }
 
+/// A [`NodeKind`] in one word, as a node keeps it: 8 bytes where the enum takes 16 (an idle
+/// task's size is a benchmarked figure). The two low bits say which kind; a task's word holds
+/// its service flag in bit 2 and its id in the 61 bits above.
+#[derive(Clone, Copy)]
+struct PackedKind(u64);
+
+impl PackedKind {
+    const ROOT: u64 = 0;
+    const SCOPE: u64 = 1;
+    const NURSERY: u64 = 2;
+    const TASK: u64 = 3;
+
+    /// Task ids are counted from 0 by a runtime: one past this, 2^61 spawns later (decades at
+    /// a billion a second), they would start again from 0 in what introspection shows.
+    const ID_BITS: u64 = u64::MAX >> 3;
+
+    #[inline]
+    fn new(kind: NodeKind) -> PackedKind {
+        match kind {
+            NodeKind::Root => PackedKind(Self::ROOT),
+            NodeKind::Scope => PackedKind(Self::SCOPE),
+            NodeKind::Nursery => PackedKind(Self::NURSERY),
+            NodeKind::Task(info) => PackedKind::task(info),
+        }
+    }
+
+    /// A task's word, with no branch (see [`Node::in_cell`]).
+    #[inline(always)]
+    fn task(info: TaskInfo) -> PackedKind {
+        PackedKind((info.id & Self::ID_BITS) << 3 | u64::from(info.service) << 2 | Self::TASK)
+    }
+
+    #[inline]
+    fn get(self) -> NodeKind {
+        match self.0 & 3 {
+            Self::ROOT => NodeKind::Root,
+            Self::SCOPE => NodeKind::Scope,
+            Self::NURSERY => NodeKind::Nursery,
+            _ => NodeKind::Task(TaskInfo {
+                id: self.0 >> 3,
+                service: self.0 & 4 != 0,
+            }),
+        }
+    }
+}
+
 pub(crate) struct Node {
     /// How the node is counted and torn down (see [`NodeOps`]).
     ops: &'static NodeOps,
-    kind: NodeKind,
+    kind: PackedKind,
     /// Cached "a checkpoint inside this node fails". See the module comment for who writes it.
     eff_cancelled: AtomicBool,
     /// The last poll of the code this node owns (a task's future, a scope's or nursery's body)
@@ -319,9 +389,6 @@ pub(crate) struct NodeState {
     /// No new task children (a finished nursery, N5).
     pub(crate) closed: bool,
     pub(crate) entered: bool,
-    /// The fields only plain nodes have, beside the node in its [`PlainNode`]; `None` in a
-    /// task's node. Reached through [`NodeState::plain`], under the node's lock.
-    plain: Option<PlainPtr>,
     /// What only a few nodes need, allocated on first use: an idle task's size is a benchmarked
     /// figure.
     extras: Option<Box<Extras>>,
@@ -348,6 +415,8 @@ struct Extras {
     /// A task's name, given with `spawn_named`. Here rather than in every task's node: an idle
     /// task's size is a benchmarked figure, and only named tasks pay for the extras.
     name: Option<Arc<str>>,
+    /// The runtime, in the root's node only (see [`PlainNode::root`]).
+    runtime: Option<Weak<Shared>>,
 }
 
 /// What a scope, a nursery or the root keeps that a task's node never needs: fields that every
@@ -372,25 +441,17 @@ pub(crate) struct PlainFields {
     deferred: bool,
 }
 
-/// The address of a plain node's [`PlainFields`], kept in its state.
-#[derive(Clone, Copy)]
-struct PlainPtr(NonNull<PlainFields>);
-
-// SAFETY: the fields it points at are `Send` and are only reached under the lock of the node
-// whose state holds the pointer, so they move between threads as that state does.
-unsafe impl Send for PlainPtr {}
-
 /// A plain node (scope, nursery, root, or the main task's) in its `Arc`: the node, then the
 /// fields only plain nodes have. `repr(C)` with the node first, so a [`NodeRef`] to the node
 /// is a pointer to the whole.
 #[repr(C)]
 pub(crate) struct PlainNode {
     node: Node,
-    /// Reached only through the node's state (`NodeState::plain`), under its lock.
+    /// Reached only through [`Locked::plain`], under the node's lock.
     fields: UnsafeCell<PlainFields>,
 }
 
-// SAFETY: `fields` is only touched under the node's lock (see `NodeState::plain`); the rest is
+// SAFETY: `fields` is only touched under the node's lock (see `Locked::plain`); the rest is
 // `Node`, which is `Send + Sync`.
 unsafe impl Send for PlainNode {}
 // SAFETY: as above.
@@ -400,6 +461,13 @@ impl PlainNode {
     /// A plain node in an `Arc` of its own.
     pub(crate) fn new(kind: NodeKind) -> Arc<PlainNode> {
         PlainNode::with_deadline(kind, None)
+    }
+
+    /// The root of a runtime's tree, which knows its runtime.
+    pub(crate) fn root(rt: &Arc<Shared>) -> Arc<PlainNode> {
+        let root = PlainNode::new(NodeKind::Root);
+        root.node.lock().extras().runtime = Some(Arc::downgrade(rt));
+        root
     }
 
     /// The node of a runtime's main task (`block_on`'s future): a plain node, task 0, named
@@ -416,43 +484,36 @@ impl PlainNode {
     /// A plain node with its deadline already set: a timed scope is made on every
     /// `move_on_after`, and setting the deadline afterwards would cost a lock pass.
     pub(crate) fn with_deadline(kind: NodeKind, deadline: Option<Instant>) -> Arc<PlainNode> {
-        let mut plain = Arc::new(PlainNode {
-            node: Node::with_ops(&PLAIN, kind),
+        Arc::new(PlainNode {
+            node: Node::with_ops(&PLAIN, PackedKind::new(kind)),
             fields: UnsafeCell::new(PlainFields {
                 deadline,
                 ..PlainFields::default()
             }),
-        });
-        let fields = PlainNode::fields_of(&plain);
-        Arc::get_mut(&mut plain)
-            .expect("just made")
-            .node
-            .state_mut()
-            .plain = Some(PlainPtr(fields));
-        plain
+        })
     }
 
     /// Makes a plain node a fresh scope node with `deadline`, for reuse (see `scope::spare`),
     /// if nothing else refers to it; says whether it did. What the old node held is dropped here.
     pub(crate) fn reset_if_unshared(plain: &mut Arc<PlainNode>, deadline: Option<Instant>) -> bool {
-        let fields = PlainNode::fields_of(plain);
         let Some(this) = Arc::get_mut(plain) else {
             return false;
         };
-        let fresh = Node::with_ops(&PLAIN, NodeKind::Scope);
+        let scope = PackedKind::new(NodeKind::Scope);
         if this.node.holds_nothing() {
-            // SAFETY: the place is a valid, aligned, initialised node, and what it holds needs
-            // no drop (`holds_nothing`), so writing over it leaks nothing. This skips the drop
-            // glue that an assignment runs over the emptied node, on every timeout.
-            unsafe { std::ptr::write(&mut this.node, fresh) };
+            this.node.reset_empty(scope);
         } else {
-            this.node = fresh;
+            this.node = Node::with_ops(&PLAIN, scope);
         }
-        this.node.state_mut().plain = Some(PlainPtr(fields));
-        *this.fields.get_mut() = PlainFields {
-            deadline,
-            ..PlainFields::default()
-        };
+        // Field by field, for the reason given at `reset_empty`.
+        let fields = this.fields.get_mut();
+        fields.tasks = 0;
+        fields.services = 0;
+        fields.pending_starts = 0;
+        fields.deadline = deadline;
+        fields.armed = None;
+        fields.cancelled_caught = false;
+        fields.deferred = false;
         true
     }
 
@@ -461,13 +522,13 @@ impl PlainNode {
         self.fields.get_mut().deadline = deadline;
     }
 
-    /// The address of the node's fields, made from the `Arc`'s own pointer (not from a
-    /// reference, whose borrow would end), so it stays valid as long as the allocation.
-    fn fields_of(plain: &Arc<PlainNode>) -> NonNull<PlainFields> {
-        let base = Arc::as_ptr(plain);
-        // SAFETY: `base` points at a live `PlainNode`; no reference is made on the way.
-        let fields = unsafe { UnsafeCell::raw_get(std::ptr::addr_of!((*base).fields)) };
-        NonNull::new(fields).expect("inside a live allocation")
+    /// Locks the node; its state comes with the fields beside it.
+    #[inline]
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        Locked {
+            state: self.node.lock(),
+            plain: Some(NonNull::from(&self.fields).cast()),
+        }
     }
 }
 
@@ -484,23 +545,63 @@ impl TreeNode for PlainNode {
     fn node(&self) -> &Node {
         &self.node
     }
+
+    #[inline]
+    fn lock(&self) -> Locked<'_> {
+        PlainNode::lock(self)
+    }
 }
 
-impl NodeState {
+/// A node's state under its lock, with the fields beside the node if it is a plain one (see
+/// [`PlainNode`]). Made only by [`NodeRef::lock`] and [`PlainNode::lock`]: their pointers cover
+/// the whole container, where a `&Node` covers the node alone. So the state needs no pointer to
+/// the fields, 8 bytes that every task's node would carry for nothing (an idle task's size is
+/// a benchmarked figure).
+pub(crate) struct Locked<'a> {
+    state: MutexGuard<'a, NodeState>,
+    /// The fields beside the node, `None` for a task's node. Points into the container the
+    /// guard's node lives in, which outlives the guard.
+    plain: Option<NonNull<PlainFields>>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = NodeState;
+
+    #[inline]
+    fn deref(&self) -> &NodeState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut NodeState {
+        &mut self.state
+    }
+}
+
+impl<'a> Locked<'a> {
+    /// The state of a task's node, which has no fields beside it.
+    #[inline]
+    pub(crate) fn task(state: MutexGuard<'a, NodeState>) -> Locked<'a> {
+        Locked { state, plain: None }
+    }
+
     /// The fields only plain nodes have; `None` in a task's node.
     #[inline]
     pub(crate) fn plain(&mut self) -> Option<&mut PlainFields> {
-        // SAFETY: `plain` points at the fields beside this node in its `PlainNode`, which live
-        // as long as the node; they are only reached through this state, so under the node's
-        // lock, and `&mut self` makes this the only reference made through it now.
-        self.plain.map(|p| unsafe { &mut *p.0.as_ptr() })
+        // SAFETY: `plain` points at the fields beside this node in its `PlainNode`, made from a
+        // pointer to the whole container, which lives as long as the node; they are only
+        // reached through a `Locked`, so under the node's lock, which `self` holds, and `&mut
+        // self` makes this the only reference made through it now.
+        self.plain.map(|p| unsafe { &mut *p.as_ptr() })
     }
 
     /// [`plain`](Self::plain), to read.
     #[inline]
     pub(crate) fn plain_ref(&self) -> Option<&PlainFields> {
         // SAFETY: as in `plain`; `&self` allows no `plain` borrow at the same time.
-        self.plain.map(|p| unsafe { &*p.0.as_ptr() })
+        self.plain.map(|p| unsafe { &*p.as_ptr() })
     }
 
     /// The fields of a nursery's node, which is always plain.
@@ -520,7 +621,9 @@ impl NodeState {
     fn take_armed(&mut self) -> Option<TimerKey> {
         self.plain().and_then(|f| f.armed.take())
     }
+}
 
+impl NodeState {
     fn extras(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Default::default)
     }
@@ -689,7 +792,29 @@ impl Node {
     /// small fields just written.
     #[inline]
     pub(crate) fn in_cell(ops: &'static NodeOps, info: TaskInfo) -> Node {
-        Node::with_ops(ops, NodeKind::Task(info))
+        Node::with_ops(ops, PackedKind::task(info))
+    }
+
+    /// Makes a node that holds nothing ([`holds_nothing`](Self::holds_nothing)) and that
+    /// nothing else refers to a fresh node of `kind`, in place: only its plain values are
+    /// written. A reused scope node is reset so on every timeout; a fresh node built aside and
+    /// written over it was copied in pieces whose read-back stalled (a measured hot spot), and
+    /// an assignment would also run the drop glue over the emptied parts.
+    fn reset_empty(&mut self, kind: PackedKind) {
+        debug_assert!(self.holds_nothing(), "only plain values are reset");
+        self.kind = kind;
+        *self.eff_cancelled.get_mut() = false;
+        *self.foreign_wait.get_mut() = false;
+        *self.forced.get_mut() = false;
+        *self.owner_parked.get_mut() = 0;
+        *self.owner_id.get_mut() = 0;
+        self.state.clear_poison();
+        let s = self.state_mut();
+        s.slot = None;
+        s.cancel_called = false;
+        s.shield = false;
+        s.closed = false;
+        s.entered = false;
     }
 
     /// Names a task's node (a spawned task's, or the main task's) before anything else reads
@@ -701,7 +826,7 @@ impl Node {
     }
 
     #[inline]
-    fn with_ops(ops: &'static NodeOps, kind: NodeKind) -> Node {
+    fn with_ops(ops: &'static NodeOps, kind: PackedKind) -> Node {
         Node {
             ops,
             kind,
@@ -719,32 +844,30 @@ impl Node {
                 shield: false,
                 closed: false,
                 entered: false,
-                plain: None,
                 extras: None,
             }),
         }
     }
 
     /// Does this node own nothing that its drop would free: no parent, children, waiters or
-    /// extras, and not the root? True of a task's node once the task is unlinked and of a
+    /// extras (the root's are never empty)? True of a task's node once the task is unlinked and of a
     /// scope's once it has exited, in the common case: a task's cell then skips the node's drop
     /// glue (four calls that would each find nothing), and a scope node kept for reuse is
     /// written over without it. (A field added to [`NodeState`] that owns something must be
     /// checked here.)
     #[inline]
     pub(crate) fn holds_nothing(&mut self) -> bool {
-        let root = matches!(self.kind, NodeKind::Root(_));
         let s = self.state_mut();
-        !root
-            && s.parent.is_none()
+        s.parent.is_none()
             && s.children.0.is_none()
             && s.waiters.owner.is_none()
             && s.waiters.slots.is_none()
             && s.extras.is_none()
     }
 
-    pub(crate) fn kind(&self) -> &NodeKind {
-        &self.kind
+    #[inline]
+    pub(crate) fn kind(&self) -> NodeKind {
+        self.kind.get()
     }
 
     #[inline]
@@ -772,8 +895,17 @@ impl Node {
         self.lock().task_name().cloned()
     }
 
-    pub(crate) fn task_info(&self) -> Option<&TaskInfo> {
-        match &self.kind {
+    /// The id of a task's node, read without decoding the kind: a task's cell, whose node is
+    /// always a task's, reads it on every poll.
+    #[inline]
+    pub(crate) fn task_id(&self) -> u64 {
+        debug_assert!(matches!(self.kind(), NodeKind::Task(_)), "a task's node");
+        self.kind.0 >> 3
+    }
+
+    #[inline]
+    pub(crate) fn task_info(&self) -> Option<TaskInfo> {
+        match self.kind() {
             NodeKind::Task(info) => Some(info),
             _ => None,
         }
@@ -904,9 +1036,14 @@ impl Node {
     }
 }
 
-impl TreeNode for Node {
+impl TreeNode for NodeRef {
     fn node(&self) -> &Node {
         self
+    }
+
+    #[inline]
+    fn lock(&self) -> Locked<'_> {
+        NodeRef::lock(self)
     }
 }
 
@@ -952,12 +1089,12 @@ pub(crate) fn link(parent: NodeRef, child: NodeRef, node: &Node) -> Result<(), N
 fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<(), NodeRef> {
     let p = parent.node();
     let c = child.node();
-    let (is_task, service) = match &c.kind {
+    let (is_task, service) = match c.kind() {
         NodeKind::Task(info) => (true, info.service),
         _ => (false, false),
     };
     {
-        let mut ps = p.lock();
+        let mut ps = parent.lock();
         if is_task && ps.closed {
             drop(ps);
             return Err(child);
@@ -1017,7 +1154,7 @@ pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<PlainNode>, rt: &Shared) 
 /// Defers the timer of a just-linked node's deadline; the caller holds the node's lock.
 /// Returns whether the deadline has already passed (the caller then cancels the node), and the
 /// deadline if its timer is deferred.
-fn defer_locked(s: &mut NodeState, rt: &Shared) -> (bool, Option<Instant>) {
+fn defer_locked(s: &mut Locked<'_>, rt: &Shared) -> (bool, Option<Instant>) {
     match deadline_ahead(s, rt) {
         Some((fields, Watch::At(deadline))) => {
             fields.deferred = true;
@@ -1040,7 +1177,7 @@ enum Watch {
 
 /// The node's deadline against the clock (this poll's reading), with the fields it is kept in;
 /// `None` for a task's node, which has none. The caller holds the node's lock.
-fn deadline_ahead<'s>(s: &'s mut NodeState, rt: &Shared) -> Option<(&'s mut PlainFields, Watch)> {
+fn deadline_ahead<'s>(s: &'s mut Locked<'_>, rt: &Shared) -> Option<(&'s mut PlainFields, Watch)> {
     let cancel_called = s.cancel_called;
     let fields = s.plain()?;
     let watch = match fields.deadline {
@@ -1065,7 +1202,7 @@ pub(crate) fn arm_deferred(node: &Arc<PlainNode>, rt: &Shared) {
 }
 
 /// [`arm_locked`] for a node whose deadline's timer is deferred; nothing for any other.
-fn arm_if_deferred(node: &Arc<PlainNode>, s: &mut NodeState, rt: &Shared) -> bool {
+fn arm_if_deferred(node: &Arc<PlainNode>, s: &mut Locked<'_>, rt: &Shared) -> bool {
     s.plain_ref().is_some_and(|f| f.deferred) && arm_locked(node, s, rt)
 }
 
@@ -1081,7 +1218,7 @@ enum Deferred {
 
 /// Looks at a node's deferred deadline at `now`, under its lock; one that has passed, or whose
 /// scope is cancelled already, is deferred no more.
-fn settle_deferred(s: &mut NodeState, now: Instant) -> Deferred {
+fn settle_deferred(s: &mut Locked<'_>, now: Instant) -> Deferred {
     let cancel_called = s.cancel_called;
     let Some(fields) = s.plain().filter(|f| f.deferred) else {
         return Deferred::No;
@@ -1132,10 +1269,10 @@ pub(crate) fn arm_deferred_above(node: Option<NodeRef>, rt: &Shared) {
 
 /// Calls `f` with each plain node from `node` up to its task's node (not included: a task's
 /// scopes are below it), under the node's lock.
-fn for_each_scope_above(node: Option<NodeRef>, mut f: impl FnMut(Arc<PlainNode>, &mut NodeState)) {
+fn for_each_scope_above(node: Option<NodeRef>, mut f: impl FnMut(Arc<PlainNode>, &mut Locked<'_>)) {
     let mut next = node;
     while let Some(at) = next {
-        if matches!(at.node().kind(), NodeKind::Task(_) | NodeKind::Root(_)) {
+        if matches!(at.node().kind(), NodeKind::Task(_) | NodeKind::Root) {
             return;
         }
         let Some(plain) = at.plain() else {
@@ -1154,7 +1291,7 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
     let c = child.node();
     // Wakers taken out are dropped after the lock is released.
     let (parent, slot, armed, grace, absorbed, _wakers) = {
-        let mut cs = c.lock();
+        let mut cs = child.lock();
         let parent_visible =
             !cs.shield && cs.parent.as_ref().is_some_and(|p| p.node().is_cancelled());
         let absorbed = returned_cancellation && cs.cancel_called && !parent_visible;
@@ -1213,7 +1350,7 @@ pub(crate) fn unlink_with<R>(
 ) {
     let c = child.node();
     let (parent, slot, owner, out) = {
-        let mut cs = c.lock();
+        let mut cs = child.lock();
         let out = first(&mut cs);
         if holds_timer_or_waker(&cs) {
             drop(cs);
@@ -1231,7 +1368,7 @@ pub(crate) fn unlink_with<R>(
 /// Does the node hold a timer (its deadline, a grace period) or its owner's waker? Every task
 /// ends with an unlink, so the common case, none, takes one lock pass.
 #[inline]
-fn holds_timer_or_waker(s: &NodeState) -> bool {
+fn holds_timer_or_waker(s: &Locked<'_>) -> bool {
     s.armed()
         || s.extras
             .as_ref()
@@ -1245,13 +1382,13 @@ fn unlink_holding(child: &dyn TreeNode) {
     let c = child.node();
     // A pending deadline's store is found at the root, so look before forgetting the parent.
     let timer_store = {
-        let s = c.lock();
+        let s = child.lock();
         s.armed() || s.extras.as_ref().is_some_and(|e| e.grace_timer.is_some())
     }
     .then(|| runtime_of(c))
     .flatten();
     let (parent, slot, armed, grace, wakers) = {
-        let mut cs = c.lock();
+        let mut cs = child.lock();
         // The owner's wakers go too: a task's node keeping its own task's waker would keep the
         // task, its cell and its runtime alive in a cycle.
         let owner = c.take_owner(&mut cs);
@@ -1282,11 +1419,10 @@ fn leave_parent(c: &Node, parent: Option<NodeRef>, slot: Option<ChildKey>) {
     let (Some(parent), Some(slot)) = (parent, slot) else {
         return;
     };
-    let p = parent.node();
     let (waker, foreign) = {
-        let mut ps = p.lock();
+        let mut ps = parent.lock();
         ps.children.remove(slot);
-        if let NodeKind::Task(info) = &c.kind {
+        if let NodeKind::Task(info) = c.kind() {
             let all_services = ps.plain().is_some_and(|counts| {
                 counts.tasks -= 1;
                 if info.service {
@@ -1301,7 +1437,7 @@ fn leave_parent(c: &Node, parent: Option<NodeRef>, slot: Option<ChildKey>) {
             };
             // A task leaving a cancelled node may leave its owner with nothing but a foreign
             // wait: let the owner look again (B1).
-            let foreign = if p.is_cancelled() {
+            let foreign = if parent.is_cancelled() {
                 ps.take_foreign()
             } else {
                 None
@@ -1362,7 +1498,7 @@ fn report_cancel(node: &Node) {
         return;
     };
     let kind = match node.kind() {
-        NodeKind::Root(_) => ScopeKind::Runtime,
+        NodeKind::Root => ScopeKind::Runtime,
         NodeKind::Task(_) => ScopeKind::Task,
         NodeKind::Scope => ScopeKind::Scope,
         NodeKind::Nursery => ScopeKind::Nursery,
@@ -1572,9 +1708,9 @@ pub(crate) fn reparent(child: &NodeRef, new_parent: &NodeRef) -> bool {
         if let (Some(parent), Some(slot)) = (old_parent, old_slot) {
             // Lock order child, then parent, as in `link_locked`. No wake-up: the old parent
             // loses a task only to an owner that is still running (`start`'s caller).
-            let mut ps = parent.node().lock();
+            let mut ps = parent.lock();
             ps.children.remove(slot);
-            if let (NodeKind::Task(info), Some(counts)) = (&child.node().kind, ps.plain()) {
+            if let (NodeKind::Task(info), Some(counts)) = (child.node().kind(), ps.plain()) {
                 counts.tasks -= 1;
                 if info.service {
                     counts.services -= 1;
@@ -1630,7 +1766,7 @@ pub(crate) fn shut_down(root: &dyn TreeNode) {
 }
 
 /// Called by the timer store when a scope's deadline arrives.
-fn deadline_fired(node: &Node) {
+fn deadline_fired(node: &PlainNode) {
     node.lock().take_armed();
     cancel(node, CancelReason::Deadline);
 }
@@ -1638,7 +1774,7 @@ fn deadline_fired(node: &Node) {
 /// Sets (or clears) a node's deadline. If the node is linked, its timer is replaced; a deadline
 /// already past cancels at once (C5).
 pub(crate) fn set_deadline(target: &Arc<PlainNode>, deadline: Option<Instant>) {
-    let node: &Node = target;
+    let node: &PlainNode = target;
     {
         let mut s = node.lock();
         if let Some(fields) = s.plain() {
@@ -1671,7 +1807,7 @@ pub(crate) fn set_deadline(target: &Arc<PlainNode>, deadline: Option<Instant>) {
 /// any earlier timer. Lock order: node, then timer store (the store never takes a node lock:
 /// targets fire after it is released). Returns whether the deadline has already passed: the
 /// caller then cancels the node with reason `Deadline` once the lock is released (C5).
-fn arm_locked(target: &Arc<PlainNode>, s: &mut NodeState, rt: &Shared) -> bool {
+fn arm_locked(target: &Arc<PlainNode>, s: &mut Locked<'_>, rt: &Shared) -> bool {
     let Some((fields, watch)) = deadline_ahead(s, rt) else {
         return false;
     };
@@ -1693,9 +1829,12 @@ fn arm_locked(target: &Arc<PlainNode>, s: &mut NodeState, rt: &Shared) -> bool {
 /// The runtime whose tree `node` is linked into, found at the root.
 fn runtime_of(node: &Node) -> Option<Arc<Shared>> {
     let mut rt = None;
-    walk_up(node, |n, _| match n.kind() {
-        NodeKind::Root(weak) => {
-            rt = weak.upgrade();
+    walk_up(node, |n, s| match n.kind() {
+        NodeKind::Root => {
+            rt = s
+                .extras
+                .as_ref()
+                .and_then(|e| e.runtime.as_ref()?.upgrade());
             false
         }
         _ => true,
@@ -1732,7 +1871,7 @@ fn nearest_task(node: &Node) -> Option<(TaskInfo, Option<Arc<str>>)> {
     let mut task = None;
     walk_up(node, |n, s| match n.kind() {
         NodeKind::Task(info) => {
-            task = Some((*info, s.task_name().cloned()));
+            task = Some((info, s.task_name().cloned()));
             false
         }
         _ => true,
@@ -1803,14 +1942,28 @@ pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
 
 /// The earliest deadline visible from `node`: the minimum over it and its ancestors up to and
 /// including the first shielded one (C5).
-pub(crate) fn effective_deadline(node: &Node) -> Option<Instant> {
+pub(crate) fn effective_deadline(node: &NodeRef) -> Option<Instant> {
     let mut best: Option<Instant> = None;
-    walk_up(node, |_, s| {
-        if let Some(d) = s.deadline() {
-            best = Some(best.map_or(d, |b| b.min(d)));
-        }
-        !s.shield
-    });
+    let mut held: Option<NodeRef> = None;
+    let mut at = node;
+    loop {
+        let parent = {
+            // Through the reference, not `walk_up`'s nodes: a deadline is among the fields
+            // beside a plain node (see `Locked`).
+            let s = at.lock();
+            if let Some(d) = s.deadline() {
+                best = Some(best.map_or(d, |b| b.min(d)));
+            }
+            if s.shield {
+                break;
+            }
+            s.parent.clone()
+        };
+        let Some(parent) = parent else {
+            break;
+        };
+        at = held.insert(parent);
+    }
     best
 }
 
@@ -1966,19 +2119,111 @@ pub(crate) fn any_foreign_wait(root: &Node) -> bool {
 
 #[cfg(all(test, target_pointer_width = "64"))]
 mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
-    use crate::cancel::node::{ChildKey, Children, Node, NodeKind, NodeRef, NodeState, PlainNode};
+    use crate::cancel::node::{
+        ChildKey, Children, Node, NodeKind, NodeRef, NodeState, PackedKind, PlainNode, TaskInfo,
+    };
 
     /// Every task carries a node: its size is in an idle task's, a benchmarked figure. The
     /// scope-only flags live beside plain nodes, and a task's name in the extras.
     #[test]
-    fn a_task_node_is_112_bytes() {
-        assert_eq!(std::mem::size_of::<NodeState>(), 64);
-        assert_eq!(std::mem::size_of::<NodeKind>(), 16);
-        assert_eq!(std::mem::size_of::<Node>(), 112);
+    fn a_task_node_is_96_bytes() {
+        assert_eq!(std::mem::size_of::<NodeState>(), 56);
+        assert_eq!(std::mem::size_of::<PackedKind>(), 8);
+        assert_eq!(std::mem::size_of::<Node>(), 96);
         // A nursery keeps one slot per live task.
         assert_eq!(std::mem::size_of::<Option<NodeRef>>(), 8);
+    }
+
+    /// A scope node kept for reuse is reset in place to a fresh one: every plain value of the
+    /// node, its state and its fields goes back to a new node's, the deadline is the new one.
+    #[test]
+    fn a_reused_scope_node_is_reset_to_a_fresh_one() {
+        let then = std::time::Instant::now();
+        let later = then + std::time::Duration::from_secs(5);
+        let mut scope = PlainNode::with_deadline(NodeKind::Nursery, Some(then));
+        {
+            let node = &scope.node;
+            node.eff_cancelled.store(true, Ordering::Relaxed);
+            node.foreign_wait.store(true, Ordering::Relaxed);
+            node.forced.store(true, Ordering::Relaxed);
+            node.owner_parked.store(3, Ordering::Relaxed);
+            node.owner_id.store(8, Ordering::Relaxed);
+            let mut s = scope.lock();
+            s.slot = NonZeroU32::new(4).map(ChildKey);
+            s.cancel_called = true;
+            s.shield = true;
+            s.closed = true;
+            s.entered = true;
+            let fields = s.plain().expect("a plain node");
+            fields.tasks = 2;
+            fields.services = 1;
+            fields.pending_starts = 1;
+            fields.cancelled_caught = true;
+            fields.deferred = true;
+        }
+        assert!(PlainNode::reset_if_unshared(&mut scope, Some(later)));
+        let node = &scope.node;
+        assert_eq!(node.kind(), NodeKind::Scope);
+        assert!(!node.eff_cancelled.load(Ordering::Relaxed));
+        assert!(!node.foreign_wait.load(Ordering::Relaxed));
+        assert!(!node.forced.load(Ordering::Relaxed));
+        assert_eq!(node.owner_parked.load(Ordering::Relaxed), 0);
+        assert_eq!(node.owner_id.load(Ordering::Relaxed), 0);
+        let mut s = scope.lock();
+        assert!(s.slot.is_none());
+        assert!(!(s.cancel_called || s.shield || s.closed || s.entered));
+        let fields = s.plain().expect("a plain node");
+        assert_eq!(
+            (fields.tasks, fields.services, fields.pending_starts),
+            (0, 0, 0)
+        );
+        assert!(!(fields.cancelled_caught || fields.deferred) && fields.armed.is_none());
+        assert_eq!(fields.deadline, Some(later));
+    }
+
+    /// A node's kind reads back as it was made, a task's id and service flag included, up to
+    /// the largest id the word holds.
+    #[test]
+    fn a_packed_kind_reads_back_as_made() {
+        let largest = u64::MAX >> 3;
+        let kinds = [
+            NodeKind::Root,
+            NodeKind::Scope,
+            NodeKind::Nursery,
+            NodeKind::Task(TaskInfo {
+                id: 0,
+                service: false,
+            }),
+            NodeKind::Task(TaskInfo {
+                id: 1,
+                service: true,
+            }),
+            NodeKind::Task(TaskInfo {
+                id: largest,
+                service: false,
+            }),
+            NodeKind::Task(TaskInfo {
+                id: largest,
+                service: true,
+            }),
+        ];
+        for kind in kinds {
+            assert_eq!(PackedKind::new(kind).get(), kind);
+        }
+        // One past the largest starts again from 0; the flag is kept.
+        let wrapped = NodeKind::Task(TaskInfo {
+            id: largest + 1,
+            service: true,
+        });
+        let again = NodeKind::Task(TaskInfo {
+            id: 0,
+            service: true,
+        });
+        assert_eq!(PackedKind::new(wrapped).get(), again);
     }
 
     /// Slots are reused, newest vacancy first; a key removed twice removes nothing the second

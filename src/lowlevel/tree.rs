@@ -260,7 +260,7 @@ fn collect_below(
                 }
             }
             NodeKind::Nursery => EntryKind::Nursery,
-            NodeKind::Scope | NodeKind::Root(_) => {
+            NodeKind::Scope | NodeKind::Root => {
                 waits.extend(wait_of(child));
                 collect_below(child, parent_task, with_waits, entries, waits);
                 continue;

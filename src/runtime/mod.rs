@@ -35,7 +35,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cancel::current;
-use crate::cancel::node::{self, NodeKind, NodeRef, PlainNode};
+use crate::cancel::node::{self, NodeRef, PlainNode};
 use crate::error::CancelReason;
 use crate::task::local;
 use crate::time::clock::{Clock, SystemClock};
@@ -572,7 +572,7 @@ impl Runtime {
             instrument: self.config.instrument.as_ref().map(|h| h.0.clone()),
         };
         let shared = Arc::new(Shared::new(driver, settings));
-        let root = PlainNode::new(NodeKind::Root(Arc::downgrade(&shared)));
+        let root = PlainNode::root(&shared);
         let _rt_guard = context::enter_runtime(shared.clone());
         let main = PlainNode::main_task();
         // A root is no nursery: it never refuses a child.
@@ -680,7 +680,7 @@ impl Runtime {
             let _ = t.join();
         }
         node::shut_down(root.as_ref());
-        node::unlink(main_node.node());
+        node::unlink(&main_node);
         shared.driver.timers.clear();
         shared.scheduler.drain();
         drop(waker);

@@ -223,6 +223,7 @@ thread_local! {
 }
 
 /// Runs `f` with this thread's worker state if it is a worker of `scheduler`.
+#[inline(always)]
 fn with_local<R>(scheduler: &Scheduler, f: impl FnOnce(Option<&Local>) -> R) -> R {
     let local = LOCAL.with(Cell::get);
     // SAFETY: `LOCAL` points at the `Local` on the stack of `run_worker`, which resets it before

@@ -140,7 +140,7 @@ fn interrupt() {
     }
     for runtime in &w.runtimes {
         runtime.interrupted.store(true, Ordering::SeqCst);
-        node::cancel(runtime.main.node(), CancelReason::Interrupted);
+        node::cancel(&runtime.main, CancelReason::Interrupted);
     }
 }
 

@@ -39,7 +39,7 @@ use std::thread::ThreadId;
 use async_task::{Builder, Runnable, ScheduleInfo, WithInfo};
 
 use crate::cancel::current;
-use crate::cancel::node::{self, Counter, Node, NodeKind, NodeOps, NodeRef, TaskInfo, TreeNode};
+use crate::cancel::node::{self, Counter, Node, NodeOps, NodeRef, TaskInfo, TreeNode};
 use crate::error::{AsCancelled, CancelReason, Cancelled};
 #[cfg(feature = "instrument")]
 use crate::runtime::instrument::{self, TaskEvent};
@@ -289,10 +289,7 @@ where
     /// The task's id.
     #[inline]
     fn id(&self) -> u64 {
-        match self.node.kind() {
-            NodeKind::Task(info) => info.id,
-            _ => unreachable!("a task cell's node is a task node"),
-        }
+        self.node.task_id()
     }
 
     /// Drops the future; the caller holds POLLING. Returns a panic from the destructor.
@@ -385,6 +382,11 @@ where
 {
     fn node(&self) -> &Node {
         &self.node
+    }
+
+    #[inline]
+    fn lock(&self) -> node::Locked<'_> {
+        node::Locked::task(self.node.lock())
     }
 }
 
@@ -708,10 +710,13 @@ where
         cell.report(Hook::Spawned(spawned_by));
         cell.report(Hook::Scheduled);
     }
+    // The handle's reference is taken before the task is queued (from then on it may run
+    // and end on another worker), the handle made after: built before the call, it was kept
+    // on the stack across it and copied out in pieces whose read-back stalled.
     // SAFETY: the tree counts the cell.
-    let handle = TaskHandle::new(unsafe { handle::JoinRef::retained(cell) });
+    let join = unsafe { handle::JoinRef::retained(cell) };
     rt.scheduler.schedule_new(&rt.driver, Job::new(runnable));
-    Ok(handle)
+    Ok(TaskHandle::new(join))
 }
 
 /// Cancels a task's node with an explicit reason (used by `TaskHandle::cancel`).

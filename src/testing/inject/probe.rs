@@ -196,7 +196,7 @@ impl CheckpointHook for Probe {
                 self.points.borrow_mut().push(Point::here(n, function));
                 if let Some(here) = current::current_node_ref() {
                     let reason = format!("injected at checkpoint {n} by testing::CancelInjection");
-                    node::cancel(here.node(), CancelReason::Explicit(Some(reason.into())));
+                    node::cancel(&here, CancelReason::Explicit(Some(reason.into())));
                 }
                 true
             }
