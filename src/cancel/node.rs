@@ -1912,16 +1912,17 @@ fn walk_up(node: &Node, mut f: impl FnMut(&Node, &NodeState) -> bool) {
 /// Builds the `Cancelled` error raised at a checkpoint in `node`: the reason is that of the
 /// outermost cancelled scope visible from here (the one that will absorb it, C3).
 pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
-    // Each node's flag is read before its lock is taken: the walk ends at the first node that
-    // is not cancelled without locking it (the nursery's owner, in the common case of a task
-    // cancelled with its nursery).
+    // Each node's flag is read before its lock is taken, a parent's under its child's lock: the
+    // walk ends at the first node that is not cancelled without locking it or taking a
+    // reference to it (the nursery's owner, in the common case of a task cancelled with its
+    // nursery). A loop, not a recursion holding each lock: scopes can nest deeply.
     let mut reason = None;
     let mut held: Option<NodeRef> = None;
     let mut at = node;
+    if !at.is_cancelled() {
+        return Cancelled::new(CancelReason::Explicit(None));
+    }
     loop {
-        if !at.is_cancelled() {
-            break;
-        }
         let parent = {
             let s = at.lock();
             if s.cancel_called {
@@ -1930,10 +1931,10 @@ pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
             if s.shield {
                 break;
             }
-            s.parent.clone()
-        };
-        let Some(parent) = parent else {
-            break;
+            match &s.parent {
+                Some(parent) if parent.is_cancelled() => parent.clone(),
+                _ => break,
+            }
         };
         at = held.insert(parent).node();
     }
