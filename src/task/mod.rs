@@ -656,9 +656,9 @@ where
     // and `T` are `Send` (the caller guarantees the current-thread condition otherwise); it is
     // valid for the task's life (see `ChildRunner::cell`); the schedule function is
     // `Send + Sync + 'static`; the closure moves the cell into its slot (see the comment in it).
+    // Panics are not propagated (`async-task`'s default): the runner catches its future's own.
     let (runnable, task) = unsafe {
         Builder::new()
-            .propagate_panic(false)
             .metadata(CellSlot(UnsafeCell::new(MaybeUninit::uninit())))
             .spawn_unchecked(
                 |slot: &CellSlot<F, T, E, R>| {
