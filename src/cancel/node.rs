@@ -163,16 +163,16 @@ impl NodeRef {
     /// Locks the node; its state comes with the fields beside it if it is a plain node.
     #[inline]
     pub(crate) fn lock(&self) -> Locked<'_> {
-        let plain = std::ptr::eq(self.ops, &PLAIN).then(|| {
+        let plain = if std::ptr::eq(self.ops, &PLAIN) {
             // A plain node is the first field of its `repr(C)` `PlainNode`: same address.
             let base = self.ptr.as_ptr() as *const PlainNode;
             // SAFETY: a node with the plain operations is the node of a live `PlainNode` (`self`
             // counts it), and `self.ptr` carries the container's provenance; no reference is
             // made on the way.
-            let fields = unsafe { UnsafeCell::raw_get(std::ptr::addr_of!((*base).fields)) };
-            // SAFETY: a field's address inside a live allocation is not null.
-            unsafe { NonNull::new_unchecked(fields) }
-        });
+            NonNull::new(unsafe { UnsafeCell::raw_get(std::ptr::addr_of!((*base).fields)) })
+        } else {
+            None
+        };
         Locked {
             state: Node::lock(self),
             plain,
@@ -377,7 +377,8 @@ pub(crate) enum OwnerPark {
 }
 
 /// A node's locked state. (A field that owns something is also checked by
-/// [`Node::holds_nothing`], which lets a finished task's cell skip dropping the node.)
+/// [`Node::holds_nothing`], which lets a finished task's cell skip dropping the node; a field
+/// that is a plain value is also reset by [`Node::reset_empty`], as are the node's own.)
 pub(crate) struct NodeState {
     parent: Option<NodeRef>,
     /// Our key in the parent's `children`, while linked.
@@ -527,7 +528,7 @@ impl PlainNode {
     pub(crate) fn lock(&self) -> Locked<'_> {
         Locked {
             state: self.node.lock(),
-            plain: Some(NonNull::from(&self.fields).cast()),
+            plain: NonNull::new(self.fields.get()),
         }
     }
 }
@@ -581,10 +582,17 @@ impl std::ops::DerefMut for Locked<'_> {
 }
 
 impl<'a> Locked<'a> {
-    /// The state of a task's node, which has no fields beside it.
+    /// Locks a task's node, which has no fields beside it.
     #[inline]
-    pub(crate) fn task(state: MutexGuard<'a, NodeState>) -> Locked<'a> {
-        Locked { state, plain: None }
+    pub(crate) fn task(node: &'a Node) -> Locked<'a> {
+        debug_assert!(
+            !std::ptr::eq(node.ops, &PLAIN),
+            "a task's node is not plain"
+        );
+        Locked {
+            state: node.lock(),
+            plain: None,
+        }
     }
 
     /// The fields only plain nodes have; `None` in a task's node.
@@ -850,10 +858,10 @@ impl Node {
     }
 
     /// Does this node own nothing that its drop would free: no parent, children, waiters or
-    /// extras (the root's are never empty)? True of a task's node once the task is unlinked and of a
-    /// scope's once it has exited, in the common case: a task's cell then skips the node's drop
-    /// glue (four calls that would each find nothing), and a scope node kept for reuse is
-    /// written over without it. (A field added to [`NodeState`] that owns something must be
+    /// extras (the root's are never empty)? True of a task's node once the task is unlinked
+    /// and of a scope's once it has exited, in the common case: a task's cell then skips the
+    /// node's drop glue (four calls that would each find nothing), and a scope node kept for
+    /// reuse is reset in place. (A field added to [`NodeState`] that owns something must be
     /// checked here.)
     #[inline]
     pub(crate) fn holds_nothing(&mut self) -> bool {

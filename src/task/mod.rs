@@ -386,7 +386,7 @@ where
 
     #[inline]
     fn lock(&self) -> node::Locked<'_> {
-        node::Locked::task(self.node.lock())
+        node::Locked::task(&self.node)
     }
 }
 
