@@ -324,10 +324,7 @@ where
         let reporter = &self.reporter;
         let state = match outcome {
             Ok(Ok(value)) => JoinState::Ready(value),
-            Ok(Err(e))
-                if e.cancelled()
-                    .is_some_and(|c| c.is_absorbed() || self.node.is_cancelled()) =>
-            {
+            Ok(Err(e)) if ended_by_cancellation(&e, &self.node) => {
                 // Its own cancellation, caused from above, or one a nursery inside it already
                 // absorbed (that nursery cancelled itself): not an error (N3).
                 reporter.cancelled(e);
@@ -717,6 +714,20 @@ where
     let join = unsafe { handle::JoinRef::retained(cell) };
     rt.scheduler.schedule_new(&rt.driver, Job::new(runnable));
     Ok(TaskHandle::new(join))
+}
+
+/// Did a task's error end it by a cancellation that is not a failure (N3): its own, caused from
+/// above, or one that a nursery inside it already absorbed (that nursery cancelled itself)?
+/// The error's `Cancelled` is looked at where `cancelled` returned it: moved on to a test, it was
+/// read back with loads wider than the stores that wrote it, and stalled (a tenth of a task
+/// poll's samples in `cancel_blocked`).
+#[inline]
+fn ended_by_cancellation<E: AsCancelled>(e: &E, node: &Node) -> bool {
+    let cancelled = e.cancelled();
+    match &cancelled {
+        Some(c) => c.is_absorbed() || node.is_cancelled(),
+        None => false,
+    }
 }
 
 /// Cancels a task's node with an explicit reason (used by `TaskHandle::cancel`).
