@@ -163,7 +163,7 @@ impl NodeRef {
     /// Locks the node; its state comes with the fields beside it if it is a plain node.
     #[inline]
     pub(crate) fn lock(&self) -> Locked<'_> {
-        let plain = if std::ptr::eq(self.ops, &PLAIN) {
+        let plain = if self.is_plain() {
             // A plain node is the first field of its `repr(C)` `PlainNode`: same address.
             let base = self.ptr.as_ptr() as *const PlainNode;
             // SAFETY: a node with the plain operations is the node of a live `PlainNode` (`self`
@@ -181,7 +181,7 @@ impl NodeRef {
 
     /// The `Arc` of a plain node (a scope, nursery or root); `None` for a task's node.
     pub(crate) fn plain(&self) -> Option<Arc<PlainNode>> {
-        if !std::ptr::eq(self.ops, &PLAIN) {
+        if !self.is_plain() {
             return None;
         }
         // A plain node is the first field of its `repr(C)` `PlainNode`: same address.
@@ -198,7 +198,7 @@ impl NodeRef {
 impl From<Arc<PlainNode>> for NodeRef {
     /// The tree's reference to a plain node: the `Arc`'s count becomes the reference's.
     fn from(node: Arc<PlainNode>) -> NodeRef {
-        debug_assert!(std::ptr::eq(node.ops, &PLAIN), "an `Arc`'s node is plain");
+        debug_assert!(node.is_plain(), "an `Arc`'s node is plain");
         // The node is the first field of its `repr(C)` `PlainNode`: same address.
         let ptr = Arc::into_raw(node);
         NodeRef {
@@ -585,10 +585,7 @@ impl<'a> Locked<'a> {
     /// Locks a task's node, which has no fields beside it.
     #[inline]
     pub(crate) fn task(node: &'a Node) -> Locked<'a> {
-        debug_assert!(
-            !std::ptr::eq(node.ops, &PLAIN),
-            "a task's node is not plain"
-        );
+        debug_assert!(!node.is_plain(), "a task's node is not plain");
         Locked {
             state: node.lock(),
             plain: None,
@@ -871,6 +868,13 @@ impl Node {
             && s.waiters.owner.is_none()
             && s.waiters.slots.is_none()
             && s.extras.is_none()
+    }
+
+    /// Is this the node of a [`PlainNode`] (a scope, nursery, root, or the main task's), with
+    /// the plain fields beside it? Its operations say so.
+    #[inline]
+    fn is_plain(&self) -> bool {
+        std::ptr::eq(self.ops, &PLAIN)
     }
 
     #[inline]
