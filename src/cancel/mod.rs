@@ -14,7 +14,9 @@ pub(crate) use scope::Exit;
 pub use scope::{fail_after, fail_at, move_on_after, move_on_at, CancelScope, FailAt, Scoped};
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -28,46 +30,110 @@ use waiting::{LockWatch, WaitLabel};
 /// enclosing scope (not hidden by a shield) wakes the operation's waker.
 ///
 /// Every blocking operation's future holds one, so its size is part of every parked task's
-/// (a benchmarked figure): the node (a thin pointer) and how the operation parked there take 16
-/// bytes, the node's pointer doubling as the "not registered" state.
+/// (a benchmarked figure): one word, a [`Registration`], whose null doubles as the "not
+/// registered" state.
 #[derive(Default)]
 pub(crate) struct CancelWaiter {
-    registration: Option<(NodeRef, Parked)>,
+    registration: Option<Registration>,
 }
 
-/// How a registered operation parked in its node, in one word: a task identity (the address
-/// of the task's allocation, which is at least 2-aligned, so its low bit is 0) or a waiter slot
-/// key shifted left with the low bit set.
-#[derive(Clone, Copy)]
-struct Parked(usize);
+/// Where and how a blocked operation is registered, in one word (16 bytes before: the node and
+/// a word for the way). The usual way, parked with its own task's waker, which the node keeps
+/// as its owner waker, needs only the node: a counted node reference, its pointer as it is. An
+/// operation with a waker of its own (polled by a foreign combinator) also needs the key of its
+/// waker's slot in the node: node and key then go in a box, whose pointer carries a low tag bit
+/// (a node and a box are both at least 8-aligned, so that bit is free in either).
+struct Registration(NonNull<u8>);
 
-/// [`Parked`], decoded.
+/// A [`Registration`] with a waker of its own.
+struct SlotWait {
+    node: NodeRef,
+    key: usize,
+}
+
+/// [`Registration`], decoded.
 enum Way {
-    /// Parked with the waker of the task with this identity, which the node keeps as its owner
-    /// waker: counted in the node, nothing else stored (see `node::Waiters`).
-    Owner(usize),
+    /// Parked with the waker of the task whose identity is the node's owner waker's: counted in
+    /// the node, nothing else stored (see `node::Waiters`).
+    Owner,
     /// Parked with another waker, kept in this slot of the node.
     Slot(usize),
 }
 
-impl Parked {
-    fn owner(id: usize) -> Parked {
-        debug_assert_eq!(id & 1, 0, "checked by the caller");
-        Parked(id)
+/// The tag bit of a [`Registration`] that points at a boxed [`SlotWait`].
+const SLOT_TAG: usize = 1;
+
+// SAFETY: a registration owns a `NodeRef` (`Send + Sync`) or a box of one and a key.
+unsafe impl Send for Registration {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for Registration {}
+
+impl Registration {
+    /// Parked through `node`'s owner waker; takes over the reference's count.
+    fn owner(node: NodeRef) -> Registration {
+        Registration(node.into_raw().cast())
     }
 
-    fn slot(key: usize) -> Parked {
-        // A slab key is an index into a vector of wakers: far below `usize::MAX / 2`.
-        Parked(key << 1 | 1)
+    /// Parked with its own waker in the slot `key` of `node`.
+    fn slot(node: NodeRef, key: usize) -> Registration {
+        let boxed = NonNull::from(Box::leak(Box::new(SlotWait { node, key })));
+        Registration(boxed.cast::<u8>().map_addr(|a| a | SLOT_TAG))
     }
 
-    fn way(self) -> Way {
-        if self.0 & 1 == 0 {
-            Way::Owner(self.0)
-        } else {
-            Way::Slot(self.0 >> 1)
+    /// The boxed wait of a tagged registration, untagged; `None` for an owner's.
+    #[inline]
+    fn boxed(&self) -> Option<NonNull<SlotWait>> {
+        let addr = self.0.addr().get();
+        let untagged = NonZeroUsize::new(addr & !SLOT_TAG)?;
+        (addr & SLOT_TAG != 0).then(|| self.0.with_addr(untagged).cast())
+    }
+
+    #[inline]
+    fn slot_wait(&self) -> Option<&SlotWait> {
+        // SAFETY: an untagged box pointer is the leaked `Box<SlotWait>` of `slot`, which `self`
+        // owns until its drop.
+        self.boxed().map(|wait| unsafe { wait.as_ref() })
+    }
+
+    #[inline]
+    fn way(&self) -> Way {
+        match self.slot_wait() {
+            None => Way::Owner,
+            Some(wait) => Way::Slot(wait.key),
         }
     }
+
+    /// The node the operation is registered in.
+    #[inline]
+    fn node(&self) -> &node::Node {
+        match self.slot_wait() {
+            // SAFETY: an untagged pointer is a `NodeRef`'s (`owner`), whose count `self` holds.
+            None => unsafe { self.0.cast::<node::Node>().as_ref() },
+            Some(wait) => wait.node.node(),
+        }
+    }
+}
+
+impl Drop for Registration {
+    #[inline]
+    fn drop(&mut self) {
+        match self.boxed() {
+            Some(wait) => free_slot_wait(wait),
+            // SAFETY: an untagged pointer is a `NodeRef`'s (`owner`), whose count is given back
+            // once, here.
+            None => drop(unsafe { NodeRef::adopt(self.0.cast()) }),
+        }
+    }
+}
+
+/// Frees the box of a registration with a waker of its own. Out of line: the rare way, kept
+/// out of the code of every operation that deregisters.
+#[cold]
+#[inline(never)]
+fn free_slot_wait(wait: NonNull<SlotWait>) {
+    // SAFETY: the leaked box of `Registration::slot`, whose registration is being dropped: freed
+    // once, here.
+    drop(unsafe { Box::from_raw(wait.as_ptr()) })
 }
 
 impl CancelWaiter {
@@ -100,28 +166,29 @@ impl CancelWaiter {
         };
         let here = current as *const ();
         let owner = current::own_task_waker(cx.waker());
-        if let Some((node, parked)) = &self.registration {
+        if let Some(registration) = &self.registration {
+            let node = registration.node();
             // Polled again in the same node by the same task: still registered there. (Polled
             // by another task, the future was moved: it registers again, for that task.)
-            let registered_here = node.addr() == here
-                && match parked.way() {
-                    Way::Owner(id) => owner == Some(id),
+            let registered_here = std::ptr::eq(node as *const node::Node as *const (), here)
+                && match registration.way() {
+                    Way::Owner => owner.is_some_and(|id| id == node.owner_id()),
                     Way::Slot(_) => true,
                 };
             if registered_here {
-                let waiting = !fails_here(node.node(), function)
-                    && match parked.way() {
+                let waiting = !fails_here(node, function)
+                    && match registration.way() {
                         // Counted in the node: nothing to refresh.
-                        Way::Owner(_) => true,
+                        Way::Owner => true,
                         // Woken by a cancellation (the usual reason to be polled again while
                         // registered): answer without refreshing the waker under the lock.
-                        Way::Slot(key) => node.node().update_waiter(key, cx.waker()),
+                        Way::Slot(key) => node.update_waiter(key, cx.waker()),
                     };
                 if waiting {
                     current::note_parked();
                     return Poll::Pending;
                 }
-                let err = node::cancelled_error(node.node());
+                let err = node::cancelled_error(node);
                 self.clear();
                 return Poll::Ready(err);
             }
@@ -130,12 +197,10 @@ impl CancelWaiter {
         fire_passed_deadlines();
         // SAFETY: read above, in this poll.
         let node = unsafe { current::node_ref(current) };
-        // An identity with its low bit set could not be told from a slot key: such a task (none
-        // is: an `async-task` allocation is word-aligned) registers with a slot instead.
-        if let Some(id) = owner.filter(|id| id & 1 == 0) {
+        if let Some(id) = owner {
             match node.node().park_owner(cx.waker(), id) {
                 OwnerPark::Parked => {
-                    self.registration = Some((node, Parked::owner(id)));
+                    self.registration = Some(Registration::owner(node));
                     current::note_parked();
                     return Poll::Pending;
                 }
@@ -159,7 +224,7 @@ impl CancelWaiter {
                         lock: lock(),
                     });
                 }
-                self.registration = Some((node, Parked::slot(key)));
+                self.registration = Some(Registration::slot(node, key));
                 current::note_parked();
                 Poll::Pending
             }
@@ -201,10 +266,10 @@ impl CancelWaiter {
     /// Deregisters (the operation completed). Also done on drop.
     #[inline]
     pub(crate) fn clear(&mut self) {
-        if let Some((node, parked)) = self.registration.take() {
-            match parked.way() {
-                Way::Owner(_) => node.node().unpark_owner(),
-                Way::Slot(key) => node.node().remove_waiter(key),
+        if let Some(registration) = self.registration.take() {
+            match registration.way() {
+                Way::Owner => registration.node().unpark_owner(),
+                Way::Slot(key) => registration.node().remove_waiter(key),
             }
         }
     }
@@ -498,4 +563,42 @@ pub fn current_effective_deadline() -> Option<Instant> {
         return Some(deadline.map_or(now, |d| d.min(now)));
     }
     deadline
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use std::sync::Arc;
+
+    use super::node::{NodeKind, NodeRef, PlainNode};
+    use super::{CancelWaiter, Registration, Way};
+
+    /// Every blocking operation's future holds a `CancelWaiter`, so it is in every parked task's
+    /// size (a benchmarked figure): one word, registered or not.
+    #[test]
+    fn a_cancel_registration_is_one_word() {
+        assert_eq!(std::mem::size_of::<CancelWaiter>(), 8);
+        assert_eq!(std::mem::size_of::<Option<Registration>>(), 8);
+    }
+
+    /// Both ways read back as made, point at their node, and give the node's count back when
+    /// dropped (the boxed way frees its box: the sanitizer stage's leak check sees it).
+    #[test]
+    fn a_registration_reads_back_its_way_and_node_and_gives_its_count_back() {
+        let scope = PlainNode::new(NodeKind::Scope);
+        let node_addr = Arc::as_ptr(&scope) as *const ();
+        for key in [0, 1, 7, usize::MAX >> 1] {
+            let slot = Registration::slot(NodeRef::from(scope.clone()), key);
+            assert_eq!(Arc::strong_count(&scope), 2);
+            assert!(matches!(slot.way(), Way::Slot(k) if k == key));
+            assert_eq!(slot.node() as *const _ as *const (), node_addr);
+            drop(slot);
+            assert_eq!(Arc::strong_count(&scope), 1);
+        }
+        let owner = Registration::owner(NodeRef::from(scope.clone()));
+        assert_eq!(Arc::strong_count(&scope), 2);
+        assert!(matches!(owner.way(), Way::Owner));
+        assert_eq!(owner.node() as *const _ as *const (), node_addr);
+        drop(owner);
+        assert_eq!(Arc::strong_count(&scope), 1);
+    }
 }

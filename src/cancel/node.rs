@@ -37,11 +37,12 @@
 //! children left.
 
 use std::cell::UnsafeCell;
+use std::mem::ManuallyDrop;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::Waker;
+use std::task::{RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -132,6 +133,14 @@ impl NodeRef {
         // SAFETY: the node is alive and counted by its counter (the caller's contract).
         unsafe { (ptr.as_ref().ops.counter.retain)(ptr.as_ptr() as *const ()) };
         NodeRef { ptr }
+    }
+
+    /// Gives up the reference as its pointer, keeping its count, for [`adopt`](Self::adopt)
+    /// to take over.
+    pub(crate) fn into_raw(self) -> NonNull<Node> {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        ptr
     }
 
     /// The pointer this reference holds, with its container's provenance (see [`retained`](Self::retained)).
@@ -361,7 +370,7 @@ pub(crate) struct Node {
     /// so this count is what tells a trellis wait from a foreign one below a cancelled node (B1).
     owner_parked: AtomicU32,
     /// Identity (`Waker::data`) of the owner waker, 0 while there is none: read without the lock
-    /// by an operation about to park.
+    /// by an operation about to park. Also the owner waker's data half (see [`Waiters::owner`]).
     owner_id: AtomicUsize,
     state: Mutex<NodeState>,
 }
@@ -754,7 +763,13 @@ impl Children {
 /// that waker in a slot, allocated on first use.
 #[derive(Default)]
 struct Waiters {
-    owner: Option<Waker>,
+    /// The vtable half of the owner waker, whose data half is the node's `owner_id`: together
+    /// they are a clone of the owner's waker that the node owns (one count of the owner task),
+    /// taken apart because the identity must be readable without the lock, and a whole waker
+    /// beside it would repeat the data pointer (8 bytes more in every node; an idle task's size
+    /// is a benchmarked figure). Some exactly while `owner_id` is not 0; put together again by
+    /// [`Node::owner_waker`] and [`Node::take_owner`], and given back by the node's drop.
+    owner: Option<&'static RawWakerVTable>,
     slots: Option<Box<Slab<Waker>>>,
 }
 
@@ -786,6 +801,21 @@ impl Waiters {
 
     fn any_slot(&self) -> bool {
         self.slots.as_ref().is_some_and(|slab| !slab.is_empty())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The owner waker is kept in halves (see `Waiters::owner`), which no field's drop
+        // frees on its own.
+        let Node {
+            state, owner_id, ..
+        } = self;
+        let s = state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(vtable) = s.waiters.owner.take() {
+            // SAFETY: the halves of the waker clone the node owns, put together once, here.
+            drop(unsafe { Waker::new(*owner_id.get_mut() as *const (), vtable) });
+        }
     }
 }
 
@@ -974,8 +1004,16 @@ impl Node {
         }
         match self.owner_id.load(Ordering::Acquire) {
             0 => {
-                state.waiters.owner = Some(waker.clone());
+                let owner = waker.clone();
+                // Kept in halves keyed by its identity: a clone with another identity (no
+                // `async-task` waker makes one) registers on its own instead.
+                if owner.data() as usize != id {
+                    return OwnerPark::Taken;
+                }
+                state.waiters.owner = Some(owner.vtable());
                 self.owner_id.store(id, Ordering::Release);
+                // Its count is the node's now, given back through the two halves.
+                std::mem::forget(owner);
                 OwnerPark::Parked
             }
             owner if owner == id => OwnerPark::Parked,
@@ -990,8 +1028,31 @@ impl Node {
         if self.owner_id.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        self.owner_id.store(0, Ordering::Release);
-        s.waiters.owner.take()
+        let vtable = s.waiters.owner.take()?;
+        let data = self.owner_id.swap(0, Ordering::Release);
+        // SAFETY: under the node's lock, `data` and `vtable` are the halves of the waker clone
+        // the node owns (see `Waiters::owner`); both are cleared, so its count is given to the
+        // caller exactly once.
+        Some(unsafe { Waker::new(data as *const (), vtable) })
+    }
+
+    /// A new count of the owner waker, if there is one (for a wake-up once the lock is
+    /// released). Under the node's lock.
+    #[inline]
+    fn owner_waker(&self, s: &NodeState) -> Option<Waker> {
+        let vtable = s.waiters.owner?;
+        let data = self.owner_id.load(Ordering::Relaxed) as *const ();
+        // SAFETY: under the node's lock, `data` and `vtable` are the halves of the waker clone
+        // the node owns; it is only borrowed here (never dropped), to be cloned through its own
+        // vtable.
+        let owner = ManuallyDrop::new(unsafe { Waker::new(data, vtable) });
+        Some(Waker::clone(&owner))
+    }
+
+    /// The identity of the owner waker (`Waker::data`), 0 while there is none.
+    #[inline]
+    pub(crate) fn owner_id(&self) -> usize {
+        self.owner_id.load(Ordering::Acquire)
     }
 
     /// An operation parked through [`park_owner`](Self::park_owner) stopped waiting.
@@ -1598,7 +1659,7 @@ fn grace_expired(target: &NodeRef) {
             }
             first = false;
             node.forced.store(true, Ordering::Release);
-            wake.extend(s.waiters.owner.clone());
+            wake.extend(node.owner_waker(&s));
             wake.extend(s.waiters.iter().cloned());
             wake.extend(s.take_foreign());
             stack.extend(s.children.iter().cloned());
@@ -1652,9 +1713,7 @@ fn changed(
 ) {
     if eff {
         if node.owner_parked.load(Ordering::SeqCst) > 0 {
-            if let Some(owner) = &s.waiters.owner {
-                wake.push(owner.clone());
-            }
+            wake.extend(node.owner_waker(s));
         }
         // Tested first: an `extend` over an empty list is a call and a loop set-up.
         if s.waiters.any_slot() {
@@ -2141,14 +2200,55 @@ mod tests {
     };
 
     /// Every task carries a node: its size is in an idle task's, a benchmarked figure. The
-    /// scope-only flags live beside plain nodes, and a task's name in the extras.
+    /// scope-only flags live beside plain nodes, a task's name in the extras, and the owner
+    /// waker in two halves, one of them the owner's identity (96 bytes with a whole waker).
     #[test]
-    fn a_task_node_is_96_bytes() {
-        assert_eq!(std::mem::size_of::<NodeState>(), 56);
+    fn a_task_node_is_88_bytes() {
+        assert_eq!(std::mem::size_of::<NodeState>(), 48);
         assert_eq!(std::mem::size_of::<PackedKind>(), 8);
-        assert_eq!(std::mem::size_of::<Node>(), 96);
+        assert_eq!(std::mem::size_of::<Node>(), 88);
         // A nursery keeps one slot per live task.
         assert_eq!(std::mem::size_of::<Option<NodeRef>>(), 8);
+    }
+
+    /// The owner waker kept in halves is one count of the owner's waker: a clone made from the
+    /// halves is a new count, taking it hands the node's count over, and a node dropped while
+    /// holding it gives it back.
+    #[test]
+    fn the_owner_waker_in_halves_counts_like_a_waker() {
+        struct Owner;
+        impl std::task::Wake for Owner {
+            fn wake(self: Arc<Self>) {}
+        }
+        let owner = Arc::new(Owner);
+        let waker = std::task::Waker::from(owner.clone());
+        let id = waker.data() as usize;
+        let counted = || Arc::strong_count(&owner) - 2; // less `owner` and `waker`
+        for take in [false, true] {
+            let scope = PlainNode::new(NodeKind::Scope);
+            assert!(matches!(
+                scope.node.park_owner(&waker, id),
+                super::OwnerPark::Parked
+            ));
+            scope.node.unpark_owner();
+            assert_eq!((scope.node.owner_id(), counted()), (id, 1));
+            {
+                let mut s = scope.lock();
+                let clone = scope.node.owner_waker(&s).expect("an owner waker");
+                assert!(clone.will_wake(&waker));
+                assert_eq!(counted(), 2);
+                drop(clone);
+                if take {
+                    let taken = scope.node.take_owner(&mut s).expect("an owner waker");
+                    assert_eq!((scope.node.owner_id(), counted()), (0, 1));
+                    assert!(scope.node.owner_waker(&s).is_none());
+                    drop(taken);
+                    assert_eq!(counted(), 0);
+                }
+            }
+            drop(scope);
+            assert_eq!(counted(), 0, "taken first: {take}");
+        }
     }
 
     /// A scope node kept for reuse is reset in place to a fresh one: every plain value of the

@@ -115,7 +115,7 @@ pub fn sleep_forever() -> SleepForever {
     }
 }
 
-/// Future of [`sleep_forever`]: only a cancel registration (16 bytes), with no deadline and no
+/// Future of [`sleep_forever`]: only a cancel registration (8 bytes), with no deadline and no
 /// timer, because a task that waits to be cancelled (a service, a parked helper) is the most
 /// common idle task and its size is part of every such task's.
 ///
