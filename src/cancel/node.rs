@@ -30,7 +30,9 @@
 //!   `eff_cancelled` (SeqCst) and then reads the count: one of the two sees the other, so either
 //!   the operation fails at once or the cancellation wakes the owner.
 //! - Two node locks are held together only child first, then parent (linking and re-parenting
-//!   a node); everything else holds one node lock at a time.
+//!   a node), with one exception that never waits: a propagation holding a node's lock *tries*
+//!   the lock of each childless child, visiting it in place if it gets it (see `visit_leaf`).
+//!   Everything else holds one node lock at a time.
 //!
 //! Invariant behind "no child outlives its parent": a task node is unlinked from its nursery
 //! only after its future has been dropped, and a nursery completes only when it has no task
@@ -41,7 +43,7 @@ use std::mem::ManuallyDrop;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::task::{RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
 
@@ -1724,22 +1726,56 @@ fn changed(
         }
     }
     // Un-cancelling (a shield was raised) wakes nothing: blocked operations keep waiting.
-    // Pushed in reverse so they are popped in slot order: wake-ups go out in tree order (a
-    // node's own waiters, then each child's subtree in turn), which on a current-thread runtime
-    // is the order the woken tasks run in.
-    // Room for every slot first, on the stack and for the wake-ups likely to follow (one per
-    // parked child): the list's iterator cannot say how many children it holds, and extending
-    // a vector from it checked and grew the room one child at a time (about 110 instructions
-    // per child of a cancelled nursery).
-    if let Some(list) = &s.children.0 {
-        stack.reserve(list.slots.len());
-        if eff {
-            wake.reserve(list.slots.len());
-        }
-        for child in list.slots.iter().rev().flatten() {
-            stack.push((child.clone(), eff));
-        }
+    // Wake-ups go out in tree order (a node's own waiters, then each child's subtree in turn),
+    // which on a current-thread runtime is the order the woken tasks run in.
+    let Some(list) = &s.children.0 else {
+        return;
+    };
+    // Room first for the wake-ups likely to follow (one per parked child): the list's iterator
+    // cannot say how many children it holds, and extending a vector from it checked and grew
+    // the room one child at a time (about 110 instructions per child of a cancelled nursery).
+    if eff {
+        wake.reserve(list.slots.len());
     }
+    // The leading children that have none of their own (a nursery's tasks, typically) are
+    // visited here, in slot order, under this node's lock, which keeps them in the tree: no
+    // counted reference each, no trip through the stack. The first child that is not such a
+    // leaf, or whose lock is busy, and every child after it go on the stack, so that each
+    // subtree is still visited whole before the next sibling.
+    let deferred = list
+        .slots
+        .iter()
+        .position(|child| child.as_ref().is_some_and(|c| !visit_leaf(c, eff, wake)))
+        .unwrap_or(list.slots.len());
+    let rest = &list.slots[deferred..];
+    stack.reserve(rest.len());
+    // Pushed in reverse so they are popped in slot order.
+    for child in rest.iter().rev().flatten() {
+        stack.push((child.clone(), eff));
+    }
+}
+
+/// [`visit`] for a child whose parent's lock the caller holds (so the child stays in the tree
+/// without a counted reference of its own), if the child has no children and its lock is free.
+/// Returns false, having done nothing, otherwise. The lock is only tried: the usual order is
+/// child, then parent (see the module comment), so waiting for it here could deadlock.
+fn visit_leaf(child: &Node, parent_eff: bool, wake: &mut Vec<Waker>) -> bool {
+    let mut cs = match child.state.try_lock() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return false,
+    };
+    if cs.children.0.is_some() {
+        return false;
+    }
+    let eff = cs.cancel_called || (!cs.shield && parent_eff);
+    // SeqCst: as in `visit`.
+    let was = child.eff_cancelled.swap(eff, Ordering::SeqCst);
+    if eff != was {
+        // A leaf: nothing goes on the stack.
+        changed(child, &mut cs, eff, &mut Vec::new(), wake);
+    }
+    true
 }
 
 /// Raises or lowers a node's shield with immediate effect (C4).
