@@ -216,3 +216,59 @@ fn the_largest_budget_is_accepted_and_still_checks_cancellation() {
     });
     assert_eq!((sent, buffered), (5_000, 5_000));
 }
+
+/// Task `a` does one socket operation that completes at once (a write if `write`, else a read),
+/// then logs; task `b`, spawned after it, only logs. On a current-thread runtime with the
+/// default budget, the log says whether the operation took its schedule point (`b` runs before
+/// `a` logs) or not.
+fn order_around_a_ready_socket_operation(write: bool) -> Vec<&'static str> {
+    runtime(trellis::DEFAULT_YIELD_BUDGET).block_on(async move {
+        let (mut near, mut far) = trellis::net::UnixStream::pair().unwrap();
+        // One operation of the same kind first, so the reactor has seen the socket ready and
+        // `a`'s operation completes at once (a first one may wait for that event).
+        if write {
+            near.write_all(b"p").await.unwrap();
+        } else {
+            far.write_all(b"px").await.unwrap();
+            near.read(&mut [0u8; 1]).await.unwrap();
+        }
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (la, lb) = (log.clone(), log.clone());
+        nursery(|n| async move {
+            n.spawn(async move {
+                if write {
+                    near.write_all(b"x").await?;
+                } else {
+                    let mut buf = [0u8; 1];
+                    near.read(&mut buf).await?;
+                }
+                la.lock().unwrap().push("a done");
+                drop(far);
+                Ok::<_, Error>(())
+            })?;
+            n.spawn(async move {
+                lb.lock().unwrap().push("b ran");
+                Ok::<_, Error>(())
+            })?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+        Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+    })
+}
+
+// principle 3 with a budget: a write that completes at once still yields (the read of the
+// answer that usually follows then more often finds it), where a ready read, within the budget,
+// runs on.
+#[test]
+fn a_ready_write_yields_whatever_the_budget_and_a_ready_read_runs_on() {
+    assert_eq!(
+        order_around_a_ready_socket_operation(true),
+        ["b ran", "a done"]
+    );
+    assert_eq!(
+        order_around_a_ready_socket_operation(false),
+        ["a done", "b ran"]
+    );
+}

@@ -523,8 +523,9 @@ impl<T: AsRawFd> Drop for AsyncFd<T> {
 
 /// A readiness wait plus operation; see [`AsyncFd::read_with`]. Checkpoint order as in trio:
 /// cancellation is checked before the operation; an operation that completes without blocking
-/// then yields once (blocking already was a schedule point), and its result is kept across that
-/// yield, so completed I/O is never lost to a cancellation.
+/// then yields once (blocking already was a schedule point; a read within the yield budget
+/// skips it, a write never does), and its result is kept across that yield, so completed I/O
+/// is never lost to a cancellation.
 pub(crate) struct IoOp<'a, T: AsRawFd, F, D, R> {
     fd: &'a AsyncFd<T>,
     dir: Direction,
@@ -560,7 +561,16 @@ where
                 Poll::Pending
             }
             Poll::Ready(Ok(result)) => {
-                if this.blocked || !context::must_yield() {
+                // A completed write takes its schedule point whatever the yield budget: what
+                // usually follows a write is a read of the peer's answer, which, tried at once,
+                // fails and parks; after a yield it often finds the answer there. A write is a
+                // system call, so the yield adds little to it (docs/design.md, "Schedule
+                // points").
+                let skip_yield = match this.dir {
+                    Direction::Read => !context::must_yield(),
+                    Direction::Write => false,
+                };
+                if this.blocked || skip_yield {
                     return Poll::Ready(result);
                 }
                 this.done = Some(result);

@@ -176,7 +176,10 @@ impl Builder {
     /// its operations ready runs on, and yields once every `n + 1` of them, so it can never
     /// starve the others (fairness), while message-heavy code stops paying a trip through the run
     /// queue per message. Once the budget is spent, an operation that takes something (a lock, a
-    /// permit, a message) yields *before* taking it, so nothing is held across the yield.
+    /// permit, a message) yields *before* taking it, so nothing is held across the yield. A
+    /// write to a socket or pipe that completes at once always yields, whatever the budget: the
+    /// read of the answer that usually follows it then more often finds it there, instead of
+    /// failing and waiting (docs/design.md).
     ///
     /// `yield_budget(0)` is trio's rule: every ready operation yields once, after acting, and
     /// tasks run in exactly trio's order. Use it for tests that assert a run order across ready
