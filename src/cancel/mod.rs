@@ -88,28 +88,17 @@ impl Registration {
         (addr & SLOT_TAG != 0).then(|| self.0.with_addr(untagged).cast())
     }
 
+    /// The node the operation is registered in, and how: the tag read once.
     #[inline]
-    fn slot_wait(&self) -> Option<&SlotWait> {
-        // SAFETY: an untagged box pointer is the leaked `Box<SlotWait>` of `slot`, which `self`
-        // owns until its drop.
-        self.boxed().map(|wait| unsafe { wait.as_ref() })
-    }
-
-    #[inline]
-    fn way(&self) -> Way {
-        match self.slot_wait() {
-            None => Way::Owner,
-            Some(wait) => Way::Slot(wait.key),
-        }
-    }
-
-    /// The node the operation is registered in.
-    #[inline]
-    fn node(&self) -> &node::Node {
-        match self.slot_wait() {
+    fn decode(&self) -> (&node::Node, Way) {
+        match self.boxed() {
             // SAFETY: an untagged pointer is a `NodeRef`'s (`owner`), whose count `self` holds.
-            None => unsafe { self.0.cast::<node::Node>().as_ref() },
-            Some(wait) => wait.node.node(),
+            None => (unsafe { self.0.cast::<node::Node>().as_ref() }, Way::Owner),
+            Some(wait) => {
+                // SAFETY: the leaked `Box<SlotWait>` of `slot`, which `self` owns until its drop.
+                let wait = unsafe { wait.as_ref() };
+                (wait.node.node(), Way::Slot(wait.key))
+            }
         }
     }
 }
@@ -167,17 +156,17 @@ impl CancelWaiter {
         let here = current as *const ();
         let owner = current::own_task_waker(cx.waker());
         if let Some(registration) = &self.registration {
-            let node = registration.node();
+            let (node, way) = registration.decode();
             // Polled again in the same node by the same task: still registered there. (Polled
             // by another task, the future was moved: it registers again, for that task.)
             let registered_here = std::ptr::eq(node as *const node::Node as *const (), here)
-                && match registration.way() {
+                && match way {
                     Way::Owner => owner.is_some_and(|id| id == node.owner_id()),
                     Way::Slot(_) => true,
                 };
             if registered_here {
                 let waiting = !fails_here(node, function)
-                    && match registration.way() {
+                    && match way {
                         // Counted in the node: nothing to refresh.
                         Way::Owner => true,
                         // Woken by a cancellation (the usual reason to be polled again while
@@ -267,9 +256,9 @@ impl CancelWaiter {
     #[inline]
     pub(crate) fn clear(&mut self) {
         if let Some(registration) = self.registration.take() {
-            match registration.way() {
-                Way::Owner => registration.node().unpark_owner(),
-                Way::Slot(key) => registration.node().remove_waiter(key),
+            match registration.decode() {
+                (node, Way::Owner) => node.unpark_owner(),
+                (node, Way::Slot(key)) => node.remove_waiter(key),
             }
         }
     }
@@ -589,15 +578,17 @@ mod tests {
         for key in [0, 1, 7, usize::MAX >> 1] {
             let slot = Registration::slot(NodeRef::from(scope.clone()), key);
             assert_eq!(Arc::strong_count(&scope), 2);
-            assert!(matches!(slot.way(), Way::Slot(k) if k == key));
-            assert_eq!(slot.node() as *const _ as *const (), node_addr);
+            let (node, way) = slot.decode();
+            assert!(matches!(way, Way::Slot(k) if k == key));
+            assert_eq!(node as *const _ as *const (), node_addr);
             drop(slot);
             assert_eq!(Arc::strong_count(&scope), 1);
         }
         let owner = Registration::owner(NodeRef::from(scope.clone()));
         assert_eq!(Arc::strong_count(&scope), 2);
-        assert!(matches!(owner.way(), Way::Owner));
-        assert_eq!(owner.node() as *const _ as *const (), node_addr);
+        let (node, way) = owner.decode();
+        assert!(matches!(way, Way::Owner));
+        assert_eq!(node as *const _ as *const (), node_addr);
         drop(owner);
         assert_eq!(Arc::strong_count(&scope), 1);
     }

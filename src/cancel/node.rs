@@ -813,12 +813,22 @@ impl Drop for Node {
         let Node {
             state, owner_id, ..
         } = self;
-        let s = state.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(vtable) = s.waiters.owner.take() {
-            // SAFETY: the halves of the waker clone the node owns, put together once, here.
-            drop(unsafe { Waker::new(*owner_id.get_mut() as *const (), vtable) });
-        }
+        drop(take_owner_halves(
+            owner_id,
+            state.get_mut().unwrap_or_else(|e| e.into_inner()),
+        ));
     }
+}
+
+/// Takes the owner waker out of its two halves (see `Waiters::owner`), clearing both: the
+/// node's count of it goes to the caller. Under the node's lock (or with the node owned).
+#[inline]
+fn take_owner_halves(owner_id: &AtomicUsize, s: &mut NodeState) -> Option<Waker> {
+    let vtable = s.waiters.owner.take()?;
+    let data = owner_id.swap(0, Ordering::Release);
+    // SAFETY: `data` and `vtable` are the halves of the waker clone the node owns, and both are
+    // cleared, so its count is handed over exactly once.
+    Some(unsafe { Waker::new(data as *const (), vtable) })
 }
 
 impl Node {
@@ -1030,12 +1040,7 @@ impl Node {
         if self.owner_id.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let vtable = s.waiters.owner.take()?;
-        let data = self.owner_id.swap(0, Ordering::Release);
-        // SAFETY: under the node's lock, `data` and `vtable` are the halves of the waker clone
-        // the node owns (see `Waiters::owner`); both are cleared, so its count is given to the
-        // caller exactly once.
-        Some(unsafe { Waker::new(data as *const (), vtable) })
+        take_owner_halves(&self.owner_id, s)
     }
 
     /// A new count of the owner waker, if there is one (for a wake-up once the lock is
@@ -1695,12 +1700,23 @@ fn propagate(start: &dyn TreeNode) {
 /// Sets one node's cached flag from its parent's; if it changed, queues its children with the
 /// new value as their parent's.
 fn visit(node: &Node, parent_eff: bool, stack: &mut Vec<(NodeRef, bool)>, wake: &mut Vec<Waker>) {
-    let mut s = node.lock();
+    mark(node, &mut node.lock(), parent_eff, stack, wake);
+}
+
+/// [`visit`]'s work on a node whose lock the caller holds.
+#[inline]
+fn mark(
+    node: &Node,
+    s: &mut NodeState,
+    parent_eff: bool,
+    stack: &mut Vec<(NodeRef, bool)>,
+    wake: &mut Vec<Waker>,
+) {
     let eff = s.cancel_called || (!s.shield && parent_eff);
     // SeqCst: paired with `park_owner`'s count and check (see there).
     let was = node.eff_cancelled.swap(eff, Ordering::SeqCst);
     if eff != was {
-        changed(node, &mut s, eff, stack, wake);
+        changed(node, s, eff, stack, wake);
     }
 }
 
@@ -1745,7 +1761,11 @@ fn changed(
     let deferred = list
         .slots
         .iter()
-        .position(|child| child.as_ref().is_some_and(|c| !visit_leaf(c, eff, wake)))
+        .position(|child| {
+            child
+                .as_ref()
+                .is_some_and(|c| !visit_leaf(c, eff, stack, wake))
+        })
         .unwrap_or(list.slots.len());
     let rest = &list.slots[deferred..];
     stack.reserve(rest.len());
@@ -1759,7 +1779,12 @@ fn changed(
 /// without a counted reference of its own), if the child has no children and its lock is free.
 /// Returns false, having done nothing, otherwise. The lock is only tried: the usual order is
 /// child, then parent (see the module comment), so waiting for it here could deadlock.
-fn visit_leaf(child: &Node, parent_eff: bool, wake: &mut Vec<Waker>) -> bool {
+fn visit_leaf(
+    child: &Node,
+    parent_eff: bool,
+    stack: &mut Vec<(NodeRef, bool)>,
+    wake: &mut Vec<Waker>,
+) -> bool {
     let mut cs = match child.state.try_lock() {
         Ok(guard) => guard,
         Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -1768,13 +1793,8 @@ fn visit_leaf(child: &Node, parent_eff: bool, wake: &mut Vec<Waker>) -> bool {
     if cs.children.0.is_some() {
         return false;
     }
-    let eff = cs.cancel_called || (!cs.shield && parent_eff);
-    // SeqCst: as in `visit`.
-    let was = child.eff_cancelled.swap(eff, Ordering::SeqCst);
-    if eff != was {
-        // A leaf: nothing goes on the stack.
-        changed(child, &mut cs, eff, &mut Vec::new(), wake);
-    }
+    // A leaf: nothing goes on the stack.
+    mark(child, &mut cs, parent_eff, stack, wake);
     true
 }
 
