@@ -44,6 +44,7 @@ use idle::RuntimeHost;
 use instrument::Hooks;
 #[cfg(feature = "instrument")]
 use instrument::Instrument;
+use scheduler::WORKER_START_LIMIT;
 use shared::Settings;
 
 /// Configures and builds a [`Runtime`].
@@ -469,6 +470,7 @@ impl Builder {
         Ok(Runtime {
             config: self,
             workers,
+            worker_start_limit: WORKER_START_LIMIT,
         })
     }
 }
@@ -495,6 +497,8 @@ pub struct Runtime {
     config: Builder,
     /// The number of workers, resolved from `config`.
     workers: usize,
+    /// How long `block_on` waits for the workers to go idle before the first poll.
+    worker_start_limit: Duration,
 }
 
 /// Wakes the main future.
@@ -587,8 +591,13 @@ impl Runtime {
             CtrlC::Exit | CtrlC::Cancel => crate::signal::ctrl_c::register(main_node.clone()).ok(),
         };
 
+        // The main future counts as runnable from here on, before its first poll: the workers go
+        // idle before it runs (see `wait_for_workers`), and a run whose main future has not even
+        // started is not quiescent (no task is blocked yet).
+        shared.scheduler.main.woken.store(true, Ordering::SeqCst);
         let mut threads = Vec::new();
         if self.config.flavor == Flavor::MultiThread {
+            shared.scheduler.expect_workers();
             for index in 0..self.workers {
                 let shared = shared.clone();
                 let root = root.clone();
@@ -608,6 +617,7 @@ impl Runtime {
                     Err(e) => panic!("trellis: could not start a worker thread: {e}"),
                 }
             }
+            shared.scheduler.wait_for_workers(self.worker_start_limit);
         }
 
         let waker = Waker::from(Arc::new(MainWaker {
@@ -646,7 +656,6 @@ impl Runtime {
                 }
             };
             panic::catch_unwind(AssertUnwindSafe(|| {
-                shared.scheduler.main.woken.store(true, Ordering::SeqCst);
                 match self.config.flavor {
                     Flavor::CurrentThread => {
                         shared.scheduler.run_worker(&host, 0, Some(&mut poll_main));
@@ -733,5 +742,29 @@ pub fn run<F: Future>(future: F) -> F::Output {
     match Runtime::new() {
         Ok(rt) => rt.block_on(future),
         Err(e) => panic!("trellis::run could not build the runtime: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The main future's first poll comes once every worker has started and gone idle
+    /// (scheduler module comment, "Start-up"): the tasks it spawns reach workers that sleep, by
+    /// wake-ups, never threads that are still starting. The limit is raised so that a slow
+    /// thread start cannot end the wait early.
+    #[test]
+    fn the_first_poll_of_the_main_future_finds_every_worker_idle() {
+        for workers in [1, 2, 4] {
+            let mut rt = Runtime::builder().worker_threads(workers).build().unwrap();
+            rt.worker_start_limit = Duration::from_secs(60);
+            let idle = rt.block_on(async {
+                context::with_shared(|shared| shared.unwrap().scheduler.idle_workers())
+            });
+            assert_eq!(
+                idle, workers,
+                "idle workers at the first poll, of {workers}"
+            );
+        }
     }
 }

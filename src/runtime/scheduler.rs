@@ -20,6 +20,14 @@
 //! through `Poller::notify`. Wake-ups are sparing, as in tokio: while one woken worker is still
 //! searching for work, no other is woken; when it finds work it passes the baton on.
 //!
+//! Start-up (multi-threaded flavour): `block_on` spawns the workers and sleeps until each has
+//! gone idle once, or [`WORKER_START_LIMIT`] has passed, before it polls the main future. The
+//! last worker to go idle wakes it. Work then reaches sleeping workers through wake-ups, which
+//! the OS places on idle cores. Polled at once instead, the main future handed its first tasks
+//! to workers that had just been forked and were still starting, all of them placed away from
+//! the busy `block_on` thread, often on one core; once the `block_on` thread slept, that core
+//! ran them in turns for tens of milliseconds while the other stood idle (docs/design.md).
+//!
 //! Quiescence: when every worker is idle, no queue holds a task and the main future is not
 //! runnable, every task is blocked. The driver then serves `wait_all_tasks_blocked` waiters or
 //! jumps a mock clock forward (autojump), as trio does.
@@ -32,7 +40,7 @@ use std::collections::VecDeque;
 use std::ptr;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_task::ScheduleInfo;
 use concurrent_queue::ConcurrentQueue;
@@ -101,6 +109,10 @@ const MAINTENANCE_INTERVAL: u32 = 61;
 const TRIM_QUEUE_ABOVE: usize = 4096;
 /// At most this many tasks move from the injector to a local queue in one go.
 const INJECTOR_BATCH: usize = 32;
+/// How long `block_on` waits for new workers to go idle before it polls the main future anyway
+/// (a thread starts in tens of microseconds; a loaded machine may take longer, and the wait only
+/// helps placement, so it never holds the run up for more than this).
+pub(crate) const WORKER_START_LIMIT: Duration = Duration::from_millis(20);
 
 pub(crate) struct Scheduler {
     injector: ConcurrentQueue<Job>,
@@ -109,6 +121,8 @@ pub(crate) struct Scheduler {
     num_idle: AtomicUsize,
     num_searching: AtomicUsize,
     shutdown: AtomicBool,
+    /// `block_on` waits for the workers to go idle (see [`wait_for_workers`](Self::wait_for_workers)).
+    starting: AtomicBool,
     /// Multi-threaded flavour: workers keep a LIFO slot.
     use_lifo: bool,
     flavor: Flavor,
@@ -250,11 +264,18 @@ impl Scheduler {
             num_idle: AtomicUsize::new(0),
             num_searching: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            starting: AtomicBool::new(false),
             use_lifo: flavor == Flavor::MultiThread,
             flavor,
             seed,
             main: MainState::default(),
         }
+    }
+
+    /// How many workers are idle now.
+    #[cfg(test)]
+    pub(crate) fn idle_workers(&self) -> usize {
+        self.num_idle.load(Ordering::SeqCst)
     }
 
     pub(crate) fn num_workers(&self) -> usize {
@@ -610,7 +631,10 @@ impl Scheduler {
         if local.searching.replace(false) {
             self.num_searching.fetch_sub(1, Ordering::SeqCst);
         }
-        self.num_idle.fetch_add(1, Ordering::SeqCst);
+        let now_idle = self.num_idle.fetch_add(1, Ordering::SeqCst) + 1;
+        if now_idle == self.workers.len() && self.starting.load(Ordering::SeqCst) {
+            self.main.parker.unpark();
+        }
         if self.has_work()
             || self.shutdown.load(Ordering::SeqCst)
             || (self.flavor == Flavor::CurrentThread && self.main.woken.load(Ordering::SeqCst))
@@ -731,6 +755,26 @@ impl Scheduler {
                 .into_iter()
                 .for_each(|r| self.push_remote(r));
         }
+    }
+
+    /// Multi-threaded flavour, before the first poll of the main future: sleeps on the main
+    /// parker until every worker has gone idle, or until `limit` has passed (module comment,
+    /// "Start-up"). Call after spawning the workers, and [`expect_workers`](Self::expect_workers)
+    /// before.
+    pub(crate) fn wait_for_workers(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.num_idle.load(Ordering::SeqCst) < self.workers.len() {
+            if !self.main.parker.park_until(deadline) {
+                break;
+            }
+        }
+        self.starting.store(false, Ordering::SeqCst);
+    }
+
+    /// Asks the last worker to go idle to wake the `block_on` thread (see
+    /// [`wait_for_workers`](Self::wait_for_workers)). Call before spawning the workers.
+    pub(crate) fn expect_workers(&self) {
+        self.starting.store(true, Ordering::SeqCst);
     }
 
     /// Stops the workers; they exit their loops.
