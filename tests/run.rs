@@ -480,3 +480,47 @@ fn statistics_of_a_fresh_runtime_are_zero() {
         );
     }
 }
+
+// contract R1 on the multi-threaded flavour, whose `block_on` waits (a bounded time) for its
+// workers to go idle before the first poll: eight threads each run twenty runtimes of four
+// workers at once, thirty-two workers on this machine's cores, so that many starts are slow
+// and some waits end at their limit. Every run returns its value, its children's work all
+// done.
+#[test]
+fn runtimes_started_from_many_threads_at_once_all_return_their_value() {
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..20u64)
+                    .map(|i| {
+                        let rt = Runtime::builder().worker_threads(4).build().unwrap();
+                        rt.block_on(async move {
+                            let sum = Arc::new(AtomicUsize::new(0));
+                            let s = sum.clone();
+                            nursery(|n| async move {
+                                for k in 0..4 {
+                                    let s = s.clone();
+                                    n.spawn(async move {
+                                        checkpoint().await?;
+                                        s.fetch_add(k, Ordering::SeqCst);
+                                        Ok::<_, Error>(())
+                                    })?;
+                                }
+                                Ok::<_, Error>(())
+                            })
+                            .await
+                            .unwrap();
+                            sum.load(Ordering::SeqCst) as u64 + t * 100 + i
+                        })
+                    })
+                    .sum::<u64>()
+            })
+        })
+        .collect();
+    let total: u64 = threads.into_iter().map(|h| h.join().unwrap()).sum();
+    // Per run 0+1+2+3 = 6, plus t * 100 + i.
+    let expected: u64 = (0..8u64)
+        .flat_map(|t| (0..20u64).map(move |i| 6 + t * 100 + i))
+        .sum();
+    assert_eq!(total, expected);
+}
