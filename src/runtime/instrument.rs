@@ -87,6 +87,8 @@ pub enum PollEnd {
 ///     }
 /// }
 ///
+/// # #[cfg(feature = "instrument")] {
+/// // `Builder::instrument` comes with the `instrument` feature.
 /// let counts = Arc::new(Counts::default());
 /// let rt = Runtime::builder()
 ///     .flavor(Flavor::CurrentThread)
@@ -109,6 +111,7 @@ pub enum PollEnd {
 /// assert_eq!(counts.spawned.load(Ordering::Relaxed), 3);
 /// assert_eq!(counts.polls.load(Ordering::Relaxed), 6); // each: a poll that yields, one that ends
 /// assert_eq!(counts.exited.load(Ordering::Relaxed), 3);
+/// # }
 /// ```
 pub trait Instrument: Send + Sync + 'static {
     /// A task was spawned; `parent` is the id of the task it was spawned from (`0` for the
