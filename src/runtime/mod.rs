@@ -751,19 +751,24 @@ mod tests {
 
     /// The main future's first poll comes once every worker has started and gone idle
     /// (scheduler module comment, "Start-up"): the tasks it spawns reach workers that sleep, by
-    /// wake-ups, never threads that are still starting. The limit is raised so that a slow
-    /// thread start cannot end the wait early.
+    /// wake-ups, never threads that are still starting. The wait ends on the last worker's
+    /// wake-up, not at its limit, which is raised here so that a slow thread start cannot end it
+    /// early.
     #[test]
     fn the_first_poll_of_the_main_future_finds_every_worker_idle() {
         for workers in [1, 2, 4] {
             let mut rt = Runtime::builder().worker_threads(workers).build().unwrap();
-            rt.worker_start_limit = Duration::from_secs(60);
-            let idle = rt.block_on(async {
+            rt.worker_start_limit = Duration::from_secs(10);
+            let (idle, in_time) = rt.block_on(async {
                 context::with_shared(|shared| shared.unwrap().scheduler.idle_workers())
             });
             assert_eq!(
                 idle, workers,
                 "idle workers at the first poll, of {workers}"
+            );
+            assert!(
+                in_time,
+                "the wait ended at its limit, with {workers} workers"
             );
         }
     }

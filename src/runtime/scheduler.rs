@@ -123,6 +123,9 @@ pub(crate) struct Scheduler {
     shutdown: AtomicBool,
     /// `block_on` waits for the workers to go idle (see [`wait_for_workers`](Self::wait_for_workers)).
     starting: AtomicBool,
+    /// The last `wait_for_workers` saw every worker idle before its limit (the last one's
+    /// wake-up came, rather than the deadline).
+    idle_in_time: AtomicBool,
     /// Multi-threaded flavour: workers keep a LIFO slot.
     use_lifo: bool,
     flavor: Flavor,
@@ -265,6 +268,7 @@ impl Scheduler {
             num_searching: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             starting: AtomicBool::new(false),
+            idle_in_time: AtomicBool::new(false),
             use_lifo: flavor == Flavor::MultiThread,
             flavor,
             seed,
@@ -272,10 +276,14 @@ impl Scheduler {
         }
     }
 
-    /// How many workers are idle now.
+    /// How many workers are idle now, and whether the start-up wait saw them all idle before
+    /// its limit.
     #[cfg(test)]
-    pub(crate) fn idle_workers(&self) -> usize {
-        self.num_idle.load(Ordering::SeqCst)
+    pub(crate) fn idle_workers(&self) -> (usize, bool) {
+        (
+            self.num_idle.load(Ordering::SeqCst),
+            self.idle_in_time.load(Ordering::SeqCst),
+        )
     }
 
     pub(crate) fn num_workers(&self) -> usize {
@@ -763,12 +771,15 @@ impl Scheduler {
     /// before.
     pub(crate) fn wait_for_workers(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
+        let mut in_time = true;
         while self.num_idle.load(Ordering::SeqCst) < self.workers.len() {
             if !self.main.parker.park_until(deadline) {
+                in_time = false;
                 break;
             }
         }
         self.starting.store(false, Ordering::SeqCst);
+        self.idle_in_time.store(in_time, Ordering::SeqCst);
     }
 
     /// Asks the last worker to go idle to wake the `block_on` thread (see
