@@ -483,9 +483,9 @@ fn statistics_of_a_fresh_runtime_are_zero() {
 
 // contract R1 on the multi-threaded flavour, whose `block_on` waits (a bounded time) for its
 // workers to go idle before the first poll: eight threads each run twenty runtimes of four
-// workers at once, thirty-two workers on this machine's cores, so that many starts are slow
-// and some waits end at their limit. Every run returns its value, its children's work all
-// done.
+// workers at once, thirty-two workers on two cores, so that starts are slow and a wait may end
+// at its limit (which this test cannot see; it checks that nothing hangs and nothing is lost).
+// Every run returns its value, its children's work all done.
 #[test]
 fn runtimes_started_from_many_threads_at_once_all_return_their_value() {
     let threads: Vec<_> = (0..8u64)

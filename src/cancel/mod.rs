@@ -84,8 +84,12 @@ impl Registration {
     #[inline]
     fn boxed(&self) -> Option<NonNull<SlotWait>> {
         let addr = self.0.addr().get();
+        if addr & SLOT_TAG == 0 {
+            return None;
+        }
+        // Never 0: the tag is set on a box's pointer, which is not null.
         let untagged = NonZeroUsize::new(addr & !SLOT_TAG)?;
-        (addr & SLOT_TAG != 0).then(|| self.0.with_addr(untagged).cast())
+        Some(self.0.with_addr(untagged).cast())
     }
 
     /// The node the operation is registered in, and how: the tag read once.

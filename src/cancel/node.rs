@@ -1037,9 +1037,6 @@ impl Node {
     /// task's waker would keep the task, its cell and its runtime alive in a cycle.
     #[inline]
     fn take_owner(&self, s: &mut NodeState) -> Option<Waker> {
-        if self.owner_id.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
         take_owner_halves(&self.owner_id, s)
     }
 
