@@ -126,6 +126,51 @@ fn channel_hand_off_races_lose_nothing() {
     }
 }
 
+/// Senders on several workers and one receiver take the channel's state turn about, once per
+/// message, so most of its locks find it held and spin (or block) before they get it: each
+/// sender's messages still arrive exactly once and in the order sent (trio's FIFO channel).
+#[test]
+fn contended_channel_keeps_each_senders_order() {
+    const SENDERS: u64 = 4;
+    const PER_SENDER: u64 = 5_000;
+    let received = multi_thread(WORKERS).block_on(async move {
+        let (tx, rx) = bounded::<(u64, u64)>(8);
+        nursery(|n| async move {
+            for s in 0..SENDERS {
+                let tx = tx.clone();
+                n.spawn(async move {
+                    for i in 0..PER_SENDER {
+                        tx.send((s, i)).await?;
+                    }
+                    Ok(())
+                })?;
+            }
+            drop(tx);
+            let mut received = Vec::new();
+            loop {
+                match rx.recv().await {
+                    Ok(message) => received.push(message),
+                    Err(Error::EndOfChannel) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok::<_, Error>(received)
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(received.len() as u64, SENDERS * PER_SENDER);
+    let mut next = [0u64; SENDERS as usize];
+    for (sender, i) in received {
+        assert_eq!(
+            i, next[sender as usize],
+            "sender {sender}'s messages out of order"
+        );
+        next[sender as usize] += 1;
+    }
+    assert_eq!(next, [PER_SENDER; SENDERS as usize]);
+}
+
 #[test]
 fn lock_hand_off_races_leak_nothing() {
     for round in 0..ROUNDS {
