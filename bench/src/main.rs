@@ -34,6 +34,8 @@ usage: trellis-bench [OPTIONS]
   --json PATH        also write the results as JSON to PATH
   --yield-budget N   build the trellis runtimes with `Builder::yield_budget(N)` (default: the
                      library's, 128; 0 is trio's rule: every ready operation yields)
+  --workers N        worker threads of trellis-mt, tokio-mt and smol (default: one per core;
+                     1 to 1024): run it for 1, 2, 4... to draw a scaling curve
   -h, --help         this text
 
 workloads: spawn_join yield chained_spawn ping_pong mpsc lock_contention timers cancel_blocked tcp_echo
@@ -50,6 +52,7 @@ struct Args {
     runtimes: Vec<Runtime>,
     json: Option<PathBuf>,
     yield_budget: u32,
+    workers: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +87,9 @@ fn main() -> ExitCode {
         trellis_yield_budget: args.yield_budget,
     };
     runtimes::trellis_arms::set_yield_budget(args.yield_budget);
+    if let Some(n) = args.workers {
+        runtimes::set_worker_threads(n);
+    }
     println!(
         "trellis-bench: {} worker threads, {} round(s){}, runtimes: {}{}",
         runtimes::worker_threads(),
@@ -129,6 +135,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         runtimes: Vec::new(),
         json: None,
         yield_budget: trellis::DEFAULT_YIELD_BUDGET,
+        workers: None,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -180,6 +187,18 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
                     format!("--yield-budget wants a non-negative integer, not {v:?}")
                 })?;
             }
+            "--workers" => {
+                let v = value()?;
+                match v.parse() {
+                    Ok(n) if (1..=runtimes::MAX_WORKERS).contains(&n) => args.workers = Some(n),
+                    _ => {
+                        return Err(format!(
+                            "--workers wants an integer from 1 to {}, not {v:?}",
+                            runtimes::MAX_WORKERS
+                        ))
+                    }
+                }
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -201,4 +220,37 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             .collect()
     };
     Ok(Some(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Option<Args>, String> {
+        parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn workers_takes_a_count_from_one_to_the_maximum() {
+        let args = parse_args(&["--workers", "4"]).unwrap().unwrap();
+        assert_eq!(args.workers, Some(4));
+        let args = parse_args(&["--workers", "1024"]).unwrap().unwrap();
+        assert_eq!(args.workers, Some(runtimes::MAX_WORKERS));
+        assert_eq!(parse_args(&[]).unwrap().unwrap().workers, None);
+    }
+
+    #[test]
+    fn workers_refuses_zero_too_many_and_words_with_a_message() {
+        for bad in ["0", "1025", "-1", "many", ""] {
+            let err = parse_args(&["--workers", bad]).err().unwrap();
+            assert_eq!(
+                err,
+                format!("--workers wants an integer from 1 to 1024, not {bad:?}")
+            );
+        }
+        assert_eq!(
+            parse_args(&["--workers"]).err().unwrap(),
+            "--workers needs a value"
+        );
+    }
 }

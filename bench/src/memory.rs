@@ -10,7 +10,7 @@ use crate::runtimes::{self, Outcome, Runtime};
 use crate::workloads::{Sizes, Workload};
 
 /// The hidden flag that makes the binary run one `idle_memory` sample and print it:
-/// `--idle-memory-child RUNTIME TASKS`.
+/// `--idle-memory-child RUNTIME TASKS WORKERS`.
 pub const CHILD_FLAG: &str = "--idle-memory-child";
 
 /// The resident set size of this process in bytes, from `/proc/self/statm`.
@@ -30,7 +30,12 @@ pub fn rss_bytes() -> usize {
 pub fn measure_in_child(runtime: Runtime, sizes: &Sizes) -> Outcome {
     let exe = std::env::current_exe().expect("current_exe");
     let out = Command::new(exe)
-        .args([CHILD_FLAG, runtime.name(), &sizes.idle_tasks.to_string()])
+        .args([
+            CHILD_FLAG,
+            runtime.name(),
+            &sizes.idle_tasks.to_string(),
+            &runtimes::worker_threads().to_string(),
+        ])
         .output()
         .expect("spawn idle-memory child");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -51,10 +56,11 @@ pub fn measure_in_child(runtime: Runtime, sizes: &Sizes) -> Outcome {
 
 /// The child side: `args` are what follows [`CHILD_FLAG`]. Prints bytes per task, or `n/a`.
 pub fn child_main(args: &[String]) {
-    let [runtime, tasks] = args else {
-        panic!("usage: {CHILD_FLAG} RUNTIME TASKS");
+    let [runtime, tasks, workers] = args else {
+        panic!("usage: {CHILD_FLAG} RUNTIME TASKS WORKERS");
     };
     let runtime = Runtime::from_name(runtime).expect("unknown runtime");
+    runtimes::set_worker_threads(workers.parse().expect("WORKERS"));
     let sizes = Sizes {
         idle_tasks: tasks.parse().expect("TASKS"),
         ..Sizes::SMOKE

@@ -24,6 +24,7 @@ pub mod trellis_arms {
     pub fn set_yield_budget(_: u32) {}
 }
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::workloads::{Sizes, Workload};
@@ -113,9 +114,30 @@ pub fn measure(runtime: Runtime, workload: Workload, sizes: &Sizes) -> Outcome {
     }
 }
 
-/// The number of worker threads of the multi-threaded runtimes: one per core.
+/// The `--workers` option; 0 until it is given.
+static WORKERS: AtomicUsize = AtomicUsize::new(0);
+
+/// The most worker threads `--workers` takes: more threads than this is a typing error, not a
+/// measurement (every sample starts a fresh runtime, so each would start them all).
+pub const MAX_WORKERS: usize = 1024;
+
+/// Runs the multi-threaded runtimes (trellis-mt, tokio-mt, smol) with `n` worker threads
+/// instead of one per core: the points of a scaling curve.
+pub fn set_worker_threads(n: usize) {
+    assert!(
+        (1..=MAX_WORKERS).contains(&n),
+        "worker threads: 1 to {MAX_WORKERS}"
+    );
+    WORKERS.store(n, Ordering::Relaxed);
+}
+
+/// The number of worker threads of the multi-threaded runtimes: one per core, unless
+/// `--workers` said otherwise.
 pub fn worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    match WORKERS.load(Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
 }
 
 /// A measured duration as the `f64` nanoseconds that samples carry.
