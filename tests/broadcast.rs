@@ -299,3 +299,51 @@ fn across_threads_every_message_is_received_or_counted_as_lagged() {
         });
     }
 }
+
+// The same across threads with a ring that holds every message, so nothing can lag: the
+// receivers on other workers take the channel's state turn about with the sender, once per
+// message, and each still receives every message once, in order.
+#[test]
+fn across_threads_with_room_for_all_every_receiver_gets_every_message_in_order() {
+    const TOTAL: u32 = 20_000;
+    const RECEIVERS: usize = 3;
+    let results = multi_thread(4).block_on(async {
+        let (tx, rx) = broadcast::channel::<u32>(TOTAL as usize);
+        nursery(|n| async move {
+            let results = Arc::new(Mutex::new(Vec::new()));
+            for _ in 0..RECEIVERS {
+                let (mut rx, results) = (rx.resubscribe(), results.clone());
+                n.spawn(async move {
+                    let mut got = Vec::new();
+                    loop {
+                        match rx.recv().await {
+                            Ok(v) => got.push(v),
+                            Err(RecvError::EndOfChannel) => break,
+                            Err(RecvError::Lagged(k)) => panic!("lagged by {k} with room for all"),
+                            Err(RecvError::Cancelled(c)) => return Err(c.into()),
+                        }
+                    }
+                    results.lock().unwrap().push(got);
+                    Ok(())
+                })?;
+            }
+            drop(rx);
+            for v in 0..TOTAL {
+                tx.send(v).unwrap();
+                if v % 64 == 0 {
+                    trellis::checkpoint().await?;
+                }
+            }
+            drop(tx);
+            Ok::<_, Error>(results)
+        })
+        .await
+        .unwrap()
+    });
+    let results = results.lock().unwrap();
+    assert_eq!(results.len(), RECEIVERS);
+    let expected: Vec<u32> = (0..TOTAL).collect();
+    for got in results.iter() {
+        assert_eq!(*got, expected);
+    }
+}

@@ -66,7 +66,7 @@ use crate::error::Cancelled;
 use crate::runtime::context;
 
 pub(crate) use super::state_lock::lock;
-use super::state_lock::lock_spinning;
+pub(crate) use super::state_lock::lock_spinning;
 
 /// Names a waiter's entry in its lot; valid until the waiter takes or leaves it.
 pub(crate) type Key = usize;
