@@ -229,3 +229,57 @@ fn lock_hand_off_races_leak_nothing() {
         assert_eq!(limiter.statistics().tasks_waiting, 0);
     }
 }
+
+/// Many tasks on several workers taking permits and tokens back to back: the state of the
+/// semaphore and of the limiter is taken turn about, once per acquire and once per release, so
+/// most of those locks find it held and spin (or block). No more than the limit ever hold at
+/// once, every acquisition is counted, and everything is given back.
+#[test]
+fn contended_permits_and_tokens_stay_within_their_limits() {
+    const TASKS: usize = 16;
+    const ROUNDS: usize = 2_000;
+    const LIMIT: usize = 3;
+    let sem = Arc::new(Semaphore::new(LIMIT));
+    let limiter = CapacityLimiter::new(LIMIT);
+    let inside = Arc::new(AtomicUsize::new(0));
+    let acquired = Arc::new(AtomicUsize::new(0));
+    let (s2, l2, in2, a2) = (
+        sem.clone(),
+        limiter.clone(),
+        inside.clone(),
+        acquired.clone(),
+    );
+    multi_thread(WORKERS).block_on(async move {
+        nursery(|n| async move {
+            for _ in 0..TASKS {
+                let (s, l, inside, acquired) = (s2.clone(), l2.clone(), in2.clone(), a2.clone());
+                n.spawn(async move {
+                    for _ in 0..ROUNDS {
+                        let permit = s.acquire().await?;
+                        assert!(inside.fetch_add(1, Ordering::SeqCst) < LIMIT);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        drop(permit);
+                        let token = l.acquire().await?;
+                        assert!(l.borrowed_tokens() <= LIMIT);
+                        drop(token);
+                        acquired.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    });
+    assert_eq!(acquired.load(Ordering::Relaxed), TASKS * ROUNDS);
+    assert_eq!(sem.value(), LIMIT, "a permit leaked");
+    assert_eq!(limiter.borrowed_tokens(), 0, "a token leaked");
+    assert_eq!(
+        (
+            sem.statistics().tasks_waiting,
+            limiter.statistics().tasks_waiting
+        ),
+        (0, 0)
+    );
+}

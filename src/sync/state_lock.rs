@@ -10,17 +10,18 @@
 //! two workers: 0.13 to 0.21 system calls per message, a sixth of the workers' time in the
 //! mutex's contended path.
 //!
-//! So the sites that take a state turn about (a channel's send and receive, a broadcast
-//! channel's send and receive: `Site::SPIN_WHEN_HELD`, or a direct call) retry a held lock a
-//! few times, with a pause that doubles between tries, and only then block in `std`'s lock. The
-//! first try comes late: a task runs up to its yield budget of operations in one poll, so a
-//! holder is likely to take the lock again at once, and each try is a compare-and-swap that
-//! pulls the lock's cache line away from it, slowing the very thread the waiter waits for
-//! (measured: `mpsc` on two workers, 121 ns per message when the pauses started at 1 hint,
-//! 65 ns when they start at 32). The spin is bounded: a holder that was preempted costs a
-//! waiter a few microseconds before it sleeps, not a time slice. The other sites keep [`lock`]: the `try_lock` first costs a few instructions
-//! per lock, and they showed no system calls to save (`Mutex` takes its state only when a lock
-//! is queued).
+//! So the sites that take a state turn about (a channel's and a broadcast channel's send and
+//! receive, a semaphore's or capacity limiter's acquire and release: `Site::SPIN_WHEN_HELD`, or
+//! a direct call) retry a held lock a few times, with a pause that doubles between tries, and
+//! only then block in `std`'s lock. The first try comes late: a task runs up to its yield
+//! budget of operations in one poll, so a holder is likely to take the lock again at once, and
+//! each try is a compare-and-swap that pulls the lock's cache line away from it, slowing the
+//! very thread the waiter waits for (measured: `mpsc` on two workers, 121 ns per message when
+//! the pauses started at 1 hint, 65 ns when they start at 32). The spin is bounded: a holder
+//! that was preempted costs a waiter a few microseconds before it sleeps, not a time slice. The
+//! other sites keep [`lock`]: the `try_lock` first costs a few instructions per lock, and no
+//! measurement has shown them a system call to save (`Mutex` takes its state only when a lock
+//! is queued, and `lock_contention` makes none).
 
 use std::hint;
 use std::sync::{Mutex, MutexGuard, TryLockError};
