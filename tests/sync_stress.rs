@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::multi_thread;
 use trellis::channel::bounded;
-use trellis::sync::{CapacityLimiter, Mutex, Semaphore};
+use trellis::sync::{CapacityLimiter, Mutex, RwLock, Semaphore};
 use trellis::{move_on_after, nursery, Error};
 
 const WORKERS: usize = 4;
@@ -282,4 +282,45 @@ fn contended_permits_and_tokens_stay_within_their_limits() {
         ),
         (0, 0)
     );
+}
+
+/// Readers and writers of one `RwLock` on several workers, taking it back to back: its state is
+/// taken turn about, once per access and once per release, so most of those locks find it held
+/// and spin (or block). A reader never sees a half-done write, and every write counts.
+#[test]
+fn contended_rwlock_readers_never_see_a_half_done_write() {
+    const TASKS: u64 = 16;
+    const ROUNDS: u64 = 2_000;
+    const WRITE_EVERY: u64 = 50;
+    let rw = Arc::new(RwLock::new((0u64, 0u64)));
+    let r2 = rw.clone();
+    multi_thread(WORKERS).block_on(async move {
+        nursery(|n| async move {
+            for task in 0..TASKS {
+                let rw = r2.clone();
+                n.spawn(async move {
+                    for i in 0..ROUNDS {
+                        if (task + i) % WRITE_EVERY == 0 {
+                            let mut pair = rw.write().await?;
+                            pair.0 += 1;
+                            trellis::checkpoint().await?;
+                            pair.1 += 1;
+                        } else {
+                            let pair = rw.read().await?;
+                            assert_eq!(pair.0, pair.1, "a reader saw a write half done");
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    });
+    let writes = (0..TASKS)
+        .flat_map(|task| (0..ROUNDS).map(move |i| task + i))
+        .filter(|k| k % WRITE_EVERY == 0)
+        .count() as u64;
+    assert_eq!(*rw.try_read().unwrap(), (writes, writes));
 }

@@ -11,9 +11,9 @@
 //! mutex's contended path.
 //!
 //! So the sites that take a state turn about (a channel's and a broadcast channel's send and
-//! receive, a semaphore's or capacity limiter's acquire and release: `Site::SPIN_WHEN_HELD`, or
-//! a direct call) retry a held lock a few times, with a pause that doubles between tries, and
-//! only then block in `std`'s lock. The first try comes late: a task runs up to its yield
+//! receive; a semaphore's, capacity limiter's or read-write lock's acquire and release:
+//! `Site::SPIN_WHEN_HELD`, or a direct call) retry a held lock a few times, with a pause that
+//! doubles between tries, and only then block in `std`'s lock. The first try comes late: a task runs up to its yield
 //! budget of operations in one poll, so a holder is likely to take the lock again at once, and
 //! each try is a compare-and-swap that pulls the lock's cache line away from it, slowing the
 //! very thread the waiter waits for (measured: `mpsc` on two workers, 121 ns per message when
