@@ -241,26 +241,36 @@ fn contended_permits_and_tokens_stay_within_their_limits() {
     const LIMIT: usize = 3;
     let sem = Arc::new(Semaphore::new(LIMIT));
     let limiter = CapacityLimiter::new(LIMIT);
-    let inside = Arc::new(AtomicUsize::new(0));
+    // Tasks inside with a permit, and with a token.
+    let with_permit = Arc::new(AtomicUsize::new(0));
+    let with_token = Arc::new(AtomicUsize::new(0));
     let acquired = Arc::new(AtomicUsize::new(0));
-    let (s2, l2, in2, a2) = (
+    let (s2, l2, p2, t2, a2) = (
         sem.clone(),
         limiter.clone(),
-        inside.clone(),
+        with_permit.clone(),
+        with_token.clone(),
         acquired.clone(),
     );
     multi_thread(WORKERS).block_on(async move {
         nursery(|n| async move {
             for _ in 0..TASKS {
-                let (s, l, inside, acquired) = (s2.clone(), l2.clone(), in2.clone(), a2.clone());
+                let (s, l, with_permit, with_token, acquired) =
+                    (s2.clone(), l2.clone(), p2.clone(), t2.clone(), a2.clone());
                 n.spawn(async move {
                     for _ in 0..ROUNDS {
+                        // Each holder stays inside across a checkpoint, so that holders on other
+                        // workers overlap it if the limit lets them.
                         let permit = s.acquire().await?;
-                        assert!(inside.fetch_add(1, Ordering::SeqCst) < LIMIT);
-                        inside.fetch_sub(1, Ordering::SeqCst);
+                        assert!(with_permit.fetch_add(1, Ordering::SeqCst) < LIMIT);
+                        trellis::checkpoint().await?;
+                        with_permit.fetch_sub(1, Ordering::SeqCst);
                         drop(permit);
                         let token = l.acquire().await?;
+                        assert!(with_token.fetch_add(1, Ordering::SeqCst) < LIMIT);
                         assert!(l.borrowed_tokens() <= LIMIT);
+                        trellis::checkpoint().await?;
+                        with_token.fetch_sub(1, Ordering::SeqCst);
                         drop(token);
                         acquired.fetch_add(1, Ordering::Relaxed);
                     }

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 
 use super::send_error::SendError;
 use crate::error::{AsCancelled, Cancelled, Error};
-use crate::sync::parking_lot::{lock, lock_spinning, Op, ParkingLot, Site, WakeList, MAIN};
+use crate::sync::parking_lot::{lock, Op, ParkingLot, Site, WakeList, MAIN};
 
 /// Makes a broadcast channel that keeps the last `capacity` messages for receivers that have not
 /// received them yet. Exactly `capacity`: unlike tokio it is not rounded up to a power of two,
@@ -163,9 +163,6 @@ impl<T> Site for RecvSite<T> {
     type Output = ();
     type Error = Cancelled;
     const NAME: &'static str = "channel::broadcast::Receiver::recv";
-    // The sender and the receivers take the state turn about, once per message (see
-    // `state_lock`); so do `send` and `take`.
-    const SPIN_WHEN_HELD: bool = true;
 
     fn lot(state: &mut State<T>) -> &mut ParkingLot<(), u64> {
         &mut state.lot
@@ -225,7 +222,7 @@ impl<T> Sender<T> {
     /// ```
     pub fn send(&self, value: T) -> Result<usize, SendError<T>> {
         let mut wakes = WakeList::new();
-        let mut st = lock_spinning(&self.shared);
+        let mut st = lock(&self.shared);
         if st.receivers == 0 {
             return Err(SendError::new(value, Error::BrokenResource));
         }
@@ -373,7 +370,7 @@ impl<T: Clone> Receiver<T> {
     /// Takes what is at this receiver's position: a message, a lag or the end. `None` if there
     /// is nothing yet (not expected after a wake-up, but then the caller waits again).
     fn take(&mut self) -> Option<Result<T, RecvError>> {
-        let st = lock_spinning(&self.shared);
+        let st = lock(&self.shared);
         if self.next < st.head {
             let missed = st.head - self.next;
             self.next = st.head;

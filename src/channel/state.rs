@@ -179,8 +179,6 @@ impl<T> Site for SendSite<T> {
     type Output = ();
     type Error = SendError<T>;
     const NAME: &'static str = "channel::Sender::send";
-    // Senders and the receiver take the state turn about, once per message (see `state_lock`).
-    const SPIN_WHEN_HELD: bool = true;
 
     fn lot(state: &mut State<T>) -> &mut ParkingLot<Result<(), Error>, SendRequest<T>> {
         &mut state.send_lot
@@ -247,8 +245,6 @@ impl<T> Site for RecvSite<T> {
     type Output = T;
     type Error = Error;
     const NAME: &'static str = "channel::Receiver::recv";
-    // Senders and the receiver take the state turn about, once per message (see `state_lock`).
-    const SPIN_WHEN_HELD: bool = true;
 
     fn lot(state: &mut State<T>) -> &mut ParkingLot<Result<T, Error>, usize> {
         &mut state.recv_lot

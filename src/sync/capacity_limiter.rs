@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::parking_lot::{self, lock, lock_spinning, Op, ParkingLot, Site, WakeList, MAIN};
+use super::parking_lot::{self, lock, Op, ParkingLot, Site, WakeList, MAIN};
 use crate::cancel::outside_runtime;
 use crate::error::{Cancelled, Error};
 
@@ -227,9 +227,6 @@ impl Site for AcquireSite {
     type Output = Borrower;
     type Error = Error;
     const NAME: &'static str = "sync::CapacityLimiter::acquire";
-    // Tasks on different workers take the state turn about, once per acquire and once per
-    // release (see `state_lock`); so does `release_on_behalf_of`.
-    const SPIN_WHEN_HELD: bool = true;
 
     fn lot(state: &mut State) -> &mut ParkingLot<bool, Borrower> {
         &mut state.lot
@@ -454,7 +451,7 @@ impl CapacityLimiter {
     /// ```
     pub fn release_on_behalf_of(&self, borrower: Borrower) -> Result<(), Error> {
         let mut wakes = WakeList::new();
-        let released = lock_spinning(&self.inner).release(borrower, &mut wakes);
+        let released = lock(&self.inner).release(borrower, &mut wakes);
         wakes.wake_all();
         if released {
             Ok(())

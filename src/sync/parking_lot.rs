@@ -53,7 +53,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::{self, ManuallyDrop};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use slab::Slab;
@@ -66,7 +66,6 @@ use crate::error::Cancelled;
 use crate::runtime::context;
 
 pub(crate) use super::state_lock::lock;
-pub(crate) use super::state_lock::lock_spinning;
 
 /// Names a waiter's entry in its lot; valid until the waiter takes or leaves it.
 pub(crate) type Key = usize;
@@ -486,10 +485,6 @@ pub(crate) trait Site {
     const NAME: &'static str;
     /// The line waiters park in.
     const LINE: usize = MAIN;
-    /// Whether an operation that finds the state's mutex held spins a little before it blocks
-    /// (see [`lock_spinning`]): for states that workers on different threads take turn about,
-    /// once per item, where `std`'s mutex would otherwise go through the kernel.
-    const SPIN_WHEN_HELD: bool = false;
 
     fn lot(state: &mut Self::State) -> &mut ParkingLot<Self::Value, Self::Request>;
 
@@ -526,16 +521,6 @@ pub(crate) trait Site {
     /// primitive from now on. Asked only where deadlock detection is on; only locks have one.
     fn lock_watch(_state: &mut Self::State) -> Option<Arc<LockWatch>> {
         None
-    }
-}
-
-/// Locks the state of an operation at `S`, spinning first if the site asks for it.
-#[inline]
-fn lock_state<S: Site>(state: &Mutex<S::State>) -> MutexGuard<'_, S::State> {
-    if S::SPIN_WHEN_HELD {
-        lock_spinning(state)
-    } else {
-        lock(state)
     }
 }
 
@@ -587,7 +572,7 @@ fn poll_parked<S: Site>(
     key: Key,
     cx: &mut Context<'_>,
 ) -> Poll<Result<S::Output, S::Error>> {
-    let taken = S::lot(&mut lock_state::<S>(state)).take(key, cx.waker());
+    let taken = S::lot(&mut lock(state)).take(key, cx.waker());
     match taken {
         Some((value, request)) => {
             cancel.clear();
@@ -612,7 +597,7 @@ fn act<S: Site>(
         return Poll::Ready(Err(S::cancelled(c, request)));
     }
     let mut wakes = WakeList::new();
-    let mut st = lock_state::<S>(state);
+    let mut st = lock(state);
     match S::attempt(&mut st, &mut request, &mut wakes) {
         Some(value) => {
             drop(st);
@@ -649,14 +634,13 @@ fn poll_cancel<S: Site>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<S::Output, S::Error>> {
     *phase = Phase::Parked(key);
-    let Poll::Ready(c) =
-        cancel.poll_cancelled_on(S::NAME, || S::lock_watch(&mut lock_state::<S>(state)), cx)
+    let Poll::Ready(c) = cancel.poll_cancelled_on(S::NAME, || S::lock_watch(&mut lock(state)), cx)
     else {
         return Poll::Pending;
     };
     *phase = Phase::Finished;
     let mut wakes = WakeList::new();
-    let mut st = lock_state::<S>(state);
+    let mut st = lock(state);
     match S::lot(&mut st).leave(key) {
         Left::Withdrawn(request) => {
             S::withdrawn(&mut st, &request, &mut wakes);
@@ -689,7 +673,7 @@ fn abandon_slow<S: Site>(state: &Mutex<S::State>, phase: &mut Phase<S>) {
     // Dropped after the lock is released, in this order: wakers first, then values.
     let (leftover, request) = match mem::replace(phase, Phase::Finished) {
         Phase::Parked(key) => {
-            let mut st = lock_state::<S>(state);
+            let mut st = lock(state);
             match S::lot(&mut st).leave(key) {
                 Left::Withdrawn(request) => {
                     S::withdrawn(&mut st, &request, &mut wakes);
@@ -702,8 +686,7 @@ fn abandon_slow<S: Site>(state: &Mutex<S::State>, phase: &mut Phase<S>) {
             }
         }
         Phase::Done(value, mut request) => {
-            let leftover =
-                S::redeliver(&mut lock_state::<S>(state), value, &mut request, &mut wakes);
+            let leftover = S::redeliver(&mut lock(state), value, &mut request, &mut wakes);
             (leftover, request)
         }
         Phase::Start(_) | Phase::Yielded(_) | Phase::Finished => {
@@ -723,7 +706,7 @@ pub(crate) fn try_now<S: Site>(
     mut request: S::Request,
 ) -> Result<Result<S::Output, S::Error>, S::Request> {
     let mut wakes = WakeList::new();
-    let value = S::attempt(&mut lock_state::<S>(state), &mut request, &mut wakes);
+    let value = S::attempt(&mut lock(state), &mut request, &mut wakes);
     wakes.wake_all();
     match value {
         Some(value) => Ok(S::finish(value, request)),

@@ -16,7 +16,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex as StdMutex;
 
-use super::parking_lot::{lock, lock_spinning, try_now, Op, ParkingLot, Site, WakeList, MAIN};
+use super::parking_lot::{lock, try_now, Op, ParkingLot, Site, WakeList, MAIN};
 use crate::error::{Cancelled, Error};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -79,9 +79,6 @@ impl Site for AccessSite {
     type Output = ();
     type Error = Cancelled;
     const NAME: &'static str = "sync::RwLock::read/write";
-    // Tasks on different workers take the state turn about, once per access and once per
-    // release (see `state_lock`); so does `release`.
-    const SPIN_WHEN_HELD: bool = true;
 
     fn lot(state: &mut State) -> &mut ParkingLot<(), Access> {
         &mut state.lot
@@ -362,7 +359,7 @@ impl<T: ?Sized> RwLock<T> {
 
     fn release(&self, access: Access) {
         let mut wakes = WakeList::new();
-        lock_spinning(&self.state).leave(access, &mut wakes);
+        lock(&self.state).leave(access, &mut wakes);
         wakes.wake_all();
     }
 }

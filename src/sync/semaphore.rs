@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use super::parking_lot::{lock, lock_spinning, Op, ParkingLot, Site, WakeList, MAIN};
+use super::parking_lot::{lock, Op, ParkingLot, Site, WakeList, MAIN};
 use crate::error::{Cancelled, Error};
 
 /// A semaphore: [`acquire`](Semaphore::acquire) takes one permit, waiting if none is free;
@@ -103,9 +103,6 @@ impl Site for AcquireSite {
     type Output = ();
     type Error = Cancelled;
     const NAME: &'static str = "sync::Semaphore::acquire";
-    // Tasks on different workers take the state turn about, once per acquire and once per
-    // release (see `state_lock`); so does `release`.
-    const SPIN_WHEN_HELD: bool = true;
 
     fn lot(state: &mut State) -> &mut ParkingLot<(), ()> {
         &mut state.lot
@@ -285,7 +282,7 @@ impl Semaphore {
     /// ```
     pub fn release(&self) -> Result<(), Error> {
         let mut wakes = WakeList::new();
-        let ok = lock_spinning(&self.state).release(&mut wakes);
+        let ok = lock(&self.state).release(&mut wakes);
         wakes.wake_all();
         if ok {
             Ok(())

@@ -1,27 +1,24 @@
-//! How a primitive's state mutex is taken: [`lock`], and [`lock_spinning`], which spins a
-//! little before the thread blocks.
+//! How a primitive's state mutex is taken: [`lock`], which spins a little before the thread
+//! blocks.
 //!
 //! Every primitive and channel keeps its state behind one `std::sync::Mutex` (see
 //! [`parking_lot`](super::parking_lot)), held for well under a microsecond and never across an
-//! `await`. On the multi-thread flavour a channel's senders and receiver run on different
-//! workers and take its state turn about, once per message. `std`'s mutex spins only while no
-//! thread sleeps on it; once one has, every unlock is a `futex` wake and every contended lock a
+//! `await`. On the multi-thread flavour tasks on different workers take a busy primitive's state
+//! turn about, once per message, permit or access. `std`'s mutex spins only while no thread
+//! sleeps on it; once one has, every unlock is a `futex` wake and every contended lock a
 //! `futex` wait, and two busy workers stay in that mode. Measured on the bench's `mpsc` row on
 //! two workers: 0.13 to 0.21 system calls per message, a sixth of the workers' time in the
-//! mutex's contended path.
+//! mutex's contended path; the same for broadcast channels, semaphores, capacity limiters and
+//! read-write locks taken back to back.
 //!
-//! So the sites that take a state turn about (a channel's and a broadcast channel's send and
-//! receive; a semaphore's, capacity limiter's or read-write lock's acquire and release:
-//! `Site::SPIN_WHEN_HELD`, or a direct call) retry a held lock a few times, with a pause that
-//! doubles between tries, and only then block in `std`'s lock. The first try comes late: a task runs up to its yield
-//! budget of operations in one poll, so a holder is likely to take the lock again at once, and
-//! each try is a compare-and-swap that pulls the lock's cache line away from it, slowing the
+//! So a lock that finds the state held retries a few times, with a pause that doubles between
+//! tries, and only then blocks in `std`'s lock. The first try comes late: a task runs up to its
+//! yield budget of operations in one poll, so a holder is likely to take the lock again at once,
+//! and each try is a compare-and-swap that pulls the lock's cache line away from it, slowing the
 //! very thread the waiter waits for (measured: `mpsc` on two workers, 121 ns per message when
 //! the pauses started at 1 hint, 65 ns when they start at 32). The spin is bounded: a holder
-//! that was preempted costs a waiter a few microseconds before it sleeps, not a time slice. The
-//! other sites keep [`lock`]: the `try_lock` first costs a few instructions per lock, and no
-//! measurement has shown them a system call to save (`Mutex` takes its state only when a lock
-//! is queued, and `lock_contention` makes none).
+//! that was preempted costs a waiter a few microseconds before it sleeps, not a time slice. A
+//! free lock costs one `try_lock`, a few instructions more than `std`'s `lock`.
 
 use std::hint;
 use std::sync::{Mutex, MutexGuard, TryLockError};
@@ -32,19 +29,12 @@ const FIRST_PAUSE: u32 = 32;
 /// tries 3 times more over 224 hints (about 5 µs where a hint takes 24 ns) before it blocks.
 const LONGEST_PAUSE: u32 = 128;
 
-/// Locks a primitive's state. The state is only changed by the primitives' code, which does not
-/// panic between related updates, so a poisoned mutex (a panic elsewhere while it was held, e.g.
-/// in a waker) still holds consistent state.
+/// Locks a primitive's state, spinning a little before it blocks if the mutex is held (see the
+/// module comment). The state is only changed by the primitives' code, which does not panic
+/// between related updates, so a poisoned mutex (a panic elsewhere while it was held, e.g. in a
+/// waker) still holds consistent state.
 #[inline]
 pub(crate) fn lock<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// [`lock`], spinning a little before it blocks if the mutex is held (see the module comment).
-#[inline]
-pub(crate) fn lock_spinning<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
     match state.try_lock() {
         Ok(guard) => guard,
         Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -52,7 +42,7 @@ pub(crate) fn lock_spinning<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
     }
 }
 
-/// [`lock_spinning`] when the mutex is held: spin, then block.
+/// [`lock`] when the mutex is held: spin, then block.
 #[cold]
 #[inline(never)]
 fn lock_contended<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
@@ -92,7 +82,7 @@ mod tests {
                 let state = Arc::clone(&state);
                 thread::spawn(move || {
                     for _ in 0..ROUNDS {
-                        let mut count = lock_spinning(&state);
+                        let mut count = lock(&state);
                         // A read and a write apart: an overlap of two holders would lose one.
                         let seen = *count;
                         hint::spin_loop();
@@ -104,7 +94,7 @@ mod tests {
         for worker in workers {
             worker.join().unwrap();
         }
-        assert_eq!(*lock_spinning(&state), THREADS * ROUNDS);
+        assert_eq!(*lock(&state), THREADS * ROUNDS);
     }
 
     /// Takes the lock on another thread, returns once it is held, and writes `value` into the
@@ -113,7 +103,7 @@ mod tests {
         let (held_tx, held_rx) = mpsc::channel();
         let state = Arc::clone(state);
         let holder = thread::spawn(move || {
-            let mut guard = lock_spinning(&state);
+            let mut guard = lock(&state);
             held_tx.send(()).unwrap();
             thread::sleep(Duration::from_millis(3));
             *guard = value;
@@ -128,7 +118,7 @@ mod tests {
     fn a_lock_held_longer_than_the_spin_is_waited_for() {
         let state = Arc::new(Mutex::new(0));
         let holder = hold_then_write(&state, 7);
-        assert_eq!(*lock_spinning(&state), 7);
+        assert_eq!(*lock(&state), 7);
         holder.join().unwrap();
     }
 
@@ -144,10 +134,10 @@ mod tests {
         })
         .join();
         assert!(state.is_poisoned());
-        assert_eq!(*lock_spinning(&state), 1);
+        assert_eq!(*lock(&state), 1);
 
         let holder = hold_then_write(&state, 2);
-        assert_eq!(*lock_spinning(&state), 2);
+        assert_eq!(*lock(&state), 2);
         holder.join().unwrap();
     }
 }
