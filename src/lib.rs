@@ -50,6 +50,7 @@ pub mod process;
 mod race;
 mod runtime;
 pub mod signal;
+mod state_lock;
 pub mod sync;
 pub(crate) mod task;
 pub mod testing;

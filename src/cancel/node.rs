@@ -924,9 +924,11 @@ impl Node {
         self.kind.get()
     }
 
+    /// Spins a little before it blocks: a nursery's node is taken by the worker that spawns
+    /// and by those whose tasks exit (see `state_lock`).
     #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, NodeState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::state_lock::lock(&self.state)
     }
 
     /// The state of a node nothing else refers to yet, without locking.

@@ -67,7 +67,6 @@ mod once_cell;
 pub(crate) mod parking_lot;
 mod rwlock;
 mod semaphore;
-mod state_lock;
 
 pub use barrier::{Barrier, BarrierStatistics, BarrierWaitResult};
 pub use capacity_limiter::{Borrower, CapacityLimiter, CapacityLimiterStatistics, LimiterToken};

@@ -65,7 +65,7 @@ use crate::cancel::{current_cancellation, CancelWaiter};
 use crate::error::Cancelled;
 use crate::runtime::context;
 
-pub(crate) use super::state_lock::lock;
+pub(crate) use crate::state_lock::lock;
 
 /// Names a waiter's entry in its lot; valid until the waiter takes or leaves it.
 pub(crate) type Key = usize;
