@@ -6,12 +6,13 @@
 
 use std::fmt;
 use std::future::poll_fn;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
 use crate::cancel::{current_cancellation, CancelWaiter, YieldOnce};
 use crate::error::Error;
 use crate::runtime::context;
+use crate::state_lock::lock;
 
 /// Makes a one-shot channel (tokio's `oneshot`; the receiver waits in a method, a checkpoint,
 /// rather than being a future): for a single reply, such as the answer to a request sent to
@@ -58,10 +59,6 @@ struct Slot<T> {
     receiver_gone: bool,
     /// The receiver waiting for the value.
     waker: Option<Waker>,
-}
-
-fn lock<T>(shared: &Mutex<Slot<T>>) -> MutexGuard<'_, Slot<T>> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The sending half of [`oneshot`].

@@ -42,13 +42,14 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::tcp::{connect_addr, TcpStream};
 use crate::cancel::CancelWaiter;
 use crate::error::{AsCancelled, Cancelled};
+use crate::state_lock::lock;
 
 /// RFC 8305's recommended delay between starting two attempts.
 pub const DEFAULT_DELAY: Duration = Duration::from_millis(250);
@@ -486,10 +487,6 @@ where
 struct RaceState<C> {
     winner: Option<C>,
     failures: Vec<(usize, SocketAddr, io::Error)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Every connection attempt failed. Carried inside the `io::Error` that
