@@ -20,7 +20,7 @@ use trellis::testing::{wait_all_tasks_blocked, MockClock};
 use trellis::{
     cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, current_effective_deadline,
     lowlevel, now, nursery, sleep, sleep_forever, AsCancelled, CancelReason, CancelScope,
-    Cancelled, Error, NurseryError,
+    Cancelled, Error, Nursery, NurseryError,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1687,6 +1687,48 @@ fn c8_the_reason_is_that_of_the_absorbing_scope() {
         assert_eq!(out, None);
         assert!(outer.cancelled_caught());
         assert!(!inner.cancelled_caught());
+    });
+}
+
+// contract C8, C3: a task's error carries the reason of the outermost cancelled scope above it,
+// not its nursery's own, when both are cancelled: the scope absorbs it. (A shortcut that stopped
+// at the task's parent would report the nursery's reason.)
+#[test]
+fn c8_a_task_below_a_cancelled_nursery_gets_the_outermost_reason() {
+    let (rt, _clock) = current_thread();
+    rt.block_on(async {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let outer = CancelScope::new();
+        let also_outer = outer.clone();
+        let out = outer
+            .run(async {
+                nursery(|n: Nursery<Error>| async move {
+                    for _ in 0..2 {
+                        let s = s.clone();
+                        n.spawn(async move {
+                            let r = sleep_forever().await;
+                            s.lock().unwrap().push(reason(&r));
+                            Ok::<_, Error>(r?)
+                        })?;
+                    }
+                    wait_all_tasks_blocked().await?;
+                    n.cancel();
+                    also_outer.cancel_with_reason("outer");
+                    Ok(())
+                })
+                .await
+            })
+            .await;
+        assert!(
+            out.is_none(),
+            "the outer scope absorbs the cancellation: {out:?}"
+        );
+        assert!(outer.cancelled_caught());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [explicit_with("outer"), explicit_with("outer")]
+        );
     });
 }
 
