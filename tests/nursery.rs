@@ -700,6 +700,61 @@ fn cancellation_keeps_tree_order_across_leaves_and_subtrees() {
     });
 }
 
+/// Passes `cx`'s waker on through a waker of its own, so the trellis waits inside `f` see a waker
+/// that is not their task's and register it in a slot of their node.
+async fn through_own_waker<F: std::future::Future>(f: F) -> F::Output {
+    struct Relay(std::task::Waker);
+    impl std::task::Wake for Relay {
+        fn wake(self: Arc<Self>) {
+            self.0.wake_by_ref();
+        }
+    }
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        let waker = std::task::Waker::from(Arc::new(Relay(cx.waker().clone())));
+        f.as_mut().poll(&mut std::task::Context::from_waker(&waker))
+    })
+    .await
+}
+
+// contract N7: tree order holds when the first waiter reached is one that can only be woken
+// once the tree's locks are released (a waker of its own, held in a slot): the children's
+// owners, which the walk may wake on the spot, must then wait their turn behind it.
+#[test]
+fn tree_order_holds_when_the_first_waiter_has_a_waker_of_its_own() {
+    block_on_current(async {
+        let log = Log::new();
+        let l = log.clone();
+        let out = nursery(|n| async move {
+            n.spawn(sleeper(l.clone(), "x"))?;
+            n.spawn(sleeper(l.clone(), "y"))?;
+            let scope = n.cancel_scope();
+            n.spawn(async move {
+                wait_all_tasks_blocked().await?;
+                scope.cancel();
+                Ok(())
+            })?;
+            let c = through_own_waker(sleep_forever()).await.unwrap_err();
+            l.push(format!("body cancelled: {}", reason(&c)));
+            Err::<(), _>(c.into())
+        })
+        .await;
+        // The nursery's own cancellation, which it absorbed.
+        assert!(
+            matches!(&out, Err(NurseryError::Cancelled(c)) if c.is_absorbed()),
+            "{out:?}"
+        );
+        assert_eq!(
+            log.take(),
+            [
+                "body cancelled: cancelled explicitly",
+                "x cancelled: cancelled explicitly",
+                "y cancelled: cancelled explicitly",
+            ]
+        );
+    });
+}
+
 // contract N7: a deadline of a scope around the outer nursery reaches the grandchildren.
 #[test]
 fn an_enclosing_deadline_reaches_nested_nurseries() {

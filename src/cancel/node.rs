@@ -1055,6 +1055,18 @@ impl Node {
         Some(Waker::clone(&owner))
     }
 
+    /// Wakes the owner waker where it is, under the node's lock, without a clone.
+    fn wake_owner_by_ref(&self, s: &NodeState) {
+        let Some(vtable) = s.waiters.owner else {
+            return;
+        };
+        let data = self.owner_id.load(Ordering::Relaxed) as *const ();
+        // SAFETY: as in `owner_waker`: the halves of the waker the node owns, borrowed here
+        // and never dropped.
+        let owner = ManuallyDrop::new(unsafe { Waker::new(data, vtable) });
+        owner.wake_by_ref();
+    }
+
     /// The identity of the owner waker (`Waker::data`), 0 while there is none.
     #[inline]
     pub(crate) fn owner_id(&self) -> usize {
@@ -1719,6 +1731,22 @@ fn mark(
     }
 }
 
+/// May an owner waker be woken under tree locks? An owner waker is a trellis task's own (see
+/// `current::own_task_waker`), whose wake-up queues the task and takes no node's lock, except
+/// through an instrument's `Scheduled` hook, which reads the task's name under its node's lock
+/// (and runs the instrument's own code).
+#[inline]
+fn wakes_lock_no_node() -> bool {
+    #[cfg(feature = "instrument")]
+    {
+        !crate::runtime::instrument::any()
+    }
+    #[cfg(not(feature = "instrument"))]
+    {
+        true
+    }
+}
+
 /// A node's cached flag just changed to `eff`: queue its waiters and its owner's foreign-wait
 /// waker (if it became cancelled) and its children.
 fn changed(
@@ -1730,7 +1758,14 @@ fn changed(
 ) {
     if eff {
         if node.owner_parked.load(Ordering::SeqCst) > 0 {
-            wake.extend(node.owner_waker(s));
+            if wake.is_empty() && wakes_lock_no_node() {
+                // Nothing is queued ahead of it, so waking it now keeps the order the list
+                // would give, and does it while the task is in cache: a list of wake-ups for
+                // a large nursery's tasks went through every task's memory a second time.
+                node.wake_owner_by_ref(s);
+            } else {
+                wake.extend(node.owner_waker(s));
+            }
         }
         // Tested first: an `extend` over an empty list is a call and a loop set-up.
         if s.waiters.any_slot() {
@@ -1749,7 +1784,8 @@ fn changed(
     // Room first for the wake-ups likely to follow (one per parked child): the list's iterator
     // cannot say how many children it holds, and extending a vector from it checked and grew
     // the room one child at a time (about 110 instructions per child of a cancelled nursery).
-    if eff {
+    // Not while the list is empty: then the children's owners are woken at once (see above).
+    if eff && !wake.is_empty() {
         wake.reserve(list.slots.len());
     }
     // The leading children that have none of their own (a nursery's tasks, typically) are
