@@ -485,11 +485,14 @@ impl PlainNode {
     /// The node of a runtime's main task (`block_on`'s future): a plain node, task 0, named
     /// "main".
     pub(crate) fn main_task() -> Arc<PlainNode> {
-        let main = PlainNode::new(NodeKind::Task(TaskInfo {
+        let mut main = PlainNode::new(NodeKind::Task(TaskInfo {
             id: 0,
             service: false,
         }));
-        main.node.name_task("main".into());
+        Arc::get_mut(&mut main)
+            .expect("a node just made has no other reference")
+            .node
+            .name_task("main".into());
         main
     }
 
@@ -864,12 +867,12 @@ impl Node {
         s.entered = false;
     }
 
-    /// Names a task's node (a spawned task's, or the main task's) before anything else reads
-    /// its name. Out of line: few tasks are named.
+    /// Names a task's node (a spawned task's, or the main task's) before anything else can
+    /// reach it, so without its lock. Out of line: few tasks are named.
     #[cold]
     #[inline(never)]
-    pub(crate) fn name_task(&self, name: Arc<str>) {
-        self.lock().extras().name = Some(name);
+    pub(crate) fn name_task(&mut self, name: Arc<str>) {
+        self.state_mut().extras().name = Some(name);
     }
 
     #[inline]
@@ -1174,41 +1177,64 @@ pub(crate) fn link(parent: NodeRef, child: NodeRef, node: &Node) -> Result<(), N
     link_locked(parent, child, &mut node.lock())
 }
 
+/// [`link`] for a task's node that nothing else can reach yet (its task is neither queued nor
+/// linked): its state is written without its lock, which a spawn took and gave back for
+/// nothing. The caller's `&mut` proves the exclusive access; `child` is a reference to the same
+/// node (its address only: it is dereferenced for fields outside the state's mutex).
+pub(crate) fn link_fresh(parent: NodeRef, child: NodeRef, node: &mut Node) -> Result<(), NodeRef> {
+    debug_assert!(
+        std::ptr::eq(node as *const Node, child.as_ptr().as_ptr()),
+        "`node` is the child's"
+    );
+    link_locked(parent, child, node.state_mut())
+}
+
 /// `link`, with the child's lock already held (taken through a borrow other than `child`).
 /// References move in rather than being cloned: each clone of a task's reference is a call
 /// through its counter, on the path of every spawn and every timed scope.
 fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<(), NodeRef> {
-    let p = parent.node();
     let c = child.node();
     let (is_task, service) = match c.kind() {
         NodeKind::Task(info) => (true, info.service),
         _ => (false, false),
     };
-    {
-        let mut ps = parent.lock();
-        if is_task && ps.closed {
-            drop(ps);
-            return Err(child);
-        }
-        // Set before the child is in the list, under the same lock: a propagation snapshots
-        // the list under it, so it sees both or neither.
-        let eff = cs.cancel_called || (!cs.shield && p.is_cancelled());
-        c.eff_cancelled.store(eff, Ordering::Release);
-        if !cs.shield && is_forced(p) {
-            // Born under a scope whose grace period ran out (B3).
-            c.forced.store(true, Ordering::Release);
-        }
-        let slot = ps.children.insert(child);
-        if let Some(counts) = ps.plain().filter(|_| is_task) {
-            counts.tasks += 1;
-            if service {
-                counts.services += 1;
-            }
-        }
-        cs.slot = Some(slot);
+    // The child's state is written in full before the parent's lock is released: from then on
+    // the child is in the parent's list, where a propagation finds it (and, for a node linked
+    // by `link_fresh`, locks it for the first time).
+    let NodeState {
+        parent: parent_field,
+        slot,
+        cancel_called,
+        shield,
+        entered,
+        ..
+    } = cs;
+    let parent = &*parent_field.insert(parent);
+    let p = parent.node();
+    let mut ps = parent.lock();
+    if is_task && ps.closed {
+        drop(ps);
+        *parent_field = None;
+        return Err(child);
     }
-    cs.parent = Some(parent);
-    cs.entered = true;
+    // Set before the child is in the list, under the same lock: a propagation snapshots the
+    // list under it, so it sees both or neither.
+    let eff = *cancel_called || (!*shield && p.is_cancelled());
+    c.eff_cancelled.store(eff, Ordering::Release);
+    if !*shield && is_forced(p) {
+        // Born under a scope whose grace period ran out (B3).
+        c.forced.store(true, Ordering::Release);
+    }
+    let key = ps.children.insert(child);
+    if let Some(counts) = ps.plain().filter(|_| is_task) {
+        counts.tasks += 1;
+        if service {
+            counts.services += 1;
+        }
+    }
+    *slot = Some(key);
+    *entered = true;
+    drop(ps);
     Ok(())
 }
 

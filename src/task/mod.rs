@@ -680,16 +680,21 @@ where
     // SAFETY: the handle just stored holds the count of the allocation that the cell's
     // references share, and `refs` starts at 1: the tree's reference is that one.
     let tree = unsafe { NodeRef::adopt(cell_ptr.cast::<Node>()) };
-    // SAFETY: `runnable` holds a reference to the task until it is scheduled, at the end, so
-    // the cell lives at least that long; it is not used after.
-    let cell = unsafe { cell_ptr.as_ref() };
-    if let Some(name) = spec.name {
-        cell.node.name_task(name);
-    }
     #[cfg(feature = "instrument")]
     let spawned_by =
         (instrument::any() && rt.instrument.is_some()).then(|| node::nearest_task_id(&spec.parent));
-    if let Err(tree) = node::link(spec.parent, tree, &cell.node) {
+    // SAFETY: nothing else can reach the cell yet: the task is not queued, and the tree's
+    // reference (`tree`, a pointer) goes into the parent's list inside the call, under the
+    // parent's lock. No reference to the cell is alive across this borrow.
+    let fresh = unsafe { &mut (*cell_ptr.as_ptr()).node };
+    if let Some(name) = spec.name {
+        fresh.name_task(name);
+    }
+    let linked = node::link_fresh(spec.parent, tree, fresh);
+    // SAFETY: `runnable` holds a reference to the task until it is scheduled, at the end, so
+    // the cell lives at least that long; it is not used after.
+    let cell = unsafe { cell_ptr.as_ref() };
+    if let Err(tree) = linked {
         // Never polled: drop the future through the normal path so the state is consistent,
         // then the never-scheduled task (its runner finds the future gone).
         cell.poll_state.store(POLLING, Ordering::Relaxed);
