@@ -1049,25 +1049,27 @@ impl Node {
     /// released). Under the node's lock.
     #[inline]
     fn owner_waker(&self, s: &NodeState) -> Option<Waker> {
-        let vtable = s.waiters.owner?;
-        let data = self.owner_id.load(Ordering::Relaxed) as *const ();
-        // SAFETY: under the node's lock, `data` and `vtable` are the halves of the waker clone
-        // the node owns; it is only borrowed here (never dropped), to be cloned through its own
-        // vtable.
-        let owner = ManuallyDrop::new(unsafe { Waker::new(data, vtable) });
-        Some(Waker::clone(&owner))
+        self.borrow_owner(s).map(|owner| Waker::clone(&owner))
     }
 
     /// Wakes the owner waker where it is, under the node's lock, without a clone.
+    #[inline]
     fn wake_owner_by_ref(&self, s: &NodeState) {
-        let Some(vtable) = s.waiters.owner else {
-            return;
-        };
+        if let Some(owner) = self.borrow_owner(s) {
+            owner.wake_by_ref();
+        }
+    }
+
+    /// The owner waker put together from its halves, borrowed: the node keeps its count, so
+    /// the result must not be dropped as a `Waker` (hence `ManuallyDrop`), and not outlive `s`.
+    #[inline]
+    fn borrow_owner(&self, s: &NodeState) -> Option<ManuallyDrop<Waker>> {
+        let vtable = s.waiters.owner?;
         let data = self.owner_id.load(Ordering::Relaxed) as *const ();
-        // SAFETY: as in `owner_waker`: the halves of the waker the node owns, borrowed here
-        // and never dropped.
-        let owner = ManuallyDrop::new(unsafe { Waker::new(data, vtable) });
-        owner.wake_by_ref();
+        // SAFETY: under the node's lock, `data` and `vtable` are the halves of the waker clone
+        // the node owns; it is only borrowed here (never dropped), to be cloned or woken
+        // through its own vtable.
+        Some(ManuallyDrop::new(unsafe { Waker::new(data, vtable) }))
     }
 
     /// The identity of the owner waker (`Waker::data`), 0 while there is none.
