@@ -35,6 +35,7 @@ use std::task::{Context, Poll};
 pub use std::fs::{FileType, Metadata, Permissions};
 
 use crate::net::with_context;
+use crate::state_lock::lock_blocking;
 use crate::thread::run_blocking;
 use file_io::FileIo;
 
@@ -804,7 +805,7 @@ impl File {
     }
 
     fn io(&self) -> MutexGuard<'_, FileIo> {
-        self.io.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.io)
     }
 
     /// Waits for the reads, writes and seeks in flight, and returns the error of one that

@@ -25,6 +25,7 @@ use crate::cancel::node::{self, NodeKind, NodeRef, PlainNode};
 use crate::cancel::{outside_runtime, CancelScope};
 use crate::error::{AsCancelled, CancelReason, Cancelled, Error, NurseryError};
 use crate::runtime::{context, Flavor, Shared};
+use crate::state_lock::lock_blocking;
 use crate::task::{spawn_child, Report, SpawnSpec, TaskHandle};
 
 /// Opens a nursery, runs `body` in it, and waits for every task spawned into it.
@@ -149,7 +150,7 @@ struct Failures<E> {
 
 impl<E> NurseryInner<E> {
     fn failures(&self) -> MutexGuard<'_, Failures<E>> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.failures)
     }
 
     fn as_tree(&self) -> NodeRef {
@@ -640,7 +641,7 @@ impl<V: Send + 'static, E: AsCancelled + Send + 'static> TaskStatus<V, E> {
         }
         if child.node().is_cancelled() {
             drop(placement);
-            *self.shared.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+            *lock_blocking(&self.shared.kept) = Some(value);
             return;
         }
         let target: NodeRef = self.nursery.node.clone().into();
@@ -697,15 +698,15 @@ enum StartState<V, E> {
 
 impl<V, E> StartShared<V, E> {
     fn lock(&self) -> MutexGuard<'_, StartState<V, E>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.state)
     }
 
     fn placement(&self) -> MutexGuard<'_, Placement<E>> {
-        self.placement.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.placement)
     }
 
     fn child(&self) -> MutexGuard<'_, Option<NodeRef>> {
-        self.child.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.child)
     }
 
     fn forward(&self) -> Option<Arc<dyn Report<E>>> {
@@ -757,7 +758,7 @@ impl<V: Send, E: Send> Report<E> for StartShared<V, E> {
         }
     }
     fn finished(&self) {
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let kept = lock_blocking(&self.kept).take();
         self.resolve(match kept {
             Some(value) => StartState::Started(value),
             None => StartState::Finished,

@@ -1,4 +1,5 @@
-//! How a shared state mutex is taken: [`lock`], which spins a little before the thread blocks.
+//! How a shared state mutex is taken: [`lock`], which spins a little before the thread blocks,
+//! or [`lock_blocking`], which does not spin. Both hand out a poisoned state (see [`lock`]).
 //!
 //! Every primitive and channel keeps its state behind one `std::sync::Mutex` (see
 //! `sync::parking_lot`), and so does every node of the cancel tree (see `cancel::node`): held
@@ -44,6 +45,17 @@ pub(crate) fn lock<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
     }
 }
 
+/// Locks a state that is rarely contended, or whose holders may keep it for longer than a
+/// spin would wait (a registry, a pool, the reactor's tables, the tree-wide cancel lock):
+/// blocks at once if it is held, with no spin. Poisoning is ignored as in [`lock`], for the same
+/// reason: trellis's code does not panic between related updates.
+#[inline]
+pub(crate) fn lock_blocking<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// [`lock`] when the mutex is held: spin, then block.
 #[cold]
 #[inline(never)]
@@ -59,9 +71,7 @@ fn lock_contended<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
             Err(TryLockError::WouldBlock) => pause *= 2,
         }
     }
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock_blocking(state)
 }
 
 #[cfg(test)]

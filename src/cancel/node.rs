@@ -52,6 +52,7 @@ use slab::Slab;
 use super::waiting::WaitLabel;
 use crate::error::{CancelReason, Cancelled};
 use crate::runtime::Shared;
+use crate::state_lock::lock_blocking;
 use crate::time::timers::{Expire, TimerKey, TimerTarget};
 
 /// Serialises every change that propagates through the tree. Such changes are rare (a cancel, a
@@ -59,7 +60,7 @@ use crate::time::timers::{Expire, TimerKey, TimerTarget};
 static TREE_LOCK: Mutex<()> = Mutex::new(());
 
 fn tree_lock() -> MutexGuard<'static, ()> {
-    TREE_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    lock_blocking(&TREE_LOCK)
 }
 
 /// Something that sits in the tree: a plain node (scope, nursery, root) or a task cell that

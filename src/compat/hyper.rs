@@ -64,6 +64,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 
 use crate::error::Error;
 use crate::nursery::Nursery;
+use crate::state_lock::lock_blocking;
 
 /// A `futures-io` stream with hyper's `Read` and `Write` traits.
 ///
@@ -371,7 +372,7 @@ where
     // A mutex, not a `RefCell`, only so that the future stays `Send` when `C` is: the two
     // borrows below never overlap.
     let conn = std::sync::Mutex::new(Box::pin(conn));
-    let lock = || conn.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = || lock_blocking(&conn);
     let inner = std::future::poll_fn(|cx| lock().as_mut().poll(cx));
     let shielded = crate::CancelScope::new()
         .shielded(true)

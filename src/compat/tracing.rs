@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use tracing::{Level, Span};
 
 use crate::runtime::instrument::{Instrument, PollEnd, TaskEvent};
+use crate::state_lock::lock_blocking;
 
 /// Gives each task a `tracing` span named `task`, at level `TRACE`, with the fields `task.id`
 /// and (when the task was spawned with a name) `task.name`. The span of the task it was spawned
@@ -53,7 +54,7 @@ impl TaskSpans {
     }
 
     fn spans(&self) -> MutexGuard<'_, HashMap<u64, Span>> {
-        self.spans.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.spans)
     }
 }
 

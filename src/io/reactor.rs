@@ -26,6 +26,8 @@ use std::time::Duration;
 use polling::{Event, Events, PollMode, Poller};
 use slab::Slab;
 
+use crate::state_lock::lock_blocking;
+
 /// Readiness direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {
@@ -105,7 +107,7 @@ impl Reactor {
     /// Registers `fd` (which must be non-blocking and stay open until [`Reactor::deregister`]).
     pub(crate) fn register(&self, fd: RawFd) -> io::Result<Arc<Source>> {
         let generation = (self.generation.fetch_add(1, Ordering::Relaxed) as u32) & 0x7fff_ffff;
-        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sources = lock_blocking(&self.sources);
         let entry = sources.vacant_entry();
         let key = entry.key() | ((generation as usize) << 32);
         let source = Arc::new(Source {
@@ -129,7 +131,7 @@ impl Reactor {
     pub(crate) fn deregister(&self, source: &Source) -> io::Result<()> {
         let index = source.key & 0xffff_ffff;
         {
-            let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sources = lock_blocking(&self.sources);
             if sources.get(index).is_some_and(|(_, s)| s.key == source.key) {
                 sources.remove(index);
                 self.registered.fetch_sub(1, Ordering::Relaxed);
@@ -155,7 +157,7 @@ impl Reactor {
     /// Waits for I/O events up to `timeout` and wakes the tasks waiting on them. Returns how many
     /// sources became ready.
     pub(crate) fn poll_events(&self, timeout: Option<Duration>) -> io::Result<usize> {
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events = lock_blocking(&self.events);
         events.clear();
         match self.poller.wait(&mut events, timeout) {
             Ok(_) => {}
@@ -169,7 +171,7 @@ impl Reactor {
             }
             let index = event.key & 0xffff_ffff;
             let source = {
-                let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+                let sources = lock_blocking(&self.sources);
                 match sources.get(index) {
                     Some((_, s)) if s.key == event.key => s.clone(),
                     // Stale: the descriptor was deregistered, maybe its slot reused.
@@ -193,7 +195,7 @@ impl Reactor {
         if self.edge {
             return Ok(());
         }
-        let wakers = source.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        let wakers = lock_blocking(&source.wakers);
         let event = Event::new(source.key, wakers.reader.is_some(), wakers.writer.is_some());
         drop(wakers);
         // SAFETY: the source is registered, so its descriptor is open.
@@ -218,7 +220,7 @@ impl Source {
                 Err(actual) => current = actual,
             }
         }
-        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wakers = lock_blocking(&self.wakers);
         let reader = if bits & READABLE != 0 {
             wakers.reader.take()
         } else {
@@ -239,7 +241,7 @@ impl Source {
     }
 
     fn wake_all(&self) {
-        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wakers = lock_blocking(&self.wakers);
         let reader = wakers.reader.take();
         let writer = wakers.writer.take();
         drop(wakers);
@@ -276,7 +278,7 @@ impl Source {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<ReadyEvent>> {
         {
-            let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut wakers = lock_blocking(&self.wakers);
             let slot = match dir {
                 Direction::Read => &mut wakers.reader,
                 Direction::Write => &mut wakers.writer,

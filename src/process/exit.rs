@@ -12,6 +12,7 @@ use std::process::ExitStatus;
 use crate::cancel::CancelWaiter;
 use crate::io::AsyncFd;
 use crate::signal::Signal;
+use crate::state_lock::lock_blocking;
 
 /// How this module learns that a child exited.
 pub(super) enum Exit {
@@ -201,7 +202,7 @@ impl ThreadWatch {
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, WatchState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.state)
     }
 
     pub(super) fn run(&self, pid: u32) {

@@ -4,6 +4,8 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
+use crate::state_lock::lock_blocking;
+
 #[derive(Default)]
 pub(crate) struct Parker {
     notified: Mutex<bool>,
@@ -13,7 +15,7 @@ pub(crate) struct Parker {
 impl Parker {
     /// Blocks until a token is available, then consumes it.
     pub(crate) fn park(&self) {
-        let mut notified = self.notified.lock().unwrap_or_else(|e| e.into_inner());
+        let mut notified = lock_blocking(&self.notified);
         while !*notified {
             notified = self.cond.wait(notified).unwrap_or_else(|e| e.into_inner());
         }
@@ -23,7 +25,7 @@ impl Parker {
     /// Like [`park`](Self::park), but gives up at `deadline`. Returns whether a token was
     /// consumed.
     pub(crate) fn park_until(&self, deadline: Instant) -> bool {
-        let mut notified = self.notified.lock().unwrap_or_else(|e| e.into_inner());
+        let mut notified = lock_blocking(&self.notified);
         while !*notified {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
@@ -39,7 +41,7 @@ impl Parker {
 
     /// Makes a token available and wakes the parked thread, if any.
     pub(crate) fn unpark(&self) {
-        let mut notified = self.notified.lock().unwrap_or_else(|e| e.into_inner());
+        let mut notified = lock_blocking(&self.notified);
         if !*notified {
             *notified = true;
             drop(notified);

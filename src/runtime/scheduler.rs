@@ -48,6 +48,7 @@ use concurrent_queue::ConcurrentQueue;
 use crate::runtime::driver::Driver;
 use crate::runtime::job::Job;
 use crate::runtime::park::Parker;
+use crate::state_lock::lock_blocking;
 
 /// How a runtime runs its tasks.
 ///
@@ -291,7 +292,7 @@ impl Scheduler {
     }
 
     fn idle(&self) -> MutexGuard<'_, Idle> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.idle)
     }
 
     /// Schedules a woken task from one of this scheduler's workers (its LIFO slot or its own

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::runtime::driver::Driver;
 use crate::runtime::instrument::Instrument;
 use crate::runtime::scheduler::{Flavor, Scheduler};
+use crate::state_lock::lock_blocking;
 use crate::time::timers::{TimerKey, TimerTarget};
 
 /// State shared by everything running on one runtime.
@@ -78,7 +79,7 @@ pub(crate) struct Watchdog {
 
 impl Watchdog {
     fn report(&self) -> MutexGuard<'_, Option<String>> {
-        self.report.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.report)
     }
 
     /// Records the deadlock found (the task tree as `lowlevel::task_tree` shows it).
@@ -171,7 +172,7 @@ impl Shared {
     }
 
     fn idle_waiters(&self) -> MutexGuard<'_, IdleWaiters> {
-        self.idle_waiters.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.idle_waiters)
     }
 
     pub(crate) fn has_idle_watchers(&self) -> bool {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::{Signal, Subscription};
 use crate::cancel::node::{self, NodeRef};
 use crate::error::CancelReason;
+use crate::state_lock::lock_blocking;
 
 struct Watched {
     id: u64,
@@ -39,7 +40,7 @@ static WATCH: Mutex<Watch> = Mutex::new(Watch {
 });
 
 fn watch() -> MutexGuard<'static, Watch> {
-    WATCH.lock().unwrap_or_else(|e| e.into_inner())
+    lock_blocking(&WATCH)
 }
 
 /// A runtime's place on the watch list, for as long as its `block_on` runs.

@@ -57,6 +57,7 @@ use std::task::{Context, Poll};
 
 use crate::cancel::CancelWaiter;
 use crate::io::{AsyncFd, Direction};
+use crate::state_lock::lock_blocking;
 
 /// A Unix signal number.
 ///
@@ -270,7 +271,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 });
 
 fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+    lock_blocking(&REGISTRY)
 }
 
 fn bit(signal: i32) -> u64 {

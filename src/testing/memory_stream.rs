@@ -11,6 +11,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::cancel::{CancelWaiter, YieldOnce};
 use crate::io::{ReadStream, SplitStream, WriteStream};
+use crate::state_lock::lock_blocking;
 
 /// Bytes a direction buffers before a write blocks, unless set: a typical socket buffer.
 pub const DEFAULT_CAPACITY: usize = 64 * 1024;
@@ -110,7 +111,7 @@ impl Pipe {
     }
 
     fn lock(&self) -> MutexGuard<'_, PipeState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.state)
     }
 
     /// Takes up to `buf.len()` bytes; `Pending` (waker stored) when empty and still open.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::runtime::{context, driver};
+use crate::state_lock::lock_blocking;
 use crate::time::clock::saturating_add;
 use crate::time::clock::Clock;
 
@@ -91,7 +92,7 @@ impl MockClock {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.inner)
     }
 
     /// Moves time forward by `by`. Timers that became due fire at once when called inside the

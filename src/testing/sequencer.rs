@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::Error;
+use crate::state_lock::lock_blocking;
 use crate::sync::Event;
 
 /// Makes tasks take turns in a fixed order, whatever order the scheduler runs them in: a test
@@ -87,7 +88,7 @@ impl Sequencer {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.state)
     }
 
     /// Waits until it is `position`'s turn (every earlier position's [`Turn`] was dropped), and
@@ -189,7 +190,7 @@ impl fmt::Debug for Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock_blocking(&self.state);
         s.next = self.position + 1;
         let next = s.next;
         s.turn_of(next).set();

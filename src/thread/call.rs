@@ -25,6 +25,7 @@ use super::FromThreadError;
 use crate::cancel::node::{self, NodeRef};
 use crate::cancel::{current, CancelWaiter, YieldOnce};
 use crate::error::Cancelled;
+use crate::state_lock::lock_blocking;
 
 /// Work sent from a pool thread to the waiting task.
 pub(super) type Request = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -71,7 +72,7 @@ impl<R> Call<R> {
     }
 
     fn lock(&self) -> MutexGuard<'_, CallState<R>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.state)
     }
 
     fn finish(&self, result: std::thread::Result<R>) {

@@ -16,6 +16,8 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::Duration;
 
+use crate::state_lock::lock_blocking;
+
 /// How long an idle thread waits for a job before exiting. Long enough that a burst of calls
 /// reuses threads, short enough that an idle program does not keep dozens of threads (trio uses
 /// 10 s for the same cache).
@@ -45,7 +47,7 @@ fn pool() -> &'static Pool {
 
 impl Pool {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.state)
     }
 }
 

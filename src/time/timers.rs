@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::state_lock::lock_blocking;
+
 /// Dead heap items tolerated before a rebuild is considered (avoids rebuilding tiny heaps).
 const MIN_DEAD_BEFORE_REBUILD: usize = 64;
 
@@ -134,7 +136,7 @@ impl Timers {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock_blocking(&self.inner)
     }
 
     fn publish_next(&self, inner: &Inner) {
