@@ -38,8 +38,8 @@ usage: trellis-bench [OPTIONS]
                      1 to 1024): run it for 1, 2, 4... to draw a scaling curve
   -h, --help         this text
 
-workloads: spawn_join yield chained_spawn ping_pong mpsc lock_contention timers cancel_blocked tcp_echo
-           idle_memory
+workloads: spawn_join yield chained_spawn ping_pong mpsc lock_contention timers cancel_blocked
+           cancel_cooperative tcp_echo idle_memory
 runtimes:  trellis-mt trellis-ct tokio-mt tokio-ct smol
 ";
 
@@ -228,6 +228,20 @@ mod tests {
 
     fn parse_args(args: &[&str]) -> Result<Option<Args>, String> {
         parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn every_workload_is_listed_in_the_usage_and_found_by_its_name() {
+        let listed: Vec<&str> = USAGE
+            .split_once("workloads:")
+            .and_then(|(_, rest)| rest.split_once("runtimes:"))
+            .map(|(names, _)| names.split_whitespace().collect())
+            .unwrap();
+        let all: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+        assert_eq!(listed, all);
+        for w in Workload::ALL {
+            assert_eq!(Workload::from_name(w.name()), Some(w));
+        }
     }
 
     #[test]

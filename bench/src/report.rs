@@ -199,7 +199,7 @@ pub fn summary(plan: &Plan, results: &[WorkloadResult]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<16} {:<11} {:>10}   {:<11} {:>10} {:>7} {:>8}",
+        "{:<18} {:<11} {:>10}   {:<11} {:>10} {:>7} {:>8}",
         "workload", "trellis", "", "best other", "", "ratio", "x floor"
     );
     for result in results {
@@ -213,7 +213,7 @@ pub fn summary(plan: &Plan, results: &[WorkloadResult]) -> String {
         let floor = over_floor(result).map_or(String::new(), |x| format!("{x:.2}"));
         let _ = writeln!(
             out,
-            "{:<16} {t:<11} {t_value:>10}   {o:<11} {o_value:>10} {ratio:>7} {floor:>8}",
+            "{:<18} {t:<11} {t_value:>10}   {o:<11} {o_value:>10} {ratio:>7} {floor:>8}",
             result.workload.name(),
         );
     }

@@ -41,6 +41,13 @@ pub enum Workload {
     /// cancel them all and wait until all are gone. Only the cancellation is timed: the cost
     /// of cancelling and reaping one parked task (per task).
     CancelBlocked,
+    /// As [`CancelBlocked`](Workload::CancelBlocked), but every runtime delivers the
+    /// cancellation to the parked code, which returns on its own: trellis cancels the nursery
+    /// (each task's wait fails with `Cancelled`, as trellis always does: C1, B2), tokio cancels
+    /// a `tokio_util` `CancellationToken` whose `cancelled()` every task awaits, smol closes an
+    /// `async_channel` on whose `recv` every task waits. The cost of a cancellation that the
+    /// cancelled code sees and could clean up after (per task).
+    CancelCooperative,
     /// `connections` TCP connections over loopback, each doing `round_trips` sequential 64-byte
     /// echo round trips against an echo server running in the same runtime. Reported as
     /// requests per second; the ratio uses the time per round trip (lower is better).
@@ -134,7 +141,7 @@ impl Sizes {
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 11] = [
         Workload::SpawnJoin,
         Workload::Yield,
         Workload::ChainedSpawn,
@@ -143,6 +150,7 @@ impl Workload {
         Workload::LockContention,
         Workload::Timers,
         Workload::CancelBlocked,
+        Workload::CancelCooperative,
         Workload::TcpEcho,
         Workload::IdleMemory,
     ];
@@ -158,6 +166,7 @@ impl Workload {
             Workload::LockContention => "lock_contention",
             Workload::Timers => "timers",
             Workload::CancelBlocked => "cancel_blocked",
+            Workload::CancelCooperative => "cancel_cooperative",
             Workload::TcpEcho => "tcp_echo",
             Workload::IdleMemory => "idle_memory",
         }
@@ -182,7 +191,7 @@ impl Workload {
             Workload::Mpsc => time(s.mpsc_producers * s.mpsc_messages, "message"),
             Workload::LockContention => time(s.lock_tasks * s.lock_iterations, "lock"),
             Workload::Timers => time(s.timer_tasks * s.timeouts, "timeout"),
-            Workload::CancelBlocked => time(s.cancel_tasks, "task"),
+            Workload::CancelBlocked | Workload::CancelCooperative => time(s.cancel_tasks, "task"),
             Workload::TcpEcho => time(s.tcp_connections * s.tcp_round_trips, "request"),
             Workload::IdleMemory => Metric::BytesPerTask,
         }
@@ -211,6 +220,10 @@ impl Workload {
                 s.timer_tasks, s.timeouts
             ),
             Workload::CancelBlocked => format!("cancel {} parked tasks", s.cancel_tasks),
+            Workload::CancelCooperative => format!(
+                "cancel {} parked tasks, delivered to their code",
+                s.cancel_tasks
+            ),
             Workload::TcpEcho => format!(
                 "{} connections x {} round trips of {} bytes",
                 s.tcp_connections, s.tcp_round_trips, ECHO_MESSAGE

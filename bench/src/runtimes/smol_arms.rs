@@ -42,6 +42,9 @@ pub fn run(workload: Workload, s: &Sizes) -> f64 {
         })),
         Workload::Timers => nanos(block_on(move |ex| timers(ex, s.timer_tasks, s.timeouts))),
         Workload::CancelBlocked => nanos(block_on(move |ex| cancel_blocked(ex, s.cancel_tasks))),
+        Workload::CancelCooperative => {
+            nanos(block_on(move |ex| cancel_cooperative(ex, s.cancel_tasks)))
+        }
         Workload::TcpEcho => nanos(block_on(move |ex| {
             tcp_echo(ex, s.tcp_connections, s.tcp_round_trips)
         })),
@@ -241,6 +244,30 @@ async fn cancel_blocked(ex: Ex, tasks: usize) -> Duration {
     let start = Instant::now();
     drop(handles);
     assert!(all_gone.recv().await.is_err());
+    start.elapsed()
+}
+
+async fn cancel_cooperative(ex: Ex, tasks: usize) -> Duration {
+    // Every task waits on the channel; closing it fails every `recv`.
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    let parked = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let parked = parked.clone();
+            let stopped = stopped.clone();
+            ex.spawn(async move {
+                parked.fetch_add(1, Ordering::Relaxed);
+                assert!(stopped.recv().await.is_err());
+            })
+        })
+        .collect();
+    drop(stopped);
+    while parked.load(Ordering::Relaxed) < tasks {
+        yield_now().await;
+    }
+    let start = Instant::now();
+    stop.close();
+    join_all(handles).await;
     start.elapsed()
 }
 

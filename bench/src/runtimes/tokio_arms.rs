@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{yield_now, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use super::{nanos, worker_threads};
 use crate::memory::rss_bytes;
@@ -39,6 +40,9 @@ pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> f64 {
         )),
         Workload::Timers => nanos(block_on(multi_thread, timers(s.timer_tasks, s.timeouts))),
         Workload::CancelBlocked => nanos(block_on(multi_thread, cancel_blocked(s.cancel_tasks))),
+        Workload::CancelCooperative => {
+            nanos(block_on(multi_thread, cancel_cooperative(s.cancel_tasks)))
+        }
         Workload::TcpEcho => nanos(block_on(
             multi_thread,
             tcp_echo(s.tcp_connections, s.tcp_round_trips),
@@ -213,6 +217,27 @@ async fn cancel_blocked(tasks: usize) -> Duration {
     while let Some(res) = set.join_next().await {
         assert!(res.expect_err("parked task finished").is_cancelled());
     }
+    start.elapsed()
+}
+
+async fn cancel_cooperative(tasks: usize) -> Duration {
+    let token = CancellationToken::new();
+    let parked = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for _ in 0..tasks {
+        let parked = parked.clone();
+        let token = token.clone();
+        set.spawn(async move {
+            parked.fetch_add(1, Ordering::Relaxed);
+            token.cancelled().await;
+        });
+    }
+    while parked.load(Ordering::Relaxed) < tasks {
+        yield_now().await;
+    }
+    let start = Instant::now();
+    token.cancel();
+    join_all(&mut set).await;
     start.elapsed()
 }
 

@@ -42,7 +42,11 @@ pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> Outcome {
             lock_contention(s.lock_tasks, s.lock_iterations),
         )),
         Workload::Timers => time(block_on(multi_thread, timers(s.timer_tasks, s.timeouts))),
-        Workload::CancelBlocked => time(block_on(multi_thread, cancel_blocked(s.cancel_tasks))),
+        // A trellis cancellation always reaches the parked code (C1, B2): both rows do the
+        // same work here.
+        Workload::CancelBlocked | Workload::CancelCooperative => {
+            time(block_on(multi_thread, cancel_blocked(s.cancel_tasks)))
+        }
         Workload::TcpEcho => time(block_on(
             multi_thread,
             tcp_echo(s.tcp_connections, s.tcp_round_trips),
