@@ -14,6 +14,10 @@ mod report;
 mod runtimes;
 mod workloads;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -91,10 +95,11 @@ fn main() -> ExitCode {
         runtimes::set_worker_threads(n);
     }
     println!(
-        "trellis-bench: {} worker threads, {} round(s){}, runtimes: {}{}",
+        "trellis-bench: {} worker threads, {} round(s){}, {} allocator, runtimes: {}{}",
         runtimes::worker_threads(),
         plan.rounds,
         if plan.warmup { " after a warm-up" } else { "" },
+        report::ALLOCATOR,
         plan.runtimes
             .iter()
             .map(|r| r.name())
