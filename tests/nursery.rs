@@ -700,23 +700,6 @@ fn cancellation_keeps_tree_order_across_leaves_and_subtrees() {
     });
 }
 
-/// Passes `cx`'s waker on through a waker of its own, so the trellis waits inside `f` see a waker
-/// that is not their task's and register it in a slot of their node.
-async fn through_own_waker<F: std::future::Future>(f: F) -> F::Output {
-    struct Relay(std::task::Waker);
-    impl std::task::Wake for Relay {
-        fn wake(self: Arc<Self>) {
-            self.0.wake_by_ref();
-        }
-    }
-    let mut f = std::pin::pin!(f);
-    std::future::poll_fn(|cx| {
-        let waker = std::task::Waker::from(Arc::new(Relay(cx.waker().clone())));
-        f.as_mut().poll(&mut std::task::Context::from_waker(&waker))
-    })
-    .await
-}
-
 // contract N7: tree order holds when the first waiter reached is one that can only be woken
 // once the tree's locks are released (a waker of its own, held in a slot): the children's
 // owners, which the walk may wake on the spot, must then wait their turn behind it.
@@ -734,7 +717,7 @@ fn tree_order_holds_when_the_first_waiter_has_a_waker_of_its_own() {
                 scope.cancel();
                 Ok(())
             })?;
-            let c = through_own_waker(sleep_forever()).await.unwrap_err();
+            let c = OwnWaker::new(sleep_forever()).await.unwrap_err();
             l.push(format!("body cancelled: {}", reason(&c)));
             Err::<(), _>(c.into())
         })

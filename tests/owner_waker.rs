@@ -8,60 +8,13 @@ mod common;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use common::{poll_once, secs, Log};
+use common::{poll_once, secs, Log, OwnWaker};
 use trellis::channel::{bounded, oneshot};
 use trellis::{move_on_after, now, nursery, Error};
-
-/// Polls its inner future with a waker of its own, and only when that waker was woken (or on
-/// the first poll), as `FuturesUnordered` does with each of its futures.
-struct OwnWaker<F> {
-    inner: Pin<Box<F>>,
-    flag: Arc<Flag>,
-}
-
-struct Flag {
-    woken: AtomicBool,
-    outer: std::sync::Mutex<Option<Waker>>,
-}
-
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.woken.store(true, Ordering::SeqCst);
-        if let Some(w) = self.outer.lock().unwrap().take() {
-            w.wake();
-        }
-    }
-}
-
-impl<F: Future> OwnWaker<F> {
-    fn new(inner: F) -> Self {
-        OwnWaker {
-            inner: Box::pin(inner),
-            flag: Arc::new(Flag {
-                woken: AtomicBool::new(true),
-                outer: std::sync::Mutex::new(None),
-            }),
-        }
-    }
-}
-
-impl<F: Future> Future for OwnWaker<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        *self.flag.outer.lock().unwrap() = Some(cx.waker().clone());
-        if !self.flag.woken.swap(false, Ordering::SeqCst) {
-            return Poll::Pending;
-        }
-        let waker = Waker::from(self.flag.clone());
-        self.inner.as_mut().poll(&mut Context::from_waker(&waker))
-    }
-}
 
 // B2: a `recv` parked inside a combinator that polls it with its own waker is woken by its
 // scope's deadline, sees `Cancelled` and can clean up; it is not dropped as a foreign wait.

@@ -11,7 +11,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use trellis::net::{TcpListener, TcpStream};
@@ -330,4 +330,50 @@ pub async fn send_and_yield_interleaving() -> Vec<String> {
     .unwrap();
     let log = log.lock().unwrap().clone();
     log
+}
+
+/// Polls its inner future with a waker of its own, and only when that waker was woken (or on
+/// the first poll), as `FuturesUnordered` does with each of its futures.
+pub struct OwnWaker<F> {
+    inner: Pin<Box<F>>,
+    flag: Arc<Flag>,
+}
+
+struct Flag {
+    woken: AtomicBool,
+    outer: Mutex<Option<Waker>>,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if let Some(w) = self.outer.lock().unwrap().take() {
+            w.wake();
+        }
+    }
+}
+
+impl<F: Future> OwnWaker<F> {
+    pub fn new(inner: F) -> Self {
+        OwnWaker {
+            inner: Box::pin(inner),
+            flag: Arc::new(Flag {
+                woken: AtomicBool::new(true),
+                outer: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+impl<F: Future> Future for OwnWaker<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        *self.flag.outer.lock().unwrap() = Some(cx.waker().clone());
+        if !self.flag.woken.swap(false, Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(self.flag.clone());
+        self.inner.as_mut().poll(&mut Context::from_waker(&waker))
+    }
 }
