@@ -18,6 +18,14 @@ mod workloads;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The global allocator every runtime of this build allocates through (see `GLOBAL`): the
+/// system's (`malloc` of the C library), or mimalloc with the `mimalloc` feature.
+const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "system"
+};
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -99,7 +107,7 @@ fn main() -> ExitCode {
         runtimes::worker_threads(),
         plan.rounds,
         if plan.warmup { " after a warm-up" } else { "" },
-        report::ALLOCATOR,
+        ALLOCATOR,
         plan.runtimes
             .iter()
             .map(|r| r.name())

@@ -245,14 +245,6 @@ fn fmt_bytes(bytes: f64) -> String {
     format!("{bytes:.0} B")
 }
 
-/// The global allocator every runtime of this build allocates through: the system's (`malloc`
-/// of the C library), or mimalloc with the bench's `mimalloc` feature.
-pub const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
-    "mimalloc"
-} else {
-    "system"
-};
-
 /// The whole run as JSON (written by hand: the structure is small and fixed).
 pub fn json(plan: &Plan, smoke: bool, results: &[WorkloadResult]) -> String {
     let mut out = String::new();
@@ -267,7 +259,7 @@ pub fn json(plan: &Plan, smoke: bool, results: &[WorkloadResult]) -> String {
         "  \"trellis_yield_budget\": {},",
         plan.trellis_yield_budget
     );
-    let _ = writeln!(out, "  \"allocator\": \"{ALLOCATOR}\",");
+    let _ = writeln!(out, "  \"allocator\": \"{}\",", crate::ALLOCATOR);
     let _ = writeln!(out, "  \"lower_is_better\": true,");
     out.push_str("  \"workloads\": [");
     for (i, result) in results.iter().enumerate() {
