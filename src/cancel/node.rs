@@ -369,11 +369,11 @@ pub(crate) struct Node {
     /// The grace period of a cancellation that reaches this node ran out (B3): its owner drops
     /// what is left. Set under `TREE_LOCK`, never cleared.
     forced: AtomicBool,
-    /// Operations parked here through the owner waker (see [`Waiters::owner`]): they hold no slot,
+    /// Operations parked here through the owner waker (see [`NodeState::owner`]): they hold no slot,
     /// so this count is what tells a trellis wait from a foreign one below a cancelled node (B1).
     owner_parked: AtomicU32,
     /// Identity (`Waker::data`) of the owner waker, 0 while there is none: read without the lock
-    /// by an operation about to park. Also the owner waker's data half (see [`Waiters::owner`]).
+    /// by an operation about to park. Also the owner waker's data half (see [`NodeState::owner`]).
     owner_id: AtomicUsize,
     state: Mutex<NodeState>,
 }
@@ -395,15 +395,34 @@ pub(crate) struct NodeState {
     parent: Option<NodeRef>,
     /// Our key in the parent's `children`, while linked.
     slot: Option<ChildKey>,
-    children: Children,
-    waiters: Waiters,
+    /// The vtable half of the owner waker, whose data half is the node's `owner_id`: together
+    /// they are a clone of the owner's waker that the node owns (one count of the owner task),
+    /// taken apart because the identity must be readable without the lock, and a whole waker
+    /// beside it would repeat the data pointer (8 bytes more in every node; an idle task's size
+    /// is a benchmarked figure). Some exactly while `owner_id` is not 0; put together again by
+    /// [`Node::owner_waker`] and [`Node::take_owner`], and given back by the node's drop. (See
+    /// [`WaiterSlots`] for how operations park.)
+    owner: Option<&'static RawWakerVTable>,
     pub(crate) cancel_called: bool,
     pub(crate) shield: bool,
     /// No new task children (a finished nursery, N5).
     pub(crate) closed: bool,
     pub(crate) entered: bool,
-    /// What only a few nodes need, allocated on first use: an idle task's size is a benchmarked
-    /// figure.
+    /// Children, waiter slots and extras, allocated on first use (see [`More`]).
+    more: Option<Box<More>>,
+}
+
+/// What a node has only once it needs it, behind one pointer: a plain task never gets a
+/// child, a waiter slot or an extra, and an idle task's size is a benchmarked figure (three
+/// pointers in every node, where one is enough). The child list is inline: a node that gets
+/// one child usually gets more (a nursery, a task with a timeout inside), and a second box
+/// would be a second allocation for it; the rarer parts stay boxed, so that the box stays
+/// small for the common case: 64 bytes, an 80-byte `malloc` block where the child list alone
+/// took a 64-byte one, which the node's 16 bytes less make up.
+#[derive(Default)]
+struct More {
+    children: ChildList,
+    waiters: WaiterSlots,
     extras: Option<Box<Extras>>,
 }
 
@@ -644,23 +663,79 @@ impl<'a> Locked<'a> {
 }
 
 impl NodeState {
+    #[inline]
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Default::default)
+    }
+
     fn extras(&mut self) -> &mut Extras {
-        self.extras.get_or_insert_with(Default::default)
+        self.more().extras.get_or_insert_with(Default::default)
+    }
+
+    #[inline]
+    fn extras_ref(&self) -> Option<&Extras> {
+        self.more.as_ref()?.extras.as_deref()
+    }
+
+    #[inline]
+    fn extras_mut(&mut self) -> Option<&mut Extras> {
+        self.more.as_mut()?.extras.as_deref_mut()
+    }
+
+    /// The child list, if the node ever had a child.
+    #[inline]
+    fn child_list(&self) -> Option<&ChildList> {
+        self.more
+            .as_ref()
+            .map(|m| &m.children)
+            .filter(|list| !list.slots.is_empty())
+    }
+
+    /// The children, in slot order.
+    fn children(&self) -> impl DoubleEndedIterator<Item = &NodeRef> {
+        self.child_list().into_iter().flat_map(ChildList::iter)
+    }
+
+    #[inline]
+    fn insert_child(&mut self, child: NodeRef) -> ChildKey {
+        self.more().children.insert(child)
+    }
+
+    #[inline]
+    fn remove_child(&mut self, key: ChildKey) {
+        if let Some(more) = &mut self.more {
+            more.children.remove(key);
+        }
+    }
+
+    fn child(&self, key: ChildKey) -> Option<&NodeRef> {
+        self.more.as_ref()?.children.get(key)
+    }
+
+    /// The wakers in waiter slots.
+    fn slot_wakers(&self) -> impl Iterator<Item = &Waker> {
+        self.more.iter().flat_map(|m| m.waiters.iter())
+    }
+
+    /// Is any operation waiting in a slot?
+    #[inline]
+    fn any_waiter_slot(&self) -> bool {
+        self.more.as_ref().is_some_and(|m| m.waiters.any_slot())
     }
 
     /// The name of the task this node is, if it was given one.
     pub(crate) fn task_name(&self) -> Option<&Arc<str>> {
-        self.extras.as_ref().and_then(|e| e.name.as_ref())
+        self.extras_ref().and_then(|e| e.name.as_ref())
     }
 
     /// Why this node's own cancel was called, if it was.
     pub(crate) fn reason(&self) -> Option<&CancelReason> {
-        self.extras.as_ref().and_then(|e| e.reason.as_ref())
+        self.extras_ref().and_then(|e| e.reason.as_ref())
     }
 
     /// The nursery owner's waker, if it waits for its tasks.
     pub(crate) fn take_exit_waker(&mut self) -> Option<Waker> {
-        self.extras.as_mut().and_then(|e| e.exit_waker.take())
+        self.extras_mut().and_then(|e| e.exit_waker.take())
     }
 
     /// The nursery's owner waits for its tasks, with `waker`.
@@ -672,22 +747,17 @@ impl NodeState {
     }
 
     fn take_foreign(&mut self) -> Option<Waker> {
-        self.extras.as_mut().and_then(|e| e.foreign.take())
+        self.extras_mut().and_then(|e| e.foreign.take())
     }
 
     fn grace_period(&self) -> Option<Duration> {
-        self.extras.as_ref().and_then(|e| e.grace_period)
+        self.extras_ref().and_then(|e| e.grace_period)
     }
 
     fn take_grace_timer(&mut self) -> Option<TimerKey> {
-        self.extras.as_mut().and_then(|e| e.grace_timer.take())
+        self.extras_mut().and_then(|e| e.grace_timer.take())
     }
 }
-
-/// Child nodes. Boxed and allocated on first use: most task nodes never get a child, and an
-/// idle task's size is a benchmarked figure.
-#[derive(Default)]
-struct Children(Option<Box<ChildList>>);
 
 /// The child list: a slot per child, 8 bytes each (a slab's entries, which can also hold a
 /// vacancy's link, take 16, and a nursery's list holds a slot per live task), and the indices
@@ -711,21 +781,20 @@ impl ChildKey {
     }
 }
 
-impl Children {
+impl ChildList {
     #[inline]
     fn insert(&mut self, child: NodeRef) -> ChildKey {
-        let list = self.0.get_or_insert_with(Default::default);
-        let index = match list.vacant.pop() {
+        let index = match self.vacant.pop() {
             Some(index) => {
-                list.slots[index as usize] = Some(child);
+                self.slots[index as usize] = Some(child);
                 index
             }
             None => {
-                let index = u32::try_from(list.slots.len())
+                let index = u32::try_from(self.slots.len())
                     .ok()
                     .filter(|&index| index < u32::MAX)
                     .expect("over 4 billion children in one scope");
-                list.slots.push(Some(child));
+                self.slots.push(Some(child));
                 index
             }
         };
@@ -733,65 +802,51 @@ impl Children {
     }
 
     fn get(&self, key: ChildKey) -> Option<&NodeRef> {
-        self.0
-            .as_ref()
-            .and_then(|list| list.slots.get(key.index()))
-            .and_then(Option::as_ref)
+        self.slots.get(key.index()).and_then(Option::as_ref)
     }
 
     /// Forgets the child at `key` (nothing if it has gone already).
     #[inline]
     fn remove(&mut self, key: ChildKey) {
-        let Some(list) = &mut self.0 else {
-            return;
-        };
         let index = key.index();
-        if let Some(slot) = list.slots.get_mut(index) {
+        if let Some(slot) = self.slots.get_mut(index) {
             if slot.take().is_some() {
-                list.vacant.push(index as u32);
+                self.vacant.push(index as u32);
             }
         }
     }
 
     fn iter(&self) -> impl DoubleEndedIterator<Item = &NodeRef> {
-        self.0.iter().flat_map(|list| list.slots.iter().flatten())
+        self.slots.iter().flatten()
     }
 }
 
-/// Wakers of operations blocked in a node.
+/// Wakers of operations blocked in a node, other than its owner's.
 ///
-/// `owner` is the waker of the task whose code runs in the node, kept from the first time one of
-/// its operations parks here until the node is unlinked: an operation parked with that waker
-/// (the usual case: a task waiting in its own code) only counts itself in the node's
-/// `owner_parked`, with no slot, no waker clone and no lock. A cancellation wakes the owner,
-/// which polls its operations again; each sees the cancellation at its checkpoint. Operations
-/// with another waker (polled by a foreign combinator that gives each future its own) register
-/// that waker in a slot, allocated on first use.
+/// The owner waker (see [`NodeState::owner`]) is the waker of the task whose code runs in the
+/// node, kept from the first time one of its operations parks here until the node is
+/// unlinked: an operation parked with that waker (the usual case: a task waiting in its own
+/// code) only counts itself in the node's `owner_parked`, with no slot, no waker clone and no
+/// lock. A cancellation wakes the owner, which polls its operations again; each sees the
+/// cancellation at its checkpoint. Operations with another waker (polled by a foreign
+/// combinator that gives each future its own) register that waker in a slot, allocated on
+/// first use.
 #[derive(Default)]
-struct Waiters {
-    /// The vtable half of the owner waker, whose data half is the node's `owner_id`: together
-    /// they are a clone of the owner's waker that the node owns (one count of the owner task),
-    /// taken apart because the identity must be readable without the lock, and a whole waker
-    /// beside it would repeat the data pointer (8 bytes more in every node; an idle task's size
-    /// is a benchmarked figure). Some exactly while `owner_id` is not 0; put together again by
-    /// [`Node::owner_waker`] and [`Node::take_owner`], and given back by the node's drop.
-    owner: Option<&'static RawWakerVTable>,
-    slots: Option<Box<Slab<Waker>>>,
-}
+struct WaiterSlots(Option<Box<Slab<Waker>>>);
 
-impl Waiters {
+impl WaiterSlots {
     fn insert(&mut self, waker: &Waker) -> usize {
-        self.slots
+        self.0
             .get_or_insert_with(Default::default)
             .insert(waker.clone())
     }
 
     fn get_mut(&mut self, key: usize) -> Option<&mut Waker> {
-        self.slots.as_mut().and_then(|slab| slab.get_mut(key))
+        self.0.as_mut().and_then(|slab| slab.get_mut(key))
     }
 
     fn remove(&mut self, key: usize) {
-        if let Some(slab) = &mut self.slots {
+        if let Some(slab) = &mut self.0 {
             if slab.contains(key) {
                 slab.remove(key);
             }
@@ -800,19 +855,17 @@ impl Waiters {
 
     /// The wakers in slots.
     fn iter(&self) -> impl Iterator<Item = &Waker> {
-        self.slots
-            .iter()
-            .flat_map(|slab| slab.iter().map(|(_, w)| w))
+        self.0.iter().flat_map(|slab| slab.iter().map(|(_, w)| w))
     }
 
     fn any_slot(&self) -> bool {
-        self.slots.as_ref().is_some_and(|slab| !slab.is_empty())
+        self.0.as_ref().is_some_and(|slab| !slab.is_empty())
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // The owner waker is kept in halves (see `Waiters::owner`), which no field's drop
+        // The owner waker is kept in halves (see `NodeState::owner`), which no field's drop
         // frees on its own.
         let Node {
             state, owner_id, ..
@@ -824,11 +877,11 @@ impl Drop for Node {
     }
 }
 
-/// Takes the owner waker out of its two halves (see `Waiters::owner`), clearing both: the
+/// Takes the owner waker out of its two halves (see `NodeState::owner`), clearing both: the
 /// node's count of it goes to the caller. Under the node's lock (or with the node owned).
 #[inline]
 fn take_owner_halves(owner_id: &AtomicUsize, s: &mut NodeState) -> Option<Waker> {
-    let vtable = s.waiters.owner.take()?;
+    let vtable = s.owner.take()?;
     let data = owner_id.swap(0, Ordering::Release);
     // SAFETY: `data` and `vtable` are the halves of the waker clone the node owns, and both are
     // cleared, so its count is handed over exactly once.
@@ -889,13 +942,12 @@ impl Node {
             state: Mutex::new(NodeState {
                 parent: None,
                 slot: None,
-                children: Children::default(),
-                waiters: Waiters::default(),
+                owner: None,
                 cancel_called: false,
                 shield: false,
                 closed: false,
                 entered: false,
-                extras: None,
+                more: None,
             }),
         }
     }
@@ -909,11 +961,7 @@ impl Node {
     #[inline]
     pub(crate) fn holds_nothing(&mut self) -> bool {
         let s = self.state_mut();
-        s.parent.is_none()
-            && s.children.0.is_none()
-            && s.waiters.owner.is_none()
-            && s.waiters.slots.is_none()
-            && s.extras.is_none()
+        s.parent.is_none() && s.owner.is_none() && s.more.is_none()
     }
 
     /// Is this the node of a [`PlainNode`] (a scope, nursery, root, or the main task's), with
@@ -973,7 +1021,7 @@ impl Node {
 
     /// The children, snapshotted.
     pub(crate) fn children(&self) -> Vec<NodeRef> {
-        self.lock().children.iter().cloned().collect()
+        self.lock().children().cloned().collect()
     }
 
     /// Registers the waker of an operation blocked in this node. Returns the key, or `None` if
@@ -983,11 +1031,11 @@ impl Node {
         if self.is_cancelled() {
             return None;
         }
-        Some(state.waiters.insert(waker))
+        Some(state.more().waiters.insert(waker))
     }
 
     /// An operation of the task whose waker has identity `id` parks here through the owner
-    /// waker (see [`Waiters`]), making `waker` the owner waker if there is none yet. On
+    /// waker (see [`WaiterSlots`]), making `waker` the owner waker if there is none yet. On
     /// `Parked` the caller has been counted in `owner_parked`, and must uncount itself with
     /// [`unpark_owner`](Self::unpark_owner) when it stops waiting.
     #[inline]
@@ -1028,7 +1076,7 @@ impl Node {
                 if owner.data() as usize != id {
                     return OwnerPark::Taken;
                 }
-                state.waiters.owner = Some(owner.vtable());
+                state.owner = Some(owner.vtable());
                 self.owner_id.store(id, Ordering::Release);
                 // Its count is the node's now, given back through the two halves.
                 std::mem::forget(owner);
@@ -1065,7 +1113,7 @@ impl Node {
     /// the result must not be dropped as a `Waker` (hence `ManuallyDrop`), and not outlive `s`.
     #[inline]
     fn borrow_owner(&self, s: &NodeState) -> Option<ManuallyDrop<Waker>> {
-        let vtable = s.waiters.owner?;
+        let vtable = s.owner?;
         let data = self.owner_id.load(Ordering::Relaxed) as *const ();
         // SAFETY: under the node's lock, `data` and `vtable` are the halves of the waker clone
         // the node owns; it is only borrowed here (never dropped), to be cloned or woken
@@ -1088,7 +1136,7 @@ impl Node {
     /// Does an operation wait here (parked through the owner waker or in a slot)? Under the
     /// node's lock.
     fn has_waiters(&self, s: &NodeState) -> bool {
-        self.owner_parked.load(Ordering::Acquire) > 0 || s.waiters.any_slot()
+        self.owner_parked.load(Ordering::Acquire) > 0 || s.any_waiter_slot()
     }
 
     /// Names what a waiter just registered here waits in, for the deadlock report (only where
@@ -1101,14 +1149,13 @@ impl Node {
 
     /// What the last labelled waiter registered here waits in, while it waits.
     pub(crate) fn waiting(&self) -> Option<WaitLabel> {
-        self.lock().extras.as_ref().and_then(|x| x.waiting.clone())
+        self.lock().extras_ref().and_then(|x| x.waiting.clone())
     }
 
     /// The owner of this nursery node waits for its tasks to finish (the end of `nursery`).
     pub(crate) fn joining(&self) -> bool {
         self.lock()
-            .extras
-            .as_ref()
+            .extras_ref()
             .is_some_and(|e| e.exit_waker.is_some())
     }
 
@@ -1116,7 +1163,7 @@ impl Node {
     /// got cancelled meanwhile.
     pub(crate) fn update_waiter(&self, key: usize, waker: &Waker) -> bool {
         let mut state = self.lock();
-        if let Some(w) = state.waiters.get_mut(key) {
+        if let Some(w) = state.more.as_mut().and_then(|m| m.waiters.get_mut(key)) {
             if !w.will_wake(waker) {
                 w.clone_from(waker);
             }
@@ -1126,7 +1173,9 @@ impl Node {
 
     pub(crate) fn remove_waiter(&self, key: usize) {
         let mut state = self.lock();
-        state.waiters.remove(key);
+        if let Some(more) = &mut state.more {
+            more.waiters.remove(key);
+        }
         if crate::runtime::shared::any_deadlock_detection() {
             forget_waiting(&mut state);
         }
@@ -1161,7 +1210,7 @@ impl Node {
 #[cold]
 #[inline(never)]
 fn forget_waiting(state: &mut NodeState) {
-    if let Some(extras) = state.extras.as_mut() {
+    if let Some(extras) = state.extras_mut() {
         extras.waiting = None;
     }
 }
@@ -1228,7 +1277,7 @@ fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<()
         // Born under a scope whose grace period ran out (B3).
         c.forced.store(true, Ordering::Release);
     }
-    let key = ps.children.insert(child);
+    let key = ps.insert_child(child);
     if let Some(counts) = ps.plain().filter(|_| is_task) {
         counts.tasks += 1;
         if service {
@@ -1423,7 +1472,7 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
         // Forget the parent, the owner's foreign-wait waker and the owner waker (see `unlink`);
         // the grace timer and the foreign-wait waker are looked for only in a node that has
         // extras (few have).
-        let (grace, foreign) = if cs.extras.is_some() {
+        let (grace, foreign) = if cs.extras_ref().is_some() {
             (cs.take_grace_timer(), cs.take_foreign())
         } else {
             (None, None)
@@ -1445,7 +1494,7 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
         rt.driver.timers.remove(key);
     }
     if let (Some(parent), Some(slot)) = (parent, slot) {
-        parent.node().lock().children.remove(slot);
+        parent.node().lock().remove_child(slot);
     }
     absorbed
 }
@@ -1490,8 +1539,7 @@ pub(crate) fn unlink_with<R>(
 #[inline]
 fn holds_timer_or_waker(s: &Locked<'_>) -> bool {
     s.armed()
-        || s.extras
-            .as_ref()
+        || s.extras_ref()
             .is_some_and(|e| e.grace_timer.is_some() || e.foreign.is_some())
 }
 
@@ -1503,7 +1551,7 @@ fn unlink_holding(child: &dyn TreeNode) {
     // A pending deadline's store is found at the root, so look before forgetting the parent.
     let timer_store = {
         let s = child.lock();
-        s.armed() || s.extras.as_ref().is_some_and(|e| e.grace_timer.is_some())
+        s.armed() || s.extras_ref().is_some_and(|e| e.grace_timer.is_some())
     }
     .then(|| runtime_of(c))
     .flatten();
@@ -1541,7 +1589,7 @@ fn leave_parent(c: &Node, parent: Option<NodeRef>, slot: Option<ChildKey>) {
     };
     let (waker, foreign) = {
         let mut ps = parent.lock();
-        ps.children.remove(slot);
+        ps.remove_child(slot);
         if let NodeKind::Task(info) = c.kind() {
             let all_services = ps.plain().is_some_and(|counts| {
                 counts.tasks -= 1;
@@ -1670,7 +1718,7 @@ fn tree_ref(target: &dyn TreeNode, s: &NodeState) -> Option<NodeRef> {
     let parent = s.parent.as_ref()?;
     let slot = s.slot?;
     let ps = parent.node().lock();
-    let this = ps.children.get(slot)?;
+    let this = ps.child(slot)?;
     let same = std::ptr::eq(this.addr(), target.node() as *const Node as *const ());
     same.then(|| this.clone())
 }
@@ -1678,7 +1726,7 @@ fn tree_ref(target: &dyn TreeNode, s: &NodeState) -> Option<NodeRef> {
 /// Sets a scope's own grace period (B3); `None` leaves the runtime's default.
 pub(crate) fn set_grace_period(node: &Node, period: Option<Duration>) {
     let mut s = node.lock();
-    if period.is_some() || s.extras.is_some() {
+    if period.is_some() || s.extras_ref().is_some() {
         s.extras().grace_period = period;
     }
 }
@@ -1707,9 +1755,9 @@ fn grace_expired(target: &NodeRef) {
             first = false;
             node.forced.store(true, Ordering::Release);
             wake.extend(node.owner_waker(&s));
-            wake.extend(s.waiters.iter().cloned());
+            wake.extend(s.slot_wakers().cloned());
             wake.extend(s.take_foreign());
-            stack.extend(s.children.iter().cloned());
+            stack.extend(s.children().cloned());
         }
     }
     wake.into_iter().for_each(Waker::wake);
@@ -1797,17 +1845,17 @@ fn changed(
             }
         }
         // Tested first: an `extend` over an empty list is a call and a loop set-up.
-        if s.waiters.any_slot() {
-            wake.extend(s.waiters.iter().cloned());
+        if s.any_waiter_slot() {
+            wake.extend(s.slot_wakers().cloned());
         }
-        if s.extras.is_some() {
+        if s.extras_ref().is_some() {
             wake.extend(s.take_foreign());
         }
     }
     // Un-cancelling (a shield was raised) wakes nothing: blocked operations keep waiting.
     // Wake-ups go out in tree order (a node's own waiters, then each child's subtree in turn),
     // which on a current-thread runtime is the order the woken tasks run in.
-    let Some(list) = &s.children.0 else {
+    let Some(list) = s.child_list() else {
         return;
     };
     // Room first for the wake-ups likely to follow (one per parked child): the list's iterator
@@ -1854,7 +1902,7 @@ fn visit_leaf(
         Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
         Err(TryLockError::WouldBlock) => return false,
     };
-    if cs.children.0.is_some() {
+    if cs.child_list().is_some() {
         return false;
     }
     // A leaf: nothing goes on the stack.
@@ -1900,7 +1948,7 @@ pub(crate) fn reparent(child: &NodeRef, new_parent: &NodeRef) -> bool {
             // Lock order child, then parent, as in `link_locked`. No wake-up: the old parent
             // loses a task only to an owner that is still running (`start`'s caller).
             let mut ps = parent.lock();
-            ps.children.remove(slot);
+            ps.remove_child(slot);
             if let (NodeKind::Task(info), Some(counts)) = (child.node().kind(), ps.plain()) {
                 counts.tasks -= 1;
                 if info.service {
@@ -1942,7 +1990,7 @@ pub(crate) fn shut_down(root: &dyn TreeNode) {
         let children = {
             let mut s = n.node().lock();
             s.closed = true;
-            s.children.iter().cloned().collect::<Vec<_>>()
+            s.children().cloned().collect::<Vec<_>>()
         };
         if n.node().task_info().is_some() {
             tasks.push(n);
@@ -2022,10 +2070,7 @@ fn runtime_of(node: &Node) -> Option<Arc<Shared>> {
     let mut rt = None;
     walk_up(node, |n, s| match n.kind() {
         NodeKind::Root => {
-            rt = s
-                .extras
-                .as_ref()
-                .and_then(|e| e.runtime.as_ref()?.upgrade());
+            rt = s.extras_ref().and_then(|e| e.runtime.as_ref()?.upgrade());
             false
         }
         _ => true,
@@ -2228,12 +2273,12 @@ pub(crate) fn must_end(node: &Node, own_tasks_apart: bool) -> bool {
 /// body must not be dropped with the code around it: the owner waits until it has left.
 #[cold]
 fn nothing_shielded_below(node: &Node) -> bool {
-    let mut stack: Vec<NodeRef> = node.lock().children.iter().cloned().collect();
+    let mut stack: Vec<NodeRef> = node.lock().children().cloned().collect();
     while let Some(n) = stack.pop() {
         if !is_forced(n.node()) {
             return false;
         }
-        stack.extend(n.node().lock().children.iter().cloned());
+        stack.extend(n.node().lock().children().cloned());
     }
     true
 }
@@ -2272,7 +2317,7 @@ fn subtree_in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
         if node.has_waiters(&s) {
             return false;
         }
-        for child in s.children.iter() {
+        for child in s.children() {
             if child.node().task_info().is_some() {
                 if own_tasks_apart {
                     continue;
@@ -2291,7 +2336,7 @@ fn subtree_in_foreign_wait(node: &Node, own_tasks_apart: bool) -> bool {
         if n.has_waiters(&s) {
             return false;
         }
-        stack.extend(s.children.iter().cloned());
+        stack.extend(s.children().cloned());
     }
     true
 }
@@ -2316,17 +2361,21 @@ mod tests {
     use std::sync::Arc;
 
     use crate::cancel::node::{
-        ChildKey, Children, Node, NodeKind, NodeRef, NodeState, PackedKind, PlainNode, TaskInfo,
+        ChildKey, ChildList, More, Node, NodeKind, NodeRef, NodeState, PackedKind, PlainNode,
+        TaskInfo,
     };
 
     /// Every task carries a node: its size is in an idle task's, a benchmarked figure. The
-    /// scope-only flags live beside plain nodes, a task's name in the extras, and the owner
-    /// waker in two halves, one of them the owner's identity (96 bytes with a whole waker).
+    /// scope-only flags live beside plain nodes, a task's name in the extras, the owner waker in
+    /// two halves, one of them the owner's identity (96 bytes with a whole waker), and the
+    /// children, waiter slots and extras behind one pointer (88 bytes with three).
     #[test]
-    fn a_task_node_is_88_bytes() {
-        assert_eq!(std::mem::size_of::<NodeState>(), 48);
+    fn a_task_node_is_72_bytes() {
+        assert_eq!(std::mem::size_of::<NodeState>(), 32);
         assert_eq!(std::mem::size_of::<PackedKind>(), 8);
-        assert_eq!(std::mem::size_of::<Node>(), 88);
+        assert_eq!(std::mem::size_of::<Node>(), 72);
+        // What a node gets on first use: the child list inline, the rest boxed.
+        assert_eq!(std::mem::size_of::<More>(), 64);
         // A nursery keeps one slot per live task.
         assert_eq!(std::mem::size_of::<Option<NodeRef>>(), 8);
     }
@@ -2464,7 +2513,7 @@ mod tests {
     #[test]
     fn child_slots_are_reused_newest_vacancy_first() {
         let nodes: Vec<Arc<PlainNode>> = (0..3).map(|_| PlainNode::new(NodeKind::Scope)).collect();
-        let mut children = Children::default();
+        let mut children = ChildList::default();
         let keys: Vec<ChildKey> = nodes
             .iter()
             .map(|n| children.insert(NodeRef::from(n.clone())))
