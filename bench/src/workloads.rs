@@ -37,6 +37,11 @@ pub enum Workload {
     /// fires (the guarded operation yields once, so the timer is really registered): the cost
     /// of setting and cancelling a timer (per timeout).
     Timers,
+    /// One task sleeps [`SLEEP`] (1 ms) `sleeps` times in a row: the time from the call to
+    /// the wake-up (per sleep). The request is the floor; what is over it is the timer's
+    /// precision and the wake-up path (a runtime that rounds deadlines to a coarser tick, or
+    /// wakes late, shows here).
+    Sleep,
     /// Spawn `tasks` tasks that block forever, wait until every one of them has parked, then
     /// cancel them all and wait until all are gone. Only the cancellation is timed: the cost
     /// of cancelling and reaping one parked task (per task).
@@ -83,6 +88,7 @@ pub struct Sizes {
     pub lock_iterations: usize,
     pub timer_tasks: usize,
     pub timeouts: usize,
+    pub sleeps: usize,
     pub cancel_tasks: usize,
     pub tcp_connections: usize,
     pub tcp_round_trips: usize,
@@ -94,6 +100,9 @@ pub const ECHO_MESSAGE: usize = 64;
 
 /// The timeout used by the timers workload; it never fires.
 pub const TIMER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What each sleep of the sleep workload asks for.
+pub const SLEEP: Duration = Duration::from_millis(1);
 
 impl Sizes {
     /// The sizes of a real run.
@@ -111,6 +120,7 @@ impl Sizes {
         lock_iterations: 50_000,
         timer_tasks: 100,
         timeouts: 1_000,
+        sleeps: 100,
         cancel_tasks: 100_000,
         tcp_connections: 64,
         tcp_round_trips: 1_000,
@@ -132,6 +142,7 @@ impl Sizes {
         lock_iterations: 100,
         timer_tasks: 4,
         timeouts: 100,
+        sleeps: 3,
         cancel_tasks: 1_000,
         tcp_connections: 4,
         tcp_round_trips: 10,
@@ -141,7 +152,7 @@ impl Sizes {
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub const ALL: [Workload; 11] = [
+    pub const ALL: [Workload; 12] = [
         Workload::SpawnJoin,
         Workload::Yield,
         Workload::ChainedSpawn,
@@ -149,6 +160,7 @@ impl Workload {
         Workload::Mpsc,
         Workload::LockContention,
         Workload::Timers,
+        Workload::Sleep,
         Workload::CancelBlocked,
         Workload::CancelCooperative,
         Workload::TcpEcho,
@@ -165,6 +177,7 @@ impl Workload {
             Workload::Mpsc => "mpsc",
             Workload::LockContention => "lock_contention",
             Workload::Timers => "timers",
+            Workload::Sleep => "sleep",
             Workload::CancelBlocked => "cancel_blocked",
             Workload::CancelCooperative => "cancel_cooperative",
             Workload::TcpEcho => "tcp_echo",
@@ -191,6 +204,7 @@ impl Workload {
             Workload::Mpsc => time(s.mpsc_producers * s.mpsc_messages, "message"),
             Workload::LockContention => time(s.lock_tasks * s.lock_iterations, "lock"),
             Workload::Timers => time(s.timer_tasks * s.timeouts, "timeout"),
+            Workload::Sleep => time(s.sleeps, "sleep"),
             Workload::CancelBlocked | Workload::CancelCooperative => time(s.cancel_tasks, "task"),
             Workload::TcpEcho => time(s.tcp_connections * s.tcp_round_trips, "request"),
             Workload::IdleMemory => Metric::BytesPerTask,
@@ -219,6 +233,7 @@ impl Workload {
                 "{} tasks x {} timeouts set and cancelled",
                 s.timer_tasks, s.timeouts
             ),
+            Workload::Sleep => format!("{} sleeps of {:?} in a row", s.sleeps, SLEEP),
             Workload::CancelBlocked => format!("cancel {} parked tasks", s.cancel_tasks),
             Workload::CancelCooperative => format!(
                 "cancel {} parked tasks, delivered to their code",

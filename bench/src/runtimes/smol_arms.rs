@@ -20,7 +20,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::{nanos, worker_threads};
 use crate::memory::rss_bytes;
-use crate::workloads::{Sizes, Workload, ECHO_MESSAGE, TIMER_TIMEOUT};
+use crate::workloads::{Sizes, Workload, ECHO_MESSAGE, SLEEP, TIMER_TIMEOUT};
 
 type Ex = Arc<Executor<'static>>;
 
@@ -41,6 +41,7 @@ pub fn run(workload: Workload, s: &Sizes) -> f64 {
             lock_contention(ex, s.lock_tasks, s.lock_iterations)
         })),
         Workload::Timers => nanos(block_on(move |ex| timers(ex, s.timer_tasks, s.timeouts))),
+        Workload::Sleep => nanos(block_on(move |_| sleeps(s.sleeps))),
         Workload::CancelBlocked => nanos(block_on(move |ex| cancel_blocked(ex, s.cancel_tasks))),
         Workload::CancelCooperative => {
             nanos(block_on(move |ex| cancel_cooperative(ex, s.cancel_tasks)))
@@ -185,6 +186,14 @@ async fn mpsc_many(ex: Ex, producers: usize, messages: usize, capacity: usize) -
         assert_eq!(received, producers * messages);
     }));
     join_all(handles).await;
+    start.elapsed()
+}
+
+async fn sleeps(count: usize) -> Duration {
+    let start = Instant::now();
+    for _ in 0..count {
+        Timer::after(SLEEP).await;
+    }
     start.elapsed()
 }
 

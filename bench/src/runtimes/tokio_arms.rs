@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{nanos, worker_threads};
 use crate::memory::rss_bytes;
-use crate::workloads::{Sizes, Workload, ECHO_MESSAGE, TIMER_TIMEOUT};
+use crate::workloads::{Sizes, Workload, ECHO_MESSAGE, SLEEP, TIMER_TIMEOUT};
 
 /// Runs one sample of `workload`; returns nanoseconds, or bytes per task for `IdleMemory`.
 pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> f64 {
@@ -39,6 +39,7 @@ pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> f64 {
             lock_contention(s.lock_tasks, s.lock_iterations),
         )),
         Workload::Timers => nanos(block_on(multi_thread, timers(s.timer_tasks, s.timeouts))),
+        Workload::Sleep => nanos(block_on(multi_thread, sleeps(s.sleeps))),
         Workload::CancelBlocked => nanos(block_on(multi_thread, cancel_blocked(s.cancel_tasks))),
         Workload::CancelCooperative => {
             nanos(block_on(multi_thread, cancel_cooperative(s.cancel_tasks)))
@@ -191,6 +192,14 @@ async fn timers(tasks: usize, timeouts: usize) -> Duration {
         });
     }
     join_all(&mut set).await;
+    start.elapsed()
+}
+
+async fn sleeps(count: usize) -> Duration {
+    let start = Instant::now();
+    for _ in 0..count {
+        tokio::time::sleep(SLEEP).await;
+    }
     start.elapsed()
 }
 

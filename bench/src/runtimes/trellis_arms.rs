@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use futures_lite::AsyncReadExt;
 use trellis::net::{TcpListener, TcpStream};
 use trellis::{
-    checkpoint, move_on_after, nursery, sleep_forever, Error, Flavor, Nursery, NurseryError,
+    checkpoint, move_on_after, nursery, sleep, sleep_forever, Error, Flavor, Nursery, NurseryError,
     Runtime,
 };
 
 use super::{nanos, worker_threads, Outcome};
 use crate::memory::rss_bytes;
-use crate::workloads::{Sizes, Workload, ECHO_MESSAGE, TIMER_TIMEOUT};
+use crate::workloads::{Sizes, Workload, ECHO_MESSAGE, SLEEP, TIMER_TIMEOUT};
 
 /// Runs one sample of `workload`: nanoseconds, or bytes per task for `IdleMemory`.
 pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> Outcome {
@@ -42,6 +42,7 @@ pub fn run(workload: Workload, multi_thread: bool, s: &Sizes) -> Outcome {
             lock_contention(s.lock_tasks, s.lock_iterations),
         )),
         Workload::Timers => time(block_on(multi_thread, timers(s.timer_tasks, s.timeouts))),
+        Workload::Sleep => time(block_on(multi_thread, sleeps(s.sleeps))),
         // A trellis cancellation always reaches the parked code (C1, B2): both rows do the
         // same work here.
         Workload::CancelBlocked | Workload::CancelCooperative => {
@@ -220,6 +221,14 @@ async fn timers(tasks: usize, timeouts: usize) -> Result<Duration, Error> {
         Ok(())
     })
     .await?;
+    Ok(start.elapsed())
+}
+
+async fn sleeps(count: usize) -> Result<Duration, Error> {
+    let start = Instant::now();
+    for _ in 0..count {
+        sleep(SLEEP).await?;
+    }
     Ok(start.elapsed())
 }
 
