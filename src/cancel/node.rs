@@ -42,7 +42,7 @@ use std::cell::UnsafeCell;
 use std::mem::ManuallyDrop;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::task::{RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
@@ -369,6 +369,11 @@ pub(crate) struct Node {
     /// The grace period of a cancellation that reaches this node ran out (B3): its owner drops
     /// what is left. Set under `TREE_LOCK`, never cleared.
     forced: AtomicBool,
+    /// Why the node's own cancel was called (C8: the first reason wins), as a [`ReasonTag`]:
+    /// written once under the node's lock, with `cancel_called`, and read under it. A tag in a
+    /// byte the node pads anyway, so that a timeout that fires allocates nothing to say why;
+    /// only an explicit cancel's message goes to the extras.
+    reason: AtomicU8,
     /// Operations parked here through the owner waker (see [`NodeState::owner`]): they hold no slot,
     /// so this count is what tells a trellis wait from a foreign one below a cancelled node (B1).
     owner_parked: AtomicU32,
@@ -376,6 +381,51 @@ pub(crate) struct Node {
     /// by an operation about to park. Also the owner waker's data half (see [`NodeState::owner`]).
     owner_id: AtomicUsize,
     state: Mutex<NodeState>,
+}
+
+/// A [`CancelReason`] in a byte (see [`Node::reason`]): the reasons without a payload have a
+/// tag each; an explicit cancel with a message has one tag, the message kept in the extras.
+struct ReasonTag;
+
+impl ReasonTag {
+    /// The node's own cancel was not called.
+    const NONE: u8 = 0;
+    const EXPLICIT: u8 = 1;
+    const DEADLINE: u8 = 2;
+    const NURSERY: u8 = 3;
+    const SERVICE_DONE: u8 = 4;
+    const SHUTDOWN: u8 = 5;
+    const INTERRUPTED: u8 = 6;
+    /// Explicit, with a message in the extras.
+    const EXPLICIT_WITH_MESSAGE: u8 = 7;
+
+    /// The tag of `reason`, and its message if it has one.
+    fn of(reason: CancelReason) -> (u8, Option<Arc<str>>) {
+        match reason {
+            CancelReason::Explicit(None) => (Self::EXPLICIT, None),
+            CancelReason::Explicit(Some(message)) => (Self::EXPLICIT_WITH_MESSAGE, Some(message)),
+            CancelReason::Deadline => (Self::DEADLINE, None),
+            CancelReason::Nursery => (Self::NURSERY, None),
+            CancelReason::ServiceDone => (Self::SERVICE_DONE, None),
+            CancelReason::Shutdown => (Self::SHUTDOWN, None),
+            CancelReason::Interrupted => (Self::INTERRUPTED, None),
+        }
+    }
+
+    /// The reason tagged `tag`, `message` being the extras' message.
+    fn reason(tag: u8, message: Option<&Arc<str>>) -> Option<CancelReason> {
+        Some(match tag {
+            Self::NONE => return None,
+            Self::EXPLICIT => CancelReason::Explicit(None),
+            Self::EXPLICIT_WITH_MESSAGE => CancelReason::Explicit(message.cloned()),
+            Self::DEADLINE => CancelReason::Deadline,
+            Self::NURSERY => CancelReason::Nursery,
+            Self::SERVICE_DONE => CancelReason::ServiceDone,
+            Self::SHUTDOWN => CancelReason::Shutdown,
+            Self::INTERRUPTED => CancelReason::Interrupted,
+            _ => unreachable!("a reason tag is only written by `set_reason`"),
+        })
+    }
 }
 
 /// Whether an operation may park through a node's owner waker.
@@ -428,9 +478,8 @@ struct More {
 
 #[derive(Default)]
 struct Extras {
-    /// Why the node's own cancel was called (C8: the first reason wins); set once, with
-    /// `cancel_called`, on the few nodes that are cancelled themselves.
-    reason: Option<CancelReason>,
+    /// The message of an explicit cancel that gave one (see [`Node::reason`]).
+    cancel_message: Option<Arc<str>>,
     /// The owner's waker while its code is in a foreign wait: woken when the node becomes
     /// cancelled, or a task leaves it while it is cancelled, so the owner can end the wait (B1).
     foreign: Option<Waker>,
@@ -728,11 +777,6 @@ impl NodeState {
         self.extras_ref().and_then(|e| e.name.as_ref())
     }
 
-    /// Why this node's own cancel was called, if it was.
-    pub(crate) fn reason(&self) -> Option<&CancelReason> {
-        self.extras_ref().and_then(|e| e.reason.as_ref())
-    }
-
     /// The nursery owner's waker, if it waits for its tasks.
     pub(crate) fn take_exit_waker(&mut self) -> Option<Waker> {
         self.extras_mut().and_then(|e| e.exit_waker.take())
@@ -910,6 +954,7 @@ impl Node {
         *self.eff_cancelled.get_mut() = false;
         *self.foreign_wait.get_mut() = false;
         *self.forced.get_mut() = false;
+        *self.reason.get_mut() = ReasonTag::NONE;
         *self.owner_parked.get_mut() = 0;
         *self.owner_id.get_mut() = 0;
         self.state.clear_poison();
@@ -937,6 +982,7 @@ impl Node {
             eff_cancelled: AtomicBool::new(false),
             foreign_wait: AtomicBool::new(false),
             forced: AtomicBool::new(false),
+            reason: AtomicU8::new(ReasonTag::NONE),
             owner_parked: AtomicU32::new(0),
             owner_id: AtomicUsize::new(0),
             state: Mutex::new(NodeState {
@@ -986,6 +1032,22 @@ impl Node {
     /// The state of a node nothing else refers to yet, without locking.
     fn state_mut(&mut self) -> &mut NodeState {
         self.state.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why this node's own cancel was called, if it was. `s` is this node's state, locked.
+    pub(crate) fn reason(&self, s: &NodeState) -> Option<CancelReason> {
+        let tag = self.reason.load(Ordering::Relaxed);
+        ReasonTag::reason(tag, s.extras_ref().and_then(|e| e.cancel_message.as_ref()))
+    }
+
+    /// Records why this node's own cancel was called (once: the caller has just set
+    /// `cancel_called`). `s` is this node's state, locked.
+    fn set_reason(&self, s: &mut NodeState, reason: CancelReason) {
+        let (tag, message) = ReasonTag::of(reason);
+        if message.is_some() {
+            s.extras().cancel_message = message;
+        }
+        self.reason.store(tag, Ordering::Relaxed);
     }
 
     /// Does a checkpoint inside this node fail?
@@ -1633,7 +1695,7 @@ pub(crate) fn cancel(target: &dyn TreeNode, reason: CancelReason) {
                 return;
             }
             s.cancel_called = true;
-            s.extras().reason = Some(reason);
+            target.node().set_reason(&mut s, reason);
         }
         propagate(target);
     }
@@ -1662,7 +1724,7 @@ fn report_cancel(node: &Node) {
     let Some(instrument) = runtime_of(node).and_then(|rt| rt.instrument.clone()) else {
         return;
     };
-    let Some(reason) = node.lock().reason().cloned() else {
+    let Some(reason) = node.reason(&node.lock()) else {
         return;
     };
     let kind = match node.kind() {
@@ -2162,7 +2224,7 @@ pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
         let parent = {
             let s = at.lock();
             if s.cancel_called {
-                reason = s.reason().cloned();
+                reason = at.reason(&s);
             }
             if s.shield {
                 break;

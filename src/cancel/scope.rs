@@ -392,7 +392,7 @@ impl CancelScope {
     /// assert_eq!(scope.cancel_reason(), Some(CancelReason::Explicit(None)));
     /// ```
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        self.node.lock().reason().cloned()
+        self.node.reason(&self.node.lock())
     }
 
     /// The deadline, if any.
