@@ -50,8 +50,8 @@ usage: trellis-bench [OPTIONS]
                      1 to 1024): run it for 1, 2, 4... to draw a scaling curve
   -h, --help         this text
 
-workloads: spawn_join yield chained_spawn ping_pong mpsc lock_contention timers sleep
-           cancel_blocked cancel_cooperative tcp_echo idle_memory
+workloads: spawn_join yield chained_spawn ping_pong mpsc lock_contention timers
+           cancel_blocked cancel_cooperative tcp_echo idle_memory sleep
 runtimes:  trellis-mt trellis-ct tokio-mt tokio-ct smol
 ";
 

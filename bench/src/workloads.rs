@@ -160,11 +160,14 @@ impl Workload {
         Workload::Mpsc,
         Workload::LockContention,
         Workload::Timers,
-        Workload::Sleep,
         Workload::CancelBlocked,
         Workload::CancelCooperative,
         Workload::TcpEcho,
         Workload::IdleMemory,
+        // Last: it leaves the machine idle for seconds, after which the next row's
+        // multi-thread samples can read up to twice as slow (seen on `cancel_blocked`, for
+        // trellis-mt and smol alike).
+        Workload::Sleep,
     ];
 
     /// The name used on the command line, in the table and in the JSON output.
