@@ -2424,7 +2424,7 @@ mod tests {
 
     use crate::cancel::node::{
         ChildKey, ChildList, More, Node, NodeKind, NodeRef, NodeState, PackedKind, PlainNode,
-        TaskInfo,
+        ReasonTag, TaskInfo,
     };
 
     /// Every task carries a node: its size is in an idle task's, a benchmarked figure. The
@@ -2494,6 +2494,7 @@ mod tests {
             node.eff_cancelled.store(true, Ordering::Relaxed);
             node.foreign_wait.store(true, Ordering::Relaxed);
             node.forced.store(true, Ordering::Relaxed);
+            node.reason.store(ReasonTag::DEADLINE, Ordering::Relaxed);
             node.owner_parked.store(3, Ordering::Relaxed);
             node.owner_id.store(8, Ordering::Relaxed);
             let mut s = scope.lock();
@@ -2518,6 +2519,8 @@ mod tests {
         assert_eq!(node.owner_parked.load(Ordering::Relaxed), 0);
         assert_eq!(node.owner_id.load(Ordering::Relaxed), 0);
         let mut s = scope.lock();
+        // A reused node that kept the last scope's reason would report it for the new one.
+        assert_eq!(node.reason(&s), None);
         assert!(s.slot.is_none());
         assert!(!(s.cancel_called || s.shield || s.closed || s.entered));
         let fields = s.plain().expect("a plain node");
