@@ -42,7 +42,7 @@ use std::cell::UnsafeCell;
 use std::mem::ManuallyDrop;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::task::{RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
@@ -369,11 +369,6 @@ pub(crate) struct Node {
     /// The grace period of a cancellation that reaches this node ran out (B3): its owner drops
     /// what is left. Set under `TREE_LOCK`, never cleared.
     forced: AtomicBool,
-    /// Why the node's own cancel was called (C8: the first reason wins), as a [`ReasonTag`]:
-    /// written once under the node's lock, with `cancel_called`, and read under it. A tag in a
-    /// byte the node pads anyway, so that a timeout that fires allocates nothing to say why;
-    /// only an explicit cancel's message goes to the extras.
-    reason: AtomicU8,
     /// Operations parked here through the owner waker (see [`NodeState::owner`]): they hold no slot,
     /// so this count is what tells a trellis wait from a foreign one below a cancelled node (B1).
     owner_parked: AtomicU32,
@@ -383,8 +378,8 @@ pub(crate) struct Node {
     state: Mutex<NodeState>,
 }
 
-/// A [`CancelReason`] in a byte (see [`Node::reason`]): the reasons without a payload have a
-/// tag each; an explicit cancel with a message has one tag, the message kept in the extras.
+/// A [`CancelReason`] in a byte (see [`NodeState::reason`]): the reasons without a payload have
+/// a tag each; an explicit cancel with a message has one tag, the message kept in the extras.
 struct ReasonTag;
 
 impl ReasonTag {
@@ -423,7 +418,7 @@ impl ReasonTag {
             Self::SERVICE_DONE => CancelReason::ServiceDone,
             Self::SHUTDOWN => CancelReason::Shutdown,
             Self::INTERRUPTED => CancelReason::Interrupted,
-            _ => unreachable!("a reason tag is only written by `set_reason`"),
+            _ => unreachable!("a reason tag is only written by `NodeState::set_reason`"),
         })
     }
 }
@@ -453,7 +448,11 @@ pub(crate) struct NodeState {
     /// [`Node::owner_waker`] and [`Node::take_owner`], and given back by the node's drop. (See
     /// [`WaiterSlots`] for how operations park.)
     owner: Option<&'static RawWakerVTable>,
-    pub(crate) cancel_called: bool,
+    /// Why the node's own cancel was called (C8: the first reason wins), as a [`ReasonTag`];
+    /// `NONE` while it was not ([`cancel_called`](Self::cancel_called)). A byte, not the reason
+    /// itself, so that a timeout that fires allocates nothing to say why: only an explicit
+    /// cancel's message goes to the extras.
+    reason: u8,
     pub(crate) shield: bool,
     /// No new task children (a finished nursery, N5).
     pub(crate) closed: bool,
@@ -478,7 +477,7 @@ struct More {
 
 #[derive(Default)]
 struct Extras {
-    /// The message of an explicit cancel that gave one (see [`Node::reason`]).
+    /// The message of an explicit cancel that gave one (see [`NodeState::reason`]).
     cancel_message: Option<Arc<str>>,
     /// The owner's waker while its code is in a foreign wait: woken when the node becomes
     /// cancelled, or a task leaves it while it is cancelled, so the owner can end the wait (B1).
@@ -772,6 +771,27 @@ impl NodeState {
         self.more.as_ref().is_some_and(|m| m.waiters.any_slot())
     }
 
+    /// Was the node's own cancel called?
+    #[inline]
+    pub(crate) fn cancel_called(&self) -> bool {
+        self.reason != ReasonTag::NONE
+    }
+
+    /// Why the node's own cancel was called, if it was.
+    pub(crate) fn reason(&self) -> Option<CancelReason> {
+        let message = self.extras_ref().and_then(|e| e.cancel_message.as_ref());
+        ReasonTag::reason(self.reason, message)
+    }
+
+    /// Records why the node's own cancel was called (once: it was not before).
+    fn set_reason(&mut self, reason: CancelReason) {
+        let (tag, message) = ReasonTag::of(reason);
+        if message.is_some() {
+            self.extras().cancel_message = message;
+        }
+        self.reason = tag;
+    }
+
     /// The name of the task this node is, if it was given one.
     pub(crate) fn task_name(&self) -> Option<&Arc<str>> {
         self.extras_ref().and_then(|e| e.name.as_ref())
@@ -954,13 +974,12 @@ impl Node {
         *self.eff_cancelled.get_mut() = false;
         *self.foreign_wait.get_mut() = false;
         *self.forced.get_mut() = false;
-        *self.reason.get_mut() = ReasonTag::NONE;
         *self.owner_parked.get_mut() = 0;
         *self.owner_id.get_mut() = 0;
         self.state.clear_poison();
         let s = self.state_mut();
         s.slot = None;
-        s.cancel_called = false;
+        s.reason = ReasonTag::NONE;
         s.shield = false;
         s.closed = false;
         s.entered = false;
@@ -982,14 +1001,13 @@ impl Node {
             eff_cancelled: AtomicBool::new(false),
             foreign_wait: AtomicBool::new(false),
             forced: AtomicBool::new(false),
-            reason: AtomicU8::new(ReasonTag::NONE),
             owner_parked: AtomicU32::new(0),
             owner_id: AtomicUsize::new(0),
             state: Mutex::new(NodeState {
                 parent: None,
                 slot: None,
                 owner: None,
-                cancel_called: false,
+                reason: ReasonTag::NONE,
                 shield: false,
                 closed: false,
                 entered: false,
@@ -1032,22 +1050,6 @@ impl Node {
     /// The state of a node nothing else refers to yet, without locking.
     fn state_mut(&mut self) -> &mut NodeState {
         self.state.get_mut().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Why this node's own cancel was called, if it was. `s` is this node's state, locked.
-    pub(crate) fn reason(&self, s: &NodeState) -> Option<CancelReason> {
-        let tag = self.reason.load(Ordering::Relaxed);
-        ReasonTag::reason(tag, s.extras_ref().and_then(|e| e.cancel_message.as_ref()))
-    }
-
-    /// Records why this node's own cancel was called (once: the caller has just set
-    /// `cancel_called`). `s` is this node's state, locked.
-    fn set_reason(&self, s: &mut NodeState, reason: CancelReason) {
-        let (tag, message) = ReasonTag::of(reason);
-        if message.is_some() {
-            s.extras().cancel_message = message;
-        }
-        self.reason.store(tag, Ordering::Relaxed);
     }
 
     /// Does a checkpoint inside this node fail?
@@ -1318,7 +1320,7 @@ fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<()
     let NodeState {
         parent: parent_field,
         slot,
-        cancel_called,
+        reason,
         shield,
         entered,
         ..
@@ -1333,7 +1335,7 @@ fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<()
     }
     // Set before the child is in the list, under the same lock: a propagation snapshots the
     // list under it, so it sees both or neither.
-    let eff = *cancel_called || (!*shield && p.is_cancelled());
+    let eff = *reason != ReasonTag::NONE || (!*shield && p.is_cancelled());
     c.eff_cancelled.store(eff, Ordering::Release);
     if !*shield && is_forced(p) {
         // Born under a scope whose grace period ran out (B3).
@@ -1371,7 +1373,7 @@ pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<PlainNode>, rt: &Shared) 
     // A scope is never refused (only tasks are, by a closed nursery).
     let _ = link_locked(parent, NodeRef::from(child.clone()), &mut cs);
     let (past, deferred) = defer_locked(&mut cs, rt);
-    let cancelled_before = cs.cancel_called;
+    let cancelled_before = cs.cancel_called();
     drop(cs);
     if past {
         cancel(child.as_ref(), CancelReason::Deadline);
@@ -1409,7 +1411,7 @@ enum Watch {
 /// The node's deadline against the clock (this poll's reading), with the fields it is kept in;
 /// `None` for a task's node, which has none. The caller holds the node's lock.
 fn deadline_ahead<'s>(s: &'s mut Locked<'_>, rt: &Shared) -> Option<(&'s mut PlainFields, Watch)> {
-    let cancel_called = s.cancel_called;
+    let cancel_called = s.cancel_called();
     let fields = s.plain()?;
     let watch = match fields.deadline {
         None => Watch::None,
@@ -1450,7 +1452,7 @@ enum Deferred {
 /// Looks at a node's deferred deadline at `now`, under its lock; one that has passed, or whose
 /// scope is cancelled already, is deferred no more.
 fn settle_deferred(s: &mut Locked<'_>, now: Instant) -> Deferred {
-    let cancel_called = s.cancel_called;
+    let cancel_called = s.cancel_called();
     let Some(fields) = s.plain().filter(|f| f.deferred) else {
         return Deferred::No;
     };
@@ -1525,7 +1527,7 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
         let mut cs = child.lock();
         let parent_visible =
             !cs.shield && cs.parent.as_ref().is_some_and(|p| p.node().is_cancelled());
-        let absorbed = returned_cancellation && cs.cancel_called && !parent_visible;
+        let absorbed = returned_cancellation && cs.cancel_called() && !parent_visible;
         if absorbed {
             if let Some(fields) = cs.plain() {
                 fields.cancelled_caught = true;
@@ -1691,11 +1693,10 @@ pub(crate) fn cancel(target: &dyn TreeNode, reason: CancelReason) {
         let _tree = tree_lock();
         {
             let mut s = target.node().lock();
-            if s.cancel_called {
+            if s.cancel_called() {
                 return;
             }
-            s.cancel_called = true;
-            target.node().set_reason(&mut s, reason);
+            s.set_reason(reason);
         }
         propagate(target);
     }
@@ -1724,7 +1725,7 @@ fn report_cancel(node: &Node) {
     let Some(instrument) = runtime_of(node).and_then(|rt| rt.instrument.clone()) else {
         return;
     };
-    let Some(reason) = node.reason(&node.lock()) else {
+    let Some(reason) = node.lock().reason() else {
         return;
     };
     let kind = match node.kind() {
@@ -1862,7 +1863,7 @@ fn mark(
     stack: &mut Vec<(NodeRef, bool)>,
     wake: &mut Vec<Waker>,
 ) {
-    let eff = s.cancel_called || (!s.shield && parent_eff);
+    let eff = s.cancel_called() || (!s.shield && parent_eff);
     // SeqCst: paired with `park_owner`'s count and check (see there).
     let was = node.eff_cancelled.swap(eff, Ordering::SeqCst);
     if eff != was {
@@ -2143,7 +2144,7 @@ fn runtime_of(node: &Node) -> Option<Arc<Shared>> {
 /// Would this node absorb the cancellation its code ends with (C3): it was cancelled itself and
 /// no enclosing cancellation is visible from it?
 pub(crate) fn absorbs_cancellation(node: &Node) -> bool {
-    node.lock().cancel_called && !parent_cancel_visible(node)
+    node.lock().cancel_called() && !parent_cancel_visible(node)
 }
 
 /// Is cancellation from outside this node visible inside it? (the parent is effectively
@@ -2223,8 +2224,8 @@ pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
     loop {
         let parent = {
             let s = at.lock();
-            if s.cancel_called {
-                reason = at.reason(&s);
+            if s.cancel_called() {
+                reason = s.reason();
             }
             if s.shield {
                 break;
@@ -2353,7 +2354,7 @@ fn grace_applies(node: &Node) -> bool {
         if !n.is_cancelled() {
             return false;
         }
-        if s.cancel_called {
+        if s.cancel_called() {
             absorber = Some(s.grace_period());
         }
         !s.shield
@@ -2494,12 +2495,11 @@ mod tests {
             node.eff_cancelled.store(true, Ordering::Relaxed);
             node.foreign_wait.store(true, Ordering::Relaxed);
             node.forced.store(true, Ordering::Relaxed);
-            node.reason.store(ReasonTag::DEADLINE, Ordering::Relaxed);
             node.owner_parked.store(3, Ordering::Relaxed);
             node.owner_id.store(8, Ordering::Relaxed);
             let mut s = scope.lock();
             s.slot = NonZeroU32::new(4).map(ChildKey);
-            s.cancel_called = true;
+            s.reason = ReasonTag::DEADLINE;
             s.shield = true;
             s.closed = true;
             s.entered = true;
@@ -2520,9 +2520,9 @@ mod tests {
         assert_eq!(node.owner_id.load(Ordering::Relaxed), 0);
         let mut s = scope.lock();
         // A reused node that kept the last scope's reason would report it for the new one.
-        assert_eq!(node.reason(&s), None);
+        assert_eq!(s.reason(), None);
         assert!(s.slot.is_none());
-        assert!(!(s.cancel_called || s.shield || s.closed || s.entered));
+        assert!(!(s.cancel_called() || s.shield || s.closed || s.entered));
         let fields = s.plain().expect("a plain node");
         assert_eq!(
             (fields.tasks, fields.services, fields.pending_starts),
