@@ -138,6 +138,23 @@ fn a_sleep_is_56_bytes_and_sleep_forever_8() {
     assert_eq!(std::mem::size_of_val(&trellis::sleep_forever()), 8);
 }
 
+/// Allocations made on a current-thread runtime by the second of two runs of `round` (the
+/// first warms up what is kept for reuse: the timer store, spare scope nodes).
+fn allocations_in_a_warm_round<F: std::future::Future<Output = ()>>(round: fn() -> F) -> usize {
+    let rt = Runtime::builder()
+        .flavor(Flavor::CurrentThread)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        round().await;
+        ALLOCATIONS.with(|n| n.set(0));
+        COUNTING.with(|on| on.set(true));
+        round().await;
+        COUNTING.with(|on| on.set(false));
+        ALLOCATIONS.with(Cell::get)
+    })
+}
+
 /// A timed scope's node is kept for the next scope made on the same thread: 1 000 timeouts in
 /// a row (`move_on_after` around a checkpoint) allocate nothing once the first round has warmed
 /// the timer store up. Each made one allocation, its node, before nodes were reused.
@@ -153,19 +170,7 @@ fn timeouts_in_a_row_reuse_their_scope_node() {
                 .expect("nothing cancels");
         }
     }
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap();
-    let counted = rt.block_on(async {
-        round().await;
-        ALLOCATIONS.with(|n| n.set(0));
-        COUNTING.with(|on| on.set(true));
-        round().await;
-        COUNTING.with(|on| on.set(false));
-        ALLOCATIONS.with(Cell::get)
-    });
-    assert_eq!(counted, 0);
+    assert_eq!(allocations_in_a_warm_round(round), 0);
 }
 
 /// A timeout that fires records why its scope was cancelled (`Deadline`, C8) in the node
@@ -189,17 +194,5 @@ fn timeouts_that_fire_reuse_their_scope_node() {
             assert_eq!(scope.cancel_reason(), Some(trellis::CancelReason::Deadline));
         }
     }
-    let rt = Runtime::builder()
-        .flavor(Flavor::CurrentThread)
-        .build()
-        .unwrap();
-    let counted = rt.block_on(async {
-        round().await;
-        ALLOCATIONS.with(|n| n.set(0));
-        COUNTING.with(|on| on.set(true));
-        round().await;
-        COUNTING.with(|on| on.set(false));
-        ALLOCATIONS.with(Cell::get)
-    });
-    assert_eq!(counted, 0);
+    assert_eq!(allocations_in_a_warm_round(round), 0);
 }
