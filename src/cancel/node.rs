@@ -379,47 +379,44 @@ pub(crate) struct Node {
 }
 
 /// A [`CancelReason`] in a byte (see [`NodeState::reason`]): the reasons without a payload have
-/// a tag each; an explicit cancel with a message has one tag, the message kept in the extras.
-struct ReasonTag;
+/// a variant each; an explicit cancel with a message has one, the message kept in the extras.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReasonTag {
+    Explicit,
+    /// Explicit, with a message in the extras.
+    ExplicitWithMessage,
+    Deadline,
+    Nursery,
+    ServiceDone,
+    Shutdown,
+    Interrupted,
+}
 
 impl ReasonTag {
-    /// The node's own cancel was not called.
-    const NONE: u8 = 0;
-    const EXPLICIT: u8 = 1;
-    const DEADLINE: u8 = 2;
-    const NURSERY: u8 = 3;
-    const SERVICE_DONE: u8 = 4;
-    const SHUTDOWN: u8 = 5;
-    const INTERRUPTED: u8 = 6;
-    /// Explicit, with a message in the extras.
-    const EXPLICIT_WITH_MESSAGE: u8 = 7;
-
     /// The tag of `reason`, and its message if it has one.
-    fn of(reason: CancelReason) -> (u8, Option<Arc<str>>) {
+    fn of(reason: CancelReason) -> (ReasonTag, Option<Arc<str>>) {
         match reason {
-            CancelReason::Explicit(None) => (Self::EXPLICIT, None),
-            CancelReason::Explicit(Some(message)) => (Self::EXPLICIT_WITH_MESSAGE, Some(message)),
-            CancelReason::Deadline => (Self::DEADLINE, None),
-            CancelReason::Nursery => (Self::NURSERY, None),
-            CancelReason::ServiceDone => (Self::SERVICE_DONE, None),
-            CancelReason::Shutdown => (Self::SHUTDOWN, None),
-            CancelReason::Interrupted => (Self::INTERRUPTED, None),
+            CancelReason::Explicit(None) => (Self::Explicit, None),
+            CancelReason::Explicit(Some(message)) => (Self::ExplicitWithMessage, Some(message)),
+            CancelReason::Deadline => (Self::Deadline, None),
+            CancelReason::Nursery => (Self::Nursery, None),
+            CancelReason::ServiceDone => (Self::ServiceDone, None),
+            CancelReason::Shutdown => (Self::Shutdown, None),
+            CancelReason::Interrupted => (Self::Interrupted, None),
         }
     }
 
-    /// The reason tagged `tag`, `message` being the extras' message.
-    fn reason(tag: u8, message: Option<&Arc<str>>) -> Option<CancelReason> {
-        Some(match tag {
-            Self::NONE => return None,
-            Self::EXPLICIT => CancelReason::Explicit(None),
-            Self::EXPLICIT_WITH_MESSAGE => CancelReason::Explicit(message.cloned()),
-            Self::DEADLINE => CancelReason::Deadline,
-            Self::NURSERY => CancelReason::Nursery,
-            Self::SERVICE_DONE => CancelReason::ServiceDone,
-            Self::SHUTDOWN => CancelReason::Shutdown,
-            Self::INTERRUPTED => CancelReason::Interrupted,
-            _ => unreachable!("a reason tag is only written by `NodeState::set_reason`"),
-        })
+    /// The reason this tags, `message` being the extras' message.
+    fn reason(self, message: Option<&Arc<str>>) -> CancelReason {
+        match self {
+            Self::Explicit => CancelReason::Explicit(None),
+            Self::ExplicitWithMessage => CancelReason::Explicit(message.cloned()),
+            Self::Deadline => CancelReason::Deadline,
+            Self::Nursery => CancelReason::Nursery,
+            Self::ServiceDone => CancelReason::ServiceDone,
+            Self::Shutdown => CancelReason::Shutdown,
+            Self::Interrupted => CancelReason::Interrupted,
+        }
     }
 }
 
@@ -449,10 +446,10 @@ pub(crate) struct NodeState {
     /// [`WaiterSlots`] for how operations park.)
     owner: Option<&'static RawWakerVTable>,
     /// Why the node's own cancel was called (C8: the first reason wins), as a [`ReasonTag`];
-    /// `NONE` while it was not ([`cancel_called`](Self::cancel_called)). A byte, not the reason
+    /// `None` while it was not ([`cancel_called`](Self::cancel_called)). A byte, not the reason
     /// itself, so that a timeout that fires allocates nothing to say why: only an explicit
     /// cancel's message goes to the extras.
-    reason: u8,
+    reason: Option<ReasonTag>,
     pub(crate) shield: bool,
     /// No new task children (a finished nursery, N5).
     pub(crate) closed: bool,
@@ -774,13 +771,13 @@ impl NodeState {
     /// Was the node's own cancel called?
     #[inline]
     pub(crate) fn cancel_called(&self) -> bool {
-        self.reason != ReasonTag::NONE
+        self.reason.is_some()
     }
 
     /// Why the node's own cancel was called, if it was.
     pub(crate) fn reason(&self) -> Option<CancelReason> {
         let message = self.extras_ref().and_then(|e| e.cancel_message.as_ref());
-        ReasonTag::reason(self.reason, message)
+        self.reason.map(|tag| tag.reason(message))
     }
 
     /// Records why the node's own cancel was called (once: it was not before).
@@ -789,7 +786,7 @@ impl NodeState {
         if message.is_some() {
             self.extras().cancel_message = message;
         }
-        self.reason = tag;
+        self.reason = Some(tag);
     }
 
     /// The name of the task this node is, if it was given one.
@@ -979,7 +976,7 @@ impl Node {
         self.state.clear_poison();
         let s = self.state_mut();
         s.slot = None;
-        s.reason = ReasonTag::NONE;
+        s.reason = None;
         s.shield = false;
         s.closed = false;
         s.entered = false;
@@ -1007,7 +1004,7 @@ impl Node {
                 parent: None,
                 slot: None,
                 owner: None,
-                reason: ReasonTag::NONE,
+                reason: None,
                 shield: false,
                 closed: false,
                 entered: false,
@@ -1335,7 +1332,7 @@ fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<()
     }
     // Set before the child is in the list, under the same lock: a propagation snapshots the
     // list under it, so it sees both or neither.
-    let eff = *reason != ReasonTag::NONE || (!*shield && p.is_cancelled());
+    let eff = reason.is_some() || (!*shield && p.is_cancelled());
     c.eff_cancelled.store(eff, Ordering::Release);
     if !*shield && is_forced(p) {
         // Born under a scope whose grace period ran out (B3).
@@ -2499,7 +2496,7 @@ mod tests {
             node.owner_id.store(8, Ordering::Relaxed);
             let mut s = scope.lock();
             s.slot = NonZeroU32::new(4).map(ChildKey);
-            s.reason = ReasonTag::DEADLINE;
+            s.reason = Some(ReasonTag::Deadline);
             s.shield = true;
             s.closed = true;
             s.entered = true;
