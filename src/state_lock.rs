@@ -1,9 +1,10 @@
-//! How a shared state mutex is taken: [`lock`], which spins a little before the thread blocks,
-//! or [`lock_blocking`], which does not spin. Both hand out a poisoned state (see [`lock`]).
+//! How a shared state is locked: a mutex with [`lock`], which spins a little before the thread
+//! blocks, or [`lock_blocking`], which does not spin (both hand out a poisoned state, see
+//! [`lock`]); a cancel-tree node's state with its [`ByteLock`], taken as [`lock`] takes a mutex.
 //!
 //! Every primitive and channel keeps its state behind one `std::sync::Mutex` (see
-//! `sync::parking_lot`), and so does every node of the cancel tree (see `cancel::node`): held
-//! for well under a microsecond, never across an `await`. On the multi-thread flavour tasks on
+//! `sync::parking_lot`), and every node of the cancel tree behind a byte lock (see
+//! `cancel::node`): held for well under a microsecond, never across an `await`. On the multi-thread flavour tasks on
 //! different workers take a busy state turn about: a channel's once per message, a nursery's
 //! node once per child spawned and once per child that exits. `std`'s mutex spins only while
 //! no thread sleeps on it; once one has, every unlock is a `futex` wake and every contended
@@ -23,8 +24,11 @@
 //! that was preempted costs a waiter a few microseconds before it sleeps, not a time slice. A
 //! free lock costs one `try_lock`, a few instructions more than `std`'s `lock`.
 
+use std::cell::UnsafeCell;
 use std::hint;
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
 
 /// The pause before a held lock's first retry, in `spin_loop` hints.
 const FIRST_PAUSE: u32 = 32;
@@ -60,18 +64,212 @@ pub(crate) fn lock_blocking<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
 #[cold]
 #[inline(never)]
 fn lock_contended<S>(state: &Mutex<S>) -> MutexGuard<'_, S> {
+    spin(|| match state.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    })
+    .unwrap_or_else(|| lock_blocking(state))
+}
+
+/// The bounded spin of a contended lock: `try_lock` after each of the doubling pauses, until it
+/// succeeds or the pauses run out (`None`: the caller blocks).
+#[inline]
+fn spin<G>(mut try_lock: impl FnMut() -> Option<G>) -> Option<G> {
     let mut pause = FIRST_PAUSE;
     while pause <= LONGEST_PAUSE {
         for _ in 0..pause {
             hint::spin_loop();
         }
-        match state.try_lock() {
-            Ok(guard) => return guard,
-            Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => pause *= 2,
+        if let Some(guard) = try_lock() {
+            return Some(guard);
+        }
+        pause *= 2;
+    }
+    None
+}
+
+/// A lock in one byte, for a state that is part of a larger struct whose spare byte holds the
+/// lock: a cancel-tree node's (see `cancel::node`), where `std`'s mutex, a 4-byte word and a
+/// poison flag that the state's alignment pads to 8 bytes, made every task 8 bytes bigger (an
+/// idle task's size is a benchmarked figure).
+///
+/// It is taken as [`lock`] takes a mutex: one compare-and-swap when free, else the same bounded
+/// spin, and then the thread blocks. A blocked thread waits on one of a few condition variables
+/// shared by every byte lock (chosen by the lock's address), with the lock's `PARKED` bit set,
+/// so that the unlock that finds the bit wakes the waiters there. Every waiter woken tries again
+/// (several locks may share a variable). No poisoning: the state is trellis's own, and its code
+/// does not panic between related updates (see [`lock`]).
+pub(crate) struct ByteLock(AtomicU8);
+
+/// Held.
+const LOCKED: u8 = 1;
+/// A thread blocks (or is about to) waiting for the lock.
+const PARKED: u8 = 2;
+
+/// Where threads wait for byte locks: a condition variable and the mutex it needs. Shared by the
+/// byte locks whose addresses hash to it: blocking is rare (a holder keeps the lock for well
+/// under a microsecond, and the spin comes first), so a few are enough.
+struct WaitPlace {
+    mutex: Mutex<()>,
+    woken: Condvar,
+}
+
+const WAIT_PLACES: usize = 32;
+
+static WAIT_PLACES_TABLE: [WaitPlace; WAIT_PLACES] = [const {
+    WaitPlace {
+        mutex: Mutex::new(()),
+        woken: Condvar::new(),
+    }
+}; WAIT_PLACES];
+
+impl ByteLock {
+    pub(crate) const fn new() -> ByteLock {
+        ByteLock(AtomicU8::new(0))
+    }
+
+    /// Takes the lock if it is free.
+    #[inline]
+    pub(crate) fn try_lock(&self) -> bool {
+        self.0
+            .compare_exchange(0, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Takes the lock: spins a little if it is held, then blocks.
+    #[inline]
+    pub(crate) fn lock(&self) {
+        if !self.try_lock() {
+            self.lock_contended();
         }
     }
-    lock_blocking(state)
+
+    /// Releases the lock, waking the threads blocked on it.
+    ///
+    /// # Safety
+    /// The caller holds the lock, and nothing it guards is reached through this holding after.
+    #[inline]
+    pub(crate) unsafe fn unlock(&self) {
+        if self.0.swap(0, Ordering::Release) & PARKED != 0 {
+            self.wake_parked();
+        }
+    }
+
+    /// [`lock`](Self::lock) when the lock is held.
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) {
+        if spin(|| self.try_lock().then_some(())).is_some() {
+            return;
+        }
+        let place = self.wait_place();
+        loop {
+            // Take the lock if it is free (keeping a `PARKED` bit another waiter set); else
+            // say that a thread waits before waiting.
+            let mut seen = self.0.load(Ordering::Relaxed);
+            loop {
+                let take = seen & LOCKED == 0;
+                let wanted = if take {
+                    seen | LOCKED
+                } else if seen & PARKED == 0 {
+                    seen | PARKED
+                } else {
+                    break;
+                };
+                let order = if take {
+                    Ordering::Acquire
+                } else {
+                    Ordering::Relaxed
+                };
+                match self
+                    .0
+                    .compare_exchange_weak(seen, wanted, order, Ordering::Relaxed)
+                {
+                    Ok(_) if take => return,
+                    Ok(_) => break,
+                    Err(now) => seen = now,
+                }
+            }
+            let held = place.mutex.lock().unwrap_or_else(|p| p.into_inner());
+            // Checked under the place's mutex, which the unlock takes after clearing the byte
+            // and before waking: an unlock after this check wakes this wait, and one before
+            // it is seen here.
+            if self.0.load(Ordering::Relaxed) == LOCKED | PARKED {
+                drop(place.woken.wait(held).unwrap_or_else(|p| p.into_inner()));
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_parked(&self) {
+        let place = self.wait_place();
+        let _held = place.mutex.lock().unwrap_or_else(|p| p.into_inner());
+        place.woken.notify_all();
+    }
+
+    fn wait_place(&self) -> &'static WaitPlace {
+        // Fibonacci hashing of the address: neighbouring locks land far apart.
+        let address = self as *const ByteLock as usize as u64;
+        let index = address.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - WAIT_PLACES.ilog2());
+        &WAIT_PLACES_TABLE[index as usize]
+    }
+
+    /// Locks `data`, which this lock guards.
+    ///
+    /// # Safety
+    /// Every access to `data` holds this lock (or has the only reference to both).
+    #[inline]
+    pub(crate) unsafe fn lock_data<'a, T>(&'a self, data: &'a UnsafeCell<T>) -> ByteGuard<'a, T> {
+        self.lock();
+        ByteGuard { lock: self, data }
+    }
+
+    /// [`lock_data`](Self::lock_data) if the lock is free, `None` if it is held.
+    ///
+    /// # Safety
+    /// As for [`lock_data`](Self::lock_data).
+    #[inline]
+    pub(crate) unsafe fn try_lock_data<'a, T>(
+        &'a self,
+        data: &'a UnsafeCell<T>,
+    ) -> Option<ByteGuard<'a, T>> {
+        // Made only once the lock is taken: a guard dropped unlocks.
+        self.try_lock().then(|| ByteGuard { lock: self, data })
+    }
+}
+
+/// Data guarded by a [`ByteLock`], which the guard holds until it is dropped.
+pub(crate) struct ByteGuard<'a, T> {
+    lock: &'a ByteLock,
+    data: &'a UnsafeCell<T>,
+}
+
+impl<T> Deref for ByteGuard<'_, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock that guards `data` (the contract of `lock_data`).
+        unsafe { &*self.data.get() }
+    }
+}
+
+impl<T> DerefMut for ByteGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference through the guard.
+        unsafe { &mut *self.data.get() }
+    }
+}
+
+impl<T> Drop for ByteGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the guard holds the lock, and goes with this drop.
+        unsafe { self.lock.unlock() }
+    }
 }
 
 #[cfg(test)]
@@ -151,5 +349,86 @@ mod tests {
         let holder = hold_then_write(&state, 2);
         assert_eq!(*lock(&state), 2);
         holder.join().unwrap();
+    }
+
+    /// A counter guarded by a byte lock, for the byte lock's tests.
+    struct Counted {
+        lock: ByteLock,
+        count: UnsafeCell<usize>,
+    }
+
+    // SAFETY: `count` is only reached under `lock` (see `Counted::lock`).
+    unsafe impl Sync for Counted {}
+
+    impl Counted {
+        fn lock(&self) -> ByteGuard<'_, usize> {
+            // SAFETY: every access to `count` goes through here.
+            unsafe { self.lock.lock_data(&self.count) }
+        }
+    }
+
+    /// The byte lock under threads that take it turn about, with holders slow enough that
+    /// waiters run out of spin and block: no update is lost, and no waiter is left blocked
+    /// (the test ends).
+    #[test]
+    fn contended_byte_locks_lose_no_update_and_strand_no_waiter() {
+        const THREADS: usize = 4;
+        const ROUNDS: usize = 2_000;
+        let state = Arc::new(Counted {
+            lock: ByteLock::new(),
+            count: UnsafeCell::new(0),
+        });
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let state = Arc::clone(&state);
+                thread::spawn(move || {
+                    for round in 0..ROUNDS {
+                        let mut count = state.lock();
+                        let seen = *count;
+                        if round % 64 == 0 {
+                            // Longer than the spin: the others block.
+                            thread::sleep(Duration::from_micros(50));
+                        }
+                        *count = seen + 1;
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert_eq!(*state.lock(), THREADS * ROUNDS);
+        assert_eq!(
+            state.lock.0.load(Ordering::Relaxed),
+            0,
+            "free, with no waiter marked"
+        );
+    }
+
+    /// A byte lock held past the spin: the waiter blocks until the holder releases it, then
+    /// sees what the holder wrote; `try_lock_data` fails while it is held.
+    #[test]
+    fn a_byte_lock_held_longer_than_the_spin_is_waited_for() {
+        let state = Arc::new(Counted {
+            lock: ByteLock::new(),
+            count: UnsafeCell::new(0),
+        });
+        let (held_tx, held_rx) = mpsc::channel();
+        let holder = {
+            let state = Arc::clone(&state);
+            thread::spawn(move || {
+                let mut guard = state.lock();
+                held_tx.send(()).unwrap();
+                thread::sleep(Duration::from_millis(3));
+                *guard = 7;
+            })
+        };
+        held_rx.recv().unwrap();
+        // SAFETY: the test's own lock and data.
+        assert!(unsafe { state.lock.try_lock_data(&state.count) }.is_none());
+        assert_eq!(*state.lock(), 7);
+        holder.join().unwrap();
+        // SAFETY: as above.
+        assert!(unsafe { state.lock.try_lock_data(&state.count) }.is_some());
     }
 }

@@ -43,7 +43,7 @@ use std::mem::ManuallyDrop;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,8 @@ use slab::Slab;
 use super::waiting::WaitLabel;
 use crate::error::{CancelReason, Cancelled};
 use crate::runtime::Shared;
-use crate::state_lock::lock_blocking;
+use crate::state_lock::{lock_blocking, ByteGuard, ByteLock};
+use crate::task::local::Chain;
 use crate::time::timers::{Expire, TimerKey, TimerTarget};
 
 /// Serialises every change that propagates through the tree. Such changes are rare (a cancel, a
@@ -375,8 +376,15 @@ pub(crate) struct Node {
     /// Identity (`Waker::data`) of the owner waker, 0 while there is none: read without the lock
     /// by an operation about to park. Also the owner waker's data half (see [`NodeState::owner`]).
     owner_id: AtomicUsize,
-    state: Mutex<NodeState>,
+    /// Guards `state`: a byte of the node's own, in what would be padding beside the flags,
+    /// where `std`'s mutex took 8 bytes more (see `state_lock::ByteLock`).
+    lock: ByteLock,
+    state: UnsafeCell<NodeState>,
 }
+
+// SAFETY: `state`, the one field that is not `Sync` of itself, is only reached under `lock`
+// (`Node::lock`, `try_lock`) or through `&mut Node`.
+unsafe impl Sync for Node {}
 
 /// A [`CancelReason`] in a byte (see [`NodeState::reason`]): the reasons without a payload have
 /// a variant each; an explicit cancel with a message has one, the message kept in the extras.
@@ -454,7 +462,8 @@ pub(crate) struct NodeState {
     /// No new task children (a finished nursery, N5).
     pub(crate) closed: bool,
     pub(crate) entered: bool,
-    /// Children, waiter slots and extras, allocated on first use (see [`More`]).
+    /// Children, waiter slots, extras and a task's inherited task-locals, allocated on first
+    /// use (see [`More`]).
     more: Option<Box<More>>,
 }
 
@@ -463,13 +472,19 @@ pub(crate) struct NodeState {
 /// pointers in every node, where one is enough). The child list is inline: a node that gets
 /// one child usually gets more (a nursery, a task with a timeout inside), and a second box
 /// would be a second allocation for it; the rarer parts stay boxed, so that the box stays
-/// small for the common case: 64 bytes, an 80-byte `malloc` block where the child list alone
-/// took a 64-byte one, which the node's 16 bytes less make up.
+/// small: 80 bytes, a 96-byte `malloc` block where the child list alone took a 64-byte one,
+/// which the node's 24 bytes less nearly make up.
 #[derive(Default)]
 struct More {
     children: ChildList,
     waiters: WaiterSlots,
     extras: Option<Box<Extras>>,
+    /// The task-locals a task inherited from the code that spawned it (see `task::local`):
+    /// here rather than in every task's cell (8 bytes of every task), and not among the
+    /// extras, which would make such a task take their whole box too. Inline: such a task
+    /// makes one allocation for them, this box, as it made one for the chain's own box when
+    /// the cell held it (a second one cost a spawn about 400 instructions more).
+    locals: Option<Chain>,
 }
 
 #[derive(Default)]
@@ -640,7 +655,7 @@ impl TreeNode for PlainNode {
 /// the fields, 8 bytes that every task's node would carry for nothing (an idle task's size is
 /// a benchmarked figure).
 pub(crate) struct Locked<'a> {
-    state: MutexGuard<'a, NodeState>,
+    state: ByteGuard<'a, NodeState>,
     /// The fields beside the node, `None` for a task's node. Points into the container the
     /// guard's node lives in, which outlives the guard.
     plain: Option<NonNull<PlainFields>>,
@@ -933,10 +948,7 @@ impl Drop for Node {
         let Node {
             state, owner_id, ..
         } = self;
-        drop(take_owner_halves(
-            owner_id,
-            state.get_mut().unwrap_or_else(|e| e.into_inner()),
-        ));
+        drop(take_owner_halves(owner_id, state.get_mut()));
     }
 }
 
@@ -975,7 +987,6 @@ impl Node {
         *self.forced.get_mut() = false;
         *self.owner_parked.get_mut() = 0;
         *self.owner_id.get_mut() = 0;
-        self.state.clear_poison();
         let s = self.state_mut();
         s.slot = None;
         s.reason = None;
@@ -992,6 +1003,21 @@ impl Node {
         self.state_mut().extras().name = Some(name);
     }
 
+    /// Gives a task's node the task-locals its task inherited, before anything else can reach
+    /// the node, so without its lock. Out of line: few tasks inherit any.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn inherit_locals(&mut self, chain: Chain) {
+        self.state_mut().more().locals = Some(chain);
+    }
+
+    /// The task-locals given with [`inherit_locals`](Self::inherit_locals): a copy (one count).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn inherited_locals(&self) -> Option<Chain> {
+        self.lock().more.as_ref()?.locals.clone()
+    }
+
     #[inline]
     fn with_ops(ops: &'static NodeOps, kind: PackedKind) -> Node {
         Node {
@@ -1002,7 +1028,8 @@ impl Node {
             forced: AtomicBool::new(false),
             owner_parked: AtomicU32::new(0),
             owner_id: AtomicUsize::new(0),
-            state: Mutex::new(NodeState {
+            lock: ByteLock::new(),
+            state: UnsafeCell::new(NodeState {
                 parent: None,
                 slot: None,
                 owner: None,
@@ -1042,13 +1069,22 @@ impl Node {
     /// Spins a little before it blocks: a nursery's node is taken by the worker that spawns
     /// and by those whose tasks exit (see `state_lock`).
     #[inline]
-    pub(crate) fn lock(&self) -> MutexGuard<'_, NodeState> {
-        crate::state_lock::lock(&self.state)
+    pub(crate) fn lock(&self) -> ByteGuard<'_, NodeState> {
+        // SAFETY: `lock` guards `state`: every access to it goes through here, `try_lock` or
+        // `&mut self`.
+        unsafe { self.lock.lock_data(&self.state) }
+    }
+
+    /// [`lock`](Self::lock) if the lock is free.
+    #[inline]
+    fn try_lock(&self) -> Option<ByteGuard<'_, NodeState>> {
+        // SAFETY: as in `lock`.
+        unsafe { self.lock.try_lock_data(&self.state) }
     }
 
     /// The state of a node nothing else refers to yet, without locking.
     fn state_mut(&mut self) -> &mut NodeState {
-        self.state.get_mut().unwrap_or_else(|e| e.into_inner())
+        self.state.get_mut()
     }
 
     /// Does a checkpoint inside this node fail?
@@ -1959,10 +1995,8 @@ fn visit_leaf(
     stack: &mut Vec<(NodeRef, bool)>,
     wake: &mut Vec<Waker>,
 ) -> bool {
-    let mut cs = match child.state.try_lock() {
-        Ok(guard) => guard,
-        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-        Err(TryLockError::WouldBlock) => return false,
+    let Some(mut cs) = child.try_lock() else {
+        return false;
     };
     if cs.child_list().is_some() {
         return false;
@@ -2429,15 +2463,16 @@ mod tests {
 
     /// Every task carries a node: its size is in an idle task's, a benchmarked figure. The
     /// scope-only flags live beside plain nodes, a task's name in the extras, the owner waker in
-    /// two halves, one of them the owner's identity (96 bytes with a whole waker), and the
-    /// children, waiter slots and extras behind one pointer (88 bytes with three).
+    /// two halves, one of them the owner's identity (96 bytes with a whole waker), the
+    /// children, waiter slots and extras behind one pointer (88 bytes with three), and the lock
+    /// in a byte beside the flags (72 bytes with `std`'s mutex).
     #[test]
-    fn a_task_node_is_72_bytes() {
+    fn a_task_node_is_64_bytes() {
         assert_eq!(std::mem::size_of::<NodeState>(), 32);
         assert_eq!(std::mem::size_of::<PackedKind>(), 8);
-        assert_eq!(std::mem::size_of::<Node>(), 72);
+        assert_eq!(std::mem::size_of::<Node>(), 64);
         // What a node gets on first use: the child list inline, the rest boxed.
-        assert_eq!(std::mem::size_of::<More>(), 64);
+        assert_eq!(std::mem::size_of::<More>(), 80);
         // A nursery keeps one slot per live task.
         assert_eq!(std::mem::size_of::<Option<NodeRef>>(), 8);
     }

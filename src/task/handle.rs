@@ -8,12 +8,12 @@ use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::MutexGuard;
 use std::task::{Context, Poll, Waker};
 
 use crate::cancel::node::{Node, NodeState, TreeNode};
 use crate::cancel::{CancelWaiter, YieldOnce};
 use crate::error::Error;
+use crate::state_lock::ByteGuard;
 
 /// Where a child's result waits for its handle, as it is passed around. The slot keeps it
 /// packed (see [`JoinSlot`]).
@@ -192,7 +192,7 @@ impl<T> Completion<T> {
 pub(crate) struct JoinGuard<'a, T> {
     tag: &'a mut Tag,
     payload: &'a mut Payload<T>,
-    _held: MutexGuard<'a, NodeState>,
+    _held: ByteGuard<'a, NodeState>,
 }
 
 impl<T> JoinGuard<'_, T> {

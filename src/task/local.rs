@@ -117,8 +117,8 @@ pub(crate) fn enter(chain: Option<Chain>) -> LocalsGuard {
 /// Runs `f` (a task's poll) with `chain` in effect.
 #[cold]
 #[inline(never)]
-pub(crate) fn with_chain<R>(chain: &Chain, f: impl FnOnce() -> R) -> R {
-    let _guard = enter(Some(chain.clone()));
+pub(crate) fn with_chain<R>(chain: Option<Chain>, f: impl FnOnce() -> R) -> R {
+    let _guard = enter(chain);
     f()
 }
 
@@ -126,7 +126,7 @@ pub(crate) fn with_chain<R>(chain: &Chain, f: impl FnOnce() -> R) -> R {
 /// inherited nothing and nothing is in effect (every task of a program without task-locals), it
 /// writes nothing and returns `None`.
 #[inline]
-pub(crate) fn enter_task(inherited: Option<&Chain>) -> Option<LocalsGuard> {
+pub(crate) fn enter_task(inherited: Option<Chain>) -> Option<LocalsGuard> {
     if inherited.is_none() && !in_use() {
         return None;
     }
@@ -135,11 +135,11 @@ pub(crate) fn enter_task(inherited: Option<&Chain>) -> Option<LocalsGuard> {
 
 // Out of line, as `snapshot_in_use`: every task's drop makes the test above.
 #[inline(never)]
-fn enter_task_in_use(inherited: Option<&Chain>) -> Option<LocalsGuard> {
+fn enter_task_in_use(inherited: Option<Chain>) -> Option<LocalsGuard> {
     if inherited.is_none() && CURRENT.with(is_empty) {
         return None;
     }
-    Some(enter(inherited.cloned()))
+    Some(enter(inherited))
 }
 
 fn is_empty(current: &Cell<Option<Chain>>) -> bool {

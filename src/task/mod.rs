@@ -96,10 +96,6 @@ pub(crate) struct ChildCell<F, T, E, R> {
     /// Where the task's outcome goes, and through which the cell reaches its runtime (see
     /// [`Report::runtime`]).
     reporter: Arc<R>,
-    /// The task-locals it inherited from the code that spawned it (`None` for nearly every task:
-    /// then its polls cost one test of this field, see `local`). Boxed: a thin pointer keeps
-    /// every task 8 bytes smaller, and only tasks that inherit task-locals pay for the box.
-    locals: Option<Box<local::Chain>>,
     /// The task's `async-task` handle, written once right after the task is spawned and before
     /// any reference to the cell exists: the one count of the task's allocation that all the
     /// references above share, given back (by detaching a copy) when the last of them goes.
@@ -115,6 +111,12 @@ pub(crate) struct ChildCell<F, T, E, R> {
     /// A `spawn_local` task: its future may be polled or dropped only on the runtime's thread
     /// (`Shared::thread`; `spawn_local` is only allowed on the current-thread flavour).
     local: bool,
+    /// The task inherited task-locals from the code that spawned it (false for nearly every
+    /// task: then its polls cost one test of this flag, see `local`). They are kept in the
+    /// box behind its node's one pointer (see `Node::inherit_locals`), where a field of the cell would make every
+    /// task 8 bytes bigger (an idle task's size is a benchmarked figure); a task that has them
+    /// locks its node to copy them at each poll.
+    inherits_locals: bool,
     /// What `join` holds (see [`JoinTag`]): here, in bytes the cell pads anyway.
     join_tag: JoinTag,
     /// The error type the reporter takes (the future's, through `F`).
@@ -292,12 +294,23 @@ where
         self.node.task_id()
     }
 
+    /// The task-locals the task inherited, a copy (one count); `None` without taking the node's
+    /// lock if it inherited none.
+    #[inline]
+    fn inherited_locals(&self) -> Option<local::Chain> {
+        if self.inherits_locals {
+            self.node.inherited_locals()
+        } else {
+            None
+        }
+    }
+
     /// Drops the future; the caller holds POLLING. Returns a panic from the destructor.
     fn drop_future(&self) -> Option<Box<dyn Any + Send>> {
         let _guard = current::set_node(self);
         // A teardown drops the future from inside another task's poll: its destructors see this
         // task's values, not that task's.
-        let _locals = local::enter_task(self.locals.as_deref());
+        let _locals = local::enter_task(self.inherited_locals());
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
             // SAFETY: we hold POLLING, and the state becomes DONE right after, so the future is
             // dropped exactly once and never touched again.
@@ -522,9 +535,10 @@ where
             // Nothing is in effect outside a poll (see `local`), so a task that inherited nothing
             // needs no write; one that did sets its chain in a function of its own, out of the
             // way of the common path.
-            match &cell.locals {
-                None => poll(),
-                Some(chain) => local::with_chain(chain, poll),
+            if cell.inherits_locals {
+                local::with_chain(cell.inherited_locals(), poll)
+            } else {
+                poll()
             }
         };
         current::end_task_poll();
@@ -600,7 +614,7 @@ where
     // What takes a call or an atomic first, so that the cell below is plain values written
     // straight into place: a part built aside (the node, say) and then moved stalls on reading
     // back the small fields just written.
-    let (id, locals) = (rt.next_task_id(), local::snapshot().map(Box::new));
+    let (id, locals) = (rt.next_task_id(), local::snapshot());
     // Moved into the task's allocation by the closure below (see `CellSlot`), then forgotten.
     let cell = ChildCell {
         node: ManuallyDrop::new(Node::in_cell(
@@ -617,7 +631,7 @@ where
         reporter: spec.reporter,
         local: spec.local,
         error: PhantomData,
-        locals,
+        inherits_locals: locals.is_some(),
         refs: AtomicU32::new(1),
         keep: UnsafeCell::new(MaybeUninit::uninit()),
     };
@@ -689,6 +703,9 @@ where
     let fresh = unsafe { &mut (*cell_ptr.as_ptr()).node };
     if let Some(name) = spec.name {
         fresh.name_task(name);
+    }
+    if let Some(chain) = locals {
+        fresh.inherit_locals(chain);
     }
     let linked = node::link_fresh(spec.parent, tree, fresh);
     // SAFETY: `runnable` holds a reference to the task until it is scheduled, at the end, so
