@@ -1186,10 +1186,42 @@ impl Node {
         }
     }
 
-    /// Forgets the owner waker (the node is leaving the tree). A task's node keeping its own
-    /// task's waker would keep the task, its cell and its runtime alive in a cycle.
+    /// Forgets the owner waker of a plain node leaving the tree: its owner is the task whose
+    /// code entered it, which the node must not keep alive. A task cell's node keeps its own
+    /// task's waker: it is the count of the task's allocation that the cell's references share
+    /// (see [`own_task`](Self::own_task)), given back with the last of them, not as the node
+    /// leaves the tree (those references may outlive that, a handle's for one).
     #[inline]
     fn take_owner(&self, s: &mut NodeState) -> Option<Waker> {
+        if self.is_plain() {
+            take_owner_halves(&self.owner_id, s)
+        } else {
+            None
+        }
+    }
+
+    /// Makes `waker`, the waker of a task cell's own task, the owner waker of that cell's node
+    /// for the node's life, before anything else can reach the node. It holds the count of the
+    /// task's allocation that the cell's references share (see `task::ChildCell`), given back
+    /// by [`take_own_task`](Self::take_own_task). Every operation of the task that parks here
+    /// with the task's waker finds it in place (no lock taken to set it at the first wait).
+    #[inline]
+    pub(crate) fn own_task(&mut self, waker: Waker) {
+        let waker = ManuallyDrop::new(waker);
+        self.state_mut().owner = Some(waker.vtable());
+        // Its count is the node's now, given back through the two halves.
+        *self.owner_id.get_mut() = waker.data() as usize;
+    }
+
+    /// Takes back the waker given with [`own_task`](Self::own_task), with its count.
+    ///
+    /// # Safety
+    /// Nothing else refers to the node: its cell's last reference is being given back.
+    #[inline]
+    pub(crate) unsafe fn take_own_task(&self) -> Option<Waker> {
+        // SAFETY: no other reference to the node exists (the caller's contract), so none to its
+        // state either.
+        let s = unsafe { &mut *self.state.get() };
         take_owner_halves(&self.owner_id, s)
     }
 

@@ -96,12 +96,6 @@ pub(crate) struct ChildCell<F, T, E, R> {
     /// Where the task's outcome goes, and through which the cell reaches its runtime (see
     /// [`Report::runtime`]).
     reporter: Arc<R>,
-    /// The task's `async-task` handle, written once right after the task is spawned and before
-    /// any reference to the cell exists: the one count of the task's allocation that all the
-    /// references above share, given back (by detaching a copy) when the last of them goes.
-    /// (A handle, not a waker: it is a pointer, 8 bytes where a waker takes 16, and detaching
-    /// it frees or finishes the task exactly as dropping a last waker does.)
-    keep: UnsafeCell<MaybeUninit<TaskCount<F, T, E, R>>>,
     /// References to this cell ([`NodeRef`], `JoinRef`) that exist, counted here as an `Arc`
     /// counts its own (see [`ChildCell::OPS`]). Starts at 1: the tree's.
     refs: AtomicU32,
@@ -151,9 +145,13 @@ where
     R: Report<E> + 'static,
 {
     /// References to a task's cell are counted in the cell, as an `Arc` counts its own, and
-    /// all of them together hold one count of the task's `async-task` allocation: the `keep`
-    /// handle, given back when the last reference goes. The allocation, and with it the cell, is
-    /// freed when that count and the task's own (its `Runnable`, its wakers) are all gone.
+    /// all of them together hold one count of the task's `async-task` allocation: the task's
+    /// own waker, which its node keeps as its owner waker from the spawn on (see
+    /// `Node::own_task`), given back when the last reference goes. The allocation, and with it
+    /// the cell, is freed when that count and the task's own (its `Runnable`, its wakers) are
+    /// all gone. (The waker rather than `async-task`'s handle: the node has the owner waker's
+    /// two halves anyway, so the cell keeps no field for the count, and the first wait through
+    /// the owner waker finds it in place.)
     /// (Counting each reference on the allocation itself, through the waker's vtable, cost
     /// every park and wake-up two calls more: about 35 instructions per wait.)
     const OPS: NodeOps = NodeOps {
@@ -192,11 +190,11 @@ where
         // The last reference: everything done through the others happens before the cell may
         // be freed (as in `Arc`'s drop).
         fence(Ordering::Acquire);
-        // SAFETY: the shared count is still held, so the cell is alive; the bitwise copy takes
-        // that count over, and the cell is not touched once the copy is dropped (which may
-        // free it).
-        let count = unsafe { (*(*cell).keep.get()).assume_init_read() };
-        count.detach();
+        // SAFETY: the shared count is still held, so the cell is alive, and this was its last
+        // reference: nothing else reaches the node. The cell is not touched once the count is
+        // given back (which may free it).
+        let count = unsafe { (*cell).node.take_own_task() };
+        drop(count);
     }
 
     /// [`NodeOps::teardown`] of a task's node.
@@ -399,10 +397,6 @@ where
         node::Locked::task(&self.node)
     }
 }
-
-/// The `async-task` handle of a task, kept only as a count of its allocation (see
-/// `ChildCell::keep`).
-type TaskCount<F, T, E, R> = async_task::Task<(), CellSlot<F, T, E, R>>;
 
 /// A task's `async-task` metadata: its [`ChildCell`], written in place once the allocation
 /// exists (in the future-making closure `async-task` calls with the metadata's final address).
@@ -633,7 +627,6 @@ where
         error: PhantomData,
         inherits_locals: locals.is_some(),
         refs: AtomicU32::new(1),
-        keep: UnsafeCell::new(MaybeUninit::uninit()),
     };
     // Counted before linking, so that the refused path below, which drops the future through
     // `drop_future` (and so uncounts it), stays balanced.
@@ -688,10 +681,14 @@ where
     };
     std::mem::forget(cell);
     let cell_ptr = NonNull::from(runnable.metadata().cell());
-    // SAFETY: nothing else can reach the cell yet (no reference to it exists), so this one
-    // write does not race; from here on `keep` is only read.
-    unsafe { (*cell_ptr.as_ref().keep.get()).write(task) };
-    // SAFETY: the handle just stored holds the count of the allocation that the cell's
+    // The task runs detached: the count of its allocation that the cell's references share is
+    // its own waker, kept by its node (see `ChildCell::OPS`). Detached before that waker is
+    // made, while the task's state is the fresh one `detach` expects (one compare-and-swap).
+    task.detach();
+    // SAFETY: nothing else can reach the cell yet (no reference to it exists), so this
+    // borrow is the only one.
+    unsafe { (*cell_ptr.as_ptr()).node.own_task(runnable.waker()) };
+    // SAFETY: the waker just stored holds the count of the allocation that the cell's
     // references share, and `refs` starts at 1: the tree's reference is that one.
     let tree = unsafe { NodeRef::adopt(cell_ptr.cast::<Node>()) };
     #[cfg(feature = "instrument")]
