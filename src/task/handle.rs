@@ -18,8 +18,8 @@ use crate::state_lock::ByteGuard;
 /// Where a child's result waits for its handle, as it is passed around. The slot keeps it
 /// packed (see [`JoinSlot`]).
 pub(crate) enum JoinState<T> {
-    /// Still running; the waker of a task awaiting the handle.
-    Pending(Option<Waker>),
+    /// Still running; the waker of a task awaiting the handle (see [`Payload`]).
+    Pending(Option<Box<Waker>>),
     /// Returned `Ok(value)`.
     Ready(T),
     /// Returned an error or panicked; that went to the nursery.
@@ -43,9 +43,9 @@ enum Tag {
 }
 
 /// A slot's tag. It lives in the cell beside the slot, in bytes the cell pads anyway: inside
-/// the slot it would round the slot up by a word (24 bytes for a task returning `()`, where the
-/// waker and the value, never there together, need 16). Guarded, as the slot is, by the task's
-/// node's lock.
+/// the slot it would round the slot up by a word (16 bytes for a task returning `()`, where the
+/// boxed waker and the value, never there together, need 8). Guarded, as the slot is, by the
+/// task's node's lock.
 pub(crate) struct JoinTag(UnsafeCell<Tag>);
 
 impl JoinTag {
@@ -55,8 +55,13 @@ impl JoinTag {
 }
 
 /// The handle's waker or the task's value, whichever the tag says is there.
+///
+/// The waker is boxed: a thin pointer, so that the slot of a task whose value fits in a word
+/// (`()` most often) is one word, where a waker takes two (an idle task's size is a
+/// benchmarked figure). Only a handle awaited while its task runs makes the box, once (a
+/// replaced waker is written into it).
 union Payload<T> {
-    waker: ManuallyDrop<Option<Waker>>,
+    waker: ManuallyDrop<Option<Box<Waker>>>,
     value: ManuallyDrop<T>,
 }
 
@@ -174,7 +179,7 @@ fn write<T>(tag: &mut Tag, payload: &mut Payload<T>, state: JoinState<T>) {
 /// What [`JoinSlot::complete_locked`] leaves for after the lock: the handle's waker to wake,
 /// and the state that lost (the slot's old one, or a second completion) to drop.
 pub(crate) struct Completion<T> {
-    waker: Option<Waker>,
+    waker: Option<Box<Waker>>,
     left: JoinState<T>,
 }
 
@@ -183,7 +188,7 @@ impl<T> Completion<T> {
     pub(crate) fn finish(self) {
         drop(self.left);
         if let Some(w) = self.waker {
-            w.wake();
+            (*w).wake();
         }
     }
 }
@@ -202,7 +207,7 @@ impl<T> JoinGuard<'_, T> {
     }
 
     /// The waker of the task awaiting the handle, while the task runs.
-    pub(crate) fn pending_waker(&mut self) -> Option<&mut Option<Waker>> {
+    pub(crate) fn pending_waker(&mut self) -> Option<&mut Option<Box<Waker>>> {
         // SAFETY: `Pending`: the payload holds the waker.
         self.is_pending()
             .then(|| unsafe { &mut *self.payload.waker })
@@ -414,10 +419,14 @@ impl<T: 'static> Future for TaskHandle<T> {
             let Some(waker) = state.pending_waker() else {
                 return Poll::Ready(());
             };
-            // A waker replaced is dropped once the lock is released.
+            // A waker replaced is dropped once the lock is released; its box is reused.
             let _replaced = match waker {
                 Some(w) if w.will_wake(cx.waker()) => None,
-                _ => waker.replace(cx.waker().clone()),
+                Some(w) => Some(std::mem::replace(&mut **w, cx.waker().clone())),
+                None => {
+                    *waker = Some(Box::new(cx.waker().clone()));
+                    None
+                }
             };
             drop(state);
             Poll::Pending
