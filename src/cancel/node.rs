@@ -472,8 +472,8 @@ pub(crate) struct NodeState {
 /// pointers in every node, where one is enough). The child list is inline: a node that gets
 /// one child usually gets more (a nursery, a task with a timeout inside), and a second box
 /// would be a second allocation for it; the rarer parts stay boxed, so that the box stays
-/// small: 80 bytes, a 96-byte `malloc` block where the child list alone took a 64-byte one,
-/// which the node's 24 bytes less nearly make up.
+/// small: 64 bytes, an 80-byte `malloc` block where the child list alone took a 64-byte one
+/// (with a second allocation for its vacancies), which the node's 24 bytes less make up.
 #[derive(Default)]
 struct More {
     children: ChildList,
@@ -837,14 +837,64 @@ impl NodeState {
     }
 }
 
-/// The child list: a slot per child, 8 bytes each (a slab's entries, which can also hold a
-/// vacancy's link, take 16, and a nursery's list holds a slot per live task), and the indices
-/// of the vacant slots, to fill first (newest first, as a slab does). Like a slab's, its room
-/// is that of the most children it held at once.
-#[derive(Default)]
+/// The child list: a slot per child, 8 bytes each (a slab's entries, which hold a child or a
+/// vacancy's link, take 16, and a nursery's list holds a slot per live task). A vacant slot
+/// holds the index of the next vacant one (see [`Slot`]), so the vacancies, filled first
+/// (newest first, as a slab does), need no list of their own: 32 bytes in the box behind the
+/// node's one pointer, where a second vector made them 48 and the box, which every node with a
+/// child has, a 96-byte `malloc` block instead of 80, with the vector's buffer a second
+/// allocation. Like a slab's, its room is that of the most children it held at once.
 struct ChildList {
-    slots: Vec<Option<NodeRef>>,
-    vacant: Vec<u32>,
+    slots: Vec<Slot>,
+    /// The newest vacant slot's index; [`NO_VACANCY`] if none is.
+    vacant: u32,
+}
+
+/// What [`ChildList::vacant`] and a vacancy's link hold where there is no vacant slot (more).
+const NO_VACANCY: u32 = u32::MAX;
+
+/// The most children a list holds: an index is below [`NO_VACANCY`], and a vacancy's link
+/// (`index << 1 | 1`) fits a word.
+const MAX_CHILDREN: usize = if (u32::MAX as usize) < usize::MAX >> 1 {
+    u32::MAX as usize
+} else {
+    usize::MAX >> 1
+};
+
+/// One slot of a [`ChildList`]: a child's reference, or, while vacant, the index of the next
+/// vacant slot as an odd word (`index << 1 | 1`). A reference is a node's address, which is
+/// even (a node is aligned to 8), so the low bit says which the slot holds.
+union Slot {
+    child: ManuallyDrop<NodeRef>,
+    link: usize,
+}
+
+impl Slot {
+    fn vacant(next: u32) -> Slot {
+        Slot {
+            link: (next as usize) << 1 | 1,
+        }
+    }
+
+    /// The child in this slot, `None` if it is vacant.
+    #[inline]
+    fn child(&self) -> Option<&NodeRef> {
+        // SAFETY: either field is one initialised word; read as an integer, a reference is its
+        // address, whose low bit is 0 (nodes are aligned to 8), and a vacancy's link has it 1.
+        if unsafe { self.link } & 1 == 0 {
+            // SAFETY: the low bit is 0: the slot holds a child.
+            Some(unsafe { &self.child })
+        } else {
+            None
+        }
+    }
+
+    /// The next vacancy's index, for a vacant slot.
+    fn next_vacancy(&self) -> u32 {
+        // SAFETY: as in `child`; the caller knows the slot to be vacant, so the word is a link
+        // made by `vacant` from a `u32`.
+        (unsafe { self.link } >> 1) as u32
+    }
 }
 
 /// A child's key in its parent's `Children`: 32 bits, and never zero, so that a node's
@@ -859,43 +909,71 @@ impl ChildKey {
     }
 }
 
+impl Default for ChildList {
+    fn default() -> ChildList {
+        ChildList {
+            slots: Vec::new(),
+            vacant: NO_VACANCY,
+        }
+    }
+}
+
 impl ChildList {
     #[inline]
     fn insert(&mut self, child: NodeRef) -> ChildKey {
-        let index = match self.vacant.pop() {
-            Some(index) => {
-                self.slots[index as usize] = Some(child);
-                index
-            }
-            None => {
-                let index = u32::try_from(self.slots.len())
-                    .ok()
-                    .filter(|&index| index < u32::MAX)
-                    .expect("over 4 billion children in one scope");
-                self.slots.push(Some(child));
-                index
-            }
+        let slot = Slot {
+            child: ManuallyDrop::new(child),
+        };
+        let index = if self.vacant != NO_VACANCY {
+            let index = self.vacant;
+            let vacant = &mut self.slots[index as usize];
+            self.vacant = vacant.next_vacancy();
+            // A `Slot` has no drop glue: the vacancy's link is overwritten, nothing dropped.
+            *vacant = slot;
+            index
+        } else {
+            let index = self.slots.len();
+            assert!(index < MAX_CHILDREN, "over 2 billion children in one scope");
+            self.slots.push(slot);
+            index as u32
         };
         ChildKey(NonZeroU32::new(index + 1).expect("index below u32::MAX"))
     }
 
     fn get(&self, key: ChildKey) -> Option<&NodeRef> {
-        self.slots.get(key.index()).and_then(Option::as_ref)
+        self.slots.get(key.index()).and_then(Slot::child)
     }
 
     /// Forgets the child at `key` (nothing if it has gone already).
     #[inline]
     fn remove(&mut self, key: ChildKey) {
         let index = key.index();
-        if let Some(slot) = self.slots.get_mut(index) {
-            if slot.take().is_some() {
-                self.vacant.push(index as u32);
-            }
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        if slot.child().is_none() {
+            return;
         }
+        let left = std::mem::replace(slot, Slot::vacant(self.vacant));
+        // Below `MAX_CHILDREN`, so below `u32::MAX`: it was made from a `u32`.
+        self.vacant = index as u32;
+        // SAFETY: the slot held a child (checked above), whose reference is dropped once, here.
+        drop(ManuallyDrop::into_inner(unsafe { left.child }));
     }
 
     fn iter(&self) -> impl DoubleEndedIterator<Item = &NodeRef> {
-        self.slots.iter().flatten()
+        self.slots.iter().filter_map(Slot::child)
+    }
+}
+
+impl Drop for ChildList {
+    fn drop(&mut self) {
+        for slot in &mut self.slots {
+            if slot.child().is_some() {
+                // SAFETY: the slot holds a child, dropped once, here, as the list goes.
+                unsafe { ManuallyDrop::drop(&mut slot.child) }
+            }
+        }
     }
 }
 
@@ -2003,16 +2081,15 @@ fn changed(
     let deferred = list
         .slots
         .iter()
-        .position(|child| {
-            child
-                .as_ref()
+        .position(|slot| {
+            slot.child()
                 .is_some_and(|c| !visit_leaf(c, eff, stack, wake))
         })
         .unwrap_or(list.slots.len());
     let rest = &list.slots[deferred..];
     stack.reserve(rest.len());
     // Pushed in reverse so they are popped in slot order.
-    for child in rest.iter().rev().flatten() {
+    for child in rest.iter().rev().filter_map(Slot::child) {
         stack.push((child.clone(), eff));
     }
 }
@@ -2504,7 +2581,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<PackedKind>(), 8);
         assert_eq!(std::mem::size_of::<Node>(), 64);
         // What a node gets on first use: the child list inline, the rest boxed.
-        assert_eq!(std::mem::size_of::<More>(), 80);
+        assert_eq!(std::mem::size_of::<More>(), 64);
         // A nursery keeps one slot per live task.
         assert_eq!(std::mem::size_of::<Option<NodeRef>>(), 8);
     }
@@ -2684,6 +2761,48 @@ mod tests {
             children.get(again[1]).unwrap().node(),
             nodes[1].node()
         ));
+        drop(children);
+        assert!(nodes.iter().all(|n| Arc::strong_count(n) == 1));
+    }
+
+    /// Vacancies are linked through the vacant slots themselves: over a long run of inserts
+    /// and removals in a scrambled order, the list holds exactly the children a plain model
+    /// holds, under the same keys, reuses a vacancy before it grows (its room is the most
+    /// children it held at once), and gives every reference back when dropped.
+    #[test]
+    fn child_slots_linked_through_vacancies_match_a_model() {
+        let nodes: Vec<Arc<PlainNode>> = (0..8).map(|_| PlainNode::new(NodeKind::Scope)).collect();
+        let mut children = ChildList::default();
+        // (key, which node) for every child listed, in the model.
+        let mut model: Vec<(ChildKey, usize)> = Vec::new();
+        let mut most = 0;
+        let mut seed: u32 = 12345;
+        for step in 0..2_000 {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let remove = model.len() > 40 || (!model.is_empty() && (seed >> 16) % 3 == 0);
+            if remove {
+                let (key, _) = model.swap_remove((seed >> 8) as usize % model.len());
+                children.remove(key);
+                // A second removal of the same key removes nothing.
+                children.remove(key);
+            } else {
+                let which = step % nodes.len();
+                let key = children.insert(NodeRef::from(nodes[which].clone()));
+                assert!(model.iter().all(|(k, _)| k.index() != key.index()));
+                model.push((key, which));
+            }
+            most = most.max(model.len());
+            assert_eq!(children.iter().count(), model.len());
+            assert_eq!(children.slots.len(), most);
+            for (key, which) in &model {
+                let listed = children.get(*key).expect("a listed child");
+                assert!(std::ptr::eq(listed.node(), nodes[*which].node()));
+            }
+        }
+        for (which, node) in nodes.iter().enumerate() {
+            let listed = model.iter().filter(|(_, w)| *w == which).count();
+            assert_eq!(Arc::strong_count(node), 1 + listed);
+        }
         drop(children);
         assert!(nodes.iter().all(|n| Arc::strong_count(n) == 1));
     }
