@@ -106,10 +106,10 @@ pub(crate) struct ChildCell<F, T, E, R> {
     /// (`Shared::thread`; `spawn_local` is only allowed on the current-thread flavour).
     local: bool,
     /// The task inherited task-locals from the code that spawned it (false for nearly every
-    /// task: then its polls cost one test of this flag, see `local`). They are kept in the
-    /// box behind its node's one pointer (see `Node::inherit_locals`), where a field of the cell would make every
-    /// task 8 bytes bigger (an idle task's size is a benchmarked figure); a task that has them
-    /// locks its node to copy them at each poll.
+    /// task: then its polls cost one test of this flag, see `local`). They are kept in the box
+    /// behind its node's one pointer (see `Node::inherit_locals`), where a field of the cell
+    /// would make every task 8 bytes bigger (an idle task's size is a benchmarked figure); a
+    /// task that has them locks its node to copy them at each poll.
     inherits_locals: bool,
     /// What `join` holds (see [`JoinTag`]): here, in bytes the cell pads anyway.
     join_tag: JoinTag,
