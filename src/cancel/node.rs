@@ -933,7 +933,10 @@ impl ChildList {
             index
         } else {
             let index = self.slots.len();
-            assert!(index < MAX_CHILDREN, "over {MAX_CHILDREN} children in one scope");
+            assert!(
+                index < MAX_CHILDREN,
+                "over {MAX_CHILDREN} children in one scope"
+            );
             self.slots.push(slot);
             index as u32
         };
