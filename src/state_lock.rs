@@ -132,7 +132,7 @@ impl ByteLock {
 
     /// Takes the lock if it is free.
     #[inline]
-    pub(crate) fn try_lock(&self) -> bool {
+    fn try_lock(&self) -> bool {
         self.0
             .compare_exchange(0, LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
@@ -140,7 +140,7 @@ impl ByteLock {
 
     /// Takes the lock: spins a little if it is held, then blocks.
     #[inline]
-    pub(crate) fn lock(&self) {
+    fn lock(&self) {
         if !self.try_lock() {
             self.lock_contended();
         }
@@ -151,7 +151,7 @@ impl ByteLock {
     /// # Safety
     /// The caller holds the lock, and nothing it guards is reached through this holding after.
     #[inline]
-    pub(crate) unsafe fn unlock(&self) {
+    unsafe fn unlock(&self) {
         if self.0.swap(0, Ordering::Release) & PARKED != 0 {
             self.wake_parked();
         }
@@ -192,7 +192,7 @@ impl ByteLock {
                     Err(now) => seen = now,
                 }
             }
-            let held = place.mutex.lock().unwrap_or_else(|p| p.into_inner());
+            let held = lock_blocking(&place.mutex);
             // Checked under the place's mutex, which the unlock takes after clearing the byte
             // and before waking: an unlock after this check wakes this wait, and one before
             // it is seen here.
@@ -206,7 +206,7 @@ impl ByteLock {
     #[inline(never)]
     fn wake_parked(&self) {
         let place = self.wait_place();
-        let _held = place.mutex.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = lock_blocking(&place.mutex);
         place.woken.notify_all();
     }
 

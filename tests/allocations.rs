@@ -42,14 +42,24 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Allocations made on this thread while `f` runs.
-fn allocations_in(f: impl FnOnce()) -> usize {
+/// Counts this thread's allocations from now on, from zero.
+fn start_counting() {
     ALLOCATIONS.with(|n| n.set(0));
     BYTES.with(|n| n.set(0));
     COUNTING.with(|on| on.set(true));
-    f();
+}
+
+/// Stops counting; the allocations counted since [`start_counting`].
+fn stop_counting() -> usize {
     COUNTING.with(|on| on.set(false));
     ALLOCATIONS.with(Cell::get)
+}
+
+/// Allocations made on this thread while `f` runs.
+fn allocations_in(f: impl FnOnce()) -> usize {
+    start_counting();
+    f();
+    stop_counting()
 }
 
 /// Spawning is one allocation per task: 1 000 spawns into a nursery whose child list and run
@@ -153,11 +163,9 @@ fn allocations_in_a_warm_round<F: std::future::Future<Output = ()>>(round: fn() 
         .unwrap();
     rt.block_on(async {
         round().await;
-        ALLOCATIONS.with(|n| n.set(0));
-        COUNTING.with(|on| on.set(true));
+        start_counting();
         round().await;
-        COUNTING.with(|on| on.set(false));
-        ALLOCATIONS.with(Cell::get)
+        stop_counting()
     })
 }
 

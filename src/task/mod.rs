@@ -530,7 +530,7 @@ where
             // needs no write; one that did sets its chain in a function of its own, out of the
             // way of the common path.
             if cell.inherits_locals {
-                local::with_chain(cell.inherited_locals(), poll)
+                local::with_chain(cell.node.inherited_locals(), poll)
             } else {
                 poll()
             }
