@@ -2356,10 +2356,14 @@ fn walk_up(node: &Node, mut f: impl FnMut(&Node, &NodeState) -> bool) {
 /// Builds the `Cancelled` error raised at a checkpoint in `node`: the reason is that of the
 /// outermost cancelled scope visible from here (the one that will absorb it, C3).
 pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
-    // Each node's flag is read before its lock is taken, a parent's under its child's lock: the
-    // walk ends at the first node that is not cancelled without locking it or taking a
-    // reference to it (the nursery's owner, in the common case of a task cancelled with its
-    // nursery). A loop, not a recursion holding each lock: scopes can nest deeply.
+    // Each node's flag is read before its lock is taken, and the walk ends at the first node
+    // that is not cancelled without locking it or taking a reference to it (the nursery's
+    // owner, in the common case of a task cancelled with its nursery). A parent is locked
+    // under its child's lock (the lock order), so the child's reference keeps it: a counted
+    // reference is taken only to go on past the parent. For a task cancelled with its nursery
+    // that is none, where one raised and lowered the nursery's count, an atomic shared by
+    // every worker running its tasks. A loop, not a recursion holding each lock: scopes can
+    // nest deeply.
     let mut reason = None;
     let mut held: Option<NodeRef> = None;
     let mut at = node;
@@ -2367,7 +2371,7 @@ pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
         return Cancelled::new(CancelReason::Explicit(None));
     }
     loop {
-        let parent = {
+        let further = {
             let s = at.lock();
             if s.cancel_called() {
                 reason = s.reason();
@@ -2375,12 +2379,22 @@ pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
             if s.shield {
                 break;
             }
-            match &s.parent {
-                Some(parent) if parent.is_cancelled() => parent.clone(),
+            let Some(parent) = s.parent.as_ref().filter(|p| p.is_cancelled()) else {
+                break;
+            };
+            let ps = parent.lock();
+            if ps.cancel_called() {
+                reason = ps.reason();
+            }
+            if ps.shield {
+                break;
+            }
+            match &ps.parent {
+                Some(grandparent) if grandparent.is_cancelled() => grandparent.clone(),
                 _ => break,
             }
         };
-        at = held.insert(parent).node();
+        at = held.insert(further).node();
     }
     Cancelled::new(reason.unwrap_or(CancelReason::Explicit(None)))
 }
