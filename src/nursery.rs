@@ -1043,7 +1043,7 @@ where
     /// body produced a value; a cancellation of the nursery's own scope is absorbed here.
     fn finish(self) -> Result<T, NurseryError<E>> {
         let node = &self.inner.node;
-        let absorbed_here = node.lock().cancel_called() && !node::parent_cancel_visible(node);
+        let absorbed_here = node::absorbs_cancellation(node);
         node::unlink(node.as_ref());
         let mut failures = self.inner.failures();
         if !failures.panics.is_empty() {

@@ -1732,6 +1732,71 @@ fn c8_a_task_below_a_cancelled_nursery_gets_the_outermost_reason() {
     });
 }
 
+/// Spawns two tasks in a nursery under `outer`, cancels `outer` with the message "outer", lets
+/// `cancel_nursery` cancel (and perhaps shield) the nursery, and returns the reasons the two
+/// tasks' blocked sleeps failed with.
+fn reasons_seen_below(cancel_nursery: fn(&CancelScope)) -> Vec<CancelReason> {
+    let (rt, _clock) = current_thread();
+    rt.block_on(async {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let outer = CancelScope::new();
+        let also_outer = outer.clone();
+        outer
+            .run(async {
+                let _ = nursery(|n: Nursery<Error>| async move {
+                    for _ in 0..2 {
+                        let s = s.clone();
+                        n.spawn(async move {
+                            let r = sleep_forever().await;
+                            s.lock().unwrap().push(reason(&r));
+                            Ok::<_, Error>(r?)
+                        })?;
+                    }
+                    wait_all_tasks_blocked().await?;
+                    cancel_nursery(&n.cancel_scope());
+                    also_outer.cancel_with_reason("outer");
+                    Ok(())
+                })
+                .await;
+            })
+            .await;
+        let seen = seen.lock().unwrap().clone();
+        seen
+    })
+}
+
+// contract C8, C3: the reason a task reads is its nursery's, message and all, when the nursery
+// is cancelled with a message and shielded from the cancelled scope above it: the shield ends
+// the walk up at the nursery, whose message is read under its lock.
+#[test]
+fn c8_a_shielded_nursery_cancelled_with_a_message_gives_its_tasks_that_message() {
+    let seen = reasons_seen_below(|scope| {
+        scope.set_shield(true);
+        scope.cancel_with_reason("nursery");
+    });
+    assert_eq!(seen, [explicit_with("nursery"), explicit_with("nursery")]);
+}
+
+// contract C8, C3: without the shield, the same tasks read the outer scope's reason: the walk
+// goes on past the cancelled nursery to the outermost cancelled scope.
+#[test]
+fn c8_an_unshielded_nursery_cancelled_with_a_message_passes_on_the_outer_reason() {
+    let seen = reasons_seen_below(|scope| scope.cancel_with_reason("nursery"));
+    assert_eq!(seen, [explicit_with("outer"), explicit_with("outer")]);
+}
+
+// contract C8: a nursery shielded and not cancelled keeps the outer cancellation from its tasks
+// until its own cancel; then they read its reason (a timeout here), not the outer one.
+#[test]
+fn c8_a_shielded_nursery_cancelled_by_its_deadline_gives_its_tasks_the_deadline() {
+    let seen = reasons_seen_below(|scope| {
+        scope.set_shield(true);
+        scope.set_deadline(Some(now()));
+    });
+    assert_eq!(seen, [CancelReason::Deadline, CancelReason::Deadline]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // C9: deep nesting and many deadline moves
 

@@ -11,24 +11,27 @@
 //! ```
 //!
 //! Each node keeps its children, the wakers of operations blocked directly inside it, and its own
-//! cancel state (called, reason, shield, deadline). `eff_cancelled` caches "a checkpoint here
-//! fails": the node's own cancel was called, or its parent is effectively cancelled and the node
-//! is not shielded. Checkpoints read only that atomic.
+//! cancel state (called, reason, shield, deadline). Its cancel byte (`CancelBits`) caches "a
+//! checkpoint here fails" (the effective flag): the node's own cancel was called, or its parent
+//! is effectively cancelled and the node is not shielded. Checkpoints read only that atomic. The
+//! byte also holds the reason of the node's own cancel and which half of the rule holds, so
+//! that a cancelled checkpoint finds the scope that absorbs it without locking the nodes above.
 //!
 //! Who touches what:
-//! - `eff_cancelled` is written only while holding the process-wide `TREE_LOCK` *and* the node's
-//!   own lock. Cancelling, changing a shield and re-parenting a task take `TREE_LOCK`, so two
-//!   propagations never interleave. They walk the subtree top-down, one node lock at a time,
-//!   setting flags before snapshotting children and waking waiters after unlocking.
-//! - Linking a new child reads the parent's `eff_cancelled` under the parent's lock, so it either
+//! - The cancel byte is written only under the node's own lock, and once the node is linked
+//!   also under the process-wide `TREE_LOCK`. Cancelling, changing a shield and re-parenting a
+//!   task take `TREE_LOCK`, so two propagations never interleave. They walk the subtree
+//!   top-down, one node lock at a time, setting flags before snapshotting children and waking
+//!   waiters after unlocking.
+//! - Linking a new child reads the parent's effective flag under the parent's lock, so it either
 //!   sees a propagation's flag or is in the snapshot the propagation walks next.
 //! - A blocked operation registers its waker in the node it is blocked in, under that node's
-//!   lock, and re-reads `eff_cancelled` after registering: it cannot miss a cancellation. One
+//!   lock, and re-reads the effective flag after registering: it cannot miss a cancellation. One
 //!   parked with its own task's waker (the usual case) instead counts itself in the node's
-//!   `owner_parked` (SeqCst) and then reads `eff_cancelled` (SeqCst), having made sure once,
+//!   `owner_parked` (SeqCst) and then reads the effective flag (SeqCst), having made sure once,
 //!   under the lock, that the node keeps that waker as its owner waker; a cancellation sets
-//!   `eff_cancelled` (SeqCst) and then reads the count: one of the two sees the other, so either
-//!   the operation fails at once or the cancellation wakes the owner.
+//!   the effective flag (SeqCst) and then reads the count: one of the two sees the other, so
+//!   either the operation fails at once or the cancellation wakes the owner.
 //! - Two node locks are held together only child first, then parent (linking and re-parenting
 //!   a node), with one exception that never waits: a propagation holding a node's lock *tries*
 //!   the lock of each childless child, visiting it in place if it gets it (see `visit_leaf`).
@@ -42,7 +45,7 @@ use std::cell::UnsafeCell;
 use std::mem::ManuallyDrop;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
@@ -361,8 +364,11 @@ pub(crate) struct Node {
     /// How the node is counted and torn down (see [`NodeOps`]).
     ops: &'static NodeOps,
     kind: PackedKind,
-    /// Cached "a checkpoint inside this node fails". See the module comment for who writes it.
-    eff_cancelled: AtomicBool,
+    /// The node's cancel state, readable without its lock: whether a checkpoint inside it fails,
+    /// whether that comes from its parent, and why its own cancel was called (see
+    /// [`CancelBits`]). Written only under the node's lock; see the module comment for who
+    /// writes what.
+    cancel: CancelBits,
     /// The last poll of the code this node owns (a task's future, a scope's or nursery's body)
     /// returned `Pending` with no trellis operation parked or yielding in it: it waits where
     /// cancellation cannot reach (contract B1). Written by the owner after each poll.
@@ -386,11 +392,13 @@ pub(crate) struct Node {
 // (`Node::lock`, `try_lock`) or through `&mut Node`.
 unsafe impl Sync for Node {}
 
-/// A [`CancelReason`] in a byte (see [`NodeState::reason`]): the reasons without a payload have
-/// a variant each; an explicit cancel with a message has one, the message kept in the extras.
+/// A [`CancelReason`] in three bits (see [`CancelBits`]): the reasons without a payload have a
+/// variant each; an explicit cancel with a message has one, the message kept in the extras.
+/// Numbered from 1: 0 is "not called".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 enum ReasonTag {
-    Explicit,
+    Explicit = 1,
     /// Explicit, with a message in the extras.
     ExplicitWithMessage,
     Deadline,
@@ -414,6 +422,20 @@ impl ReasonTag {
         }
     }
 
+    /// The tag numbered `n`; `None` for 0.
+    fn from_number(n: u8) -> Option<ReasonTag> {
+        Some(match n {
+            0 => return None,
+            1 => Self::Explicit,
+            2 => Self::ExplicitWithMessage,
+            3 => Self::Deadline,
+            4 => Self::Nursery,
+            5 => Self::ServiceDone,
+            6 => Self::Shutdown,
+            _ => Self::Interrupted,
+        })
+    }
+
     /// The reason this tags, `message` being the extras' message.
     fn reason(self, message: Option<&Arc<str>>) -> CancelReason {
         match self {
@@ -425,6 +447,69 @@ impl ReasonTag {
             Self::Shutdown => CancelReason::Shutdown,
             Self::Interrupted => CancelReason::Interrupted,
         }
+    }
+}
+
+/// A node's cancel state in one atomic byte: bit 0, a checkpoint inside the node fails
+/// ("effectively cancelled": its own cancel was called, or its parent is effectively cancelled
+/// and it is not shielded); bit 1, the second half of that holds; bits 2 to 4, the
+/// [`ReasonTag`] of its own cancel, 0 while it was not called (C8: set once, the first reason
+/// wins). Readable without the node's lock, so that the error of a cancelled checkpoint finds
+/// the scope that absorbs it without locking the nodes above (see [`cancelled_error`]); every
+/// write is made under the node's lock, so a write can read the byte and store it whole.
+struct CancelBits(AtomicU8);
+
+impl CancelBits {
+    const EFFECTIVE: u8 = 1;
+    const FROM_PARENT: u8 = 2;
+    const REASON_SHIFT: u32 = 2;
+
+    const fn new() -> CancelBits {
+        CancelBits(AtomicU8::new(0))
+    }
+
+    /// Does a checkpoint inside the node fail? `order` is `SeqCst` where the read pairs with
+    /// a count (see [`Node::park_owner`]).
+    #[inline]
+    fn effective(&self, order: Ordering) -> bool {
+        self.0.load(order) & Self::EFFECTIVE != 0
+    }
+
+    /// Is the node effectively cancelled through its parent (not shielded, parent cancelled)?
+    #[inline]
+    fn through_parent(&self) -> bool {
+        self.0.load(Ordering::Acquire) & Self::FROM_PARENT != 0
+    }
+
+    /// Why the node's own cancel was called, if it was.
+    #[inline]
+    fn reason(&self) -> Option<ReasonTag> {
+        ReasonTag::from_number(self.0.load(Ordering::Acquire) >> Self::REASON_SHIFT)
+    }
+
+    /// Records the reason of the node's own cancel (under its lock; it was not called before).
+    fn set_reason(&self, tag: ReasonTag) {
+        self.0
+            .fetch_or((tag as u8) << Self::REASON_SHIFT, Ordering::Release);
+    }
+
+    /// Sets whether the node is cancelled through its parent (under the node's lock), and so
+    /// whether it is effectively cancelled; returns that flag's previous and new values.
+    /// `SeqCst`: paired with `park_owner`'s count and check.
+    #[inline]
+    fn set_from_parent(&self, from_parent: bool) -> (bool, bool) {
+        let reason = self.0.load(Ordering::Relaxed) & !(Self::EFFECTIVE | Self::FROM_PARENT);
+        let effective = reason != 0 || from_parent;
+        let bits = reason
+            | if effective { Self::EFFECTIVE } else { 0 }
+            | if from_parent { Self::FROM_PARENT } else { 0 };
+        let was = self.0.swap(bits, Ordering::SeqCst) & Self::EFFECTIVE != 0;
+        (was, effective)
+    }
+
+    /// Back to a fresh node's state, through `&mut`.
+    fn reset(&mut self) {
+        *self.0.get_mut() = 0;
     }
 }
 
@@ -453,11 +538,6 @@ pub(crate) struct NodeState {
     /// [`Node::owner_waker`] and [`Node::take_owner`], and given back by the node's drop. (See
     /// [`WaiterSlots`] for how operations park.)
     owner: Option<&'static RawWakerVTable>,
-    /// Why the node's own cancel was called (C8: the first reason wins), as a [`ReasonTag`];
-    /// `None` while it was not ([`cancel_called`](Self::cancel_called)). A byte, not the reason
-    /// itself, so that a timeout that fires allocates nothing to say why: only an explicit
-    /// cancel's message goes to the extras.
-    reason: Option<ReasonTag>,
     pub(crate) shield: bool,
     /// No new task children (a finished nursery, N5).
     pub(crate) closed: bool,
@@ -489,7 +569,7 @@ struct More {
 
 #[derive(Default)]
 struct Extras {
-    /// The message of an explicit cancel that gave one (see [`NodeState::reason`]).
+    /// The message of an explicit cancel that gave one (see [`ReasonTag`]).
     cancel_message: Option<Arc<str>>,
     /// The owner's waker while its code is in a foreign wait: woken when the node becomes
     /// cancelled, or a task leaves it while it is cancelled, so the owner can end the wait (B1).
@@ -785,25 +865,9 @@ impl NodeState {
         self.more.as_ref().is_some_and(|m| m.waiters.any_slot())
     }
 
-    /// Was the node's own cancel called?
-    #[inline]
-    pub(crate) fn cancel_called(&self) -> bool {
-        self.reason.is_some()
-    }
-
-    /// Why the node's own cancel was called, if it was.
-    pub(crate) fn reason(&self) -> Option<CancelReason> {
-        let message = self.extras_ref().and_then(|e| e.cancel_message.as_ref());
-        self.reason.map(|tag| tag.reason(message))
-    }
-
-    /// Records why the node's own cancel was called (once: it was not before).
-    fn set_reason(&mut self, reason: CancelReason) {
-        let (tag, message) = ReasonTag::of(reason);
-        if message.is_some() {
-            self.extras().cancel_message = message;
-        }
-        self.reason = Some(tag);
+    /// The message of an explicit cancel that gave one.
+    fn cancel_message(&self) -> Option<&Arc<str>> {
+        self.extras_ref().and_then(|e| e.cancel_message.as_ref())
     }
 
     /// The name of the task this node is, if it was given one.
@@ -1063,14 +1127,13 @@ impl Node {
     fn reset_empty(&mut self, kind: PackedKind) {
         debug_assert!(self.holds_nothing(), "only plain values are reset");
         self.kind = kind;
-        *self.eff_cancelled.get_mut() = false;
+        self.cancel.reset();
         *self.foreign_wait.get_mut() = false;
         *self.forced.get_mut() = false;
         *self.owner_parked.get_mut() = 0;
         *self.owner_id.get_mut() = 0;
         let s = self.state_mut();
         s.slot = None;
-        s.reason = None;
         s.shield = false;
         s.closed = false;
         s.entered = false;
@@ -1104,7 +1167,7 @@ impl Node {
         Node {
             ops,
             kind,
-            eff_cancelled: AtomicBool::new(false),
+            cancel: CancelBits::new(),
             foreign_wait: AtomicBool::new(false),
             forced: AtomicBool::new(false),
             owner_parked: AtomicU32::new(0),
@@ -1114,7 +1177,6 @@ impl Node {
                 parent: None,
                 slot: None,
                 owner: None,
-                reason: None,
                 shield: false,
                 closed: false,
                 entered: false,
@@ -1171,7 +1233,30 @@ impl Node {
     /// Does a checkpoint inside this node fail?
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.eff_cancelled.load(Ordering::Acquire)
+        self.cancel.effective(Ordering::Acquire)
+    }
+
+    /// Was the node's own cancel called? Needs no lock: the answer, once yes, stays yes.
+    #[inline]
+    pub(crate) fn cancel_called(&self) -> bool {
+        self.cancel.reason().is_some()
+    }
+
+    /// Why the node's own cancel was called, if it was; `s` is the node's state, for the
+    /// message of an explicit cancel that gave one.
+    pub(crate) fn reason(&self, s: &NodeState) -> Option<CancelReason> {
+        let tag = self.cancel.reason()?;
+        Some(tag.reason(s.cancel_message()))
+    }
+
+    /// Records why the node's own cancel was called (once: it was not before); `s` is the
+    /// node's locked state.
+    fn set_reason(&self, s: &mut NodeState, reason: CancelReason) {
+        let (tag, message) = ReasonTag::of(reason);
+        if message.is_some() {
+            s.extras().cancel_message = message;
+        }
+        self.cancel.set_reason(tag);
     }
 
     pub(crate) fn parent(&self) -> Option<NodeRef> {
@@ -1234,7 +1319,7 @@ impl Node {
         // sees the cancellation, or the cancellation sees the owner waker (stored earlier,
         // under the node's lock) and wakes it.
         self.owner_parked.fetch_add(1, Ordering::SeqCst);
-        if self.eff_cancelled.load(Ordering::SeqCst) {
+        if self.cancel.effective(Ordering::SeqCst) {
             self.unpark_owner();
             return OwnerPark::Cancelled;
         }
@@ -1468,7 +1553,6 @@ fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<()
     let NodeState {
         parent: parent_field,
         slot,
-        reason,
         shield,
         entered,
         ..
@@ -1483,8 +1567,7 @@ fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<()
     }
     // Set before the child is in the list, under the same lock: a propagation snapshots the
     // list under it, so it sees both or neither.
-    let eff = reason.is_some() || (!*shield && p.is_cancelled());
-    c.eff_cancelled.store(eff, Ordering::Release);
+    c.cancel.set_from_parent(!*shield && p.is_cancelled());
     if !*shield && is_forced(p) {
         // Born under a scope whose grace period ran out (B3).
         c.forced.store(true, Ordering::Release);
@@ -1520,8 +1603,8 @@ pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<PlainNode>, rt: &Shared) 
     }
     // A scope is never refused (only tasks are, by a closed nursery).
     let _ = link_locked(parent, NodeRef::from(child.clone()), &mut cs);
-    let (past, deferred) = defer_locked(&mut cs, rt);
-    let cancelled_before = cs.cancel_called();
+    let cancelled_before = child.cancel_called();
+    let (past, deferred) = defer_locked(&mut cs, cancelled_before, rt);
     drop(cs);
     if past {
         cancel(child.as_ref(), CancelReason::Deadline);
@@ -1532,11 +1615,11 @@ pub(crate) fn enter_scope(parent: NodeRef, child: &Arc<PlainNode>, rt: &Shared) 
     deferred
 }
 
-/// Defers the timer of a just-linked node's deadline; the caller holds the node's lock.
-/// Returns whether the deadline has already passed (the caller then cancels the node), and the
-/// deadline if its timer is deferred.
-fn defer_locked(s: &mut Locked<'_>, rt: &Shared) -> (bool, Option<Instant>) {
-    match deadline_ahead(s, rt) {
+/// Defers the timer of a just-linked node's deadline; the caller holds the node's lock and
+/// says whether its cancel was called. Returns whether the deadline has already passed (the
+/// caller then cancels the node), and the deadline if its timer is deferred.
+fn defer_locked(s: &mut Locked<'_>, cancel_called: bool, rt: &Shared) -> (bool, Option<Instant>) {
+    match deadline_ahead(s, cancel_called, rt) {
         Some((fields, Watch::At(deadline))) => {
             fields.deferred = true;
             (false, Some(deadline))
@@ -1557,9 +1640,13 @@ enum Watch {
 }
 
 /// The node's deadline against the clock (this poll's reading), with the fields it is kept in;
-/// `None` for a task's node, which has none. The caller holds the node's lock.
-fn deadline_ahead<'s>(s: &'s mut Locked<'_>, rt: &Shared) -> Option<(&'s mut PlainFields, Watch)> {
-    let cancel_called = s.cancel_called();
+/// `None` for a task's node, which has none. The caller holds the node's lock and says whether
+/// its cancel was called.
+fn deadline_ahead<'s>(
+    s: &'s mut Locked<'_>,
+    cancel_called: bool,
+    rt: &Shared,
+) -> Option<(&'s mut PlainFields, Watch)> {
     let fields = s.plain()?;
     let watch = match fields.deadline {
         None => Watch::None,
@@ -1599,8 +1686,7 @@ enum Deferred {
 
 /// Looks at a node's deferred deadline at `now`, under its lock; one that has passed, or whose
 /// scope is cancelled already, is deferred no more.
-fn settle_deferred(s: &mut Locked<'_>, now: Instant) -> Deferred {
-    let cancel_called = s.cancel_called();
+fn settle_deferred(s: &mut Locked<'_>, cancel_called: bool, now: Instant) -> Deferred {
     let Some(fields) = s.plain().filter(|f| f.deferred) else {
         return Deferred::No;
     };
@@ -1623,10 +1709,12 @@ fn settle_deferred(s: &mut Locked<'_>, now: Instant) -> Deferred {
 pub(crate) fn expire_deferred_above(node: Option<NodeRef>, now: Instant) -> Option<Instant> {
     let mut due = Vec::new();
     let mut left: Option<Instant> = None;
-    for_each_scope_above(node, |plain, s| match settle_deferred(s, now) {
-        Deferred::No => {}
-        Deferred::Ahead(deadline) => left = Some(left.map_or(deadline, |l| l.min(deadline))),
-        Deferred::Passed => due.push(plain),
+    for_each_scope_above(node, |plain, s| {
+        match settle_deferred(s, plain.cancel_called(), now) {
+            Deferred::No => {}
+            Deferred::Ahead(deadline) => left = Some(left.map_or(deadline, |l| l.min(deadline))),
+            Deferred::Passed => due.push(plain),
+        }
     });
     for plain in due {
         cancel(plain.as_ref(), CancelReason::Deadline);
@@ -1675,7 +1763,7 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
         let mut cs = child.lock();
         let parent_visible =
             !cs.shield && cs.parent.as_ref().is_some_and(|p| p.node().is_cancelled());
-        let absorbed = returned_cancellation && cs.cancel_called() && !parent_visible;
+        let absorbed = returned_cancellation && c.cancel_called() && !parent_visible;
         if absorbed {
             if let Some(fields) = cs.plain() {
                 fields.cancelled_caught = true;
@@ -1840,11 +1928,12 @@ pub(crate) fn cancel(target: &dyn TreeNode, reason: CancelReason) {
     {
         let _tree = tree_lock();
         {
-            let mut s = target.node().lock();
-            if s.cancel_called() {
+            let node = target.node();
+            let mut s = node.lock();
+            if node.cancel_called() {
                 return;
             }
-            s.set_reason(reason);
+            node.set_reason(&mut s, reason);
         }
         propagate(target);
     }
@@ -1873,7 +1962,7 @@ fn report_cancel(node: &Node) {
     let Some(instrument) = runtime_of(node).and_then(|rt| rt.instrument.clone()) else {
         return;
     };
-    let Some(reason) = node.lock().reason() else {
+    let Some(reason) = node.reason(&node.lock()) else {
         return;
     };
     let kind = match node.kind() {
@@ -1980,7 +2069,7 @@ pub(crate) fn is_forced(node: &Node) -> bool {
     node.forced.load(Ordering::Acquire)
 }
 
-/// Recomputes `eff_cancelled` from `start` downwards, waking what became cancelled. Caller holds
+/// Recomputes the effective flag from `start` downwards, waking what became cancelled. Caller holds
 /// `TREE_LOCK`. Iterative so 5 000 nested scopes do not overflow the stack (C9).
 fn propagate(start: &dyn TreeNode) {
     let mut wake = Vec::new();
@@ -2011,9 +2100,7 @@ fn mark(
     stack: &mut Vec<(NodeRef, bool)>,
     wake: &mut Vec<Waker>,
 ) {
-    let eff = s.cancel_called() || (!s.shield && parent_eff);
-    // SeqCst: paired with `park_owner`'s count and check (see there).
-    let was = node.eff_cancelled.swap(eff, Ordering::SeqCst);
+    let (was, eff) = node.cancel.set_from_parent(!s.shield && parent_eff);
     if eff != was {
         changed(node, s, eff, stack, wake);
     }
@@ -2255,7 +2342,7 @@ pub(crate) fn set_deadline(target: &Arc<PlainNode>, deadline: Option<Instant>) {
 /// targets fire after it is released). Returns whether the deadline has already passed: the
 /// caller then cancels the node with reason `Deadline` once the lock is released (C5).
 fn arm_locked(target: &Arc<PlainNode>, s: &mut Locked<'_>, rt: &Shared) -> bool {
-    let Some((fields, watch)) = deadline_ahead(s, rt) else {
+    let Some((fields, watch)) = deadline_ahead(s, target.cancel_called(), rt) else {
         return false;
     };
     // Whatever it was, the deadline is the store's business from here on.
@@ -2289,7 +2376,7 @@ fn runtime_of(node: &Node) -> Option<Arc<Shared>> {
 /// Would this node absorb the cancellation its code ends with (C3): it was cancelled itself and
 /// no enclosing cancellation is visible from it?
 pub(crate) fn absorbs_cancellation(node: &Node) -> bool {
-    node.lock().cancel_called() && !parent_cancel_visible(node)
+    node.cancel_called() && !parent_cancel_visible(node)
 }
 
 /// Is cancellation from outside this node visible inside it? (the parent is effectively
@@ -2356,42 +2443,45 @@ fn walk_up(node: &Node, mut f: impl FnMut(&Node, &NodeState) -> bool) {
 /// Builds the `Cancelled` error raised at a checkpoint in `node`: the reason is that of the
 /// outermost cancelled scope visible from here (the one that will absorb it, C3).
 pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
-    // Each node's flag is read before its lock is taken, and the walk ends at the first node
-    // that is not cancelled without locking it or taking a reference to it (the nursery's
-    // owner, in the common case of a task cancelled with its nursery). A parent is locked
-    // under its child's lock (the lock order), so the child's reference keeps it: a counted
-    // reference is taken only to go on past the parent. For a task cancelled with its nursery
-    // that is none, where one raised and lowered the nursery's count, an atomic shared by
-    // every worker running its tasks. A loop, not a recursion holding each lock: scopes can
-    // nest deeply.
+    // Walks up while a node is cancelled through its parent. Each node on the way is locked
+    // for its parent pointer, which the lock keeps; the parent's cancel state is read without
+    // the parent's lock (see `CancelBits`), so the walk ends at the first node not cancelled
+    // through its parent having locked nothing above it. For a task cancelled with its nursery
+    // that is the task's own lock, where the nursery's was taken too: the lock every task of
+    // the nursery takes again to leave it, on every worker. A loop, not a recursion holding
+    // each lock: scopes can nest deeply.
+    if !node.is_cancelled() {
+        return Cancelled::new(CancelReason::Explicit(None));
+    }
     let mut reason = None;
     let mut held: Option<NodeRef> = None;
     let mut at = node;
-    if !at.is_cancelled() {
-        return Cancelled::new(CancelReason::Explicit(None));
-    }
     loop {
         let further = {
             let s = at.lock();
-            if s.cancel_called() {
-                reason = s.reason();
+            if at.cancel_called() {
+                reason = at.reason(&s);
             }
-            if s.shield {
+            if !at.cancel.through_parent() {
                 break;
             }
-            let Some(parent) = s.parent.as_ref().filter(|p| p.is_cancelled()) else {
+            let Some(parent) = &s.parent else {
                 break;
             };
-            let ps = parent.lock();
-            if ps.cancel_called() {
-                reason = ps.reason();
+            let p = parent.node();
+            match p.cancel.reason() {
+                // The message is in the parent's extras, under its lock (child, then parent).
+                Some(ReasonTag::ExplicitWithMessage) => reason = p.reason(&p.lock()),
+                Some(tag) => reason = Some(tag.reason(None)),
+                None => {}
             }
-            if ps.shield {
+            if !p.cancel.through_parent() {
                 break;
             }
-            match &ps.parent {
-                Some(grandparent) if grandparent.is_cancelled() => grandparent.clone(),
-                _ => break,
+            let grandparent = p.lock().parent.clone();
+            match grandparent {
+                Some(grandparent) => grandparent,
+                None => break,
             }
         };
         at = held.insert(further).node();
@@ -2513,7 +2603,7 @@ fn grace_applies(node: &Node) -> bool {
         if !n.is_cancelled() {
             return false;
         }
-        if s.cancel_called() {
+        if n.cancel_called() {
             absorber = Some(s.grace_period());
         }
         !s.shield
@@ -2583,8 +2673,8 @@ mod tests {
     use std::sync::Arc;
 
     use crate::cancel::node::{
-        ChildKey, ChildList, More, Node, NodeKind, NodeRef, NodeState, PackedKind, PlainNode,
-        ReasonTag, TaskInfo,
+        CancelBits, ChildKey, ChildList, More, Node, NodeKind, NodeRef, NodeState, PackedKind,
+        PlainNode, ReasonTag, TaskInfo,
     };
 
     /// Every task carries a node: its size is in an idle task's, a benchmarked figure. The
@@ -2645,6 +2735,39 @@ mod tests {
 
     /// A scope node kept for reuse is reset in place to a fresh one: every plain value of the
     /// node, its state and its fields goes back to a new node's, the deadline is the new one.
+    /// Every reason tag reads back from the cancel byte as it was set, the effective flag is
+    /// the own cancel or the parent's, and setting where it comes from keeps the reason.
+    #[test]
+    fn the_cancel_byte_keeps_each_reason_beside_the_flags() {
+        let tags = [
+            ReasonTag::Explicit,
+            ReasonTag::ExplicitWithMessage,
+            ReasonTag::Deadline,
+            ReasonTag::Nursery,
+            ReasonTag::ServiceDone,
+            ReasonTag::Shutdown,
+            ReasonTag::Interrupted,
+        ];
+        let fresh = CancelBits::new();
+        assert_eq!(fresh.reason(), None);
+        assert_eq!(fresh.set_from_parent(true), (false, true));
+        assert!(fresh.through_parent() && fresh.effective(Ordering::Relaxed));
+        assert_eq!(fresh.set_from_parent(false), (true, false));
+        assert!(!fresh.through_parent() && !fresh.effective(Ordering::Relaxed));
+        for tag in tags {
+            let bits = CancelBits::new();
+            bits.set_reason(tag);
+            assert_eq!(bits.reason(), Some(tag));
+            // The own cancel keeps the node cancelled whatever its parent does.
+            assert_eq!(bits.set_from_parent(false), (false, true));
+            assert_eq!(bits.set_from_parent(true), (true, true));
+            assert!(bits.through_parent());
+            assert_eq!(bits.set_from_parent(false), (true, true));
+            assert!(!bits.through_parent());
+            assert_eq!(bits.reason(), Some(tag));
+        }
+    }
+
     #[test]
     fn a_reused_scope_node_is_reset_to_a_fresh_one() {
         let then = std::time::Instant::now();
@@ -2652,14 +2775,14 @@ mod tests {
         let mut scope = PlainNode::with_deadline(NodeKind::Nursery, Some(then));
         {
             let node = &scope.node;
-            node.eff_cancelled.store(true, Ordering::Relaxed);
+            node.cancel.set_reason(ReasonTag::Deadline);
+            node.cancel.set_from_parent(true);
             node.foreign_wait.store(true, Ordering::Relaxed);
             node.forced.store(true, Ordering::Relaxed);
             node.owner_parked.store(3, Ordering::Relaxed);
             node.owner_id.store(8, Ordering::Relaxed);
             let mut s = scope.lock();
             s.slot = NonZeroU32::new(4).map(ChildKey);
-            s.reason = Some(ReasonTag::Deadline);
             s.shield = true;
             s.closed = true;
             s.entered = true;
@@ -2673,16 +2796,16 @@ mod tests {
         assert!(PlainNode::reset_if_unshared(&mut scope, Some(later)));
         let node = &scope.node;
         assert_eq!(node.kind(), NodeKind::Scope);
-        assert!(!node.eff_cancelled.load(Ordering::Relaxed));
+        assert_eq!(node.cancel.0.load(Ordering::Relaxed), 0);
         assert!(!node.foreign_wait.load(Ordering::Relaxed));
         assert!(!node.forced.load(Ordering::Relaxed));
         assert_eq!(node.owner_parked.load(Ordering::Relaxed), 0);
         assert_eq!(node.owner_id.load(Ordering::Relaxed), 0);
         let mut s = scope.lock();
         // A reused node that kept the last scope's reason would report it for the new one.
-        assert_eq!(s.reason(), None);
+        assert_eq!(node.reason(&s), None);
         assert!(s.slot.is_none());
-        assert!(!(s.cancel_called() || s.shield || s.closed || s.entered));
+        assert!(!(node.cancel_called() || s.shield || s.closed || s.entered));
         let fields = s.plain().expect("a plain node");
         assert_eq!(
             (fields.tasks, fields.services, fields.pending_starts),

@@ -121,7 +121,7 @@ impl fmt::Debug for CancelScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.node.lock();
         f.debug_struct("CancelScope")
-            .field("cancel_called", &s.cancel_called())
+            .field("cancel_called", &self.node.cancel_called())
             .field("deadline", &s.deadline())
             .field("shield", &s.shield)
             .finish()
@@ -341,7 +341,7 @@ impl CancelScope {
         let (called, deadline, exited) = {
             let s = self.node.lock();
             (
-                s.cancel_called(),
+                self.node.cancel_called(),
                 s.deadline(),
                 s.entered && !node::is_linked(&s),
             )
@@ -392,7 +392,7 @@ impl CancelScope {
     /// assert_eq!(scope.cancel_reason(), Some(CancelReason::Explicit(None)));
     /// ```
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        self.node.lock().reason()
+        self.node.reason(&self.node.lock())
     }
 
     /// The deadline, if any.
