@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{current_thread, current_thread_on, secs, Log};
+use common::{current_thread, current_thread_on, multi_thread, secs, Log};
 use trellis::testing::{wait_all_tasks_blocked, MockClock};
 use trellis::{
     cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, current_effective_deadline,
     lowlevel, now, nursery, sleep, sleep_forever, AsCancelled, CancelReason, CancelScope,
-    Cancelled, Error, Nursery, NurseryError,
+    Cancelled, Error, Nursery, NurseryError, Runtime,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1337,7 +1337,7 @@ fn c5_timeouts_armed_by_a_wait_fire_on_time_on_both_flavours() {
 // passes schedule points (its timer still deferred), cancels it at its next checkpoint.
 #[test]
 fn c5_a_deferred_deadline_moved_from_another_thread_cancels_at_once() {
-    let rt = common::multi_thread(2);
+    let rt = multi_thread(2);
     rt.block_on(async {
         let scope = CancelScope::with_deadline(now() + secs(3600));
         let handle = scope.clone();
@@ -1732,28 +1732,37 @@ fn c8_a_task_below_a_cancelled_nursery_gets_the_outermost_reason() {
     });
 }
 
-/// Spawns two tasks in a nursery under `outer`, cancels `outer` with the message "outer", lets
-/// `cancel_nursery` cancel (and perhaps shield) the nursery, and returns the reasons the two
-/// tasks' blocked sleeps failed with.
-fn reasons_seen_below(cancel_nursery: fn(&CancelScope)) -> Vec<CancelReason> {
-    let (rt, _clock) = current_thread();
+/// Spawns `tasks` tasks in a nursery under `outer` on `rt`, cancels `outer` with the message
+/// "outer" once every task has started, lets `cancel_nursery` cancel (and perhaps shield) the
+/// nursery first, and returns the reasons the tasks' sleeps failed with, in the order they
+/// failed.
+fn reasons_seen_below(
+    rt: &Runtime,
+    tasks: usize,
+    cancel_nursery: fn(&CancelScope),
+) -> Vec<CancelReason> {
     rt.block_on(async {
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let started = Arc::new(AtomicUsize::new(0));
         let s = seen.clone();
         let outer = CancelScope::new();
         let also_outer = outer.clone();
         outer
             .run(async {
                 let _ = nursery(|n: Nursery<Error>| async move {
-                    for _ in 0..2 {
+                    for _ in 0..tasks {
                         let s = s.clone();
+                        let started = started.clone();
                         n.spawn(async move {
+                            started.fetch_add(1, Ordering::Relaxed);
                             let r = sleep_forever().await;
                             s.lock().unwrap().push(reason(&r));
                             Ok::<_, Error>(r?)
                         })?;
                     }
-                    wait_all_tasks_blocked().await?;
+                    while started.load(Ordering::Relaxed) < tasks {
+                        checkpoint().await?;
+                    }
                     cancel_nursery(&n.cancel_scope());
                     also_outer.cancel_with_reason("outer");
                     Ok(())
@@ -1771,18 +1780,36 @@ fn reasons_seen_below(cancel_nursery: fn(&CancelScope)) -> Vec<CancelReason> {
 // the walk up at the nursery, whose message is read under its lock.
 #[test]
 fn c8_a_shielded_nursery_cancelled_with_a_message_gives_its_tasks_that_message() {
-    let seen = reasons_seen_below(|scope| {
+    let (rt, _clock) = current_thread();
+    let seen = reasons_seen_below(&rt, 2, |scope| {
         scope.set_shield(true);
         scope.cancel_with_reason("nursery");
     });
     assert_eq!(seen, [explicit_with("nursery"), explicit_with("nursery")]);
 }
 
+// contract C8, C3: the same on two workers, with tasks building their errors on both while the
+// nursery's lock is taken by their siblings leaving it: each of 1 000 reads the nursery's
+// message (the tag read without the lock, the message under it).
+#[test]
+fn c8_a_shielded_nursery_s_message_reaches_every_task_on_two_workers() {
+    let seen = reasons_seen_below(&multi_thread(2), 1_000, |scope| {
+        scope.set_shield(true);
+        scope.cancel_with_reason("nursery");
+    });
+    assert_eq!(seen.len(), 1_000);
+    assert!(
+        seen.iter().all(|r| *r == explicit_with("nursery")),
+        "{seen:?}"
+    );
+}
+
 // contract C8, C3: without the shield, the same tasks read the outer scope's reason: the walk
 // goes on past the cancelled nursery to the outermost cancelled scope.
 #[test]
 fn c8_an_unshielded_nursery_cancelled_with_a_message_passes_on_the_outer_reason() {
-    let seen = reasons_seen_below(|scope| scope.cancel_with_reason("nursery"));
+    let (rt, _clock) = current_thread();
+    let seen = reasons_seen_below(&rt, 2, |scope| scope.cancel_with_reason("nursery"));
     assert_eq!(seen, [explicit_with("outer"), explicit_with("outer")]);
 }
 
@@ -1790,7 +1817,8 @@ fn c8_an_unshielded_nursery_cancelled_with_a_message_passes_on_the_outer_reason(
 // until its own cancel; then they read its reason (a timeout here), not the outer one.
 #[test]
 fn c8_a_shielded_nursery_cancelled_by_its_deadline_gives_its_tasks_the_deadline() {
-    let seen = reasons_seen_below(|scope| {
+    let (rt, _clock) = current_thread();
+    let seen = reasons_seen_below(&rt, 2, |scope| {
         scope.set_shield(true);
         scope.set_deadline(Some(now()));
     });
