@@ -38,8 +38,6 @@ pub(crate) use tree::snapshot_of;
 
 mod tree;
 
-use std::sync::atomic::Ordering;
-
 use crate::cancel::current;
 use crate::cancel::node::Node;
 use crate::cancel::outside_runtime;
@@ -177,7 +175,7 @@ pub fn statistics() -> RuntimeStatistics {
         outside_runtime("lowlevel::statistics");
     };
     RuntimeStatistics {
-        live_tasks: rt.live_tasks.load(Ordering::Relaxed),
+        live_tasks: rt.live_tasks(),
         timers: rt.driver.timers.len(),
         workers: rt.scheduler.num_workers(),
     }

@@ -7,7 +7,11 @@
 //! cancel tree and the user's future. The cell, not `async-task`, owns the user's future so
 //! that a nursery torn down by `drop` can drop every child's future *synchronously* (N11):
 //! `poll_state` is a tiny lock — the runner takes it for each poll, teardown takes it to drop
-//! the future, and waits (yielding the thread) while a poll on another thread finishes.
+//! the future, and waits (yielding the thread) while a poll on another thread finishes. A
+//! teardown first raises `CLOSING` in the cell's flags, which a runner that has taken the lock
+//! reads before it polls (and then lets go without polling), so a teardown waits for one poll
+//! at most; being in a byte of its own, the flag lets the runner give the lock back with a
+//! plain store.
 //!
 //! The metadata lives as long as the allocation, that is as long as anything counts a reference
 //! to the task: the tree's and the handle's references ([`NodeRef`], `JoinRef`) are counted in
@@ -50,12 +54,22 @@ pub use handle::TaskHandle;
 pub(crate) use handle::{JoinCell, JoinGuard, JoinSlot, JoinState, JoinTag};
 pub use local::{TaskLocal, TaskLocalError, TaskLocalFuture};
 
+/// `poll_state`: nobody holds the future.
 const IDLE: u8 = 0;
+/// `poll_state`: the runner polls the future, or a teardown or the task's exit drops it.
 const POLLING: u8 = 1;
+/// `poll_state`: the future is gone.
 const DONE: u8 = 2;
-/// Flag added to IDLE or POLLING by a teardown: no new poll may start. Without it a teardown
-/// could wait indefinitely behind a busy task that another worker re-polls as soon as each poll
-/// ends (its `IDLE` window is a few instructions wide).
+
+/// Flag of the cell's `flags`: a `spawn_local` task.
+const LOCAL: u8 = 1;
+/// Flag of the cell's `flags`: the task inherited task-locals.
+const INHERITS_LOCALS: u8 = 2;
+/// Flag of the cell's `flags`, raised by a teardown: no new poll may start. Without it a
+/// teardown could wait indefinitely behind a busy task that another worker re-polls as soon as
+/// each poll ends (its `IDLE` window is a few instructions wide). Kept out of `poll_state` so
+/// that the runner's release of the lock after each poll is a store, not a read-modify-write
+/// that keeps this flag: an atomic read-modify-write costs a poll a tenth of `yield`'s time.
 const CLOSING: u8 = 4;
 
 /// Where a child's failure goes: its nursery, or, before `TaskStatus::started`, the `start` call.
@@ -99,26 +113,25 @@ pub(crate) struct ChildCell<F, T, E, R> {
     /// References to this cell ([`NodeRef`], `JoinRef`) that exist, counted here as an `Arc`
     /// counts its own (see [`ChildCell::OPS`]). Starts at 1: the tree's.
     refs: AtomicU32,
-    /// IDLE, POLLING (the future is being polled or dropped) or DONE (the future is gone), with
-    /// CLOSING added once a teardown has begun.
+    /// IDLE, POLLING (the future is being polled or dropped) or DONE (the future is gone).
     poll_state: AtomicU8,
-    /// A `spawn_local` task: its future may be polled or dropped only on the runtime's thread
-    /// (`Shared::thread`; `spawn_local` is only allowed on the current-thread flavour).
-    local: bool,
-    /// The task inherited task-locals from the code that spawned it (false for nearly every
-    /// task: then its polls cost one test of this flag, see `local`). They are kept in the box
-    /// behind its node's one pointer (see `Node::inherit_locals`), where a field of the cell
-    /// would make every task 8 bytes bigger (an idle task's size is a benchmarked figure); a
-    /// task that has them locks its node to copy them at each poll.
-    inherits_locals: bool,
+    /// `LOCAL`: a `spawn_local` task, whose future may be polled or dropped only on the
+    /// runtime's thread (`Shared::thread`; `spawn_local` is only allowed on the current-thread
+    /// flavour). `INHERITS_LOCALS`: the task inherited task-locals from the code that spawned
+    /// it (not set for nearly every task: then its polls cost one test of this flag, see
+    /// `local`); they are kept in the box behind its node's one pointer (see
+    /// `Node::inherit_locals`), where a field of the cell would make every task 8 bytes bigger
+    /// (an idle task's size is a benchmarked figure), and a task that has them locks its node
+    /// to copy them at each poll. Both are set at the spawn. `CLOSING`: a teardown has begun.
+    flags: AtomicU8,
     /// What `join` holds (see [`JoinTag`]): here, in bytes the cell pads anyway.
     join_tag: JoinTag,
     /// The error type the reporter takes (the future's, through `F`).
     error: PhantomData<fn(E)>,
 }
 
-// SAFETY: the future is only touched by whoever set the POLLING bit of `poll_state` (from IDLE,
-// or from CLOSING for a teardown), so it is never accessed from two threads at once. The spawn functions require `F: Send` and `T: Send`
+// SAFETY: the future is only touched by whoever moved `poll_state` from IDLE to POLLING (the
+// runner, a teardown), so it is never accessed from two threads at once. The spawn functions require `F: Send` and `T: Send`
 // except for `spawn_local`, which is only allowed on the current-thread runtime, where every
 // poll and drop happens on the runtime's one thread. `E` is required `Send` by `Nursery`.
 unsafe impl<F, T, E, R> Send for ChildCell<F, T, E, R> {}
@@ -214,22 +227,24 @@ where
     unsafe fn local_thread_at(node: *const ()) -> Option<ThreadId> {
         // SAFETY: as in `teardown_at`.
         let cell = unsafe { &*(node as *const Self) };
-        cell.local.then_some(cell.rt().thread)
+        cell.is_local().then_some(cell.rt().thread)
     }
 
     /// Drops the task's future now, waiting for a poll in progress on another thread to end.
     fn teardown(&self) {
-        // From here on the runner refuses to start a poll, so we wait for one poll at most.
-        self.poll_state.fetch_or(CLOSING, Ordering::AcqRel);
+        // From here on a runner that takes the lock lets it go without polling, so we wait for
+        // one poll at most. SeqCst, as the runner's taking of the lock and its reading of the
+        // flag: either the runner reads the flag, or this reads the lock held.
+        self.flags.fetch_or(CLOSING, Ordering::SeqCst);
         loop {
             match self.poll_state.compare_exchange(
-                CLOSING,
-                CLOSING | POLLING,
-                Ordering::Acquire,
+                IDLE,
+                POLLING,
+                Ordering::SeqCst,
                 Ordering::Acquire,
             ) {
                 Ok(_) => break,
-                Err(state) if state & DONE != 0 => return,
+                Err(DONE) => return,
                 // Being polled on another thread: polls are short, wait for this one to end.
                 Err(_) => std::thread::yield_now(),
             }
@@ -292,11 +307,23 @@ where
         self.node.task_id()
     }
 
+    /// A `spawn_local` task?
+    #[inline]
+    fn is_local(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & LOCAL != 0
+    }
+
+    /// Did the task inherit task-locals?
+    #[inline]
+    fn inherits_locals(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & INHERITS_LOCALS != 0
+    }
+
     /// The task-locals the task inherited, a copy (one count); `None` without taking the node's
     /// lock if it inherited none.
     #[inline]
     fn inherited_locals(&self) -> Option<local::Chain> {
-        if self.inherits_locals {
+        if self.inherits_locals() {
             self.node.inherited_locals()
         } else {
             None
@@ -318,7 +345,7 @@ where
         // Counted here, where the future goes, and before the task unlinks from its nursery: so
         // once a nursery is done, `statistics().live_tasks` no longer counts its tasks. (The
         // runner that `async-task` drops a little later may still be in flight on a worker.)
-        self.rt().live_tasks.fetch_sub(1, Ordering::Relaxed);
+        self.rt().task_ended();
         result.err()
     }
 
@@ -470,7 +497,7 @@ where
 {
     fn drop(&mut self) {
         let cell = self.cell();
-        if cell.poll_state.load(Ordering::Acquire) & DONE == 0 {
+        if cell.poll_state.load(Ordering::Acquire) != DONE {
             cell.teardown();
         }
     }
@@ -487,12 +514,18 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let cell = self.cell();
+        // SeqCst, as the teardown's raising of CLOSING and its taking of the lock (see there).
         if cell
             .poll_state
-            .compare_exchange(IDLE, POLLING, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(IDLE, POLLING, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
         {
             // Torn down (or being torn down) by its nursery: nothing left to run.
+            return Poll::Ready(());
+        }
+        if cell.flags.load(Ordering::SeqCst) & CLOSING != 0 {
+            // Being torn down: the teardown takes the lock once it is let go.
+            cell.poll_state.store(IDLE, Ordering::Release);
             return Poll::Ready(());
         }
         current::begin_poll();
@@ -529,7 +562,7 @@ where
             // Nothing is in effect outside a poll (see `local`), so a task that inherited nothing
             // needs no write; one that did sets its chain in a function of its own, out of the
             // way of the common path.
-            if cell.inherits_locals {
+            if cell.inherits_locals() {
                 local::with_chain(cell.node.inherited_locals(), poll)
             } else {
                 poll()
@@ -541,8 +574,8 @@ where
             Ok(false) => {
                 cell.report(Hook::AfterPoll(PollEnd::Parked));
                 node::record_poll(&cell.node, parked, cx.waker(), || true);
-                // Clears POLLING only: a teardown's CLOSING flag must stay.
-                cell.poll_state.fetch_and(!POLLING, Ordering::Release);
+                // A store: nothing else writes the state while the lock is held.
+                cell.poll_state.store(IDLE, Ordering::Release);
                 return Poll::Pending;
             }
             Ok(true) => None,
@@ -623,14 +656,14 @@ where
         join: JoinSlot::new(),
         join_tag: JoinTag::new(),
         reporter: spec.reporter,
-        local: spec.local,
+        flags: AtomicU8::new(
+            if spec.local { LOCAL } else { 0 } | if locals.is_some() { INHERITS_LOCALS } else { 0 },
+        ),
         error: PhantomData,
-        inherits_locals: locals.is_some(),
         refs: AtomicU32::new(1),
     };
-    // Counted before linking, so that the refused path below, which drops the future through
-    // `drop_future` (and so uncounts it), stays balanced.
-    rt.live_tasks.fetch_add(1, Ordering::Relaxed);
+    // The id counted the task among the spawned ones, before linking: the refused path below,
+    // which drops the future through `drop_future` (and so counts it as ended), stays balanced.
     // The schedule function captures nothing (8 bytes less per task), so `async-task` does not
     // keep the task alive while calling it (it would, with a waker clone per call): the task may
     // run, finish and be freed on another worker as soon as it is queued, so the task is not
