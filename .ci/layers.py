@@ -25,7 +25,12 @@ LAYERS = [
     ("foundation", ["error.rs", "state_lock.rs"]),
     ("driver", ["time/clock.rs", "time/timers.rs", "io/reactor.rs", "runtime/driver.rs"]),
     ("scheduler", ["runtime/park.rs", "runtime/job.rs", "runtime/scheduler.rs"]),
-    ("runtime interface", ["runtime/shared.rs", "runtime/context.rs", "runtime/instrument.rs"]),
+    ("runtime interface", [
+        "runtime/task_count.rs",
+        "runtime/shared.rs",
+        "runtime/context.rs",
+        "runtime/instrument.rs",
+    ]),
     ("core", ["cancel/", "task/"]),
     ("API", [""]),
 ]

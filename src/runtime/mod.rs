@@ -21,6 +21,7 @@ pub(crate) mod job;
 pub(crate) mod park;
 pub(crate) mod scheduler;
 pub(crate) mod shared;
+mod task_count;
 
 pub use scheduler::Flavor;
 pub(crate) use shared::Shared;

@@ -291,6 +291,12 @@ impl Scheduler {
         self.workers.len()
     }
 
+    /// The index of the worker the calling thread runs, if it runs one of this scheduler's.
+    #[inline]
+    pub(crate) fn current_worker(&self) -> Option<usize> {
+        with_local(self, |local| local.map(|l| l.index))
+    }
+
     fn idle(&self) -> MutexGuard<'_, Idle> {
         lock_blocking(&self.idle)
     }

@@ -8,7 +8,7 @@
 //! and what the runtime does when every task is blocked lives in `idle`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::thread::ThreadId;
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::runtime::driver::Driver;
 use crate::runtime::instrument::Instrument;
 use crate::runtime::scheduler::{Flavor, Scheduler};
+use crate::runtime::task_count::TaskCounts;
 use crate::state_lock::lock_blocking;
 use crate::time::timers::{TimerKey, TimerTarget};
 
@@ -28,13 +29,8 @@ pub(crate) struct Shared {
     /// The thread that made it (in `block_on`): on the current-thread flavour, the one thread
     /// that polls every task, and so the owner of the `spawn_local` ones.
     pub(crate) thread: ThreadId,
-    /// The next task's id; ids start at 1, so this less 1 is the number of tasks spawned.
-    next_task_id: AtomicU64,
-    /// Tasks whose futures have been dropped. The live ones are the spawned ones less these
-    /// (see [`live_tasks`](Self::live_tasks)): two counts that only grow, so that a spawn
-    /// counts itself with the atomic that gives it its id, where a live count took one more
-    /// (an atomic read-modify-write is a measured part of a spawn's time).
-    ended_tasks: AtomicU64,
+    /// Task ids, and the count of live tasks, kept per worker.
+    tasks: TaskCounts,
     idle_waiters: Mutex<IdleWaiters>,
     yield_budget: u32,
     grace_period: Option<Duration>,
@@ -135,8 +131,7 @@ impl Shared {
             driver,
             flavor: settings.flavor,
             thread: std::thread::current().id(),
-            next_task_id: AtomicU64::new(1),
-            ended_tasks: AtomicU64::new(0),
+            tasks: TaskCounts::new(settings.workers),
             idle_waiters: Mutex::new(IdleWaiters::default()),
             yield_budget: settings.yield_budget,
             grace_period: settings.grace_period,
@@ -161,24 +156,21 @@ impl Shared {
         self.flavor
     }
 
-    /// An id for a task about to be spawned, which counts it among the spawned ones.
+    /// An id for a task about to be spawned, which counts it among the live ones.
+    #[inline]
     pub(crate) fn next_task_id(&self) -> u64 {
-        self.next_task_id.fetch_add(1, Ordering::Relaxed)
+        self.tasks.spawned(self.scheduler.current_worker())
     }
 
-    /// Counts a task whose future has been dropped. Release: the task's spawn happened before,
-    /// so a reader that sees this count sees that spawn's (see `live_tasks`).
+    /// Counts a task whose future has been dropped.
+    #[inline]
     pub(crate) fn task_ended(&self) {
-        self.ended_tasks.fetch_add(1, Ordering::Release);
+        self.tasks.ended(self.scheduler.current_worker());
     }
 
-    /// Task futures alive: spawned and not yet dropped. The ended count is read first, and
-    /// with `Acquire`, so the spawned count read after it includes every task it counts: the
-    /// difference cannot go below 0, and is exact while no task starts or ends.
+    /// Task futures alive: spawned and not yet dropped.
     pub(crate) fn live_tasks(&self) -> usize {
-        let ended = self.ended_tasks.load(Ordering::Acquire);
-        let spawned = self.next_task_id.load(Ordering::Relaxed) - 1;
-        usize::try_from(spawned.saturating_sub(ended)).unwrap_or(usize::MAX)
+        self.tasks.live()
     }
 
     /// Adds a timer, waking the driver if it is now the earliest (the driver may be blocked with
