@@ -117,6 +117,42 @@ fn a_task_pending_with_no_waker_does_not_keep_its_runtime_alive() {
     }
 }
 
+// N5, principle 4: a spawn that a finished nursery refuses frees its task (the future, and the
+// cell with the handle's reference it was made with, which holds the nursery and so the
+// runtime): the runtime's descriptors are closed when it is dropped.
+#[test]
+fn a_refused_spawn_frees_its_task_and_keeps_no_runtime_alive() {
+    const SPAWNS: usize = 100;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let before = open_descriptors();
+        let drops = DropCounter::new();
+        {
+            let d = drops.clone();
+            runtime(flavor).block_on(async move {
+                let kept = nursery(|n| async move { Ok::<_, trellis::Error>(n.clone()) })
+                    .await
+                    .unwrap();
+                for _ in 0..SPAWNS {
+                    let guard = d.guard();
+                    let refused = kept.spawn(async move {
+                        let _guard = guard;
+                        Ok(())
+                    });
+                    assert!(matches!(refused, Err(trellis::Error::NurseryClosed)));
+                }
+            });
+        }
+        assert_eq!(drops.created(), SPAWNS, "{flavor:?}");
+        assert_eq!(drops.count(), SPAWNS, "{flavor:?}: futures dropped");
+        assert_eq!(
+            open_descriptors(),
+            before,
+            "{flavor:?}: runtime descriptors closed"
+        );
+    }
+}
+
 /// Counts the wake-ups of a waker made from it.
 #[derive(Default)]
 struct Wakes(AtomicUsize);

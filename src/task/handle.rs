@@ -243,19 +243,16 @@ unsafe impl<T: 'static> Send for JoinRef<T> {}
 unsafe impl<T: 'static> Sync for JoinRef<T> {}
 
 impl<T: 'static> JoinRef<T> {
-    /// A new counted reference to `cell`.
+    /// The reference to `cell` that its count already includes (a spawn counts its handle's
+    /// reference when it makes the cell: an atomic add fewer).
     ///
     /// # Safety
-    /// `cell` must be alive and counted by its counter (a task's cell, while some reference
-    /// to it is held).
-    pub(crate) unsafe fn retained(cell: &dyn JoinCell<T>) -> Self {
-        let cell = NonNull::from(cell);
-        // SAFETY: the caller's contract.
-        unsafe {
-            let counter = cell.as_ref().node().counter();
-            (counter.retain)(cell.as_ptr() as *const ());
+    /// `cell` must be alive, and its counter must hold a count that no other reference owns,
+    /// which this one takes over.
+    pub(crate) unsafe fn adopt(cell: &dyn JoinCell<T>) -> Self {
+        JoinRef {
+            cell: NonNull::from(cell),
         }
-        JoinRef { cell }
     }
 }
 

@@ -111,7 +111,8 @@ pub(crate) struct ChildCell<F, T, E, R> {
     /// [`Report::runtime`]).
     reporter: Arc<R>,
     /// References to this cell ([`NodeRef`], `JoinRef`) that exist, counted here as an `Arc`
-    /// counts its own (see [`ChildCell::OPS`]). Starts at 1: the tree's.
+    /// counts its own (see [`ChildCell::OPS`]). Starts at 2: the tree's and the handle's,
+    /// which the spawn makes without counting them again.
     refs: AtomicU32,
     /// IDLE, POLLING (the future is being polled or dropped) or DONE (the future is gone).
     poll_state: AtomicU8,
@@ -660,7 +661,7 @@ where
             if spec.local { LOCAL } else { 0 } | if locals.is_some() { INHERITS_LOCALS } else { 0 },
         ),
         error: PhantomData,
-        refs: AtomicU32::new(1),
+        refs: AtomicU32::new(2),
     };
     // The id counted the task among the spawned ones, before linking: the refused path below,
     // which drops the future through `drop_future` (and so counts it as ended), stays balanced.
@@ -722,7 +723,7 @@ where
     // borrow is the only one.
     unsafe { (*cell_ptr.as_ptr()).node.own_task(runnable.waker()) };
     // SAFETY: the waker just stored holds the count of the allocation that the cell's
-    // references share, and `refs` starts at 1: the tree's reference is that one.
+    // references share, and `refs` starts at 2: the tree's reference is one of them.
     let tree = unsafe { NodeRef::adopt(cell_ptr.cast::<Node>()) };
     #[cfg(feature = "instrument")]
     let spawned_by =
@@ -748,6 +749,8 @@ where
         let _ = current::as_task(cell.id(), || cell.drop_future());
         drop(runnable);
         drop(tree);
+        // SAFETY: `refs` counts the handle's reference, which no handle will own.
+        drop(unsafe { handle::JoinRef::adopt(cell) });
         return Err(crate::Error::NurseryClosed);
     }
     if let Some(on_linked) = spec.on_linked {
@@ -759,11 +762,11 @@ where
         cell.report(Hook::Spawned(spawned_by));
         cell.report(Hook::Scheduled);
     }
-    // The handle's reference is taken before the task is queued (from then on it may run
-    // and end on another worker), the handle made after: built before the call, it was kept
-    // on the stack across it and copied out in pieces whose read-back stalled.
-    // SAFETY: the tree counts the cell.
-    let join = unsafe { handle::JoinRef::retained(cell) };
+    // The handle's reference is made before the task is queued (from then on it may run and
+    // end on another worker), the handle after: built before the call, it was kept on the
+    // stack across it and copied out in pieces whose read-back stalled.
+    // SAFETY: `refs` counts the handle's reference from the start.
+    let join = unsafe { handle::JoinRef::adopt(cell) };
     rt.scheduler.schedule_new(&rt.driver, Job::new(runnable));
     Ok(TaskHandle::new(join))
 }
