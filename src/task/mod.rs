@@ -132,9 +132,10 @@ pub(crate) struct ChildCell<F, T, E, R> {
 }
 
 // SAFETY: the future is only touched by whoever moved `poll_state` from IDLE to POLLING (the
-// runner, a teardown), so it is never accessed from two threads at once. The spawn functions require `F: Send` and `T: Send`
-// except for `spawn_local`, which is only allowed on the current-thread runtime, where every
-// poll and drop happens on the runtime's one thread. `E` is required `Send` by `Nursery`.
+// runner, a teardown), so it is never accessed from two threads at once. The spawn functions
+// require `F: Send` and `T: Send` except for `spawn_local`, which is only allowed on the
+// current-thread runtime, where every poll and drop happens on the runtime's one thread. `E`
+// is required `Send` by `Nursery`.
 unsafe impl<F, T, E, R> Send for ChildCell<F, T, E, R> {}
 // SAFETY: as above; shared access goes through `poll_state`, mutexes and atomics.
 unsafe impl<F, T, E, R> Sync for ChildCell<F, T, E, R> {}
