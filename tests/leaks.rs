@@ -25,15 +25,29 @@ fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// Runs `body` once for each flavour (it makes its runtime with `runtime(flavour)`, drops it,
+/// and checks its own counts), then checks that the runtime's descriptors are closed: nothing
+/// kept the runtime alive. Holds `SERIAL` throughout.
+fn on_each_flavour_leaving_no_runtime(mut body: impl FnMut(Flavor)) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+        let before = open_descriptors();
+        body(flavor);
+        assert_eq!(
+            open_descriptors(),
+            before,
+            "{flavor:?}: runtime descriptors closed"
+        );
+    }
+}
+
 // contract N9, principle 4: after N starts, the started tasks' outputs and the values passed to
 // `started` are all dropped, and the runtime's epoll, eventfd and timer descriptors are closed
 // once it is dropped.
 #[test]
 fn starting_tasks_leaks_neither_values_nor_the_runtime() {
     const STARTS: usize = 2_000;
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
-        let before = open_descriptors();
+    on_each_flavour_leaving_no_runtime(|flavor| {
         let outputs = DropCounter::new();
         let values = DropCounter::new();
         {
@@ -60,12 +74,7 @@ fn starting_tasks_leaks_neither_values_nor_the_runtime() {
         assert_eq!(outputs.created(), STARTS, "{flavor:?}");
         assert_eq!(outputs.count(), STARTS, "{flavor:?}: outputs dropped");
         assert_eq!(values.count(), STARTS, "{flavor:?}: started values dropped");
-        assert_eq!(
-            open_descriptors(),
-            before,
-            "{flavor:?}: runtime descriptors closed"
-        );
-    }
+    });
 }
 
 // N11, principle 4: a task pending in a wait that stored no waker (a foreign future such as
@@ -74,9 +83,7 @@ fn starting_tasks_leaks_neither_values_nor_the_runtime() {
 // task's future, the runtime and its descriptors are freed when it is dropped.
 #[test]
 fn a_task_pending_with_no_waker_does_not_keep_its_runtime_alive() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
-        let before = open_descriptors();
+    on_each_flavour_leaving_no_runtime(|flavor| {
         let drops = DropCounter::new();
         {
             let d = drops.clone();
@@ -109,12 +116,7 @@ fn a_task_pending_with_no_waker_does_not_keep_its_runtime_alive() {
             });
         }
         assert_eq!(drops.count(), 1, "{flavor:?}");
-        assert_eq!(
-            open_descriptors(),
-            before,
-            "{flavor:?}: runtime descriptors closed"
-        );
-    }
+    });
 }
 
 // N5, principle 4: a spawn that a finished nursery refuses frees its task (the future, and the
@@ -123,9 +125,7 @@ fn a_task_pending_with_no_waker_does_not_keep_its_runtime_alive() {
 #[test]
 fn a_refused_spawn_frees_its_task_and_keeps_no_runtime_alive() {
     const SPAWNS: usize = 100;
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
-        let before = open_descriptors();
+    on_each_flavour_leaving_no_runtime(|flavor| {
         let drops = DropCounter::new();
         {
             let d = drops.clone();
@@ -145,12 +145,7 @@ fn a_refused_spawn_frees_its_task_and_keeps_no_runtime_alive() {
         }
         assert_eq!(drops.created(), SPAWNS, "{flavor:?}");
         assert_eq!(drops.count(), SPAWNS, "{flavor:?}: futures dropped");
-        assert_eq!(
-            open_descriptors(),
-            before,
-            "{flavor:?}: runtime descriptors closed"
-        );
-    }
+    });
 }
 
 /// Counts the wake-ups of a waker made from it.

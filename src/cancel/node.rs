@@ -461,7 +461,7 @@ struct CancelBits(AtomicU8);
 
 impl CancelBits {
     const EFFECTIVE: u8 = 1;
-    const FROM_PARENT: u8 = 2;
+    const THROUGH_PARENT: u8 = 2;
     const REASON_SHIFT: u32 = 2;
 
     const fn new() -> CancelBits {
@@ -478,7 +478,7 @@ impl CancelBits {
     /// Is the node effectively cancelled through its parent (not shielded, parent cancelled)?
     #[inline]
     fn through_parent(&self) -> bool {
-        self.0.load(Ordering::Acquire) & Self::FROM_PARENT != 0
+        self.0.load(Ordering::Acquire) & Self::THROUGH_PARENT != 0
     }
 
     /// Why the node's own cancel was called, if it was.
@@ -497,12 +497,16 @@ impl CancelBits {
     /// whether it is effectively cancelled; returns that flag's previous and new values.
     /// `SeqCst`: paired with `park_owner`'s count and check.
     #[inline]
-    fn set_from_parent(&self, from_parent: bool) -> (bool, bool) {
-        let reason = self.0.load(Ordering::Relaxed) & !(Self::EFFECTIVE | Self::FROM_PARENT);
-        let effective = reason != 0 || from_parent;
+    fn set_through_parent(&self, through_parent: bool) -> (bool, bool) {
+        let reason = self.0.load(Ordering::Relaxed) & !(Self::EFFECTIVE | Self::THROUGH_PARENT);
+        let effective = reason != 0 || through_parent;
         let bits = reason
             | if effective { Self::EFFECTIVE } else { 0 }
-            | if from_parent { Self::FROM_PARENT } else { 0 };
+            | if through_parent {
+                Self::THROUGH_PARENT
+            } else {
+                0
+            };
         let was = self.0.swap(bits, Ordering::SeqCst) & Self::EFFECTIVE != 0;
         (was, effective)
     }
@@ -1567,7 +1571,7 @@ fn link_locked(parent: NodeRef, child: NodeRef, cs: &mut NodeState) -> Result<()
     }
     // Set before the child is in the list, under the same lock: a propagation snapshots the
     // list under it, so it sees both or neither.
-    c.cancel.set_from_parent(!*shield && p.is_cancelled());
+    c.cancel.set_through_parent(!*shield && p.is_cancelled());
     if !*shield && is_forced(p) {
         // Born under a scope whose grace period ran out (B3).
         c.forced.store(true, Ordering::Release);
@@ -1761,9 +1765,7 @@ pub(crate) fn exit_scope(child: &dyn TreeNode, rt: &Shared, returned_cancellatio
     // Wakers taken out are dropped after the lock is released.
     let (parent, slot, armed, grace, absorbed, _wakers) = {
         let mut cs = child.lock();
-        let parent_visible =
-            !cs.shield && cs.parent.as_ref().is_some_and(|p| p.node().is_cancelled());
-        let absorbed = returned_cancellation && c.cancel_called() && !parent_visible;
+        let absorbed = returned_cancellation && c.cancel_called() && !parent_cancel_visible(&cs);
         if absorbed {
             if let Some(fields) = cs.plain() {
                 fields.cancelled_caught = true;
@@ -2100,7 +2102,7 @@ fn mark(
     stack: &mut Vec<(NodeRef, bool)>,
     wake: &mut Vec<Waker>,
 ) {
-    let (was, eff) = node.cancel.set_from_parent(!s.shield && parent_eff);
+    let (was, eff) = node.cancel.set_through_parent(!s.shield && parent_eff);
     if eff != was {
         changed(node, s, eff, stack, wake);
     }
@@ -2376,17 +2378,14 @@ fn runtime_of(node: &Node) -> Option<Arc<Shared>> {
 /// Would this node absorb the cancellation its code ends with (C3): it was cancelled itself and
 /// no enclosing cancellation is visible from it?
 pub(crate) fn absorbs_cancellation(node: &Node) -> bool {
-    node.cancel_called() && !parent_cancel_visible(node)
+    node.cancel_called() && !parent_cancel_visible(&node.lock())
 }
 
 /// Is cancellation from outside this node visible inside it? (the parent is effectively
-/// cancelled and this node is not shielded).
-pub(crate) fn parent_cancel_visible(node: &Node) -> bool {
-    let (shield, parent) = {
-        let s = node.lock();
-        (s.shield, s.parent.clone())
-    };
-    !shield && parent.is_some_and(|p| p.node().is_cancelled())
+/// cancelled and this node is not shielded). `s` is the node's locked state, whose reference
+/// keeps the parent while its flag is read.
+fn parent_cancel_visible(s: &NodeState) -> bool {
+    !s.shield && s.parent.as_ref().is_some_and(|p| p.node().is_cancelled())
 }
 
 /// The id of the task `node` is, or sits in (the nearest task at or above it); `None` when no
@@ -2459,8 +2458,8 @@ pub(crate) fn cancelled_error(node: &Node) -> Cancelled {
     loop {
         let further = {
             let s = at.lock();
-            if at.cancel_called() {
-                reason = at.reason(&s);
+            if let Some(own) = at.reason(&s) {
+                reason = Some(own);
             }
             if !at.cancel.through_parent() {
                 break;
@@ -2674,7 +2673,7 @@ mod tests {
 
     use crate::cancel::node::{
         CancelBits, ChildKey, ChildList, More, Node, NodeKind, NodeRef, NodeState, PackedKind,
-        PlainNode, ReasonTag, TaskInfo,
+        PlainNode, ReasonTag, Slot, TaskInfo,
     };
 
     /// Every task carries a node: its size is in an idle task's, a benchmarked figure. The
@@ -2690,7 +2689,7 @@ mod tests {
         // What a node gets on first use: the child list inline, the rest boxed.
         assert_eq!(std::mem::size_of::<More>(), 64);
         // A nursery keeps one slot per live task.
-        assert_eq!(std::mem::size_of::<Option<NodeRef>>(), 8);
+        assert_eq!(std::mem::size_of::<Slot>(), 8);
     }
 
     /// The owner waker kept in halves is one count of the owner's waker: a clone made from the
@@ -2733,8 +2732,6 @@ mod tests {
         }
     }
 
-    /// A scope node kept for reuse is reset in place to a fresh one: every plain value of the
-    /// node, its state and its fields goes back to a new node's, the deadline is the new one.
     /// Every reason tag reads back from the cancel byte as it was set, the effective flag is
     /// the own cancel or the parent's, and setting where it comes from keeps the reason.
     #[test]
@@ -2750,24 +2747,26 @@ mod tests {
         ];
         let fresh = CancelBits::new();
         assert_eq!(fresh.reason(), None);
-        assert_eq!(fresh.set_from_parent(true), (false, true));
+        assert_eq!(fresh.set_through_parent(true), (false, true));
         assert!(fresh.through_parent() && fresh.effective(Ordering::Relaxed));
-        assert_eq!(fresh.set_from_parent(false), (true, false));
+        assert_eq!(fresh.set_through_parent(false), (true, false));
         assert!(!fresh.through_parent() && !fresh.effective(Ordering::Relaxed));
         for tag in tags {
             let bits = CancelBits::new();
             bits.set_reason(tag);
             assert_eq!(bits.reason(), Some(tag));
             // The own cancel keeps the node cancelled whatever its parent does.
-            assert_eq!(bits.set_from_parent(false), (false, true));
-            assert_eq!(bits.set_from_parent(true), (true, true));
+            assert_eq!(bits.set_through_parent(false), (false, true));
+            assert_eq!(bits.set_through_parent(true), (true, true));
             assert!(bits.through_parent());
-            assert_eq!(bits.set_from_parent(false), (true, true));
+            assert_eq!(bits.set_through_parent(false), (true, true));
             assert!(!bits.through_parent());
             assert_eq!(bits.reason(), Some(tag));
         }
     }
 
+    /// A scope node kept for reuse is reset in place to a fresh one: every plain value of the
+    /// node, its state and its fields goes back to a new node's, the deadline is the new one.
     #[test]
     fn a_reused_scope_node_is_reset_to_a_fresh_one() {
         let then = std::time::Instant::now();
@@ -2776,7 +2775,7 @@ mod tests {
         {
             let node = &scope.node;
             node.cancel.set_reason(ReasonTag::Deadline);
-            node.cancel.set_from_parent(true);
+            node.cancel.set_through_parent(true);
             node.foreign_wait.store(true, Ordering::Relaxed);
             node.forced.store(true, Ordering::Relaxed);
             node.owner_parked.store(3, Ordering::Relaxed);
