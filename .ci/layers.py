@@ -22,7 +22,7 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 
 # Bottom first. A file is in the first layer one of whose prefixes it starts with.
 LAYERS = [
-    ("foundation", ["error.rs", "state_lock.rs"]),
+    ("foundation", ["asymmetric_fence.rs", "error.rs", "state_lock.rs"]),
     ("driver", ["time/clock.rs", "time/timers.rs", "io/reactor.rs", "runtime/driver.rs"]),
     ("scheduler", ["runtime/park.rs", "runtime/job.rs", "runtime/scheduler.rs"]),
     ("runtime interface", [

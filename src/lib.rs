@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+mod asymmetric_fence;
 mod cancel;
 pub mod channel;
 pub mod compat;

@@ -1091,18 +1091,18 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
                 break;
             }
             let here = std::thread::current().id();
-            for task in tasks {
-                if task.local_thread().is_some_and(|owner| owner != here) {
-                    // A `spawn_local` future must not be dropped on this thread (the nursery
-                    // future was moved here). Hand the task to the runtime's root, cancelled: it
-                    // ends on its own thread, at the latest when the runtime shuts down.
-                    let root = node::root_of(&task);
-                    node::reparent(&task, &root);
-                    node::cancel(&task, CancelReason::Explicit(None));
-                    continue;
-                }
-                task.teardown();
+            let (elsewhere, here): (Vec<_>, Vec<_>) = tasks
+                .into_iter()
+                .partition(|task| task.local_thread().is_some_and(|owner| owner != here));
+            for task in elsewhere {
+                // A `spawn_local` future must not be dropped on this thread (the nursery
+                // future was moved here). Hand the task to the runtime's root, cancelled: it
+                // ends on its own thread, at the latest when the runtime shuts down.
+                let root = node::root_of(&task);
+                node::reparent(&task, &root);
+                node::cancel(&task, CancelReason::Explicit(None));
             }
+            node::tear_down(&here);
         }
         node::unlink(node.as_ref());
         // The first panic of the teardown (the body's drop, else a task's drop: `teardown`

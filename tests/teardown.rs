@@ -5,7 +5,7 @@ mod common;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -271,6 +271,85 @@ fn dropping_a_nursery_on_the_multi_thread_runtime_waits_for_running_polls() {
         // The one live task is the one that dropped the nursery.
         assert_eq!((stats.live_tasks, stats.timers), (1, 0), "round {round}");
     }
+}
+
+/// Wraps a future and counts, in `overlaps`, every time its drop finds a poll of it in progress
+/// or a poll begins after its drop: what a teardown must never allow. (Such a poll may also
+/// crash the test first: the future it polls is gone.)
+struct Exclusive<F> {
+    fut: Pin<Box<F>>,
+    in_poll: AtomicBool,
+    dropped: AtomicBool,
+    overlaps: Arc<AtomicUsize>,
+}
+
+impl<F: Future> Future for Exclusive<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if self.dropped.load(Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        self.in_poll.store(true, Ordering::SeqCst);
+        let out = self.fut.as_mut().poll(cx);
+        self.in_poll.store(false, Ordering::SeqCst);
+        out
+    }
+}
+
+impl<F> Drop for Exclusive<F> {
+    fn drop(&mut self) {
+        if self.in_poll.load(Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A child that re-polls itself as fast as it can, counting its polls in `polls`, until dropped.
+async fn spinning(polls: Arc<AtomicUsize>) -> Res {
+    loop {
+        polls.fetch_add(1, Ordering::Relaxed);
+        cancel_shielded_checkpoint().await?;
+    }
+}
+
+// contract N11 on the multi-threaded runtime: a teardown never drops a future while another
+// worker polls it, nor lets a poll begin after. The children re-poll themselves as fast as they
+// can (a shielded checkpoint per poll), so that teardowns land in every instant of a poll's
+// start, where the runner's lock and the teardown's close meet.
+#[test]
+fn a_teardown_never_overlaps_a_poll_of_the_same_future() {
+    const CHILDREN: usize = 8;
+    let rt = multi_thread(2);
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    for _ in 0..200 {
+        let o = overlaps.clone();
+        rt.block_on(async move {
+            let polls = Arc::new(AtomicUsize::new(0));
+            let p = polls.clone();
+            let mut fut = Box::pin(nursery(move |n: Nursery<TestError>| async move {
+                for _ in 0..CHILDREN {
+                    let p = p.clone();
+                    n.spawn(Exclusive {
+                        fut: Box::pin(spinning(p)),
+                        in_poll: AtomicBool::new(false),
+                        dropped: AtomicBool::new(false),
+                        overlaps: o.clone(),
+                    })?;
+                }
+                sleep_forever().await?;
+                Ok(())
+            }));
+            assert!(poll_once(fut.as_mut()).await.is_pending());
+            // Let the children spin on the other worker before the drop.
+            while polls.load(Ordering::Relaxed) < 10 * CHILDREN {
+                std::thread::yield_now();
+            }
+            drop(fut);
+        });
+    }
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0);
 }
 
 // contract N11 with N10: a child whose destructor panics during a forced teardown does not abort

@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::waiting::WaitLabel;
+use crate::asymmetric_fence;
 use crate::error::{CancelReason, Cancelled};
 use crate::runtime::Shared;
 use crate::state_lock::{lock_blocking, ByteGuard, ByteLock};
@@ -93,8 +94,13 @@ pub(crate) struct Counter {
 /// of a child list and every parked operation holds one.
 pub(crate) struct NodeOps {
     pub(crate) counter: Counter,
-    /// Drops the task's future now, waiting for a poll in progress on another thread to end.
-    /// Only task cells do anything. Given the node's address.
+    /// The first step of a teardown (see [`tear_down`]): from now on no poll of the task's
+    /// future may begin. Only task cells do anything. Given the node's address.
+    pub(crate) close: unsafe fn(*const ()),
+    /// The last step of a teardown, after [`close`](Self::close) and a heavy fence: drops the
+    /// task's future now, waiting for a poll in progress on another thread to end, or for
+    /// another teardown of the same task to end. Only task cells do anything. Given the
+    /// node's address.
     pub(crate) teardown: unsafe fn(*const ()),
     /// For a task spawned with `spawn_local`, the thread its future belongs to. Given the
     /// node's address.
@@ -157,11 +163,10 @@ impl NodeRef {
     }
 
     /// Drops the future of the task this node belongs to now (nothing for a plain node),
-    /// waiting for a poll in progress on another thread to end.
+    /// waiting for a poll in progress on another thread to end. Tearing down several tasks,
+    /// [`tear_down`] is cheaper.
     pub(crate) fn teardown(&self) {
-        // SAFETY: the node is alive (`self` counts it), its operations were made for where it
-        // lives, and `self.ptr` carries its container's provenance.
-        unsafe { (self.ops.teardown)(self.addr()) }
+        tear_down(std::slice::from_ref(self));
     }
 
     /// For the node of a task spawned with `spawn_local`, the thread its future belongs to.
@@ -259,9 +264,28 @@ static PLAIN: NodeOps = NodeOps {
         retain: arc_retain,
         release: arc_release,
     },
+    close: |_| {},
     teardown: |_| {},
     local_thread: |_| None,
 };
+
+/// Drops the futures of the tasks these nodes belong to now, in order (nothing for a plain
+/// node), waiting for polls in progress on other threads to end. Each task is closed to new
+/// polls first, then one heavy fence (`asymmetric_fence`) makes every poll that had already
+/// begun visible, so that a runner's poll lock costs it no fence of its own (see `task`); the
+/// fence is a system call, paid once for all of them.
+pub(crate) fn tear_down(tasks: &[NodeRef]) {
+    for task in tasks {
+        // SAFETY: the node is alive (`task` counts it), its operations were made for where it
+        // lives, and `task.ptr` carries its container's provenance.
+        unsafe { (task.ops.close)(task.addr()) }
+    }
+    asymmetric_fence::heavy();
+    for task in tasks {
+        // SAFETY: as above.
+        unsafe { (task.ops.teardown)(task.addr()) }
+    }
+}
 
 /// # Safety
 /// `node` must come from `Arc::<PlainNode>::into_raw` (or `as_ptr`) of a live `Arc`.
@@ -2295,10 +2319,8 @@ pub(crate) fn shut_down(root: &dyn TreeNode) {
         stack.extend(children);
     }
     // Tearing a task down drops its future, which tears down its own nurseries' tasks first;
-    // those are then already done and `teardown` returns at once.
-    for task in tasks {
-        task.teardown();
-    }
+    // those are then already done, and their turn here returns at once.
+    tear_down(&tasks);
 }
 
 /// Called by the timer store when a scope's deadline arrives.

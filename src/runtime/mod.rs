@@ -468,6 +468,8 @@ impl Builder {
                 None => thread::available_parallelism().map_or(1, |n| n.get()),
             },
         };
+        // Decided before any task of the process runs, so that every poll takes the fast path.
+        crate::asymmetric_fence::prepare();
         Ok(Runtime {
             config: self,
             workers,

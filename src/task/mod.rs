@@ -6,12 +6,15 @@
 //! into place once the allocation exists, see [`CellSlot`]), which holds the task's node in the
 //! cancel tree and the user's future. The cell, not `async-task`, owns the user's future so
 //! that a nursery torn down by `drop` can drop every child's future *synchronously* (N11):
-//! `poll_state` is a tiny lock — the runner takes it for each poll, teardown takes it to drop
-//! the future, and waits (yielding the thread) while a poll on another thread finishes. A
-//! teardown first raises `CLOSING` in the cell's flags, which a runner that has taken the lock
-//! reads before it polls (and then lets go without polling), so a teardown waits for one poll
-//! at most; being in a byte of its own, the flag lets the runner give the lock back with a
-//! plain store.
+//! `poll_state` and the `CLOSING` flag are a tiny lock, with plain stores on the runner's side
+//! (it runs for every poll) and the cost on the teardown's (it runs rarely). The runner stores
+//! `POLLING`, then reads `CLOSING`: raised, it lets go without polling. The teardown raises
+//! `CLOSING`, then reads `poll_state`, waiting (yielding the thread) while a poll on another
+//! thread finishes. Between each side's store and load, an asymmetric fence (see
+//! `asymmetric_fence`: nothing on the runner's side, a system call on the teardown's) makes at
+//! least one see the other's store: either the teardown sees the poll, or the runner sees the
+//! teardown. So a teardown waits for one poll at most, and drops the future only once no poll
+//! can begin.
 //!
 //! The metadata lives as long as the allocation, that is as long as anything counts a reference
 //! to the task: the tree's and the handle's references ([`NodeRef`], `JoinRef`) are counted in
@@ -42,6 +45,7 @@ use std::thread::ThreadId;
 
 use async_task::{Builder, Runnable, ScheduleInfo, WithInfo};
 
+use crate::asymmetric_fence;
 use crate::cancel::current;
 use crate::cancel::node::{self, Counter, Node, NodeOps, NodeRef, TaskInfo, TreeNode};
 use crate::error::{AsCancelled, CancelReason, Cancelled};
@@ -67,10 +71,15 @@ const LOCAL: u8 = 1;
 const INHERITS_LOCALS: u8 = 2;
 /// Flag of the cell's `flags`, raised by a teardown: no new poll may start. Without it a
 /// teardown could wait indefinitely behind a busy task that another worker re-polls as soon as
-/// each poll ends (its `IDLE` window is a few instructions wide). Kept out of `poll_state` so
-/// that the runner's release of the lock after each poll is a store, not a read-modify-write
-/// that keeps this flag: an atomic read-modify-write costs a poll a tenth of `yield`'s time.
+/// each poll ends (its `IDLE` window is a few instructions wide). Kept out of `poll_state`, so
+/// that the runner takes and gives back the lock with stores: an atomic read-modify-write costs
+/// a poll a tenth of `yield`'s time.
 const CLOSING: u8 = 4;
+/// Flag of the cell's `flags`: a teardown has taken it upon itself to drop the future (the
+/// first to raise this flag; another one waits for `CLOSED`).
+const CLAIMED: u8 = 8;
+/// Flag of the cell's `flags`: the teardown that claimed the task is over.
+const CLOSED: u8 = 16;
 
 /// Where a child's failure goes: its nursery, or, before `TaskStatus::started`, the `start` call.
 pub(crate) trait Report<E>: Send + Sync {
@@ -174,6 +183,7 @@ where
             retain: Self::retain,
             release: Self::release,
         },
+        close: Self::close_at,
         teardown: Self::teardown_at,
         local_thread: Self::local_thread_at,
     };
@@ -212,13 +222,22 @@ where
         drop(count);
     }
 
-    /// [`NodeOps::teardown`] of a task's node.
+    /// [`NodeOps::close`] of a task's node.
     ///
     /// # Safety
     /// `node` must be the address of the node of a live cell of this type, made from a pointer
     /// to the cell (a `NodeRef`'s), so that it reaches the whole cell.
-    unsafe fn teardown_at(node: *const ()) {
+    unsafe fn close_at(node: *const ()) {
         // SAFETY: the cell's node is its first field (`repr(C)`): same address.
+        unsafe { &*(node as *const Self) }.close()
+    }
+
+    /// [`NodeOps::teardown`] of a task's node.
+    ///
+    /// # Safety
+    /// As for [`close_at`](Self::close_at).
+    unsafe fn teardown_at(node: *const ()) {
+        // SAFETY: as in `close_at`.
         unsafe { &*(node as *const Self) }.teardown()
     }
 
@@ -232,30 +251,58 @@ where
         cell.is_local().then_some(cell.rt().thread)
     }
 
-    /// Drops the task's future now, waiting for a poll in progress on another thread to end.
-    fn teardown(&self) {
-        // From here on a runner that takes the lock lets it go without polling, so we wait for
-        // one poll at most. SeqCst, as the runner's taking of the lock and its reading of the
-        // flag: either the runner reads the flag, or this reads the lock held.
+    /// A teardown's first step: from here on a runner that takes the lock lets it go without
+    /// polling, so the teardown waits for one poll at most.
+    fn close(&self) {
         self.flags.fetch_or(CLOSING, Ordering::SeqCst);
-        loop {
-            match self.poll_state.compare_exchange(
-                IDLE,
-                POLLING,
-                Ordering::SeqCst,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(DONE) => return,
-                // Being polled on another thread: polls are short, wait for this one to end.
-                Err(_) => std::thread::yield_now(),
+    }
+
+    /// A teardown's last step, after [`close`](Self::close) and a heavy fence: drops the task's
+    /// future now, waiting for a poll in progress on another thread to end, or, if another
+    /// teardown claimed the task first, for that one to end.
+    fn teardown(&self) {
+        if self.flags.fetch_or(CLAIMED, Ordering::AcqRel) & CLAIMED != 0 {
+            while self.flags.load(Ordering::Acquire) & CLOSED == 0 {
+                std::thread::yield_now();
             }
+            return;
         }
-        // Possibly from inside another task's poll: the destructors run as this task's code.
-        if let Some(payload) = current::as_task(self.id(), || self.exit()) {
-            self.reporter.panicked(payload);
+        // The fence since `close` makes a poll that began before it visible here, and any later
+        // runner sees `CLOSING` and polls nothing. A runner that sees `CLOSING` may still store
+        // `POLLING`, then `IDLE`, in the state: it touches nothing else, and once this sees
+        // `IDLE` or `DONE`, nothing reads the state but this teardown.
+        let done = loop {
+            match self.poll_state.load(Ordering::Acquire) {
+                IDLE => break false,
+                DONE => break true,
+                // Being polled on another thread: polls are short, wait for this one to end.
+                _ => std::thread::yield_now(),
+            }
+        };
+        if !done {
+            // Possibly from inside another task's poll: the destructors run as this task's code.
+            if let Some(payload) = current::as_task(self.id(), || self.exit()) {
+                self.reporter.panicked(payload);
+            }
+            self.complete_and_unlink(JoinState::Cancelled);
         }
-        self.complete_and_unlink(JoinState::Cancelled);
+        self.flags.fetch_or(CLOSED, Ordering::Release);
+    }
+
+    /// The runner's side of the poll lock: takes it unless a teardown has begun.
+    #[inline]
+    fn lock_for_poll(&self) -> bool {
+        // Stores only: the teardown, which is rare, pays for the fence (see the module's
+        // documentation). Relaxed: what the previous poll did is ordered by `async-task`'s
+        // handing of the task from one run to the next.
+        self.poll_state.store(POLLING, Ordering::Relaxed);
+        asymmetric_fence::light();
+        if self.flags.load(Ordering::Relaxed) & CLOSING != 0 {
+            // Being torn down: the teardown takes over once the lock is let go.
+            self.poll_state.store(IDLE, Ordering::Release);
+            return false;
+        }
+        true
     }
 
     /// Tells the runtime's instrument, if there may be one, of `hook`. Without the feature
@@ -500,6 +547,10 @@ where
     fn drop(&mut self) {
         let cell = self.cell();
         if cell.poll_state.load(Ordering::Acquire) != DONE {
+            // No heavy fence: the runner is dropped where the task would run, so no poll of it
+            // is in progress, and every earlier one happened before this (`async-task` hands
+            // the task from one run to the next, and to its drop).
+            cell.close();
             cell.teardown();
         }
     }
@@ -516,18 +567,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let cell = self.cell();
-        // SeqCst, as the teardown's raising of CLOSING and its taking of the lock (see there).
-        if cell
-            .poll_state
-            .compare_exchange(IDLE, POLLING, Ordering::SeqCst, Ordering::Relaxed)
-            .is_err()
-        {
+        if !cell.lock_for_poll() {
             // Torn down (or being torn down) by its nursery: nothing left to run.
-            return Poll::Ready(());
-        }
-        if cell.flags.load(Ordering::SeqCst) & CLOSING != 0 {
-            // Being torn down: the teardown takes the lock once it is let go.
-            cell.poll_state.store(IDLE, Ordering::Release);
             return Poll::Ready(());
         }
         current::begin_poll();
