@@ -140,8 +140,9 @@ pub(crate) struct ChildCell<F, T, E, R> {
     error: PhantomData<fn(E)>,
 }
 
-// SAFETY: the future is only touched by whoever moved `poll_state` from IDLE to POLLING (the
-// runner, a teardown), so it is never accessed from two threads at once. The spawn functions
+// SAFETY: the future is only touched by whoever holds the poll lock (the runner that stored
+// POLLING and then saw no CLOSING, or the teardown that claimed the task and then saw it IDLE:
+// see the module's documentation), so it is never accessed from two threads at once. The spawn functions
 // require `F: Send` and `T: Send` except for `spawn_local`, which is only allowed on the
 // current-thread runtime, where every poll and drop happens on the runtime's one thread. `E`
 // is required `Send` by `Nursery`.
@@ -379,15 +380,16 @@ where
         }
     }
 
-    /// Drops the future; the caller holds POLLING. Returns a panic from the destructor.
+    /// Drops the future; the caller holds the poll lock. Returns a panic from the destructor.
     fn drop_future(&self) -> Option<Box<dyn Any + Send>> {
         let _guard = current::set_node(self);
         // A teardown drops the future from inside another task's poll: its destructors see this
         // task's values, not that task's.
         let _locals = local::enter_task(self.inherited_locals());
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: we hold POLLING, and the state becomes DONE right after, so the future is
-            // dropped exactly once and never touched again.
+            // SAFETY: we hold the poll lock, and the state becomes DONE right after (a teardown's
+            // claim keeps any other teardown away), so the future is dropped exactly once and
+            // never touched again.
             unsafe { ManuallyDrop::drop(&mut *self.future.get()) }
         }));
         self.poll_state.store(DONE, Ordering::Release);
@@ -432,7 +434,7 @@ where
 
     /// Ends a task parked in a foreign wait after its cancellation (B1), or still running when
     /// its grace period ran out (B3): drops its future and reports the cancellation; the caller
-    /// holds POLLING.
+    /// holds the poll lock.
     fn end_foreign_wait(&self) {
         let cancelled = node::cancelled_error(&self.node);
         match self.exit() {
@@ -590,7 +592,7 @@ where
             let _guard = current::set_node(cell);
             let mut poll = || {
                 panic::catch_unwind(AssertUnwindSafe(|| {
-                    // SAFETY: we hold POLLING (exclusive access), and the future lives inside the
+                    // SAFETY: we hold the poll lock (exclusive access), and the future lives in the
                     // task's allocation, which never moves, so pinning it is sound.
                     let future = unsafe { Pin::new_unchecked(&mut **cell.future.get()) };
                     match future.poll(cx) {
