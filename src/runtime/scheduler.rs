@@ -18,7 +18,8 @@
 //! worker becomes the *driver*: it blocks in the reactor (`Poller::wait`) with a timeout set by
 //! the next timer; the others sleep on their `Parker`. `notify_one` wakes a sleeper, or the driver
 //! through `Poller::notify`. Wake-ups are sparing, as in tokio: while one woken worker is still
-//! searching for work, no other is woken; when it finds work it passes the baton on.
+//! searching for work, no other is woken; when it finds work it passes the baton on. A spawn on a
+//! worker wakes one only once two tasks wait there (see `schedule_new`).
 //!
 //! Start-up (multi-threaded flavour): `block_on` spawns the workers and sleeps until each has
 //! gone idle once, or [`WORKER_START_LIMIT`] has passed, before it polls the main future. The
@@ -342,13 +343,31 @@ impl Scheduler {
         with_local(self, |local| match local {
             Some(local) => {
                 self.push_local(local, job);
-                self.notify_if_idle(driver);
+                // A new task that is the only one waiting here runs as soon as the spawning
+                // task's poll ends. Waking a worker to steal it moved it to the other core and
+                // the next one back, for nothing: a chain of tasks that each spawn the next
+                // woke a worker at every other link. Once two wait, a helper has work.
+                if self.waiting_here(local) > 1 {
+                    self.notify_if_idle(driver);
+                }
             }
             None => {
                 self.push_remote(job);
                 self.notify_one(driver);
             }
         })
+    }
+
+    /// Tasks waiting to run on this worker: its queue's and its LIFO slot's.
+    fn waiting_here(&self, local: &Local) -> usize {
+        let lifo = local.lifo.take();
+        let in_lifo = usize::from(lifo.is_some());
+        local.lifo.set(lifo);
+        let queued = match &local.thread_queue {
+            Some(queue) => queue.borrow().len(),
+            None => self.workers[local.index].queue.len(),
+        };
+        queued + in_lifo
     }
 
     fn push_local(&self, local: &Local, job: Job) {
