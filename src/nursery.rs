@@ -1091,7 +1091,7 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
                 break;
             }
             let here = std::thread::current().id();
-            let (elsewhere, here): (Vec<_>, Vec<_>) = tasks
+            let (elsewhere, on_this_thread): (Vec<_>, Vec<_>) = tasks
                 .into_iter()
                 .partition(|task| task.local_thread().is_some_and(|owner| owner != here));
             for task in elsewhere {
@@ -1102,7 +1102,7 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
                 node::reparent(&task, &root);
                 node::cancel(&task, CancelReason::Explicit(None));
             }
-            node::tear_down(&here);
+            node::tear_down(&on_this_thread);
         }
         node::unlink(node.as_ref());
         // The first panic of the teardown (the body's drop, else a task's drop: `teardown`

@@ -142,10 +142,10 @@ pub(crate) struct ChildCell<F, T, E, R> {
 
 // SAFETY: the future is only touched by whoever holds the poll lock (the runner that stored
 // POLLING and then saw no CLOSING, or the teardown that claimed the task and then saw it IDLE:
-// see the module's documentation), so it is never accessed from two threads at once. The spawn functions
-// require `F: Send` and `T: Send` except for `spawn_local`, which is only allowed on the
-// current-thread runtime, where every poll and drop happens on the runtime's one thread. `E`
-// is required `Send` by `Nursery`.
+// see the module's documentation), so it is never accessed from two threads at once. The spawn
+// functions require `F: Send` and `T: Send` except for `spawn_local`, which is only allowed on
+// the current-thread runtime, where every poll and drop happens on the runtime's one thread.
+// `E` is required `Send` by `Nursery`.
 unsafe impl<F, T, E, R> Send for ChildCell<F, T, E, R> {}
 // SAFETY: as above; shared access goes through `poll_state`, mutexes and atomics.
 unsafe impl<F, T, E, R> Sync for ChildCell<F, T, E, R> {}
