@@ -148,6 +148,23 @@ pub struct RuntimeStatistics {
     pub timers: usize,
     /// Worker threads.
     pub workers: usize,
+    /// How many times a worker that had run out of work was woken because work arrived (a task
+    /// spawned or woken, the main future woken), since this `block_on` began: each is a thread
+    /// wake-up, a few microseconds of system time. A task spawned on a worker where no other
+    /// task waits runs there once the spawning task's poll ends, and wakes no one.
+    ///
+    /// ```
+    /// use trellis::{Flavor, Runtime};
+    ///
+    /// let rt = Runtime::builder().flavor(Flavor::CurrentThread).build().unwrap();
+    /// rt.block_on(async {
+    ///     let before = trellis::lowlevel::statistics().worker_wakeups;
+    ///     // Work that never runs out on the one worker wakes nobody.
+    ///     trellis::checkpoint().await.unwrap();
+    ///     assert_eq!(trellis::lowlevel::statistics().worker_wakeups, before);
+    /// });
+    /// ```
+    pub worker_wakeups: u64,
 }
 
 /// Counters of the runtime the caller runs on.
@@ -178,5 +195,6 @@ pub fn statistics() -> RuntimeStatistics {
         live_tasks: rt.live_tasks(),
         timers: rt.driver.timers.len(),
         workers: rt.scheduler.num_workers(),
+        worker_wakeups: rt.scheduler.worker_wakeups(),
     }
 }

@@ -39,7 +39,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ptr;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,8 @@ pub(crate) struct Scheduler {
     idle: Mutex<Idle>,
     num_idle: AtomicUsize,
     num_searching: AtomicUsize,
+    /// Idle workers woken because work arrived (see [`worker_wakeups`](Self::worker_wakeups)).
+    wakeups: AtomicU64,
     shutdown: AtomicBool,
     /// `block_on` waits for the workers to go idle (see [`wait_for_workers`](Self::wait_for_workers)).
     starting: AtomicBool,
@@ -268,6 +270,7 @@ impl Scheduler {
             idle: Mutex::new(Idle::default()),
             num_idle: AtomicUsize::new(0),
             num_searching: AtomicUsize::new(0),
+            wakeups: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
             starting: AtomicBool::new(false),
             idle_in_time: AtomicBool::new(false),
@@ -290,6 +293,17 @@ impl Scheduler {
 
     pub(crate) fn num_workers(&self) -> usize {
         self.workers.len()
+    }
+
+    /// How many times a worker that had run out of work was woken because work arrived (a task
+    /// queued, the main future woken), since the scheduler was made (at `block_on`).
+    pub(crate) fn worker_wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+
+    /// Counts one wake-up of an idle worker for work.
+    fn count_wakeup(&self) {
+        self.wakeups.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The index of the worker the calling thread runs, if it runs one of this scheduler's.
@@ -421,6 +435,7 @@ impl Scheduler {
             self.num_idle.fetch_sub(1, Ordering::SeqCst);
             self.num_searching.fetch_add(1, Ordering::SeqCst);
             drop(idle);
+            self.count_wakeup();
             self.workers[index].parker.unpark();
         } else if idle.driver_waiting {
             idle.driver_waiting = false;
@@ -428,6 +443,7 @@ impl Scheduler {
             self.num_idle.fetch_sub(1, Ordering::SeqCst);
             self.num_searching.fetch_add(1, Ordering::SeqCst);
             drop(idle);
+            self.count_wakeup();
             driver.notify();
         }
     }
@@ -461,11 +477,13 @@ impl Scheduler {
             let mut idle = self.idle();
             if idle.driver_waiting {
                 drop(idle);
+                self.count_wakeup();
                 driver.notify();
             } else if let Some(index) = idle.sleepers.pop() {
                 self.num_idle.fetch_sub(1, Ordering::SeqCst);
                 self.num_searching.fetch_add(1, Ordering::SeqCst);
                 drop(idle);
+                self.count_wakeup();
                 self.workers[index].parker.unpark();
             }
         } else {
