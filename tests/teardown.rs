@@ -317,7 +317,9 @@ async fn spinning(polls: Arc<AtomicUsize>) -> Res {
 // contract N11 on the multi-threaded runtime: a teardown never drops a future while another
 // worker polls it, nor lets a poll begin after. The children re-poll themselves as fast as they
 // can (a shielded checkpoint per poll), so that teardowns land in every instant of a poll's
-// start, where the runner's lock and the teardown's close meet.
+// start, where the runner's lock and the teardown's close meet. It checks the protocol (the
+// teardown's wait, the runner's reading of the flag); whether the fences order the two sides'
+// store and load, a window too narrow to hit here, is `asymmetric_fence`'s own test.
 #[test]
 fn a_teardown_never_overlaps_a_poll_of_the_same_future() {
     const CHILDREN: usize = 8;

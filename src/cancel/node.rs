@@ -95,8 +95,9 @@ pub(crate) struct Counter {
 pub(crate) struct NodeOps {
     pub(crate) counter: Counter,
     /// The first step of a teardown (see [`tear_down`]): from now on no poll of the task's
-    /// future may begin. Only task cells do anything. Given the node's address.
-    pub(crate) close: unsafe fn(*const ()),
+    /// future may begin. Only task cells do anything, and say so (true: a poll may hold a
+    /// future of theirs). Given the node's address.
+    pub(crate) close: unsafe fn(*const ()) -> bool,
     /// The last step of a teardown, after [`close`](Self::close) and a heavy fence: drops the
     /// task's future now, waiting for a poll in progress on another thread to end, or for
     /// another teardown of the same task to end. Only task cells do anything. Given the
@@ -264,7 +265,7 @@ static PLAIN: NodeOps = NodeOps {
         retain: arc_retain,
         release: arc_release,
     },
-    close: |_| {},
+    close: |_| false,
     teardown: |_| {},
     local_thread: |_| None,
 };
@@ -275,12 +276,17 @@ static PLAIN: NodeOps = NodeOps {
 /// begun visible, so that a runner's poll lock costs it no fence of its own (see `task`); the
 /// fence is a system call, paid once for all of them.
 pub(crate) fn tear_down(tasks: &[NodeRef]) {
+    let mut futures = false;
     for task in tasks {
         // SAFETY: the node is alive (`task` counts it), its operations were made for where it
         // lives, and `task.ptr` carries its container's provenance.
-        unsafe { (task.ops.close)(task.addr()) }
+        futures |= unsafe { (task.ops.close)(task.addr()) };
     }
-    asymmetric_fence::heavy();
+    // No system call where no poll can be in progress: a runtime's shutdown usually finds only
+    // the main future's node, a plain one.
+    if futures {
+        asymmetric_fence::heavy();
+    }
     for task in tasks {
         // SAFETY: as above.
         unsafe { (task.ops.teardown)(task.addr()) }

@@ -306,6 +306,16 @@ impl Scheduler {
         self.wakeups.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Wakes the sleeping worker `index`, just taken off the sleepers under `idle`, to search
+    /// for work.
+    fn wake_sleeper(&self, idle: MutexGuard<'_, Idle>, index: usize) {
+        self.num_idle.fetch_sub(1, Ordering::SeqCst);
+        self.num_searching.fetch_add(1, Ordering::SeqCst);
+        drop(idle);
+        self.count_wakeup();
+        self.workers[index].parker.unpark();
+    }
+
     /// The index of the worker the calling thread runs, if it runs one of this scheduler's.
     #[inline]
     pub(crate) fn current_worker(&self) -> Option<usize> {
@@ -360,9 +370,10 @@ impl Scheduler {
                 // A new task that is the only one waiting here runs as soon as the spawning
                 // task's poll ends. Waking a worker to steal it moved it to the other core and
                 // the next one back, for nothing: a chain of tasks that each spawn the next
-                // woke a worker at every other link. Once two wait, a helper has work.
-                if self.waiting_here(local) > 1 {
-                    self.notify_if_idle(driver);
+                // woke a worker at every other link. Once two wait, a helper has work. (A lone
+                // worker has no helper: its spawns skip the count.)
+                if self.workers.len() > 1 && self.waiting_here(local) > 1 {
+                    self.notify_one(driver);
                 }
             }
             None => {
@@ -432,11 +443,7 @@ impl Scheduler {
         }
         let mut idle = self.idle();
         if let Some(index) = idle.sleepers.pop() {
-            self.num_idle.fetch_sub(1, Ordering::SeqCst);
-            self.num_searching.fetch_add(1, Ordering::SeqCst);
-            drop(idle);
-            self.count_wakeup();
-            self.workers[index].parker.unpark();
+            self.wake_sleeper(idle, index);
         } else if idle.driver_waiting {
             idle.driver_waiting = false;
             idle.driver_notified = true;
@@ -480,11 +487,7 @@ impl Scheduler {
                 self.count_wakeup();
                 driver.notify();
             } else if let Some(index) = idle.sleepers.pop() {
-                self.num_idle.fetch_sub(1, Ordering::SeqCst);
-                self.num_searching.fetch_add(1, Ordering::SeqCst);
-                drop(idle);
-                self.count_wakeup();
-                self.workers[index].parker.unpark();
+                self.wake_sleeper(idle, index);
             }
         } else {
             self.main.parker.unpark();

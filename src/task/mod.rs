@@ -132,7 +132,9 @@ pub(crate) struct ChildCell<F, T, E, R> {
     /// `local`); they are kept in the box behind its node's one pointer (see
     /// `Node::inherit_locals`), where a field of the cell would make every task 8 bytes bigger
     /// (an idle task's size is a benchmarked figure), and a task that has them locks its node
-    /// to copy them at each poll. Both are set at the spawn. `CLOSING`: a teardown has begun.
+    /// to copy them at each poll. Both are set at the spawn. `CLOSING`: a teardown has begun;
+    /// `CLAIMED` and `CLOSED`: which teardown drops the future, and when it is done (see the
+    /// constants).
     flags: AtomicU8,
     /// What `join` holds (see [`JoinTag`]): here, in bytes the cell pads anyway.
     join_tag: JoinTag,
@@ -228,9 +230,10 @@ where
     /// # Safety
     /// `node` must be the address of the node of a live cell of this type, made from a pointer
     /// to the cell (a `NodeRef`'s), so that it reaches the whole cell.
-    unsafe fn close_at(node: *const ()) {
+    unsafe fn close_at(node: *const ()) -> bool {
         // SAFETY: the cell's node is its first field (`repr(C)`): same address.
-        unsafe { &*(node as *const Self) }.close()
+        unsafe { &*(node as *const Self) }.close();
+        true
     }
 
     /// [`NodeOps::teardown`] of a task's node.
