@@ -1087,13 +1087,11 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
                 .into_iter()
                 .filter(|c| c.node().task_info().is_some())
                 .collect();
-            if tasks.is_empty() {
-                break;
-            }
             let here = std::thread::current().id();
             let (elsewhere, on_this_thread): (Vec<_>, Vec<_>) = tasks
                 .into_iter()
                 .partition(|task| task.local_thread().is_some_and(|owner| owner != here));
+            let moved = !elsewhere.is_empty();
             for task in elsewhere {
                 // A `spawn_local` future must not be dropped on this thread (the nursery
                 // future was moved here). Hand the task to the runtime's root, cancelled: it
@@ -1102,7 +1100,12 @@ impl<E, T, F, Fut> Drop for NurseryFuture<E, T, F, Fut> {
                 node::reparent(&task, &root);
                 node::cancel(&task, CancelReason::Explicit(None));
             }
-            node::tear_down(&on_this_thread);
+            // A task whose future is in use below us (its own code, or a destructor run from
+            // inside it, drops this nursery) cannot end before we return: it is left to end
+            // once that use is over, still linked (see `NodeOps::teardown`).
+            if node::tear_down(&on_this_thread) == on_this_thread.len() && !moved {
+                break;
+            }
         }
         node::unlink(node.as_ref());
         // The first panic of the teardown (the body's drop, else a task's drop: `teardown`

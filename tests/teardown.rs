@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::*;
 use trellis::lowlevel;
 use trellis::{
-    cancel_shielded_checkpoint, checkpoint, nursery, sleep, sleep_forever, Error, Nursery,
-    TaskHandle,
+    cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, nursery, sleep, sleep_forever,
+    Error, Nursery, TaskHandle,
 };
 
 type Res<T = ()> = Result<T, TestError>;
@@ -492,4 +492,320 @@ fn local_children_of_a_nursery_dropped_elsewhere_end_on_their_own_thread() {
         std::thread::spawn(move || drop(fut)).join().unwrap();
     });
     assert_eq!(*dropped_on.lock().unwrap(), Some(runtime_thread));
+}
+
+/// A nursery future, boxed with its output erased, as a task that drops it holds it.
+type HeldNursery = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Where a test puts a nursery future for one of its own tasks to take.
+type Slot = Arc<Mutex<Option<HeldNursery>>>;
+
+/// Takes the nursery future out of `slot` once the test has put it there.
+async fn take_from(slot: &Slot) -> Result<HeldNursery, TestError> {
+    loop {
+        if let Some(held) = slot.lock().unwrap().take() {
+            return Ok(held);
+        }
+        checkpoint().await?;
+    }
+}
+
+/// How a task that holds the nursery it is a child of lets it go.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum LetGo {
+    /// It drops it, then parks where nothing wakes it: its poll returns `Pending`.
+    DropsThenParks,
+    /// It drops it, then returns: its poll returns `Ready`.
+    DropsThenReturns,
+    /// It drops it by dropping a nursery of its own, whose task holds it: the drop comes from
+    /// a destructor that a teardown runs inside the task's poll. Then it parks.
+    DropsThroughATask,
+    /// It returns, holding it: its runner drops it with the task's future.
+    ReturnsHoldingIt,
+    /// It parks, holding it, until the runtime's shutdown drops the task's future.
+    ParksHoldingIt,
+}
+
+/// Runs `scenario` on its own thread, and gives its outcome, or fails after ten seconds: a
+/// teardown that waits for a future in use below it never returns.
+fn within_ten_seconds<T: Send + 'static>(
+    case: &str,
+    scenario: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(scenario()));
+    outcome
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{case}: a teardown waited for a future in use below it"))
+}
+
+/// A nursery whose one task takes the nursery future in `slot` and holds it until dropped; it
+/// raises `took` once it holds it.
+fn holding_nursery(slot: &Slot, took: &Arc<AtomicBool>) -> HeldNursery {
+    let (slot, took) = (slot.clone(), took.clone());
+    Box::pin(async move {
+        let _ = nursery(|m: Nursery<TestError>| async move {
+            m.spawn(async move {
+                let _held = take_from(&slot).await?;
+                took.store(true, Ordering::SeqCst);
+                sleep_forever().await?;
+                Ok(())
+            })?;
+            sleep_forever().await?;
+            Ok::<_, TestError>(())
+        })
+        .await;
+    })
+}
+
+/// What a task logs right after dropping the nursery it is a child of: how many guards were
+/// dropped (the sibling's is gone by then, N11), and whether it is cancelled.
+async fn log_after_the_drop(log: &Log, drops: &DropCounter) {
+    log.push(format!(
+        "after the drop: {} guard(s) dropped",
+        drops.count()
+    ));
+    // Cancelled with the nursery (checked without yielding: a yield would end the task).
+    let checked = checkpoint_if_cancelled().await;
+    log.push(format!("checkpoint cancelled: {}", checked.is_err()));
+}
+
+/// [`log_after_the_drop`]'s lines when the sibling is gone and the task cancelled.
+const AFTER_THE_DROP: [&str; 2] = [
+    "after the drop: 1 guard(s) dropped",
+    "checkpoint cancelled: true",
+];
+
+/// Builds a nursery with a parked sibling (one guard) and a task (one guard) that takes the
+/// nursery's own future from `slot` and lets it go as `how` says. Where the task's code goes
+/// on after the drop, it logs what it saw.
+fn self_dropping_nursery(drops: &DropCounter, slot: &Slot, log: &Log, how: LetGo) -> HeldNursery {
+    let (d, slot, log) = (drops.clone(), slot.clone(), log.clone());
+    nursery_of_two(drops, async move {
+        let _guard = d.guard();
+        match how {
+            LetGo::DropsThenParks | LetGo::DropsThenReturns => drop(take_from(&slot).await?),
+            LetGo::DropsThroughATask => {
+                let took = Arc::new(AtomicBool::new(false));
+                let mut inner = holding_nursery(&slot, &took);
+                assert!(poll_once(inner.as_mut()).await.is_pending());
+                while !took.load(Ordering::SeqCst) {
+                    checkpoint().await?;
+                }
+                drop(inner);
+            }
+            LetGo::ReturnsHoldingIt => {
+                let _held = take_from(&slot).await?;
+                return Ok(());
+            }
+            LetGo::ParksHoldingIt => {
+                let _held = take_from(&slot).await?;
+                log.push("holding it");
+                std::future::pending::<()>().await;
+            }
+        }
+        log_after_the_drop(&log, &d).await;
+        if how != LetGo::DropsThenReturns {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    })
+}
+
+/// A nursery with two tasks, a parked sibling (one guard of `drops`) and `task`, whose body
+/// sleeps until cancelled.
+fn nursery_of_two(
+    drops: &DropCounter,
+    task: impl Future<Output = Res> + Send + 'static,
+) -> HeldNursery {
+    let sibling = sleepy(drops);
+    Box::pin(async move {
+        let _ = nursery(|n: Nursery<TestError>| async move {
+            n.spawn(sibling)?;
+            n.spawn(task)?;
+            sleep_forever().await?;
+            Ok::<_, TestError>(())
+        })
+        .await;
+    })
+}
+
+/// Runs [`self_dropping_nursery`] on a runtime of `flavor` whose main future hands the nursery
+/// to its task and returns once `done` holds; gives the task's log and the guards dropped once
+/// `block_on` returned. Fails after ten seconds (see [`within_ten_seconds`]).
+fn self_drop(
+    case: &str,
+    flavor: trellis::Flavor,
+    how: LetGo,
+    done: impl Fn(&Log, &DropCounter) -> bool + Send + 'static,
+) -> (Vec<String>, usize) {
+    within_ten_seconds(case, move || {
+        let drops = DropCounter::new();
+        let d = drops.clone();
+        let lines = runtime(flavor).block_on(async move {
+            let (slot, log) = (Slot::default(), Log::new());
+            let mut held = self_dropping_nursery(&d, &slot, &log, how);
+            assert!(poll_once(held.as_mut()).await.is_pending());
+            *slot.lock().unwrap() = Some(held);
+            while !done(&log, &d) {
+                cancel_shielded_checkpoint().await.unwrap();
+            }
+            log.take()
+        });
+        (lines, drops.count())
+    })
+}
+
+/// N11 at its edge: a task that holds the nursery future it is a child of, and lets it go
+/// inside its own poll (directly, or through a destructor that a teardown inside its poll
+/// runs), or in its runner's drop of its future, or in the shutdown's. The nursery's drop
+/// cannot wait for that task: its future's use ends only once the drop returns. So the drop
+/// tears the other children down before it returns, as N11 says, and leaves this one
+/// cancelled, to end once that use is over: its future is dropped then, whether its poll
+/// parked or finished. `block_on` returns once every task future is gone. (Each of these
+/// waited forever before.)
+#[test]
+fn a_task_that_lets_go_of_its_own_nursery_ends_once_its_future_is_let_go() {
+    use LetGo::*;
+    for flavor in FLAVORS {
+        for how in [
+            DropsThenParks,
+            DropsThenReturns,
+            DropsThroughATask,
+            ReturnsHoldingIt,
+            ParksHoldingIt,
+        ] {
+            let case = format!("{flavor:?}, {how:?}");
+            // Both guards gone; for the last case, the task holds the nursery.
+            let (lines, dropped) = self_drop(&case, flavor, how, move |log, drops| {
+                if how == ParksHoldingIt {
+                    !log.snapshot().is_empty()
+                } else {
+                    drops.count() == 2
+                }
+            });
+            let expected: &[&str] = match how {
+                ReturnsHoldingIt => &[],
+                ParksHoldingIt => &["holding it"],
+                _ => &AFTER_THE_DROP,
+            };
+            assert_eq!(lines, expected, "{case}");
+            assert_eq!(dropped, 2, "{case}");
+        }
+    }
+}
+
+/// As above, but the runtime's main future returns as soon as the task's poll has dropped the
+/// nursery: the task is left cancelled, still linked, its future in place (on the
+/// current-thread flavour it has not run again yet). `block_on` still returns only once that
+/// future is dropped, whoever ends it: the shutdown's teardown, or the task's own next run.
+#[test]
+fn a_task_left_to_end_after_dropping_its_own_nursery_is_ended_by_the_shutdown() {
+    for flavor in FLAVORS {
+        for how in [LetGo::DropsThenParks, LetGo::DropsThroughATask] {
+            let case = format!("{flavor:?}, {how:?}");
+            let (lines, dropped) =
+                self_drop(&case, flavor, how, |log, _| log.snapshot().len() == 2);
+            assert_eq!(lines, AFTER_THE_DROP, "{case}");
+            assert_eq!(dropped, 2, "{case}");
+        }
+    }
+}
+
+/// Raises `mine` when dropped, then waits (a few seconds at most) until `theirs` is raised:
+/// what makes two threads' drops meet.
+struct Rendezvous {
+    mine: Arc<AtomicBool>,
+    theirs: Arc<AtomicBool>,
+}
+
+impl Drop for Rendezvous {
+    fn drop(&mut self) {
+        self.mine.store(true, Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        while !self.theirs.load(Ordering::SeqCst) {
+            assert!(since(start) < secs(5), "the other thread never came");
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// A cycle of waits across two threads, made on purpose: task C (on one runtime's thread) is a
+/// child of nursery N and holds nursery M; task D (on another runtime's thread) is M's child
+/// and holds N. D returns, and its runner's drop of its future drops N, whose teardown would
+/// wait for C's poll; at the same time C's poll drops M, whose teardown would wait for D's
+/// runner. Whichever wait comes second sees the first and is not made: that teardown leaves its
+/// task to end once the other thread lets go of its future. Both drops return, and every task
+/// future is dropped (N11 for every task but the one whose use could not end, which ends right
+/// after).
+#[test]
+fn two_tasks_that_drop_each_others_nursery_at_once_on_two_threads_both_end() {
+    let case = "two threads";
+    let (lines, dropped) = within_ten_seconds(case, || {
+        let drops = DropCounter::new();
+        let log = Log::new();
+        let (for_c, for_d) = (Slot::default(), Slot::default());
+        let (d_exiting, c_dropping) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+
+        // Thread 2: nursery M, whose task D takes N and returns, meeting C in its future's drop.
+        let m_side = {
+            let (for_c, for_d, drops) = (for_c.clone(), for_d.clone(), drops.clone());
+            let (d_exiting, c_dropping) = (d_exiting.clone(), c_dropping.clone());
+            std::thread::spawn(move || {
+                current_thread_on(None).block_on(async move {
+                    let m: HeldNursery = Box::pin(async move {
+                        let _ = nursery(|m: Nursery<TestError>| async move {
+                            m.spawn(async move {
+                                let _n = take_from(&for_d).await?;
+                                // Dropped before `_n`: N goes once C is dropping M.
+                                let _meet = Rendezvous {
+                                    mine: d_exiting,
+                                    theirs: c_dropping,
+                                };
+                                Ok(())
+                            })?;
+                            sleep_forever().await?;
+                            Ok::<_, TestError>(())
+                        })
+                        .await;
+                    });
+                    let mut m = m;
+                    assert!(poll_once(m.as_mut()).await.is_pending());
+                    *for_c.lock().unwrap() = Some(m);
+                    while drops.count() < 2 {
+                        cancel_shielded_checkpoint().await.unwrap();
+                    }
+                })
+            })
+        };
+
+        // Thread 1 (this one): nursery N, with a parked sibling and task C, which takes M and
+        // drops it once D is in its runner's drop.
+        let (d, l, watch) = (drops.clone(), log.clone(), drops.clone());
+        current_thread_on(None).block_on(async move {
+            let mut n = nursery_of_two(&d.clone(), async move {
+                let _guard = d.guard();
+                let m = take_from(&for_c).await?;
+                while !d_exiting.load(Ordering::SeqCst) {
+                    checkpoint().await?;
+                }
+                c_dropping.store(true, Ordering::SeqCst);
+                drop(m);
+                log_after_the_drop(&l, &d).await;
+                std::future::pending::<()>().await;
+                Ok(())
+            });
+            assert!(poll_once(n.as_mut()).await.is_pending());
+            *for_d.lock().unwrap() = Some(n);
+            while watch.count() < 2 {
+                cancel_shielded_checkpoint().await.unwrap();
+            }
+        });
+        m_side.join().unwrap();
+        (log.take(), drops.count())
+    });
+    assert_eq!(lines, AFTER_THE_DROP);
+    assert_eq!(dropped, 2);
 }

@@ -8,7 +8,7 @@
 //! foreign one (B1). A checkpoint hook, installed only by the testing kit's cancellation
 //! injection, sees every cancel check made on this thread.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::task::Waker;
@@ -30,6 +30,11 @@ thread_local! {
     static HOOK: Cell<Option<NonNull<dyn CheckpointHook>>> = const { Cell::new(None) };
     /// The task being polled: see [`TaskPoll`].
     static TASK: Cell<TaskPoll> = const { Cell::new(TaskPoll { waker: ptr::null(), id: 0 }) };
+    /// The identities of the tasks whose futures are in use below the code running now on
+    /// this thread, besides the task being polled (`TASK`): each [`as_task`] adds the task it
+    /// runs as, and the poll it interrupted. For [`in_use_here`]; written only by `as_task`,
+    /// so task polls pay nothing for it.
+    static IN_USE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The task whose code runs on this thread now.
@@ -99,22 +104,60 @@ pub(crate) fn polled_task_id() -> Option<u64> {
     }
 }
 
-/// Runs `f` as code of task `id` (a task's future dropped by a teardown, from inside whatever
-/// poll is in progress: its destructors belong to the task being dropped).
-pub(crate) fn as_task<R>(id: u64, f: impl FnOnce() -> R) -> R {
-    struct Restore(TaskPoll);
+/// Runs `f` as code of task `id`, whose waker has identity `identity` (a task's future dropped
+/// by a teardown, from inside whatever poll is in progress: its destructors belong to the task
+/// being dropped).
+pub(crate) fn as_task<R>(id: u64, identity: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(TaskPoll, usize);
     impl Drop for Restore {
         fn drop(&mut self) {
             TASK.with(|t| t.set(self.0));
+            IN_USE.with(|u| u.borrow_mut().truncate(self.1));
         }
     }
-    let _restore = Restore(TASK.with(|t| {
+    let outer = TASK.with(|t| {
         t.replace(TaskPoll {
             waker: ptr::null(),
             id,
         })
-    }));
+    });
+    let depth = IN_USE.with(|u| {
+        let mut u = u.borrow_mut();
+        let depth = u.len();
+        // The poll this interrupts, if any, is still in progress.
+        u.extend(waker_identity(outer.waker));
+        u.push(identity);
+        depth
+    });
+    let _restore = Restore(outer, depth);
     f()
+}
+
+/// The identity of the waker `waker` points at, if it is not null.
+fn waker_identity(waker: *const Waker) -> Option<usize> {
+    // SAFETY: a non-null `TaskPoll::waker` was set by `begin_task_poll` from the waker of the
+    // task poll in progress on this thread, which outlives that poll; it is reset before the
+    // poll ends, and `as_task` puts it back only inside that poll.
+    unsafe { waker.as_ref() }.map(|waker| waker.data() as usize)
+}
+
+/// Whether the future of the task with identity `identity` (its waker's `Waker::data`, as a
+/// node's [`owner_id`](Node::owner_id) keeps it) is in use below the code running now on this
+/// thread: being polled (that code is the task's own, or a destructor a teardown runs from
+/// inside it), or being dropped (by a teardown, or by the task's runner once it finished).
+/// Such a future cannot be waited for here: its use ends only once this code returns.
+pub(crate) fn in_use_here(identity: usize) -> bool {
+    identity != 0
+        && (waker_identity(TASK.with(Cell::get).waker) == Some(identity)
+            || IN_USE.with(|u| u.borrow().contains(&identity)))
+}
+
+/// The identities of every task whose future is in use below the code running now on this
+/// thread (see [`in_use_here`]).
+pub(crate) fn in_use_list() -> Vec<usize> {
+    let mut list = IN_USE.with(|u| u.borrow().clone());
+    list.extend(waker_identity(TASK.with(Cell::get).waker));
+    list
 }
 
 /// If `waker` is the waker of the task being polled, its identity (the address of the task it

@@ -100,9 +100,11 @@ pub(crate) struct NodeOps {
     pub(crate) close: unsafe fn(*const ()) -> bool,
     /// The last step of a teardown, after [`close`](Self::close) and a heavy fence: drops the
     /// task's future now, waiting for a poll in progress on another thread to end, or for
-    /// another teardown of the same task to end. Only task cells do anything. Given the
-    /// node's address.
-    pub(crate) teardown: unsafe fn(*const ()),
+    /// another teardown of the same task to end. Only task cells do anything. Returns `false`
+    /// where waiting could never end (the future is in use below the caller, on its own
+    /// thread or, through a chain of such waits, on another), and the task is left to end once
+    /// that use is over. Given the node's address.
+    pub(crate) teardown: unsafe fn(*const ()) -> bool,
     /// For a task spawned with `spawn_local`, the thread its future belongs to. Given the
     /// node's address.
     pub(crate) local_thread: unsafe fn(*const ()) -> Option<std::thread::ThreadId>,
@@ -266,7 +268,7 @@ static PLAIN: NodeOps = NodeOps {
         release: arc_release,
     },
     close: |_| false,
-    teardown: |_| {},
+    teardown: |_| true,
     local_thread: |_| None,
 };
 
@@ -274,8 +276,10 @@ static PLAIN: NodeOps = NodeOps {
 /// node), waiting for polls in progress on other threads to end. Each task is closed to new
 /// polls first, then one heavy fence (`asymmetric_fence`) makes every poll that had already
 /// begun visible, so that a runner's poll lock costs it no fence of its own (see `task`); the
-/// fence is a system call, paid once for all of them.
-pub(crate) fn tear_down(tasks: &[NodeRef]) {
+/// fence is a system call, paid once for all of them. Returns how many tasks were left to end
+/// once their future's use below the caller is over (see [`NodeOps::teardown`]): they stay
+/// linked until then.
+pub(crate) fn tear_down(tasks: &[NodeRef]) -> usize {
     let mut futures = false;
     for task in tasks {
         // SAFETY: the node is alive (`task` counts it), its operations were made for where it
@@ -287,10 +291,14 @@ pub(crate) fn tear_down(tasks: &[NodeRef]) {
     if futures {
         asymmetric_fence::heavy();
     }
+    let mut left = 0;
     for task in tasks {
         // SAFETY: as above.
-        unsafe { (task.ops.teardown)(task.addr()) }
+        if !unsafe { (task.ops.teardown)(task.addr()) } {
+            left += 1;
+        }
     }
+    left
 }
 
 /// # Safety
@@ -1450,6 +1458,17 @@ impl Node {
         // the node owns; it is only borrowed here (never dropped), to be cloned or woken
         // through its own vtable.
         Some(ManuallyDrop::new(unsafe { Waker::new(data, vtable) }))
+    }
+
+    /// Wakes the owner waker, if there is one (outside the node's lock).
+    pub(crate) fn wake_owner(&self) {
+        let owner = {
+            let s = self.lock();
+            self.owner_waker(&s)
+        };
+        if let Some(owner) = owner {
+            owner.wake();
+        }
     }
 
     /// The identity of the owner waker (`Waker::data`), 0 while there is none.

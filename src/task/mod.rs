@@ -14,7 +14,9 @@
 //! `asymmetric_fence`: nothing on the runner's side, a system call on the teardown's) makes at
 //! least one see the other's store: either the teardown sees the poll, or the runner sees the
 //! teardown. So a teardown waits for one poll at most, and drops the future only once no poll
-//! can begin.
+//! can begin. It does not wait where the poll could never end first, as when the task's own
+//! code drops the nursery it is a child of: it leaves the task, cancelled, to end as soon as
+//! that use of its future is over (see [`DEFERRED`]).
 //!
 //! The metadata lives as long as the allocation, that is as long as anything counts a reference
 //! to the task: the tree's and the handle's references ([`NodeRef`], `JoinRef`) are counted in
@@ -28,6 +30,7 @@
 
 mod handle;
 pub(crate) mod local;
+mod waits;
 
 use std::any::Any;
 use std::cell::UnsafeCell;
@@ -80,6 +83,18 @@ const CLOSING: u8 = 4;
 const CLAIMED: u8 = 8;
 /// Flag of the cell's `flags`: the teardown that claimed the task is over.
 const CLOSED: u8 = 16;
+/// Flag of the cell's `flags`: the teardown that claimed the task found its future in use where
+/// it could never wait for it: below itself on its own thread (the task's code, or a destructor
+/// run from inside it, dropped the nursery the task is a child of; or its runner or another
+/// teardown is dropping the future), or on another thread that waits, through a chain of
+/// teardowns, for a future in use on this one (see `waits`). That teardown gives up its claim
+/// instead and wakes the task: a poll that parks is followed by one more run, whose runner
+/// finds `CLOSING`, polls nothing, and whose drop tears the task down. The first teardown that
+/// raises [`RECLAIMED`] (that one, one that was waiting for the first one's end, or the
+/// runtime's shutdown) drops the future once its use is over.
+const DEFERRED: u8 = 32;
+/// Flag of the cell's `flags`: the claim that [`DEFERRED`] gave up is taken again.
+const RECLAIMED: u8 = 64;
 
 /// Where a child's failure goes: its nursery, or, before `TaskStatus::started`, the `start` call.
 pub(crate) trait Report<E>: Send + Sync {
@@ -240,7 +255,7 @@ where
     ///
     /// # Safety
     /// As for [`close_at`](Self::close_at).
-    unsafe fn teardown_at(node: *const ()) {
+    unsafe fn teardown_at(node: *const ()) -> bool {
         // SAFETY: as in `close_at`.
         unsafe { &*(node as *const Self) }.teardown()
     }
@@ -263,33 +278,90 @@ where
 
     /// A teardown's last step, after [`close`](Self::close) and a heavy fence: drops the task's
     /// future now, waiting for a poll in progress on another thread to end, or, if another
-    /// teardown claimed the task first, for that one to end.
-    fn teardown(&self) {
+    /// teardown claimed the task first, for that one to end. Where that wait could never end
+    /// (see `waits`), returns `false` at once and leaves the task to end once its future is let
+    /// go (see [`DEFERRED`]).
+    fn teardown(&self) -> bool {
+        let identity = self.node.owner_id();
         if self.flags.fetch_or(CLAIMED, Ordering::AcqRel) & CLAIMED != 0 {
-            while self.flags.load(Ordering::Acquire) & CLOSED == 0 {
+            let mut waiting = None;
+            loop {
+                let flags = self.flags.load(Ordering::Acquire);
+                if flags & CLOSED != 0 {
+                    return true;
+                }
+                if waiting.is_none() {
+                    // Checked before a reclaim: a claim given up for a future in use below us
+                    // cannot be taken up here either.
+                    match waits::wait_for(identity) {
+                        None => return false,
+                        registered => waiting = registered,
+                    }
+                }
+                if flags & DEFERRED != 0 && self.reclaim() {
+                    break;
+                }
                 std::thread::yield_now();
             }
-            return;
         }
         // The fence since `close` makes a poll that began before it visible here, and any later
         // runner sees `CLOSING` and polls nothing. A runner that sees `CLOSING` may still store
         // `POLLING`, then `IDLE`, in the state: it touches nothing else, and once this sees
         // `IDLE` or `DONE`, nothing reads the state but this teardown.
+        let mut waiting = None;
         let done = loop {
             match self.poll_state.load(Ordering::Acquire) {
                 IDLE => break false,
                 DONE => break true,
-                // Being polled on another thread: polls are short, wait for this one to end.
-                _ => std::thread::yield_now(),
+                // Being polled, or dropped by its runner: polls are short, wait for this one
+                // to end, unless it never would.
+                _ => {
+                    if waiting.is_none() {
+                        match waits::wait_for(identity) {
+                            None => {
+                                self.give_up_claim();
+                                return false;
+                            }
+                            registered => waiting = registered,
+                        }
+                    }
+                    std::thread::yield_now();
+                }
             }
         };
-        if !done {
-            // Possibly from inside another task's poll: the destructors run as this task's code.
-            if let Some(payload) = current::as_task(self.id(), || self.exit()) {
-                self.reporter.panicked(payload);
-            }
-            self.complete_and_unlink(JoinState::Cancelled);
+        drop(waiting);
+        if done {
+            self.flags.fetch_or(CLOSED, Ordering::Release);
+        } else {
+            self.end_torn_down();
         }
+        true
+    }
+
+    /// Takes the claim that a teardown gave up (see [`DEFERRED`]); `false` if another did.
+    fn reclaim(&self) -> bool {
+        self.flags.fetch_or(RECLAIMED, Ordering::AcqRel) & RECLAIMED == 0
+    }
+
+    /// A claimer that cannot wait for the poll in progress lets another teardown take the task
+    /// over once it is let go, and wakes the task, so that a poll that parks is followed by
+    /// one more run, whose runner ends it (see [`DEFERRED`]).
+    #[cold]
+    fn give_up_claim(&self) {
+        self.flags.fetch_and(!RECLAIMED, Ordering::Release);
+        self.flags.fetch_or(DEFERRED, Ordering::Release);
+        self.node.wake_owner();
+    }
+
+    /// Ends a task that a teardown claimed, its caller holding the poll lock: drops the future,
+    /// delivers `Cancelled` to the handle, unlinks the node and lets other teardowns go on.
+    fn end_torn_down(&self) {
+        // Possibly from inside another task's poll: the destructors run as this task's code.
+        let identity = self.node.owner_id();
+        if let Some(payload) = current::as_task(self.id(), identity, || self.exit()) {
+            self.reporter.panicked(payload);
+        }
+        self.complete_and_unlink(JoinState::Cancelled);
         self.flags.fetch_or(CLOSED, Ordering::Release);
     }
 
@@ -302,7 +374,8 @@ where
         self.poll_state.store(POLLING, Ordering::Relaxed);
         asymmetric_fence::light();
         if self.flags.load(Ordering::Relaxed) & CLOSING != 0 {
-            // Being torn down: the teardown takes over once the lock is let go.
+            // Being torn down: the teardown takes over once the lock is let go. (One that its
+            // own poll deferred is taken over by the runner's drop, which follows.)
             self.poll_state.store(IDLE, Ordering::Release);
             return false;
         }
@@ -556,6 +629,7 @@ where
             // is in progress, and every earlier one happened before this (`async-task` hands
             // the task from one run to the next, and to its drop).
             cell.close();
+            // Left to its user if its future is in use below us: then that user ends it.
             cell.teardown();
         }
     }
@@ -581,8 +655,10 @@ where
         if node::must_end(&cell.node, false) {
             // Cancelled while parked where the cancellation cannot reach it (B1), or its grace
             // period ran out (B3).
-            current::end_task_poll();
+            // Its future is dropped while its poll still counts as in progress on this thread:
+            // a teardown that the drop makes finds the future in use (`current::in_use_here`).
             cell.end_foreign_wait();
+            current::end_task_poll();
             return Poll::Ready(());
         }
         cell.report(Hook::BeforePoll);
@@ -616,10 +692,10 @@ where
                 poll()
             }
         };
-        current::end_task_poll();
         let parked = current::parked_in_poll();
         let poll_panic = match polled {
             Ok(false) => {
+                current::end_task_poll();
                 cell.report(Hook::AfterPoll(PollEnd::Parked));
                 node::record_poll(&cell.node, parked, cx.waker(), || true);
                 // A store: nothing else writes the state while the lock is held.
@@ -630,7 +706,9 @@ where
             Err(payload) => Some(payload),
         };
         cell.report(Hook::AfterPoll(PollEnd::Finished));
+        // Dropped while the poll still counts as in progress, as above.
         let drop_panic = cell.exit();
+        current::end_task_poll();
         // The outcome is put together here, where it is handed on, and not before the future's
         // drop: built there, it was copied across the call and read back with loads wider than
         // the stores that had just written it.
@@ -793,7 +871,7 @@ where
         // Never polled: drop the future through the normal path so the state is consistent,
         // then the never-scheduled task (its runner finds the future gone).
         cell.poll_state.store(POLLING, Ordering::Relaxed);
-        let _ = current::as_task(cell.id(), || cell.drop_future());
+        let _ = current::as_task(cell.id(), cell.node.owner_id(), || cell.drop_future());
         drop(runnable);
         drop(tree);
         // SAFETY: `refs` counts the handle's reference, which no handle will own.
