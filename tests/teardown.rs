@@ -6,6 +6,7 @@ mod common;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -533,9 +534,13 @@ fn within_ten_seconds<T: Send + 'static>(
 ) -> T {
     let (done, outcome) = std::sync::mpsc::channel();
     std::thread::spawn(move || done.send(scenario()));
-    outcome
-        .recv_timeout(Duration::from_secs(10))
-        .unwrap_or_else(|_| panic!("{case}: a teardown waited for a future in use below it"))
+    match outcome.recv_timeout(Duration::from_secs(10)) {
+        Ok(outcome) => outcome,
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("{case}: a teardown waited for a future in use below it")
+        }
+        Err(RecvTimeoutError::Disconnected) => panic!("{case}: the scenario panicked"),
+    }
 }
 
 /// A nursery whose one task takes the nursery future in `slot` and holds it until dropped; it
