@@ -704,7 +704,7 @@ fn a_task_that_lets_go_of_its_own_nursery_ends_once_its_future_is_let_go() {
 /// current-thread flavour it has not run again yet). `block_on` still returns only once that
 /// future is dropped, whoever ends it: the shutdown's teardown, or the task's own next run.
 #[test]
-fn a_task_left_to_end_after_dropping_its_own_nursery_is_ended_by_the_shutdown() {
+fn a_task_left_to_end_after_dropping_its_own_nursery_ends_before_block_on_returns() {
     for flavor in FLAVORS {
         for how in [LetGo::DropsThenParks, LetGo::DropsThroughATask] {
             let case = format!("{flavor:?}, {how:?}");

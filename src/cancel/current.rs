@@ -32,7 +32,7 @@ thread_local! {
     static TASK: Cell<TaskPoll> = const { Cell::new(TaskPoll { waker: ptr::null(), id: 0 }) };
     /// The identities of the tasks whose futures are in use below the code running now on
     /// this thread, besides the task being polled (`TASK`): each [`as_task`] adds the task it
-    /// runs as, and the poll it interrupted. For [`in_use_here`]; written only by `as_task`,
+    /// runs as, and the poll it interrupted. For [`in_use_list`]; written only by `as_task`,
     /// so task polls pay nothing for it.
     static IN_USE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
@@ -141,19 +141,11 @@ fn waker_identity(waker: *const Waker) -> Option<usize> {
     unsafe { waker.as_ref() }.map(|waker| waker.data() as usize)
 }
 
-/// Whether the future of the task with identity `identity` (its waker's `Waker::data`, as a
-/// node's [`owner_id`](Node::owner_id) keeps it) is in use below the code running now on this
-/// thread: being polled (that code is the task's own, or a destructor a teardown runs from
-/// inside it), or being dropped (by a teardown, or by the task's runner once it finished).
-/// Such a future cannot be waited for here: its use ends only once this code returns.
-pub(crate) fn in_use_here(identity: usize) -> bool {
-    identity != 0
-        && (waker_identity(TASK.with(Cell::get).waker) == Some(identity)
-            || IN_USE.with(|u| u.borrow().contains(&identity)))
-}
-
-/// The identities of every task whose future is in use below the code running now on this
-/// thread (see [`in_use_here`]).
+/// The identities (`Waker::data`, as a node's [`owner_id`](Node::owner_id) keeps them) of every
+/// task whose future is in use below the code running now on this thread: being polled (that
+/// code is the task's own, or a destructor a teardown runs from inside it), or being dropped
+/// (by a teardown, or by the task's runner once it finished). Such a future cannot be waited
+/// for here: its use ends only once this code returns.
 pub(crate) fn in_use_list() -> Vec<usize> {
     let mut list = IN_USE.with(|u| u.borrow().clone());
     list.extend(waker_identity(TASK.with(Cell::get).waker));

@@ -306,14 +306,14 @@ impl Scheduler {
         self.wakeups.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Wakes the sleeping worker `index`, just taken off the sleepers under `idle`, to search
-    /// for work.
-    fn wake_sleeper(&self, idle: MutexGuard<'_, Idle>, index: usize) {
+    /// Wakes an idle worker, just taken off the idle ones under `idle`, to search for work:
+    /// `wake` unparks it (a sleeper) or notifies the reactor (the driver).
+    fn wake_idle(&self, idle: MutexGuard<'_, Idle>, wake: impl FnOnce()) {
         self.num_idle.fetch_sub(1, Ordering::SeqCst);
         self.num_searching.fetch_add(1, Ordering::SeqCst);
         drop(idle);
         self.count_wakeup();
-        self.workers[index].parker.unpark();
+        wake();
     }
 
     /// The index of the worker the calling thread runs, if it runs one of this scheduler's.
@@ -443,15 +443,11 @@ impl Scheduler {
         }
         let mut idle = self.idle();
         if let Some(index) = idle.sleepers.pop() {
-            self.wake_sleeper(idle, index);
+            self.wake_idle(idle, || self.workers[index].parker.unpark());
         } else if idle.driver_waiting {
             idle.driver_waiting = false;
             idle.driver_notified = true;
-            self.num_idle.fetch_sub(1, Ordering::SeqCst);
-            self.num_searching.fetch_add(1, Ordering::SeqCst);
-            drop(idle);
-            self.count_wakeup();
-            driver.notify();
+            self.wake_idle(idle, || driver.notify());
         }
     }
 
@@ -487,7 +483,7 @@ impl Scheduler {
                 self.count_wakeup();
                 driver.notify();
             } else if let Some(index) = idle.sleepers.pop() {
-                self.wake_sleeper(idle, index);
+                self.wake_idle(idle, || self.workers[index].parker.unpark());
             }
         } else {
             self.main.parker.unpark();

@@ -148,8 +148,8 @@ pub(crate) struct ChildCell<F, T, E, R> {
     /// `Node::inherit_locals`), where a field of the cell would make every task 8 bytes bigger
     /// (an idle task's size is a benchmarked figure), and a task that has them locks its node
     /// to copy them at each poll. Both are set at the spawn. `CLOSING`: a teardown has begun;
-    /// `CLAIMED` and `CLOSED`: which teardown drops the future, and when it is done (see the
-    /// constants).
+    /// `CLAIMED` and `CLOSED`: which teardown drops the future, and when it is done;
+    /// `DEFERRED` and `RECLAIMED`: a claim given up, and taken up again (see the constants).
     flags: AtomicU8,
     /// What `join` holds (see [`JoinTag`]): here, in bytes the cell pads anyway.
     join_tag: JoinTag,
@@ -282,21 +282,17 @@ where
     /// (see `waits`), returns `false` at once and leaves the task to end once its future is let
     /// go (see [`DEFERRED`]).
     fn teardown(&self) -> bool {
-        let identity = self.node.owner_id();
+        let mut waiting = waits::Waiting::new(self.node.owner_id());
         if self.flags.fetch_or(CLAIMED, Ordering::AcqRel) & CLAIMED != 0 {
-            let mut waiting = None;
             loop {
                 let flags = self.flags.load(Ordering::Acquire);
                 if flags & CLOSED != 0 {
                     return true;
                 }
-                if waiting.is_none() {
-                    // Checked before a reclaim: a claim given up for a future in use below us
-                    // cannot be taken up here either.
-                    match waits::wait_for(identity) {
-                        None => return false,
-                        registered => waiting = registered,
-                    }
+                // Checked before a reclaim: a claim given up for a future in use below us
+                // cannot be taken up here either.
+                if !waiting.may_go_on() {
+                    return false;
                 }
                 if flags & DEFERRED != 0 && self.reclaim() {
                     break;
@@ -308,25 +304,17 @@ where
         // runner sees `CLOSING` and polls nothing. A runner that sees `CLOSING` may still store
         // `POLLING`, then `IDLE`, in the state: it touches nothing else, and once this sees
         // `IDLE` or `DONE`, nothing reads the state but this teardown.
-        let mut waiting = None;
         let done = loop {
             match self.poll_state.load(Ordering::Acquire) {
                 IDLE => break false,
                 DONE => break true,
                 // Being polled, or dropped by its runner: polls are short, wait for this one
                 // to end, unless it never would.
-                _ => {
-                    if waiting.is_none() {
-                        match waits::wait_for(identity) {
-                            None => {
-                                self.give_up_claim();
-                                return false;
-                            }
-                            registered => waiting = registered,
-                        }
-                    }
-                    std::thread::yield_now();
+                _ if !waiting.may_go_on() => {
+                    self.give_up_claim();
+                    return false;
                 }
+                _ => std::thread::yield_now(),
             }
         };
         drop(waiting);
@@ -656,7 +644,7 @@ where
             // Cancelled while parked where the cancellation cannot reach it (B1), or its grace
             // period ran out (B3).
             // Its future is dropped while its poll still counts as in progress on this thread:
-            // a teardown that the drop makes finds the future in use (`current::in_use_here`).
+            // a teardown that the drop makes finds the future in use (`current::in_use_list`).
             cell.end_foreign_wait();
             current::end_task_poll();
             return Poll::Ready(());

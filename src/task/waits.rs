@@ -23,46 +23,73 @@ struct Wait {
     /// The identity (`Waker::data`) of the task whose future it waits for.
     target: usize,
     /// The identities of the tasks whose futures are in use on its stack (see
-    /// `current::in_use_here`).
+    /// `current::in_use_list`).
     in_use: Vec<usize>,
 }
 
 static WAITS: Mutex<Vec<Wait>> = Mutex::new(Vec::new());
 
-/// A wait registered with [`wait_for`]; it leaves the registry when dropped.
-pub(super) struct Waiting(Option<ThreadId>);
+/// A teardown's wait for the future of one task, registered on its first [`may_go_on`]
+/// (teardowns that need not wait register nothing), and unregistered when dropped.
+///
+/// [`may_go_on`]: Waiting::may_go_on
+pub(super) struct Waiting {
+    /// The identity (`Waker::data`) of the task waited for.
+    target: usize,
+    /// `None` until registered; then the thread under which it is registered, if any.
+    registered: Option<Option<ThreadId>>,
+}
+
+impl Waiting {
+    /// A wait for the future of the task with identity `target`, not registered yet.
+    pub(super) fn new(target: usize) -> Waiting {
+        Waiting {
+            target,
+            registered: None,
+        }
+    }
+
+    /// Whether the caller may go on waiting: registers the wait the first time; `false` if it
+    /// could never end (the future is in use on this thread, or its user waits, through a chain
+    /// of waits, for a future in use here).
+    pub(super) fn may_go_on(&mut self) -> bool {
+        if self.registered.is_none() {
+            match register(self.target) {
+                Some(thread) => self.registered = Some(thread),
+                None => return false,
+            }
+        }
+        true
+    }
+}
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if let Some(thread) = self.0 {
+        if let Some(Some(thread)) = self.registered {
             let mut waits = WAITS.lock().unwrap_or_else(PoisonError::into_inner);
             waits.retain(|wait| wait.thread != thread);
         }
     }
 }
 
-/// Registers that this thread is about to wait for the future of the task with identity
-/// `target` to be let go; `None` if that wait could never end: the future is in use on this
-/// thread, or its user waits, through a chain of waits, for a future in use here.
-pub(super) fn wait_for(target: usize) -> Option<Waiting> {
-    if current::in_use_here(target) {
-        return None;
-    }
+/// Registers this thread's wait for `target` unless it would never end; gives the thread it is
+/// registered under (`None`: nothing to register, as nothing is in use here).
+fn register(target: usize) -> Option<Option<ThreadId>> {
     let in_use = current::in_use_list();
     if in_use.is_empty() {
         // Nothing can be waiting for this thread: no cycle passes through it.
-        return Some(Waiting(None));
+        return Some(None);
     }
     let mut waits = WAITS.lock().unwrap_or_else(PoisonError::into_inner);
     let mut at = target;
     // Each thread has one wait at most, so a chain has no more links than there are waits.
-    for _ in 0..waits.len() {
-        let Some(next) = waits.iter().find(|wait| wait.in_use.contains(&at)) else {
-            break;
-        };
-        at = next.target;
-        if current::in_use_here(at) {
+    for _ in 0..=waits.len() {
+        if in_use.contains(&at) {
             return None;
+        }
+        match waits.iter().find(|wait| wait.in_use.contains(&at)) {
+            Some(next) => at = next.target,
+            None => break,
         }
     }
     let thread = thread::current().id();
@@ -71,5 +98,5 @@ pub(super) fn wait_for(target: usize) -> Option<Waiting> {
         target,
         in_use,
     });
-    Some(Waiting(Some(thread)))
+    Some(Some(thread))
 }
